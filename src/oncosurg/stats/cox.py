@@ -428,6 +428,7 @@ def _collinearity_message(Xc: np.ndarray, names: list[str], singular: list[int])
     parts = []
     rng = np.random.default_rng(0)
     sub = Xc if Xc.shape[0] <= 200_000 else Xc[rng.choice(Xc.shape[0], 200_000, replace=False)]
+    sub = sub - sub.mean(axis=0)  # linear combination up to a constant
     for s in singular:
         col = sub[:, s]
         if np.ptp(col) == 0 or np.allclose(col, 0):
@@ -439,7 +440,8 @@ def _collinearity_message(Xc: np.ndarray, names: list[str], singular: list[int])
             scale = np.abs(sub[:, ok]).mean(axis=0) * np.abs(coef)
             if np.sqrt(np.mean(resid**2)) <= 1e-6 * np.sqrt(np.mean(col**2)):
                 involved = [names[ok[i]] for i in np.flatnonzero(scale > 1e-8 * np.abs(col).mean())]
-                parts.append(f"'{names[s]}' is a linear combination of " + ", ".join(f"'{v}'" for v in involved))
+                combo = ", ".join(f"'{v}'" for v in involved)
+                parts.append(f"'{names[s]}' is a linear combination of {combo}")
                 continue
         parts.append(
             f"'{names[s]}' carries no information beyond the other covariates within the risk sets "
@@ -516,7 +518,8 @@ def coxph(
         bad = stop <= start
         if bad.any():
             raise SurvivalInputError(
-                f"each interval needs entry < time (stop > start); stop <= start at {_rows(np.flatnonzero(bad))}"
+                "each interval needs entry < time (stop > start); "
+                f"stop <= start at {_rows(np.flatnonzero(bad))}"
             )
     if strata is not None:
         scode, slevels = _strata_codes(strata, n)
@@ -577,7 +580,7 @@ def coxph(
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             return _k.cox_counting_iter(c_start, c_stop, ev, scode, Xs, beta, sort1, sort2, nused, efron)
 
-    beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, rank = _newton(
+    beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, _rank = _newton(
         evaluate, p, int(max_iter), float(tol), toler_chol, agreg=counting, Xc=Xc_full, names=colnames
     )
     converged = flag != 1000
@@ -636,9 +639,9 @@ def coxph(
 
     lr = 2.0 * (loglik1 - loglik0)
     try:
-        wald, wald_df = _wald(var, coef, toler_chol)
+        wald, _ = _wald(var, coef, toler_chol)
     except (FloatingPointError, ZeroDivisionError):  # pragma: no cover
-        wald, wald_df = float("nan"), p
+        wald = float("nan")
 
     # concordance on the linear predictor (R: x %*% coef - sum(coef * means))
     lp = Xm @ coef - float(np.dot(coef, means))
@@ -693,7 +696,7 @@ def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
         for it in range(1, maxiter + 1):
             newlk, u, imat = evaluate(newbeta)
             chol, flag = _cholesky2(imat, toler_chol)
-            notfinite = (not np.all(np.isfinite(u))) or (not np.all(np.isfinite(imat))) or not np.isfinite(newlk)
+            notfinite = not (np.all(np.isfinite(u)) and np.all(np.isfinite(imat)) and np.isfinite(newlk))
             if not notfinite and abs(1 - loglik1 / newlk) <= eps:
                 return newbeta, _chinv2(chol), u, loglik0, newlk, sctest, it, flag, rank
             if notfinite or newlk < loglik1:
@@ -718,7 +721,7 @@ def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
     newlk = loglik0
     flag = rank
     it = 0
-    for it in range(1, maxiter + 1):  # noqa: B007 - 'it' is reported
+    for it in range(1, maxiter + 1):
         newlk, u, imat = evaluate(beta)
         fail = int(np.sum(~np.isfinite(np.diag(imat))))
         chol, rank2 = _cholesky2(imat, toler_chol)
