@@ -295,7 +295,8 @@ def _fw_clear(tree, node, r):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, nrank, counting):  # pragma: no cover
+def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, nrank, counting):
+
     """Counts (concordant, discordant, tied.x, tied.y, tied.xy) and per-row influence columns 0-2.
 
     ``sort_stop`` orders rows by (stratum, -stop, status, rank); ``sort_start`` by
@@ -310,6 +311,8 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
     nw = np.zeros(nrank)
     dtw = np.zeros(nrank + 1)
     dnw = np.zeros(nrank)
+    ttot = 0.0  # total weight in the risk-set tree
+    dtot = 0.0  # total weight in the event tree
     i = 0
     i2 = 0
     while i < n:
@@ -325,11 +328,12 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
                 r = rank[ii]
                 less = _fw_prefix(dtw, r)
                 eq = dnw[r]
-                tot = _fw_prefix(dtw, nrank)
+                tot = dtot
                 imat[ii, 0] -= less
                 imat[ii, 1] -= tot - less - eq
                 imat[ii, 2] -= eq
                 _fw_add(tw, nw, r, 1.0)
+                ttot += 1.0
                 i += 1
             else:
                 if counting:
@@ -338,18 +342,18 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
                         r = rank[jj]
                         less = _fw_prefix(dtw, r)
                         eq = dnw[r]
-                        tot = _fw_prefix(dtw, nrank)
+                        tot = dtot
                         imat[jj, 0] += less
                         imat[jj, 1] += tot - less - eq
                         imat[jj, 2] += eq
                         _fw_add(tw, nw, r, -1.0)
+                        ttot -= 1.0
                         i2 += 1
                 ndeath = 0
                 dwt = 0.0
                 dwt2 = 0.0
                 xsave = rank[ii]
                 j = i
-                ttot = _fw_prefix(tw, nrank)
                 while j < send and stop[sort_stop[j]] == stop[ii]:
                     jj = sort_stop[j]
                     ndeath += 1
@@ -371,17 +375,19 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
                     imat[jj, 1] += less
                     imat[jj, 2] += eq
                     _fw_add(dtw, dnw, r, 1.0)
+                    dtot += 1.0
                     j += 1
                 for j in range(i, i + ndeath):
                     jj = sort_stop[j]
                     r = rank[jj]
                     less = _fw_prefix(dtw, r)
                     eq = dnw[r]
-                    tot = _fw_prefix(dtw, nrank)
+                    tot = dtot
                     imat[jj, 0] -= less
                     imat[jj, 1] -= tot - less - eq
                     imat[jj, 2] -= eq
                     _fw_add(tw, nw, r, 1.0)
+                    ttot += 1.0
                 i += ndeath
         # finish the influence of this stratum (rows still in the risk set)
         if counting:
@@ -390,7 +396,7 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
                 r = rank[jj]
                 less = _fw_prefix(dtw, r)
                 eq = dnw[r]
-                tot = _fw_prefix(dtw, nrank)
+                tot = dtot
                 imat[jj, 0] += less
                 imat[jj, 1] += tot - less - eq
                 imat[jj, 2] += eq
@@ -401,7 +407,7 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
                 r = rank[jj]
                 less = _fw_prefix(dtw, r)
                 eq = dnw[r]
-                tot = _fw_prefix(dtw, nrank)
+                tot = dtot
                 imat[jj, 0] += less
                 imat[jj, 1] += tot - less - eq
                 imat[jj, 2] += eq
@@ -410,5 +416,7 @@ def concordance_kernel(start, stop, status, rank, strat, sort_stop, sort_start, 
             r = rank[sort_stop[k]]
             _fw_clear(tw, nw, r)
             _fw_clear(dtw, dnw, r)
+        ttot = 0.0
+        dtot = 0.0
     count[3] -= count[4]
     return count, imat

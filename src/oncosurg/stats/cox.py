@@ -43,14 +43,16 @@ import numpy as np
 from scipy import stats as _sps
 
 from oncosurg.stats import _cox_kernels as _k
-
-try:  # the shared validation helpers (owned by the Kaplan-Meier module)
-    from oncosurg.stats._checks import SurvivalInputError
-except ImportError:  # pragma: no cover - only while the shared module does not exist yet
-
-    class SurvivalInputError(ValueError):
-        """Invalid survival input: names the column and the rule that was broken."""
-
+from oncosurg.stats._checks import (
+    SurvivalInputError,
+    check_conf_level,
+    check_event,
+    check_group,
+    check_same_length,
+    check_time,
+    label,
+)
+from oncosurg.stats.results import _Tabular, clean
 
 __all__ = ["CoxConvergenceWarning", "CoxResult", "coxph"]
 
@@ -80,8 +82,8 @@ class CoxCoefficient:
     z: float
     p: float
 
-    def to_dict(self) -> dict[str, float]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        return clean({
             "coef": self.coef,
             "se": self.se,
             "hr": self.hr,
@@ -89,11 +91,11 @@ class CoxCoefficient:
             "hr_upper": self.hr_upper,
             "z": self.z,
             "p": self.p,
-        }
+        })
 
 
 @dataclass(frozen=True)
-class CoxResult:
+class CoxResult(_Tabular):
     """Immutable result of :func:`coxph` (the fields of R's ``summary(coxph(...))``)."""
 
     coefficients: tuple[CoxCoefficient, ...]
@@ -135,7 +137,8 @@ class CoxResult:
         return {c.name: c.hr for c in self.coefficients}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready dict (NaN / infinite -> None, as R's NA / Inf in the JSON reference)."""
+        return clean({
             "coefficients": {c.name: c.to_dict() for c in self.coefficients},
             "loglik_null": self.loglik_null,
             "loglik": self.loglik,
@@ -158,10 +161,10 @@ class CoxResult:
             "iterations": self.iterations,
             "converged": self.converged,
             "warnings": list(self.warnings),
-        }
+        })
 
     def table(self) -> list[dict[str, Any]]:
-        """Tidy coefficient table: one dict per covariate (``pandas.DataFrame(res.table())``)."""
+        """Tidy coefficient table: one dict per covariate (``res.to_pandas()`` for a DataFrame)."""
         return [{"term": c.name, **c.to_dict()} for c in self.coefficients]
 
     def __str__(self) -> str:  # a compact, R-like print
@@ -204,29 +207,6 @@ def _rows(idx: np.ndarray, limit: int = 5) -> str:
     shown = ", ".join(str(int(i)) for i in idx[:limit])
     more = f" and {idx.size - limit} more" if idx.size > limit else ""
     return f"row{'s' if idx.size > 1 else ''} {shown}{more} (0-based)"
-
-
-def _numeric_vector(x: Any, name: str, n: int | None = None) -> np.ndarray:
-    arr = _to_numpy(x)
-    if arr.ndim != 1:
-        arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
-    if arr.ndim != 1:
-        raise SurvivalInputError(f"'{name}' must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.float64)
-    elif arr.dtype.kind in "iuf":
-        arr = arr.astype(np.float64, copy=False)
-    else:
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            bad = next((v for v in arr if not _is_number(v)), None)
-            raise SurvivalInputError(
-                f"'{name}' must be numeric; found the value {bad!r} (dtype {arr.dtype})"
-            ) from None
-    if n is not None and arr.shape[0] != n:
-        raise SurvivalInputError(f"'{name}' has {arr.shape[0]} values but 'time' has {n}")
-    return arr
 
 
 def _is_number(v: Any) -> bool:
@@ -289,41 +269,6 @@ def _design(X: Any, names: Sequence[str] | None, n: int) -> tuple[np.ndarray, li
     return out, colnames
 
 
-def _check_time(t: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(t)
-    if bad.any():
-        raise SurvivalInputError(f"'{name}' has missing or infinite values at {_rows(np.flatnonzero(bad))}")
-    neg = t < 0
-    if neg.any():
-        raise SurvivalInputError(f"'{name}' must be >= 0; negative values at {_rows(np.flatnonzero(neg))}")
-
-
-def _check_event(e: np.ndarray) -> np.ndarray:
-    bad = ~((e == 0) | (e == 1))
-    if bad.any():
-        raise SurvivalInputError(
-            f"'event' must be 0 (censored) or 1 (event); other values at {_rows(np.flatnonzero(bad))}"
-        )
-    return e.astype(np.int8)
-
-
-def _strata_codes(strata: Any, n: int) -> tuple[np.ndarray, tuple[Any, ...]]:
-    arr = _to_numpy(strata)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise SurvivalInputError(f"'strata' must be a vector of {n} labels, got shape {arr.shape}")
-    if arr.dtype.kind == "f":
-        miss = np.isnan(arr)
-    else:
-        miss = np.array([v is None or (isinstance(v, float) and math.isnan(v)) for v in arr], dtype=bool)
-    if miss.any():
-        raise SurvivalInputError(f"'strata' has missing labels at {_rows(np.flatnonzero(miss))}")
-    try:
-        levels, codes = np.unique(arr, return_inverse=True)
-    except TypeError:
-        levels, codes = np.unique(arr.astype(str), return_inverse=True)
-    return codes.astype(np.int64), tuple(levels.tolist())
-
-
 def _aeq_surv(*columns: np.ndarray) -> list[np.ndarray]:
     """R's ``aeqSurv``: merge times closer than sqrt(eps) (absolute, or relative to mean |time|)."""
     allt = np.unique(np.concatenate(columns))
@@ -335,6 +280,48 @@ def _aeq_surv(*columns: np.ndarray) -> list[np.ndarray]:
         return list(columns)
     cuts = allt[np.concatenate(([True], ~tied))]
     return [cuts[np.searchsorted(cuts, c, side="right") - 1] for c in columns]
+
+
+def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``aeqSurv`` for right-censored data using one sort, which is reused for the fit.
+
+    Returns (merged times, ascending order, dense index of each row's distinct time, number of
+    distinct times).
+    """
+    n = t.shape[0]
+    order = np.argsort(t, kind="stable")
+    st = t[order]
+    newgrp = np.empty(n, dtype=bool)
+    newgrp[0] = True
+    np.not_equal(st[1:], st[:-1], out=newgrp[1:])
+    uniq = st[newgrp]
+    if uniq.size >= 2:
+        dy = np.diff(uniq)
+        tied = (dy <= _TIMEFIX_TOL) | (dy / np.mean(np.abs(uniq)) <= _TIMEFIX_TOL)
+        if tied.any():
+            keep = np.concatenate(([True], ~tied))
+            cut_of_unique = np.cumsum(keep) - 1
+            st = uniq[keep][cut_of_unique[np.cumsum(newgrp) - 1]]
+            np.not_equal(st[1:], st[:-1], out=newgrp[1:])
+    tid_sorted = np.cumsum(newgrp) - 1
+    merged = np.empty_like(t)
+    merged[order] = st
+    tid = np.empty(n, dtype=np.int64)
+    tid[order] = tid_sorted
+    return merged, order, tid, int(tid_sorted[-1]) + 1
+
+
+def _dense_rank(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """0-based dense ranks of x (equal values share a rank) and the number of distinct values."""
+    order = np.argsort(x, kind="stable")
+    sx = x[order]
+    newgrp = np.empty(x.shape[0], dtype=bool)
+    newgrp[0] = True
+    np.not_equal(sx[1:], sx[:-1], out=newgrp[1:])
+    r_sorted = np.cumsum(newgrp) - 1
+    r = np.empty(x.shape[0], dtype=np.int64)
+    r[order] = r_sorted
+    return r, int(r_sorted[-1]) + 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +455,7 @@ def coxph(
     conf_level: float = 0.95,
     max_iter: int = 20,
     tol: float = 1e-9,
+    column_names: Mapping[str, str] | None = None,
 ) -> CoxResult:
     """Fit a Cox proportional hazards model as R's ``coxph`` does.
 
@@ -493,41 +481,45 @@ def coxph(
     max_iter, tol:
         Newton-Raphson limits; defaults are R's ``coxph.control()`` (``iter.max = 20``,
         ``eps = 1e-9``).
+    column_names:
+        Optional map from argument name (``"time"``, ``"event"``, ``"entry"``, ``"strata"``) to the
+        user's column name, so that error messages name the CSV column.
     """
     if ties not in ("efron", "breslow"):
         raise SurvivalInputError(f"ties must be 'efron' or 'breslow', got {ties!r}")
-    if not 0 < conf_level < 1:
-        raise SurvivalInputError(f"conf_level must be in (0, 1), got {conf_level!r}")
+    conf_level = check_conf_level(conf_level)
     if int(max_iter) < 0:
         raise SurvivalInputError("max_iter must be >= 0")
     if not tol > 0:
         raise SurvivalInputError("tol must be > 0")
 
-    stop = _numeric_vector(time, "time")
+    stop = check_time(time, "time", column_names).astype(np.float64)
     n = stop.shape[0]
-    if n == 0:
-        raise SurvivalInputError("empty data: 'time' has no rows")
-    _check_time(stop, "time")
-    ev = _check_event(_numeric_vector(event, "event", n))
+    ev = check_event(event, n, "event", column_names).astype(np.int8)
     Xm, colnames = _design(X, names, n)
     counting = entry is not None
     start = None
     if counting:
-        start = _numeric_vector(entry, "entry", n)
-        _check_time(start, "entry")
+        start = check_time(entry, "entry", column_names).astype(np.float64)
+        check_same_length(n, start, "entry", column_names)
         bad = stop <= start
         if bad.any():
             raise SurvivalInputError(
-                "each interval needs entry < time (stop > start); "
-                f"stop <= start at {_rows(np.flatnonzero(bad))}"
+                f"{label('entry', column_names)} must be < {label('time', column_names)} on every row "
+                f"(interval (start, stop]); stop <= start at {_rows(np.flatnonzero(bad))}. "
+                "Fix or drop those rows."
             )
     if strata is not None:
-        scode, slevels = _strata_codes(strata, n)
+        levels, scode = check_group(strata, n, "strata", column_names)
+        scode = scode.astype(np.int64)
+        slevels: tuple[Any, ...] | None = tuple(levels)
     else:
         scode, slevels = np.zeros(n, dtype=np.int64), None
     nevents = int(ev.sum())
     if nevents == 0:
-        raise SurvivalInputError("no events (all 'event' values are 0): a Cox model cannot be fitted")
+        raise SurvivalInputError(
+            f"no events: every {label('event', column_names)} value is 0, so a Cox model cannot be fitted."
+        )
 
     # R: coxph.control(timefix = TRUE) -> aeqSurv
     if counting:
@@ -537,8 +529,9 @@ def coxph(
             raise SurvivalInputError(
                 f"interval of effective length 0 after merging near-equal times at {_rows(bad)}"
             )
+        tid, ntime = _dense_rank(stop)
     else:
-        (stop,) = _aeq_surv(stop)
+        stop, t_order, tid, ntime = _timefix_sorted(stop)
 
     p = Xm.shape[1]
     efron = 1 if ties == "efron" else 0
@@ -553,7 +546,7 @@ def coxph(
     scale = np.where(zero_one | (absmean <= 0), 1.0, 1.0 / np.where(absmean > 0, absmean, 1.0))
 
     if not counting:
-        order = np.lexsort((stop, scode))
+        order = t_order if slevels is None else t_order[np.argsort(scode[t_order], kind="stable")]
         s_time = np.ascontiguousarray(stop[order])
         s_stat = np.ascontiguousarray(ev[order])
         s_strat = np.ascontiguousarray(scode[order])
@@ -645,7 +638,7 @@ def coxph(
 
     # concordance on the linear predictor (R: x %*% coef - sum(coef * means))
     lp = Xm @ coef - float(np.dot(coef, means))
-    conc, conc_se = _concordance(start if counting else None, stop, ev, lp, scode)
+    conc, conc_se = _concordance(start if counting else None, stop, ev, lp, scode, tid, ntime)
 
     return CoxResult(
         coefficients=coefs,
@@ -748,13 +741,28 @@ def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
 
 
 def _concordance(
-    start: np.ndarray | None, stop: np.ndarray, status: np.ndarray, lp: np.ndarray, scode: np.ndarray
+    start: np.ndarray | None,
+    stop: np.ndarray,
+    status: np.ndarray,
+    lp: np.ndarray,
+    scode: np.ndarray,
+    tid: np.ndarray,
+    ntime: int,
 ) -> tuple[float, float]:
-    """``concordancefit(Y, lp, strata, reverse = TRUE)`` as called by coxph: (C, se(C))."""
-    uniq, rank = np.unique(lp, return_inverse=True)
-    rank = rank.astype(np.int64).ravel()
+    """``concordancefit(Y, lp, strata, reverse = TRUE)`` as called by coxph: (C, se(C)).
+
+    ``tid`` is the dense index of each row's stop time among the ``ntime`` distinct stop times.
+    """
+    rank, nrank = _dense_rank(lp)
     counting = start is not None
-    sort_stop = np.lexsort((rank, status, -stop, scode)).astype(np.int64)
+    # order(strata, -stop, status, rank) as one int64 key when it fits, else a lexsort
+    nstrat = int(scode.max()) + 1
+    if float(nstrat) * ntime * 2 * nrank < 2.0**62:
+        key = scode * ntime + (ntime - 1 - tid)
+        key = (key * 2 + status) * nrank + rank
+        sort_stop = np.argsort(key, kind="stable").astype(np.int64)
+    else:  # pragma: no cover - astronomically many strata x times x scores
+        sort_stop = np.lexsort((rank, status, -stop, scode)).astype(np.int64)
     if counting:
         sort_start = np.lexsort((-start, scode)).astype(np.int64)
         st = np.ascontiguousarray(start)
@@ -762,7 +770,7 @@ def _concordance(
         sort_start = np.zeros(1, dtype=np.int64)
         st = np.zeros(1)
     count, imat = _k.concordance_kernel(
-        st, np.ascontiguousarray(stop), status, rank, scode, sort_stop, sort_start, uniq.size, counting
+        st, np.ascontiguousarray(stop), status, rank, scode, sort_stop, sort_start, nrank, counting
     )
     npair = count[0] + count[1] + count[2]
     if npair == 0:
