@@ -1,0 +1,294 @@
+"""Input validation shared by every estimator in :mod:`oncosurg.stats`.
+
+Every check raises :class:`SurvivalInputError` (a ``ValueError``) with a message that names the
+argument (or the CSV column, when the caller passes ``names``), states the rule that was broken,
+shows the first offending row and says how to fix it.  The checks are written to cost a few
+passes over the data at most (``min``/``max`` reductions propagate NaN, so one reduction finds
+both NaN and negative values), because they run on registry-scale arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SurvivalData",
+    "SurvivalInputError",
+    "as_1d_array",
+    "check_conf_level",
+    "check_conf_type",
+    "check_event",
+    "check_group",
+    "check_same_length",
+    "check_survival_input",
+    "check_time",
+    "check_weights",
+    "label",
+]
+
+CONF_TYPES = ("log", "log-log", "plain")
+
+
+class SurvivalInputError(ValueError):
+    """Invalid input to a survival estimator (the message names the column and the rule)."""
+
+
+def label(arg: str, names: Mapping[str, str] | None = None) -> str:
+    """How to refer to argument ``arg`` in a message: the CSV column name when known."""
+    if names and arg in names and names[arg] is not None:
+        return f"column '{names[arg]}' ({arg})"
+    return f"argument '{arg}'"
+
+
+def _first_row(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def as_1d_array(
+    x: Any, arg: str, names: Mapping[str, str] | None = None, *, numeric: bool = True
+) -> np.ndarray:
+    """Convert a list / numpy array / pandas or polars Series to a 1-d numpy array.
+
+    Missing values (None, pandas NA, polars null) become NaN for numeric input.  Non-numeric values
+    raise :class:`SurvivalInputError` when ``numeric`` is true.
+    """
+    what = label(arg, names)
+    if x is None:
+        raise SurvivalInputError(f"{what} is missing: pass an array of values.")
+    if hasattr(x, "to_numpy") and not isinstance(x, np.ndarray):
+        try:  # pandas (nullable dtypes too) and polars
+            arr = x.to_numpy()
+        except TypeError:
+            arr = np.asarray(x)
+    else:
+        arr = np.asarray(x)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise SurvivalInputError(f"{what} must be one-dimensional, got shape {arr.shape}.")
+    if not numeric:
+        return arr
+    if arr.dtype.kind in "biuf":
+        return arr
+    # object / string arrays: convert element by element, None / NA -> NaN
+    out = np.empty(arr.shape[0], dtype=np.float64)
+    for i, v in enumerate(arr.tolist()):
+        if v is None:
+            out[i] = np.nan
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            if str(v).strip() in ("", "NA", "NaN", "nan", "<NA>", "null", "None"):
+                out[i] = np.nan
+                continue
+            raise SurvivalInputError(
+                f"{what} must be numeric; row {i} holds {v!r}. Convert the column to numbers "
+                "(and code missing values as empty) before fitting."
+            ) from None
+    return out
+
+
+def check_same_length(n: int, arr: np.ndarray, arg: str, names: Mapping[str, str] | None = None) -> None:
+    if arr.shape[0] != n:
+        raise SurvivalInputError(
+            f"{label(arg, names)} has {arr.shape[0]} values but 'time' has {n}: "
+            "every argument must have one value per row."
+        )
+
+
+def check_time(time: Any, arg: str = "time", names: Mapping[str, str] | None = None) -> np.ndarray:
+    """Survival (stop) times: finite, non-missing and >= 0.  Returns an int or float64 array."""
+    t = as_1d_array(time, arg, names)
+    what = label(arg, names)
+    if t.shape[0] == 0:
+        raise SurvivalInputError(f"{what} is empty: there is no data to analyse (need at least one row).")
+    if t.dtype.kind == "b":
+        t = t.astype(np.int64)
+    if t.dtype.kind in "iu":
+        if t.dtype.kind == "i" and t.min() < 0:
+            i = _first_row(t < 0)
+            raise SurvivalInputError(
+                f"{what} has negative times (first at row {i}: {t[i]}); survival times must be >= 0. "
+                "Check the date arithmetic (end date before start date?)."
+            )
+        return t
+    t = t.astype(np.float64, copy=False)
+    lo, hi = t.min(), t.max()  # NaN propagates through min/max
+    if np.isnan(lo) or np.isnan(hi):
+        i = _first_row(np.isnan(t))
+        raise SurvivalInputError(
+            f"{what} has missing (NaN) times (first at row {i}); every row needs a time. "
+            "Drop the rows or complete the follow-up."
+        )
+    if lo < 0:
+        i = _first_row(t < 0)
+        raise SurvivalInputError(
+            f"{what} has negative times (first at row {i}: {t[i]:g}); survival times must be >= 0. "
+            "Check the date arithmetic (end date before start date?)."
+        )
+    if not np.isfinite(hi):
+        i = _first_row(~np.isfinite(t))
+        raise SurvivalInputError(
+            f"{what} has infinite times (first at row {i}); survival times must be finite. "
+            "Use the last follow-up time with event = 0 for patients still alive."
+        )
+    return t
+
+
+def check_event(event: Any, n: int, arg: str = "event", names: Mapping[str, str] | None = None) -> np.ndarray:
+    """Event indicator: 0/1 (or bool), no missing values.  Returns a bool array."""
+    e = as_1d_array(event, arg, names)
+    check_same_length(n, e, arg, names)
+    what = label(arg, names)
+    if e.dtype.kind == "b":
+        return e
+    if e.dtype.kind in "iu":
+        if e.min() >= 0 and e.max() <= 1:
+            return e.astype(bool)
+        bad = (e != 0) & (e != 1)
+    else:
+        bad = (e != 0) & (e != 1)  # NaN != 0 and NaN != 1 -> flagged
+        if not bad.any():
+            return e.astype(bool)
+    i = _first_row(bad)
+    val = e[i]
+    shown = "missing" if isinstance(val, float) and np.isnan(val) else repr(val.item())
+    raise SurvivalInputError(
+        f"{what} must be 0 (censored) or 1 (event); row {i} is {shown}. "
+        "Recode the status column (e.g. dead = 1, alive/lost = 0) and fill missing values."
+    )
+
+
+def check_weights(
+    weights: Any, n: int, arg: str = "weights", names: Mapping[str, str] | None = None
+) -> np.ndarray:
+    """Case weights / counts: finite and >= 0.  Returns a float64 array."""
+    w = as_1d_array(weights, arg, names).astype(np.float64, copy=False)
+    check_same_length(n, w, arg, names)
+    what = label(arg, names)
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = _first_row(bad)
+        raise SurvivalInputError(
+            f"{what} must be finite and >= 0 (case counts); row {i} is {w[i]!r}. "
+            "Use the number of patients each row stands for."
+        )
+    if not (w > 0).any():
+        raise SurvivalInputError(f"{what} are all zero: there is no data to analyse.")
+    return w
+
+
+def check_entry(
+    entry: Any, time: np.ndarray, arg: str = "entry", names: Mapping[str, str] | None = None
+) -> np.ndarray:
+    """Left-truncation (entry / start) times for counting-process rows (entry, time]: entry < time."""
+    s = check_time(entry, arg, names).astype(np.float64, copy=False)
+    check_same_length(time.shape[0], s, arg, names)
+    bad = s >= time
+    if bad.any():
+        i = _first_row(bad)
+        raise SurvivalInputError(
+            f"{label(arg, names)} must be < {label('time', names)} on every row (interval (start, stop]); "
+            f"row {i} has start {s[i]:g} >= stop {time[i]:g}. Fix or drop the row."
+        )
+    return s
+
+
+def check_conf_type(conf_type: str) -> str:
+    if conf_type not in CONF_TYPES:
+        raise SurvivalInputError(
+            f"conf_type must be one of {', '.join(repr(c) for c in CONF_TYPES)}; got {conf_type!r}."
+        )
+    return conf_type
+
+
+def check_conf_level(conf_level: float) -> float:
+    try:
+        c = float(conf_level)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if not (0.0 < c < 1.0):
+        raise SurvivalInputError(
+            f"conf_level must be strictly between 0 and 1 (e.g. 0.95); got {conf_level!r}."
+        )
+    return c
+
+
+def check_group(
+    group: Any, n: int, arg: str = "group", names: Mapping[str, str] | None = None, *, min_levels: int = 1
+) -> tuple[list[Any], np.ndarray]:
+    """Group labels -> (sorted distinct labels, integer codes).  Missing labels are an error."""
+    g = as_1d_array(group, arg, names, numeric=False)
+    check_same_length(n, g, arg, names)
+    what = label(arg, names)
+    if g.dtype.kind == "f" and np.isnan(g).any():
+        i = _first_row(np.isnan(g))
+        raise SurvivalInputError(f"{what} has a missing group label at row {i}; drop the row or label it.")
+    if g.dtype.kind == "O":
+        miss = np.array([v is None or (isinstance(v, float) and v != v) for v in g.tolist()], dtype=bool)
+        if miss.any():
+            i = _first_row(miss)
+            raise SurvivalInputError(
+                f"{what} has a missing group label at row {i}; drop the row or label it."
+            )
+        try:
+            levels, codes = np.unique(g, return_inverse=True)
+        except TypeError:
+            levels, codes = np.unique(g.astype(str), return_inverse=True)
+    else:
+        levels, codes = np.unique(g, return_inverse=True)
+    labels = [v.item() if hasattr(v, "item") else v for v in levels]
+    if len(labels) < min_levels:
+        raise SurvivalInputError(
+            f"{what} has only {len(labels)} level ({labels[0]!r}); comparing groups needs at least "
+            f"{min_levels}. Check the grouping column or drop the comparison."
+        )
+    return labels, codes.reshape(-1).astype(np.intp, copy=False)
+
+
+@dataclass(frozen=True)
+class SurvivalData:
+    """Validated right-censored (optionally left-truncated, weighted) survival data."""
+
+    time: np.ndarray
+    event: np.ndarray  # bool
+    weights: np.ndarray | None  # float64 or None (= all ones)
+    entry: np.ndarray | None  # float64 or None (= no left truncation)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.time.shape[0])
+
+
+def check_survival_input(
+    time: Any,
+    event: Any,
+    *,
+    weights: Any = None,
+    entry: Any = None,
+    names: Mapping[str, str] | None = None,
+) -> SurvivalData:
+    """Validate (time, event[, weights][, entry]) and return numpy arrays.
+
+    ``names`` maps argument names (``"time"``, ``"event"``, ``"weights"``, ``"entry"``) to the
+    column names the user knows, so messages can say ``column 'os_months' (time)``.
+    Rows with weight 0 are dropped (they stand for no patient).
+    """
+    t = check_time(time, "time", names)
+    n = t.shape[0]
+    e = check_event(event, n, "event", names)
+    w = None if weights is None else check_weights(weights, n, "weights", names)
+    s = None if entry is None else check_entry(entry, t, "entry", names)
+    if w is not None:
+        if (w == 1.0).all():
+            w = None
+        elif (w == 0).any():
+            keep = w > 0
+            t, e, w = t[keep], e[keep], w[keep]
+            s = None if s is None else s[keep]
+    return SurvivalData(t, e, w, s)
