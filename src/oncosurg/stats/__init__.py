@@ -5,15 +5,24 @@ See ``docs/statistics.md``.  Results are immutable objects with ``.to_dict()`` a
 
 from oncosurg.stats._checks import SurvivalInputError
 from oncosurg.stats.km import kaplan_meier, reverse_kaplan_meier
+from oncosurg.stats.logrank import logrank_test
 from oncosurg.stats.proportion import proportion_ci
-from oncosurg.stats.results import AtTime, KaplanMeier, Quantile
+from oncosurg.stats.results import AtTime, KaplanMeier, LogRankResult, Quantile
 
 __all__ = [
     "AtTime",
     "KaplanMeier",
+    "LogRankResult",
     "Quantile",
     "SurvivalInputError",
     "kaplan_meier",
+    "logrank_test",
     "proportion_ci",
     "reverse_kaplan_meier",
 ]
+
+# Cox proportional hazards and the time-varying-exposure helpers (cox.py, timevarying.py)
+from oncosurg.stats.cox import CoxResult, coxph
+from oncosurg.stats.timevarying import LandmarkData, SplitData, landmark, split_at_exposure
+
+__all__ += ["CoxResult", "LandmarkData", "SplitData", "coxph", "landmark", "split_at_exposure"]
