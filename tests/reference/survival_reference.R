@@ -173,7 +173,7 @@ lr <- function(name, group, strata = NULL) {
   obs <- if (is.matrix(sd$obs)) rowSums(sd$obs) else sd$obs
   ex <- if (is.matrix(sd$exp)) rowSums(sd$exp) else sd$exp
   list(dataset = name, group = group, strata = strata, levels = A(as.character(sort(unique(d[[group]])))),
-       chisq = sd$chisq, df = length(sd$n) - 1, p = pchisq(sd$chisq, length(sd$n) - 1, lower.tail = FALSE),
+       chisq = sd$chisq, df = sum(ex > 0) - 1, p = sd$pvalue,
        n = A(sd$n), observed = A(obs), expected = A(ex), var = lapply(seq_len(nrow(sd$var)), function(i) A(sd$var[i, ])))
 }
 logrank <- list(lr("ties", "group"), lr("heavy_ties", "group"), lr("heavy_ties", "group", "stratum"),
