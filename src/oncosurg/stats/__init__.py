@@ -7,18 +7,22 @@ from oncosurg.stats._checks import SurvivalInputError
 from oncosurg.stats.km import kaplan_meier, reverse_kaplan_meier
 from oncosurg.stats.logrank import logrank_test
 from oncosurg.stats.proportion import proportion_ci
-from oncosurg.stats.results import AtTime, KaplanMeier, LogRankResult, Quantile
+from oncosurg.stats.results import AtTime, KaplanMeier, LogRankResult, Quantile, RMSTEstimate, RMSTResult
+from oncosurg.stats.rmst import rmst
 
 __all__ = [
     "AtTime",
     "KaplanMeier",
     "LogRankResult",
     "Quantile",
+    "RMSTEstimate",
+    "RMSTResult",
     "SurvivalInputError",
     "kaplan_meier",
     "logrank_test",
     "proportion_ci",
     "reverse_kaplan_meier",
+    "rmst",
 ]
 
 # Cox proportional hazards and the time-varying-exposure helpers (cox.py, timevarying.py)

@@ -259,10 +259,20 @@ class SurvivalData:
     event: np.ndarray  # bool
     weights: np.ndarray | None  # float64 or None (= all ones)
     entry: np.ndarray | None  # float64 or None (= no left truncation)
+    kept: np.ndarray | None = None  # rows of the input kept (None = all); zero-weight rows are dropped
 
     @property
     def n_rows(self) -> int:
         return int(self.time.shape[0])
+
+    @property
+    def n_input(self) -> int:
+        """Number of rows given (before dropping zero-weight rows)."""
+        return self.n_rows if self.kept is None else int(self.kept.shape[0])
+
+    def subset_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Align per-input-row codes (e.g. groups) with the kept rows."""
+        return codes if self.kept is None else codes[self.kept]
 
 
 def check_survival_input(
@@ -291,4 +301,5 @@ def check_survival_input(
             keep = w > 0
             t, e, w = t[keep], e[keep], w[keep]
             s = None if s is None else s[keep]
+            return SurvivalData(t, e, w, s, keep)
     return SurvivalData(t, e, w, s)
