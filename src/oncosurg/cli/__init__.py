@@ -1,0 +1,58 @@
+"""The ``oncosurg`` command: one click group, shared options, one module per command family.
+
+Bad input never produces a traceback: commands raise :class:`UserError` (exit status 2) or
+:class:`click.ClickException` with a message that says how to fix the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from oncosurg import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(click.ClickException):
+    """Bad input from the user: printed without a traceback, exit status 2."""
+
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="oncosurg")
+def cli() -> None:
+    """oncosurg: register, validate and analyse the rescue-cetuximab → hepatectomy pathway.
+
+    Data flows one way: a registry CSV is validated and imported into a store (SQLite file by
+    default, PostgreSQL by URL); a study protocol (TOML) defines the cohort, populations and
+    endpoints; `analyze` computes them from the patient-level records.
+    """
+
+
+def db_option(f: F) -> F:
+    """``--db URL`` (default ``$ONCOSURG_DB`` or ``sqlite:///oncosurg.db``)."""
+    return click.option(
+        "--db", "db", metavar="URL", envvar="ONCOSURG_DB", default=None,
+        help="Database URL: sqlite:///path.db (default sqlite:///oncosurg.db) or "
+             "postgresql://user@host/db. Also read from $ONCOSURG_DB.")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")(f)
+
+
+def _register() -> None:
+    # Each command module attaches its commands to ``cli``; imported here so the group is complete.
+    from oncosurg.cli import analyze, registry, survival  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="oncosurg")

@@ -1,0 +1,266 @@
+"""Running a protocol against a store: cohort flow, populations and endpoints.
+
+Counting happens in the database (``COUNT``/``SUM(CASE …)`` over the analysis view); time-to-event
+endpoints fetch ``(time, event, count)`` aggregated by ``GROUP BY`` and hand the counts to the
+survival core (:mod:`oncosurg.stats`) as case weights, so the data leaving the database is one row
+per distinct time, not per patient.  Results are plain, JSON-ready dictionaries (the ``analyze``
+JSON), built once here and rendered by :mod:`oncosurg.report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from oncosurg import __version__
+from oncosurg.protocol.expr import Compiled, Compiler, ExpressionError
+from oncosurg.protocol.model import Endpoint, Protocol, ProtocolError
+from oncosurg.protocol.view import AnalysisView, build_view
+from oncosurg.stats import kaplan_meier, proportion_ci
+
+#: A Kaplan-Meier median reached with fewer patients than this at risk earns a warning.
+FEW_AT_RISK = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledProtocol:
+    protocol: Protocol
+    view: AnalysisView
+    cohort_steps: tuple[tuple[str, Compiled], ...]
+    cohort: sa.ColumnElement[bool]
+    populations: Mapping[str, Compiled]
+    numerators: Mapping[str, Compiled]
+
+
+def compile_protocol(protocol: Protocol) -> CompiledProtocol:
+    """Type-check every expression of ``protocol`` against the analysis view (all problems at once)."""
+    problems: list[str] = []
+    params = protocol.parameters
+    try:
+        view = build_view(postop_window_days=protocol.postop_window_days,
+                          major_hepatectomy_segments=protocol.major_hepatectomy_segments,
+                          derived=protocol.derived, params=params)
+    except ExpressionError as exc:
+        raise ProtocolError(protocol.source, [f"derived: {exc}"]) from None
+    compiled_pops: dict[str, Compiled] = {}
+    resolving: list[str] = []
+
+    def population(name: str) -> Compiled | None:
+        if name in compiled_pops:
+            return compiled_pops[name]
+        if name not in protocol.populations:
+            return None
+        if name in resolving:
+            raise ExpressionError(f"population '{name}' refers to itself ({' → '.join([*resolving, name])})",
+                                  protocol.populations[name])
+        resolving.append(name)
+        try:
+            compiled_pops[name] = compiler.compile(protocol.populations[name])
+        finally:
+            resolving.pop()
+        return compiled_pops[name]
+
+    compiler = Compiler(view.columns, view.types, params, population)
+    for name in protocol.populations:
+        try:
+            population(name)
+        except ExpressionError as exc:
+            problems.append(f"populations.{name}: {exc}")
+    steps: list[tuple[str, Compiled]] = []
+    column = protocol.accrual_column
+    if column not in view.types or view.types[column].kind != "date":
+        problems.append(f"cohort.accrual_column: {column!r} is not a date column of the analysis view")
+    elif protocol.accrual_start or protocol.accrual_end:
+        start = protocol.accrual_start.isoformat() if protocol.accrual_start else None
+        end = protocol.accrual_end.isoformat() if protocol.accrual_end else None
+        text = (f"{column} between date '{start}' and date '{end}'" if start and end
+                else f"{column} >= date '{start}'" if start else f"{column} <= date '{end}'")
+        steps.append((f"{column} within the accrual window", compiler.compile(text)))
+    for i, inc in enumerate(protocol.include):
+        try:
+            steps.append((inc.label, compiler.compile(inc.where)))
+        except ExpressionError as exc:
+            problems.append(f"cohort.include[{i}].where: {exc}")
+    numerators: dict[str, Compiled] = {}
+    for ep in protocol.endpoints:
+        where = f"endpoints ({ep.id})"
+        try:
+            if ep.numerator:
+                numerators[ep.id] = compiler.compile(ep.numerator)
+            for key, kinds in (("column", ("int", "float")), ("time", ("int", "float")), ("event", ("bool",))):
+                name = getattr(ep, key)
+                if name is None:
+                    continue
+                if name not in view.types:
+                    problems.append(f"{where}.{key}: unknown column {name!r}")
+                elif view.types[name].kind not in kinds:
+                    problems.append(f"{where}.{key}: column {name!r} is {view.types[name].kind}, "
+                                    f"expected {' or '.join(kinds)}")
+        except ExpressionError as exc:
+            problems.append(f"{where}.numerator: {exc}")
+    if problems:
+        raise ProtocolError(protocol.source, problems)
+    cohort = sa.and_(sa.true(), *[c.sql for _, c in steps])
+    return CompiledProtocol(protocol, view, tuple(steps), cohort, compiled_pops, numerators)
+
+
+def run_protocol(engine: sa.Engine, protocol: Protocol, *, provenance: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Evaluate every endpoint; returns the ``analyze`` JSON object."""
+    cp = compile_protocol(protocol)
+    warnings: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        flow = _flow(conn, cp)
+        endpoints = {ep.id: _endpoint(conn, cp, ep, warnings) for ep in protocol.endpoints}
+        data_cut = conn.execute(sa.select(sa.func.max(cp.view.subquery.c.last_contact_date))
+                                .where(cp.cohort)).scalar()
+    if hasattr(data_cut, "isoformat"):
+        data_cut = data_cut.isoformat()
+    return {
+        "protocol": protocol.summary(),
+        "cohort": {"flow": flow, "n": flow[-1]["n"] if flow else 0, "data_cut": data_cut},
+        "endpoints": endpoints,
+        "warnings": warnings,
+        "provenance": {"oncosurg_version": __version__, **(provenance or {})},
+    }
+
+
+def _count(conn: sa.Connection, view: AnalysisView, where: sa.ColumnElement[bool]) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(view.subquery).where(where)).scalar_one())
+
+
+def _flow(conn: sa.Connection, cp: CompiledProtocol) -> list[dict[str, Any]]:
+    total = _count(conn, cp.view, sa.true())
+    flow = [{"step": "registered", "label": "Patients in the registry", "n": total, "excluded": 0, "reason": None}]
+    where: list[sa.ColumnElement[bool]] = []
+    previous = total
+    for label, compiled in cp.cohort_steps:
+        where.append(compiled.sql)
+        n = _count(conn, cp.view, sa.and_(*where))
+        flow.append({"step": "include", "label": label, "n": n, "excluded": previous - n,
+                     "reason": f"not ({compiled.text})"})
+        previous = n
+    return flow
+
+
+def _population(cp: CompiledProtocol, name: str) -> sa.ColumnElement[bool]:
+    if name == "all":
+        return cp.cohort
+    return sa.and_(cp.cohort, cp.populations[name].sql)
+
+
+def _base(ep: Endpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": ep.kind, "label": ep.label, "definition": ep.definition,
+                           "population": ep.population}
+    if ep.published is not None:
+        out["published"] = {"value": ep.published.value, "text": ep.published.text}
+    return out
+
+
+def _endpoint(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, warnings: list[dict[str, Any]]
+              ) -> dict[str, Any]:
+    where = _population(cp, ep.population)
+    c = cp.view.subquery.c
+    out = _base(ep)
+    if ep.kind == "count":
+        out["n"] = _count(conn, cp.view, where)
+    elif ep.kind == "proportion":
+        num = cp.numerators[ep.id]
+        missing_cond = sa.and_(*[c[i].is_(None) for i in num.inputs]) if num.inputs else sa.false()
+        one = sa.literal(1)
+        row = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.sum(sa.case((missing_cond, one), else_=0)),
+                sa.func.sum(sa.case((sa.and_(sa.not_(missing_cond), num.sql), one), else_=0)),
+                sa.func.count(sa.distinct(sa.case((sa.not_(missing_cond), c.referral), else_=sa.null()))),
+            ).select_from(cp.view.subquery).where(where)
+        ).one()
+        total, missing, numerator, referral_kinds = (int(v or 0) for v in row)
+        denominator = total - missing
+        estimate = numerator / denominator if denominator else None
+        low, high = proportion_ci(numerator, denominator, method=ep.ci_method, conf_level=ep.conf_level) \
+            if denominator else (None, None)
+        out |= {"numerator": numerator, "denominator": denominator, "estimate": estimate, "ci_low": low,
+                "ci_high": high, "ci_method": ep.ci_method, "missing": missing}
+        if referral_kinds > 1:
+            warnings.append(_warning(ep, "pooled-referral",
+                                     f"{ep.id}: the denominator mixes in-house (intention-to-treat) and referred "
+                                     "(selected) patients; report the two groups separately"))
+        if missing:
+            warnings.append(_warning(ep, "missing-inputs",
+                                     f"{ep.id}: {missing} patient(s) left the denominator because every input "
+                                     f"of the predicate was missing"))
+    elif ep.kind == "median":
+        col = c[ep.column]
+        values = np.asarray([v for (v,) in conn.execute(sa.select(col).where(where, col.is_not(None)))],
+                            dtype=float)
+        if values.size:
+            # q1/q3 with numpy's default (linear, R type 7) quantile
+            q1, med, q3 = np.quantile(values, [0.25, 0.5, 0.75])
+            out |= {"n": int(values.size), "median": float(med), "q1": float(q1), "q3": float(q3),
+                    "min": float(values.min()), "max": float(values.max())}
+        else:
+            out |= {"n": 0, "median": None, "q1": None, "q3": None, "min": None, "max": None}
+        total = _count(conn, cp.view, where)
+        if total > values.size:
+            out["missing"] = total - int(values.size)
+    else:
+        out |= _time_to_event(conn, cp, ep, where, warnings)
+    return out
+
+
+def _time_to_event(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, where: sa.ColumnElement[bool],
+                   warnings: list[dict[str, Any]]) -> dict[str, Any]:
+    c = cp.view.subquery.c
+    time, event = c[ep.time], c[ep.event]
+    # One row per distinct (time, event) with its count: the KM's sufficient statistics.
+    rows = conn.execute(
+        sa.select(time, event, sa.func.count()).where(where, time.is_not(None), event.is_not(None))
+        .group_by(time, event)
+    ).all()
+    t = np.asarray([r[0] for r in rows], dtype=float)
+    e = np.asarray([bool(r[1]) for r in rows], dtype=float)
+    w = np.asarray([r[2] for r in rows], dtype=float)
+    n = int(w.sum())
+    events = int(w[e == 1].sum())
+    out: dict[str, Any] = {"n": n, "events": events, "median": None, "ci_low": None, "ci_high": None,
+                           "conf_type": ep.conf_type, "unit": ep.unit}
+    if ep.kind == "followup_median":
+        out["method"] = "reverse Kaplan-Meier (Schemper & Smith 1996)"
+    if n == 0:
+        return out
+    if np.any(t < 0):
+        raise ProtocolError(cp.protocol.source, [f"endpoints ({ep.id}): negative times in column {ep.time}"])
+    if ep.kind == "followup_median":
+        # Reverse Kaplan-Meier: censoring is the event (R: survfit(Surv(time, 1 - event) ~ 1)).
+        fit = kaplan_meier(t, 1 - e, weights=w, conf_type=ep.conf_type, conf_level=ep.conf_level)
+    else:
+        fit = kaplan_meier(t, e, weights=w, conf_type=ep.conf_type, conf_level=ep.conf_level)
+    q = fit.median()
+    out |= {"median": _num(q.estimate), "ci_low": _num(q.lower), "ci_high": _num(q.upper)}
+    if q.estimate is None:
+        warnings.append(_warning(ep, "median-not-reached",
+                                 f"{ep.id}: the Kaplan-Meier median is not reached "
+                                 f"({events} event(s) among {n}); report it as 'not reached'"))
+    else:
+        at_risk = fit.n_risk_at(q.estimate)
+        out["n_risk_at_median"] = at_risk
+        if at_risk < FEW_AT_RISK:
+            warnings.append(_warning(ep, "few-at-risk",
+                                     f"{ep.id}: the median is reached with only {at_risk} patient(s) at risk; "
+                                     "it is unstable"))
+    return out
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _warning(ep: Endpoint, code: str, message: str) -> dict[str, Any]:
+    return {"endpoint": ep.id, "code": code, "message": message}

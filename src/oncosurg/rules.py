@@ -1,0 +1,313 @@
+"""Clinical validation rules of the registry, each with a stable code, a message and a fix.
+
+Every ingest path (registry CSV, later REDCap, FHIR and web forms) converts raw cells with
+:func:`parse_cell` and checks whole records with :func:`check_record`, so the rules exist once.
+A rule violation is an :class:`Issue`; callers collect all of them before deciding anything.
+
+Codes are stable API (documented in ``docs/rules.md``):
+
+* ``F1xx`` file-level problems (empty, encoding, binary, CSV syntax),
+* ``H2xx`` header problems (unknown, missing or duplicate columns),
+* ``V3xx`` single-value problems (type, enum, range, pattern, length, formula),
+* ``X4xx`` cross-field and cross-record rules.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from oncosurg.schema import (
+    CLAVIEN_DINDO,
+    DEFAULT_POSTOP_WINDOW_DAYS,
+    FIELD_BY_NAME,
+    HEPATECTOMY_COLUMNS,
+    SURGERY_COLUMNS,
+    Field,
+    Kind,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A validation rule: stable ``code``, short ``name`` and what it checks."""
+
+    code: str
+    name: str
+    description: str
+
+
+RULES: dict[str, Rule] = {}
+
+
+def _rule(code: str, name: str, description: str) -> Rule:
+    rule = Rule(code, name, description)
+    RULES[code] = rule
+    return rule
+
+
+F_EMPTY = _rule("F101", "empty-file", "The file has no header row.")
+F_ENCODING = _rule("F102", "not-utf8", "The file must be UTF-8 text.")
+F_BINARY = _rule("F103", "binary-file", "The file contains NUL bytes: it is not a CSV text file.")
+F_SYNTAX = _rule("F104", "csv-syntax", "The CSV cannot be parsed (e.g. an unclosed quote).")
+F_ROW_WIDTH = _rule("F105", "row-width", "A data row has more or fewer cells than the header.")
+H_UNKNOWN = _rule("H201", "unknown-column", "A header names a column the registry does not have.")
+H_MISSING = _rule("H202", "missing-column", "A required column is absent from the header.")
+H_DUPLICATE = _rule("H203", "duplicate-column", "A column appears twice in the header.")
+H_BLANK = _rule("H204", "blank-column-name", "A header cell is empty.")
+V_REQUIRED = _rule("V301", "required", "A required value is empty.")
+V_DATE = _rule("V302", "date", "A date is not a valid ISO date YYYY-MM-DD.")
+V_INTEGER = _rule("V303", "integer", "A value must be a whole number.")
+V_NUMBER = _rule("V304", "number", "A value must be a finite number.")
+V_BOOL = _rule("V305", "boolean", "A yes/no value is neither 'yes' nor 'no'.")
+V_ENUM = _rule("V306", "enum", "A value is not one of the allowed codes.")
+V_RANGE = _rule("V307", "range", "A number is outside its allowed range.")
+V_PATTERN = _rule("V308", "identifier", "An identifier has characters outside A-Z a-z 0-9 _ . -.")
+V_LENGTH = _rule("V309", "too-long", "A value is longer than the column allows.")
+V_FORMULA = _rule("V310", "formula-like", "A text value starts with = + - @ (spreadsheet formula injection).")
+V_SEGMENTS = _rule("V311", "segments", "Resected segments are not Couinaud 1-8 separated by ';'.")
+V_FUTURE = _rule("V312", "future-date", "A date lies after today.")
+V_CONTROL = _rule("V313", "control-characters", "A text value holds control characters.")
+X_SURGERY_BEFORE_START = _rule("X401", "surgery-before-cetuximab", "surgery_date is before cetuximab_start.")
+X_CONTACT_BEFORE_SURGERY = _rule("X402", "contact-before-surgery", "last_contact_date is before surgery_date.")
+X_PROGRESSION_WINDOW = _rule(
+    "X403", "progression-window", "progression_date is outside [cetuximab_start, last_contact_date]."
+)
+X_DEATH_CONTACT = _rule("X404", "death-is-last-contact", "death_date differs from last_contact_date.")
+X_SURGERY_FIELDS = _rule("X405", "surgery-fields-without-surgery", "A surgery column is filled without surgery_date.")
+X_SURGERY_REQUIRED = _rule("X406", "surgery-field-required", "surgery_type and clavien_dindo_max need a value when surgery_date is given.")
+X_HEPATECTOMY_FIELDS = _rule("X407", "pathology-without-hepatectomy", "Pathology and margin are only for hepatectomy.")
+X_GRADE_V = _rule("X408", "clavien-v-without-postop-death", "Clavien-Dindo V needs a death within the postoperative window.")
+X_CONTACT_BEFORE_START = _rule("X409", "contact-before-cetuximab", "last_contact_date is before cetuximab_start.")
+X_DUPLICATE_ID = _rule("X410", "duplicate-patient", "The same patient_id appears twice for one centre in the file.")
+X_ALREADY_REGISTERED = _rule("X411", "already-registered", "The patient_id is already registered in this centre.")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One validation finding. ``line`` counts the header as line 1; ``None`` = whole file."""
+
+    code: str
+    message: str
+    hint: str
+    line: int | None = None
+    column: str | None = None
+    value: str | None = None
+
+    @property
+    def rule(self) -> Rule:
+        return RULES[self.code]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "rule": self.rule.name,
+            "line": self.line,
+            "column": self.column,
+            "value": self.value,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+    def format(self, source: str = "") -> str:
+        """``file:line: column 'x' = 'v': message [code rule] → hint``, one line."""
+        where = source
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        parts = [f"{where}:" if where else ""]
+        if self.column is not None:
+            col = f"column '{self.column}'"
+            if self.value is not None:
+                col += f" = {show_value(self.value)}"
+            parts.append(col + ":")
+        parts.append(f"{self.message} [{self.code} {self.rule.name}]")
+        text = " ".join(p for p in parts if p)
+        return f"{text} — fix: {self.hint}" if self.hint else text
+
+
+def show_value(value: str, limit: int = 40) -> str:
+    """Quote a cell for a message, shortened when long (a megabyte cell must not flood the terminal)."""
+    if len(value) > limit:
+        return repr(value[:limit]) + f"… ({len(value)} characters)"
+    return repr(value)
+
+
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_INT_RE = re.compile(r"[+-]?\d+")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def parse_cell(field: Field, raw: str, *, line: int | None, today: dt.date | None = None) -> tuple[Any, Issue | None]:
+    """Convert one non-empty raw cell to its Python value, or return the :class:`Issue` found.
+
+    Returns ``(value, None)`` on success.  Empty cells are handled by the caller.
+    """
+    name = field.name
+
+    def issue(rule: Rule, message: str, hint: str) -> tuple[Any, Issue]:
+        return None, Issue(rule.code, message, hint, line, name, raw)
+
+    if len(raw) > max(field.max_length, 64):
+        return issue(V_LENGTH, f"value is {len(raw)} characters long; at most {field.max_length} allowed",
+                     f"shorten it to {field.max_length} characters or fewer")
+    kind = field.kind
+    if kind is Kind.TEXT:
+        if raw.startswith(_FORMULA_START):
+            return issue(V_FORMULA, "text starting with = + - @ is refused (spreadsheet formula injection)",
+                         "remove the leading character; identifiers are plain pseudonyms")
+        if _CONTROL_RE.search(raw):
+            return issue(V_CONTROL, "text contains control characters", "remove the non-printing characters")
+        if name == "patient_id" and not _ID_RE.fullmatch(raw):
+            return issue(V_PATTERN, "patient_id may only use A-Z a-z 0-9 _ . - (1-64 characters)",
+                         "use the centre's pseudonym without spaces or other symbols")
+        return raw, None
+    if kind is Kind.ENUM:
+        if raw in field.choices:
+            return raw, None
+        near = [c for c in field.choices if c.lower() == raw.strip().lower()]
+        hint = f"write '{near[0]}'" if near else f"use {field.describe_type()}"
+        return issue(V_ENUM, f"'{raw}' is not an allowed code", hint)
+    if kind is Kind.BOOL:
+        if raw in ("yes", "no"):
+            return raw == "yes", None
+        hint = f"write '{raw.strip().lower()}'" if raw.strip().lower() in ("yes", "no") else "write 'yes' or 'no'"
+        return issue(V_BOOL, "not a yes/no value", hint)
+    if kind is Kind.DATE:
+        try:
+            if not _DATE_RE.fullmatch(raw):
+                raise ValueError
+            value = dt.date.fromisoformat(raw)
+        except ValueError:
+            return issue(V_DATE, "not a valid date", "write the date as YYYY-MM-DD, e.g. 2005-03-14")
+        if today is not None and value > today:
+            return issue(V_FUTURE, f"date is after today ({today.isoformat()})", "check the year and month")
+        return value, None
+    if kind is Kind.INTEGER:
+        if not _INT_RE.fullmatch(raw):
+            return issue(V_INTEGER, "not a whole number", f"use {field.describe_type()}")
+        return _check_range(field, int(raw), raw, line)
+    if kind is Kind.NUMBER:
+        try:
+            number = float(raw)
+        except ValueError:
+            hint = "use a point as decimal separator" if "," in raw else f"use {field.describe_type()}"
+            return issue(V_NUMBER, "not a number", hint)
+        if not math.isfinite(number) or raw.strip().lower() in ("nan", "inf", "-inf", "infinity"):
+            return issue(V_NUMBER, "not a finite number", "leave the cell empty if the value is unknown")
+        return _check_range(field, number, raw, line)
+    if kind is Kind.SEGMENTS:
+        parts = raw.split(";")
+        if not all(p.strip() in {"1", "2", "3", "4", "5", "6", "7", "8"} for p in parts) or len(
+            {p.strip() for p in parts}
+        ) != len(parts):
+            return issue(V_SEGMENTS, "not a list of distinct Couinaud segments 1-8",
+                         "write segments separated by ';', e.g. 5;6;7;8")
+        return ";".join(sorted((p.strip() for p in parts), key=int)), None
+    raise AssertionError(f"unhandled kind {kind}")  # pragma: no cover - schema and parser agree
+
+
+def _check_range(field: Field, value: float, raw: str, line: int | None) -> tuple[Any, Issue | None]:
+    lo, hi = field.minimum, field.maximum
+    bad = (lo is not None and (value <= lo if field.exclusive_minimum else value < lo)) or (
+        hi is not None and value > hi
+    )
+    if bad:
+        return None, Issue(V_RANGE.code, f"{raw} is out of range", f"use {field.describe_type()}",
+                           line, field.name, raw)
+    return value, None
+
+
+def parse_record(
+    cells: dict[str, str], *, line: int | None, today: dt.date | None = None
+) -> tuple[dict[str, Any], list[Issue]]:
+    """Parse the cells of one row (column → raw text) into typed values, collecting every issue.
+
+    Empty cells become ``None``; a required empty cell is a ``V301`` issue.
+    """
+    record: dict[str, Any] = {}
+    issues: list[Issue] = []
+    for name, raw in cells.items():
+        field = FIELD_BY_NAME[name]
+        text = raw.strip() if field.kind is not Kind.TEXT else raw
+        if text.strip() == "":
+            record[name] = None
+            if field.required == "yes":
+                issues.append(Issue(V_REQUIRED.code, "required value is empty",
+                                    f"fill in {field.describe_type()}", line, name, raw))
+            continue
+        value, problem = parse_cell(field, text, line=line, today=today)
+        record[name] = value
+        if problem is not None:
+            issues.append(problem)
+    return record, issues
+
+
+def check_record(
+    record: dict[str, Any], *, line: int | None, postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
+) -> list[Issue]:
+    """Cross-field rules of DESIGN.md on one parsed record (values that failed to parse are ``None``)."""
+    out: list[Issue] = []
+    get = record.get
+
+    def add(rule: Rule, column: str, message: str, hint: str) -> None:
+        value = get(column)
+        shown = None if value is None else (value.isoformat() if isinstance(value, dt.date) else str(value))
+        out.append(Issue(rule.code, message, hint, line, column, shown))
+
+    start, surgery, contact = get("cetuximab_start"), get("surgery_date"), get("last_contact_date")
+    progression, death = get("progression_date"), get("death_date")
+    if start and surgery and surgery < start:
+        add(X_SURGERY_BEFORE_START, "surgery_date", f"surgery is before cetuximab_start ({start})",
+            "check both dates: surgery must follow the start of cetuximab")
+    if surgery and contact and contact < surgery:
+        add(X_CONTACT_BEFORE_SURGERY, "last_contact_date", f"last contact is before surgery_date ({surgery})",
+            "last_contact_date must be on or after the surgery")
+    if start and contact and contact < start:
+        add(X_CONTACT_BEFORE_START, "last_contact_date", f"last contact is before cetuximab_start ({start})",
+            "last_contact_date must be on or after cetuximab_start")
+    if progression and ((start and progression < start) or (contact and progression > contact)):
+        add(X_PROGRESSION_WINDOW, "progression_date",
+            f"progression is outside [cetuximab_start {start}, last_contact_date {contact}]",
+            "progression must fall between the start of cetuximab and the last contact")
+    if death and contact and death != contact:
+        add(X_DEATH_CONTACT, "death_date", f"death_date differs from last_contact_date ({contact})",
+            "when a patient has died, last_contact_date must equal death_date")
+    if surgery is None:
+        for column in SURGERY_COLUMNS:
+            if get(column) is not None:
+                add(X_SURGERY_FIELDS, column, f"{column} is filled but surgery_date is empty",
+                    "add the surgery_date or clear this cell")
+    else:
+        for column in ("surgery_type", "clavien_dindo_max"):
+            if column in record and get(column) is None and not _failed(out, column):
+                add(X_SURGERY_REQUIRED, column, f"{column} is required when surgery_date is given",
+                    f"fill in {FIELD_BY_NAME[column].describe_type()}")
+    if get("surgery_type") != "hepatectomy":
+        for column in HEPATECTOMY_COLUMNS:
+            already = surgery is None and column in SURGERY_COLUMNS  # reported as X405 above
+            if get(column) is not None and not already:
+                add(X_HEPATECTOMY_FIELDS, column, f"{column} is only recorded for a hepatectomy",
+                    "clear this cell, or set surgery_type to 'hepatectomy' if the liver was resected")
+    if get("clavien_dindo_max") == "V":
+        ok = death is not None and surgery is not None and 0 <= (death - surgery).days <= postop_window_days
+        if not ok:
+            add(X_GRADE_V, "clavien_dindo_max",
+                f"grade V (death) needs a death_date within {postop_window_days} days of surgery_date",
+                "record the death_date, or correct the grade")
+    return out
+
+
+def _failed(issues: Iterable[Issue], column: str) -> bool:
+    return any(i.column == column for i in issues)
+
+
+def clavien_rank(grade: str | None) -> int | None:
+    """Ordinal rank of a Clavien-Dindo grade (``none`` = 0 … ``V`` = 7)."""
+    return None if grade is None else CLAVIEN_DINDO.index(grade)
+

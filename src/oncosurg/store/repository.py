@@ -1,0 +1,207 @@
+"""Writing validated records into the store, in one transaction, and reading them back as rows.
+
+:func:`import_records` is all-or-nothing: it checks every record against the store first
+(already-registered patients, rule ``X411``) and only then writes; any exception rolls back.
+With ``update=True`` an existing patient's changed fields are overwritten, its ``version`` is
+incremented and each change is recorded in ``change_log`` (field, old → new).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from oncosurg.ingest.csv import ParsedRecord
+from oncosurg.rules import X_ALREADY_REGISTERED, Issue
+from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELDS, Stage
+from oncosurg.store import tables as t
+
+_PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
+
+
+@dataclass(slots=True)
+class ImportResult:
+    """What an import did (or, when ``issues`` is non-empty, refused to do)."""
+
+    batch_id: int | None = None
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    changes: list[tuple[str, str, str, Any, Any]] = field(default_factory=list)  # centre, id, field, old, new
+    issues: list[Issue] = field(default_factory=list)
+
+
+def import_records(
+    engine: sa.Engine,
+    records: Sequence[ParsedRecord],
+    *,
+    source: str,
+    sha256: str,
+    rows: int,
+    update: bool = False,
+) -> ImportResult:
+    """Write ``records`` in one transaction; refuse everything if any patient is already registered
+    (unless ``update``)."""
+    result = ImportResult()
+    with engine.begin() as conn:
+        centre_ids = _centre_ids(conn, {r.values["centre"] for r in records})
+        existing = _existing(conn, records, centre_ids)
+        if not update:
+            for record in records:
+                key = (centre_ids.get(record.values["centre"]), record.values["patient_id"])
+                if key in existing:
+                    result.issues.append(Issue(
+                        X_ALREADY_REGISTERED.code,
+                        f"patient already registered in centre '{record.values['centre']}'",
+                        "use `oncosurg import --update` to change registered patients, or fix the patient_id",
+                        record.line, "patient_id", record.values["patient_id"]))
+            if result.issues:
+                return result  # nothing written: the transaction holds no changes
+        now = dt.datetime.now(dt.UTC)
+        batch_id = conn.execute(
+            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256, mode="update" if update else "insert",
+                                             rows=rows, created=0, updated=0, imported_at=now)
+        ).inserted_primary_key[0]
+        result.batch_id = batch_id
+        for record in records:
+            values = record.values
+            centre_id = _ensure_centre(conn, centre_ids, values["centre"])
+            pk = existing.get((centre_id, values["patient_id"]))
+            if pk is None:
+                pk = conn.execute(sa.insert(t.patient).values(
+                    centre_id=centre_id, patient_id=values["patient_id"], import_batch_id=batch_id,
+                    **{c: values.get(c) for c in _PATIENT_COLUMNS})).inserted_primary_key[0]
+                _write_stages(conn, pk, values)
+                result.created += 1
+                continue
+            old = read_record(conn, pk)
+            diff = [(c, old.get(c), values.get(c)) for c in COLUMNS if c in values and old.get(c) != values.get(c)]
+            if not diff:
+                result.unchanged += 1
+                continue
+            merged = {**old, **{c: values[c] for c in values}}
+            conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(
+                import_batch_id=batch_id, version=t.patient.c.version + 1,
+                **{c: merged.get(c) for c in _PATIENT_COLUMNS}))
+            for table in t.STAGE_TABLES.values():
+                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+            conn.execute(sa.delete(t.complication).where(t.complication.c.patient_pk == pk))
+            _write_stages(conn, pk, merged)
+            for column, before, after in diff:
+                conn.execute(sa.insert(t.change_log).values(
+                    import_batch_id=batch_id, patient_pk=pk, field=column,
+                    old_value=_text(before), new_value=_text(after)))
+                result.changes.append((values["centre"], values["patient_id"], column, before, after))
+            result.updated += 1
+        conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
+                     .values(created=result.created, updated=result.updated))
+    return result
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _centre_ids(conn: sa.Connection, names: set[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = conn.execute(sa.select(t.centre.c.name, t.centre.c.id).where(t.centre.c.name.in_(sorted(names))))
+    return {name: cid for name, cid in rows}
+
+
+def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
+    if name not in ids:
+        ids[name] = conn.execute(sa.insert(t.centre).values(name=name)).inserted_primary_key[0]
+    return ids[name]
+
+
+def _existing(conn: sa.Connection, records: Sequence[ParsedRecord], centre_ids: dict[str, int]
+              ) -> dict[tuple[int | None, str], int]:
+    found: dict[tuple[int | None, str], int] = {}
+    wanted = sorted({r.values["patient_id"] for r in records})
+    for chunk in range(0, len(wanted), 500):
+        ids = wanted[chunk : chunk + 500]
+        query = sa.select(t.patient.c.centre_id, t.patient.c.patient_id, t.patient.c.id).where(
+            t.patient.c.patient_id.in_(ids))
+        for centre_id, pid, pk in conn.execute(query):
+            found[(centre_id, pid)] = pk
+    return found
+
+
+def _write_stages(conn: sa.Connection, pk: int, values: dict[str, Any]) -> None:
+    for stage, table in t.STAGE_TABLES.items():
+        columns = [f.name for f in FIELDS if f.stage is stage]
+        row = {c: values.get(c) for c in columns}
+        required_stage = stage in (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
+        if stage is Stage.SURGERY:
+            if values.get("surgery_date") is None:
+                continue
+            row["complications_assessed"] = values.get("clavien_dindo_max") is not None
+        elif not required_stage and all(v is None for v in row.values()):
+            continue
+        conn.execute(sa.insert(table).values(patient_pk=pk, **row))
+    grade = values.get("clavien_dindo_max")
+    if grade not in (None, "none"):
+        conn.execute(sa.insert(t.complication).values(
+            patient_pk=pk, grade=grade, grade_rank=CLAVIEN_DINDO.index(grade),
+            description="worst complication (registry CSV)"))
+
+
+def registry_select() -> sa.Select:
+    """One row per patient with every registry column (the CSV's shape), built by joins."""
+    p = t.patient
+    worst = (
+        sa.select(t.complication.c.patient_pk, sa.func.max(t.complication.c.grade_rank).label("rank"))
+        .group_by(t.complication.c.patient_pk)
+        .subquery("worst")
+    )
+    grade_case = sa.case(
+        *[(worst.c.rank == i, grade) for i, grade in enumerate(CLAVIEN_DINDO) if i > 0],
+        else_=sa.case((t.surgery.c.complications_assessed.is_(True), "none"), else_=sa.null()),
+    )
+    columns: list[sa.ColumnElement[Any]] = []
+    for f in FIELDS:
+        if f.name == "patient_id":
+            columns.append(p.c.patient_id)
+        elif f.name == "centre":
+            columns.append(t.centre.c.name.label("centre"))
+        elif f.name == "clavien_dindo_max":
+            columns.append(grade_case.label("clavien_dindo_max"))
+        elif f.stage is Stage.PATIENT:
+            columns.append(p.c[f.name])
+        else:
+            columns.append(t.STAGE_TABLES[f.stage].c[f.name])
+    joined = p.join(t.centre, t.centre.c.id == p.c.centre_id)
+    for table in t.STAGE_TABLES.values():
+        joined = joined.outerjoin(table, table.c.patient_pk == p.c.id)
+    joined = joined.outerjoin(worst, worst.c.patient_pk == p.c.id)
+    return sa.select(p.c.id.label("pk"), *columns).select_from(joined)
+
+
+def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
+    """The registry columns of one patient."""
+    row = conn.execute(registry_select().where(t.patient.c.id == pk)).mappings().one()
+    return {c: row[c] for c in COLUMNS}
+
+
+def iter_records(conn: sa.Connection, *, centre: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every patient's registry columns, ordered by centre then patient_id."""
+    query = registry_select().order_by(t.centre.c.name, t.patient.c.patient_id)
+    if centre is not None:
+        query = query.where(t.centre.c.name == centre)
+    for row in conn.execute(query).mappings():
+        yield {c: row[c] for c in COLUMNS}
+
+
+def count_patients(conn: sa.Connection) -> int:
+    return conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one()

@@ -1,0 +1,123 @@
+"""The store on SQLite and on a real PostgreSQL server: migrations, import, update, atomicity."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from oncosurg.ingest.csv import parse_registry_csv
+from oncosurg.schema import COLUMNS
+from oncosurg.store import tables as t
+from oncosurg.store.engine import open_store
+from oncosurg.store.repository import import_records, iter_records
+
+HEADER = ",".join(COLUMNS)
+
+
+def row(**values: str) -> str:
+    base = {"patient_id": "P1", "centre": "A", "referral": "in_house", "prior_chemo_lines": "2",
+            "cetuximab_start": "2005-01-10", "cetuximab_partner": "irinotecan", "last_contact_date": "2006-01-10"}
+    base.update(values)
+    return ",".join(base.get(c, "") for c in COLUMNS)
+
+
+def parse(*rows: str):  # type: ignore[no-untyped-def]
+    parsed = parse_registry_csv(("\n".join([HEADER, *rows]) + "\n").encode(), source="t.csv")
+    assert parsed.ok, [i.format() for i in parsed.issues]
+    return parsed
+
+
+def do_import(engine: sa.Engine, *rows: str, update: bool = False):  # type: ignore[no-untyped-def]
+    parsed = parse(*rows)
+    return import_records(engine, parsed.records, source="t.csv", sha256=parsed.sha256, rows=parsed.rows,
+                          update=update)
+
+
+def test_migrations_create_every_table(store: sa.Engine) -> None:
+    names = set(sa.inspect(store).get_table_names())
+    assert {"patient", "centre", "surgery", "complication", "follow_up", "pathology_nontumoral",
+            "pathology_tumoral", "cetuximab_course", "prior_chemotherapy", "baseline_tumour",
+            "import_batch", "change_log", "alembic_version"} <= names
+    open_store(store.url.render_as_string(hide_password=False)).dispose()  # second open is a no-op
+
+
+def test_round_trip_every_column(store: sa.Engine) -> None:
+    full = row(sex="F", age_at_cetuximab="61.5", primary_site="colon", primary_side="left", ras_status="not_tested",
+               liver_mets_count="7", largest_met_mm="45", bilobar="yes", extrahepatic_disease="no",
+               cetuximab_cycles="6", best_response="PR", surgery_date="2005-06-01", surgery_type="hepatectomy",
+               resected_segments="6;5;7", two_stage="no", portal_vein_embolization="yes", margin="R1",
+               clavien_dindo_max="IIIa", steatosis_pct="35", steatohepatitis="no", sinusoidal_dilatation_grade="2",
+               fibrosis_stage="1", nodular_regenerative_hyperplasia="no", tumour_regression_grade="3",
+               progression_date="2005-12-01")
+    result = do_import(store, full)
+    assert result.created == 1 and not result.issues
+    with store.connect() as conn:
+        (record,) = list(iter_records(conn))
+    assert record["resected_segments"] == "5;6;7"
+    assert record["clavien_dindo_max"] == "IIIa"
+    assert record["bilobar"] is True and record["extrahepatic_disease"] is False
+    assert record["surgery_date"] == dt.date(2005, 6, 1)
+    assert record["age_at_cetuximab"] == 61.5 and record["liver_mets_count"] == 7
+
+
+def test_none_grade_is_assessed_without_complication(store: sa.Engine) -> None:
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="exploration_only", clavien_dindo_max="none"),
+              row(patient_id="P2"))
+    with store.connect() as conn:
+        records = {r["patient_id"]: r for r in iter_records(conn)}
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.complication)).scalar_one() == 0
+    assert records["P1"]["clavien_dindo_max"] == "none"
+    assert records["P2"]["clavien_dindo_max"] is None
+
+
+def test_already_registered_is_refused_and_nothing_changes(store: sa.Engine) -> None:
+    do_import(store, row())
+    result = do_import(store, row(patient_id="P2"), row(cetuximab_cycles="3"))
+    assert [i.code for i in result.issues] == ["X411"]
+    assert result.issues[0].line == 3
+    with store.connect() as conn:
+        assert [r["patient_id"] for r in iter_records(conn)] == ["P1"]  # P2 was not written either
+
+
+def test_same_id_in_another_centre_is_a_different_patient(store: sa.Engine) -> None:
+    do_import(store, row())
+    result = do_import(store, row(centre="B"))
+    assert result.created == 1
+
+
+def test_update_records_what_changed(store: sa.Engine) -> None:
+    do_import(store, row())
+    result = do_import(store, row(cetuximab_cycles="4", death_date="2006-01-10"), row(patient_id="P9"), update=True)
+    assert result.updated == 1 and result.created == 1
+    assert sorted((c[2], c[3], c[4]) for c in result.changes) == [
+        ("cetuximab_cycles", None, 4), ("death_date", None, dt.date(2006, 1, 10))]
+    with store.connect() as conn:
+        log = conn.execute(sa.select(t.change_log.c.field, t.change_log.c.old_value, t.change_log.c.new_value)
+                           .order_by(t.change_log.c.field)).all()
+        version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.patient_id == "P1")).scalar_one()
+    assert [tuple(r) for r in log] == [("cetuximab_cycles", None, "4"), ("death_date", None, "2006-01-10")]
+    assert version == 2
+    again = do_import(store, row(cetuximab_cycles="4", death_date="2006-01-10"), update=True)
+    assert again.unchanged == 1 and again.updated == 0
+
+
+def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oncosurg.store import repository
+
+    calls = {"n": 0}
+    original = repository._write_stages
+
+    def explode(conn, pk, values):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        original(conn, pk, values)
+
+    monkeypatch.setattr(repository, "_write_stages", explode)
+    with pytest.raises(RuntimeError):
+        do_import(store, row(), row(patient_id="P2"), row(patient_id="P3"))
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.import_batch)).scalar_one() == 0
