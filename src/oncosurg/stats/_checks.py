@@ -39,13 +39,20 @@ class SurvivalInputError(ValueError):
 
 def label(arg: str, names: Mapping[str, str] | None = None) -> str:
     """How to refer to argument ``arg`` in a message: the CSV column name when known."""
-    if names and arg in names and names[arg] is not None:
+    if names and not arg.startswith("_") and names.get(arg) is not None:
         return f"column '{names[arg]}' ({arg})"
     return f"argument '{arg}'"
 
 
 def _first_row(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
+
+
+def where(i: int, names: Mapping[str, Any] | None = None) -> str:
+    """'row i' (0-based index) or, when ``names["_rows"] == "csv"``, the CSV line number."""
+    if names and names.get("_rows") == "csv":
+        return f"line {i + 2}"
+    return f"row {i}"
 
 
 def as_1d_array(
@@ -87,7 +94,7 @@ def as_1d_array(
                 out[i] = np.nan
                 continue
             raise SurvivalInputError(
-                f"{what} must be numeric; row {i} holds {v!r}. Convert the column to numbers "
+                f"{what} must be numeric; {where(i, names)} holds {v!r}. Convert the column to numbers "
                 "(and code missing values as empty) before fitting."
             ) from None
     return out
@@ -113,7 +120,7 @@ def check_time(time: Any, arg: str = "time", names: Mapping[str, str] | None = N
         if t.dtype.kind == "i" and t.min() < 0:
             i = _first_row(t < 0)
             raise SurvivalInputError(
-                f"{what} has negative times (first at row {i}: {t[i]}); survival times must be >= 0. "
+                f"{what} has negative times (first at {where(i, names)}: {t[i]}); survival times must be >= 0. "
                 "Check the date arithmetic (end date before start date?)."
             )
         return t
@@ -122,19 +129,19 @@ def check_time(time: Any, arg: str = "time", names: Mapping[str, str] | None = N
     if np.isnan(lo) or np.isnan(hi):
         i = _first_row(np.isnan(t))
         raise SurvivalInputError(
-            f"{what} has missing (NaN) times (first at row {i}); every row needs a time. "
+            f"{what} has missing (NaN) times (first at {where(i, names)}); every row needs a time. "
             "Drop the rows or complete the follow-up."
         )
     if lo < 0:
         i = _first_row(t < 0)
         raise SurvivalInputError(
-            f"{what} has negative times (first at row {i}: {t[i]:g}); survival times must be >= 0. "
+            f"{what} has negative times (first at {where(i, names)}: {t[i]:g}); survival times must be >= 0. "
             "Check the date arithmetic (end date before start date?)."
         )
     if not np.isfinite(hi):
         i = _first_row(~np.isfinite(t))
         raise SurvivalInputError(
-            f"{what} has infinite times (first at row {i}); survival times must be finite. "
+            f"{what} has infinite times (first at {where(i, names)}); survival times must be finite. "
             "Use the last follow-up time with event = 0 for patients still alive."
         )
     return t
@@ -159,7 +166,7 @@ def check_event(event: Any, n: int, arg: str = "event", names: Mapping[str, str]
     val = e[i]
     shown = "missing" if isinstance(val, float) and np.isnan(val) else repr(val.item())
     raise SurvivalInputError(
-        f"{what} must be 0 (censored) or 1 (event); row {i} is {shown}. "
+        f"{what} must be 0 (censored) or 1 (event); {where(i, names)} is {shown}. "
         "Recode the status column (e.g. dead = 1, alive/lost = 0) and fill missing values."
     )
 
@@ -175,7 +182,7 @@ def check_weights(
     if bad.any():
         i = _first_row(bad)
         raise SurvivalInputError(
-            f"{what} must be finite and >= 0 (case counts); row {i} is {w[i]!r}. "
+            f"{what} must be finite and >= 0 (case counts); {where(i, names)} is {w[i]!r}. "
             "Use the number of patients each row stands for."
         )
     if not (w > 0).any():
@@ -194,7 +201,7 @@ def check_entry(
         i = _first_row(bad)
         raise SurvivalInputError(
             f"{label(arg, names)} must be < {label('time', names)} on every row (interval (start, stop]); "
-            f"row {i} has start {s[i]:g} >= stop {time[i]:g}. Fix or drop the row."
+            f"{where(i, names)} has start {s[i]:g} >= stop {time[i]:g}. Fix or drop the row."
         )
     return s
 
@@ -228,13 +235,13 @@ def check_group(
     what = label(arg, names)
     if g.dtype.kind == "f" and np.isnan(g).any():
         i = _first_row(np.isnan(g))
-        raise SurvivalInputError(f"{what} has a missing group label at row {i}; drop the row or label it.")
+        raise SurvivalInputError(f"{what} has a missing group label at {where(i, names)}; drop the row or label it.")
     if g.dtype.kind == "O":
         miss = np.array([v is None or (isinstance(v, float) and v != v) for v in g.tolist()], dtype=bool)
         if miss.any():
             i = _first_row(miss)
             raise SurvivalInputError(
-                f"{what} has a missing group label at row {i}; drop the row or label it."
+                f"{what} has a missing group label at {where(i, names)}; drop the row or label it."
             )
         try:
             levels, codes = np.unique(g, return_inverse=True)
