@@ -227,6 +227,8 @@ def _time_to_event(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, wher
     t = np.asarray([r[0] for r in rows], dtype=float)
     e = np.asarray([bool(r[1]) for r in rows], dtype=float)
     w = np.asarray([r[2] for r in rows], dtype=float)
+    if ep.kind == "followup_median":
+        e = 1 - e  # reverse Kaplan-Meier: censoring (alive at last contact) is the event
     n = int(w.sum())
     events = int(w[e == 1].sum())
     out: dict[str, Any] = {"n": n, "events": events, "median": None, "ci_low": None, "ci_high": None,
@@ -237,11 +239,8 @@ def _time_to_event(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, wher
         return out
     if np.any(t < 0):
         raise ProtocolError(cp.protocol.source, [f"endpoints ({ep.id}): negative times in column {ep.time}"])
-    if ep.kind == "followup_median":
-        # Reverse Kaplan-Meier: censoring is the event (R: survfit(Surv(time, 1 - event) ~ 1)).
-        fit = kaplan_meier(t, 1 - e, weights=w, conf_type=ep.conf_type, conf_level=ep.conf_level)
-    else:
-        fit = kaplan_meier(t, e, weights=w, conf_type=ep.conf_type, conf_level=ep.conf_level)
+    # R: survfit(Surv(time, event) ~ 1); for follow-up Surv(time, 1 - event), reversed above.
+    fit = kaplan_meier(t, e, weights=w, conf_type=ep.conf_type, conf_level=ep.conf_level)
     q = fit.median()
     out |= {"median": _num(q.estimate), "ci_low": _num(q.lower), "ci_high": _num(q.upper)}
     if q.estimate is None:
