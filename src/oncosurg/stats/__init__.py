@@ -4,20 +4,31 @@ See ``docs/statistics.md``.  Results are immutable objects with ``.to_dict()`` a
 """
 
 from oncosurg.stats._checks import SurvivalInputError
+from oncosurg.stats.competing import cumulative_incidence
 from oncosurg.stats.km import kaplan_meier, reverse_kaplan_meier
 from oncosurg.stats.logrank import logrank_test
 from oncosurg.stats.proportion import proportion_ci
-from oncosurg.stats.results import AtTime, KaplanMeier, LogRankResult, Quantile, RMSTEstimate, RMSTResult
+from oncosurg.stats.results import (
+    AtTime,
+    CumulativeIncidence,
+    KaplanMeier,
+    LogRankResult,
+    Quantile,
+    RMSTEstimate,
+    RMSTResult,
+)
 from oncosurg.stats.rmst import rmst
 
 __all__ = [
     "AtTime",
+    "CumulativeIncidence",
     "KaplanMeier",
     "LogRankResult",
     "Quantile",
     "RMSTEstimate",
     "RMSTResult",
     "SurvivalInputError",
+    "cumulative_incidence",
     "kaplan_meier",
     "logrank_test",
     "proportion_ci",

@@ -120,7 +120,8 @@ def check_time(time: Any, arg: str = "time", names: Mapping[str, str] | None = N
         if t.dtype.kind == "i" and t.min() < 0:
             i = _first_row(t < 0)
             raise SurvivalInputError(
-                f"{what} has negative times (first at {where(i, names)}: {t[i]}); survival times must be >= 0. "
+                f"{what} has negative times (first at {where(i, names)}: {t[i]}); "
+                "survival times must be >= 0. "
                 "Check the date arithmetic (end date before start date?)."
             )
         return t
@@ -235,7 +236,9 @@ def check_group(
     what = label(arg, names)
     if g.dtype.kind == "f" and np.isnan(g).any():
         i = _first_row(np.isnan(g))
-        raise SurvivalInputError(f"{what} has a missing group label at {where(i, names)}; drop the row or label it.")
+        raise SurvivalInputError(
+            f"{what} has a missing group label at {where(i, names)}; drop the row or label it."
+        )
     if g.dtype.kind == "O":
         miss = np.array([v is None or (isinstance(v, float) and v != v) for v in g.tolist()], dtype=bool)
         if miss.any():
