@@ -132,6 +132,9 @@ def _integer_times(t: np.ndarray) -> np.ndarray | None:
     if t.dtype.kind in "iu":
         hi = int(t.max())
         return t.astype(np.int64, copy=False) if hi <= limit else None
+    head = t[:1024]
+    if not np.array_equal(head, np.floor(head)):  # cheap rejection before a full pass
+        return None
     hi = float(t.max())
     if hi > limit:
         return None
