@@ -207,6 +207,8 @@ def _endpoint(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, warnings:
                     "min": float(values.min()), "max": float(values.max())}
         else:
             out |= {"n": 0, "median": None, "q1": None, "q3": None, "min": None, "max": None}
+        if ep.unit:
+            out["unit"] = ep.unit
         total = _count(conn, cp.view, where)
         if total > values.size:
             out["missing"] = total - int(values.size)
@@ -241,7 +243,7 @@ def _time_to_event(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, wher
         raise ProtocolError(cp.protocol.source, [f"endpoints ({ep.id}): negative times in column {ep.time}"])
     # R: survfit(Surv(time, event) ~ 1); for follow-up Surv(time, 1 - event), reversed above.
     fit = kaplan_meier(t, e, weights=w, conf_type=ep.conf_type, conf_level=ep.conf_level)
-    q = fit.median()
+    q = fit.median(rule="quantile")  # R quantile(survfit(...), 0.5), as the protocol promises
     out |= {"median": _num(q.estimate), "ci_low": _num(q.lower), "ci_high": _num(q.upper)}
     if q.estimate is None:
         warnings.append(_warning(ep, "median-not-reached",

@@ -250,7 +250,8 @@ def protocol_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Proto
             definition=text(f"{where}.definition", item.get("definition")), population=population,
             numerator=item.get("numerator"), column=item.get("column"), time=item.get("time"),
             event=item.get("event"), conf_type=conf_type, ci_method=ci, conf_level=float(level),
-            unit=item.get("unit", "months"), published=published))
+            unit=item.get("unit", "months" if kind in ("km_median", "followup_median") else ""),
+            published=published))
     if problems:
         raise ProtocolError(source, problems)
     return Protocol(

@@ -70,6 +70,27 @@ DERIVED_TYPES: dict[str, ColumnType] = {
     "disease_free_at_last_contact": ColumnType("bool"),
 }
 
+#: One line per derived column, for docs/analysis-view.md.
+DERIVED_DESCRIPTIONS: dict[str, str] = {
+    "operated": "surgery_date is given (any laparotomy for the liver disease)",
+    "hepatectomy": "surgery_type = hepatectomy",
+    "major_hepatectomy": "hepatectomy of at least `major_hepatectomy_segments` (default 3) segments",
+    "resected_segment_count": "number of resected Couinaud segments (NULL when not recorded)",
+    "any_complication": "clavien_dindo_max other than none (NULL when not assessed)",
+    "postop_death": "death within `postop_window_days` (default 60) of surgery; NULL when not operated",
+    "days_to_surgery": "days from cetuximab_start to surgery_date",
+    "os_days": "days from cetuximab_start to death, else last contact",
+    "os_months": "os_days / 30.4375",
+    "os_event": "death_date is given",
+    "pfs_days": "days from cetuximab_start to the first of progression or death, else last contact",
+    "pfs_months": "pfs_days / 30.4375",
+    "pfs_event": "progression_date or death_date is given",
+    "followup_from_surgery_days": "days from surgery_date to last contact",
+    "followup_from_surgery_months": "followup_from_surgery_days / 30.4375",
+    "alive_at_last_contact": "no death_date (crude status)",
+    "disease_free_at_last_contact": "no death_date and no progression_date (crude status)",
+}
+
 
 def registry_types() -> dict[str, ColumnType]:
     """Types of the registry columns as seen by filter expressions."""

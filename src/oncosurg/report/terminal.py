@@ -29,19 +29,24 @@ def format_estimate(ep: dict[str, Any]) -> tuple[str, str, str]:
     if kind == "median":
         if ep["median"] is None:
             return "—", "", "0"
-        unit = ep.get("unit") or ""
+        unit = {"months": "mo"}.get(ep.get("unit") or "", ep.get("unit") or "")
         return (f"{ep['median']:g} {unit}".strip() if float(ep["median"]).is_integer()
                 else f"{ep['median']:.1f} {unit}".strip(),
-                f"IQR {ep['q1']:.1f}–{ep['q3']:.1f}; range {ep['min']:.1f}–{ep['max']:.1f}", str(ep["n"]))
+                f"IQR {ep['q1']:.1f}–{ep['q3']:.1f}", str(ep["n"]))
     unit = "mo" if ep.get("unit") == "months" else ep.get("unit", "")
     estimate = "not reached" if ep["median"] is None else f"{ep['median']:.1f} {unit}"
     ci = "" if ep["n"] == 0 else f"{_num(ep['ci_low'])}–{_num(ep['ci_high'])} ({ep['conf_type']})"
+    if kind == "followup_median":
+        return estimate, ci, f"{ep['n']} ({ep['events']} alive)"
     return estimate, ci, f"{ep['n']} ({ep['events']} events)"
 
 
 def render_results(results: dict[str, Any], console: Console | None = None, *, published: bool = True) -> None:
     """Print the endpoint table (with the published column when any endpoint has one) and warnings."""
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # pipes and files: a fixed, comfortable width
+            console = Console(width=120)
     proto = results["protocol"]
     console.print(f"[bold]{proto['title']}[/bold]")
     flow = " → ".join(f"{step['label']}: {step['n']}" for step in results["cohort"]["flow"])
@@ -50,7 +55,7 @@ def render_results(results: dict[str, Any], console: Console | None = None, *, p
     table = Table(show_lines=False, header_style="bold")
     table.add_column("Endpoint", overflow="fold")
     table.add_column("Result", justify="right")
-    table.add_column("95% CI / spread", justify="right")
+    table.add_column("95% CI / IQR", justify="right")
     table.add_column("n", justify="right")
     if show_published:
         table.add_column("Published", justify="right")
@@ -61,5 +66,10 @@ def render_results(results: dict[str, Any], console: Console | None = None, *, p
             row.append(ep.get("published", {}).get("text", ""))
         table.add_row(*row)
     console.print(table)
+    pooled = [w["endpoint"] for w in results["warnings"] if w["code"] == "pooled-referral"]
     for warning in results["warnings"]:
-        console.print(f"[yellow]warning[/yellow] {warning['message']}")
+        if warning["code"] != "pooled-referral":
+            console.print(f"[yellow]warning[/yellow] {warning['message']}")
+    if pooled:
+        console.print(f"[yellow]warning[/yellow] {', '.join(pooled)}: the denominator mixes in-house "
+                      "(intention-to-treat) and referred (selected) patients; report the groups separately")
