@@ -72,7 +72,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         self.admin.dispose()
-        subprocess.run(self.prefix + [self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+        subprocess.run([*self.prefix, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
                        capture_output=True, cwd=self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -93,7 +93,7 @@ def test_column_order_is_free_and_optional_columns_may_be_absent() -> None:
 @pytest.mark.parametrize("content", [
     b"",
     b"\x00\x01\x02",
-    "patient_id\nP1\n".encode(),
+    b"patient_id\nP1\n",
     (HEADER + "\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("P1", "P2").replace("in_house", "bogus") + "\n").encode(),
     (HEADER + "\n" + GOOD_ROW + "\n").encode("utf-16"),
 ])
@@ -108,7 +108,7 @@ def test_cli_refuses_bad_files_without_traceback_and_changes_nothing(tmp_path: P
     for command in (["validate", str(bad)], ["import", str(bad), "--db", db]):
         result = runner.invoke(cli, command)
         assert result.exit_code == 2, result.output
-        assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception,
+        assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception,
                                                                                              SystemExit)
         assert str(bad) in result.output
     engine = open_store(db)

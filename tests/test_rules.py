@@ -70,7 +70,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("code", "overrides", "column"), CASES, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(("code", "overrides", "column"), CASES,
+                         ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_each_rule_fires_on_one_failing_row(code: str, overrides: dict[str, str], column: str) -> None:
     issues = issues_of(csv_bytes(VALID, {**VALID, "patient_id": "P2", **overrides}))
     assert [(i.code, i.line, i.column) for i in issues] == [(code, 3, column)], [i.format() for i in issues]

@@ -78,10 +78,13 @@ X_PROGRESSION_WINDOW = _rule(
     "X403", "progression-window", "progression_date is outside [cetuximab_start, last_contact_date]."
 )
 X_DEATH_CONTACT = _rule("X404", "death-is-last-contact", "death_date differs from last_contact_date.")
-X_SURGERY_FIELDS = _rule("X405", "surgery-fields-without-surgery", "A surgery column is filled without surgery_date.")
-X_SURGERY_REQUIRED = _rule("X406", "surgery-field-required", "surgery_type and clavien_dindo_max need a value when surgery_date is given.")
+X_SURGERY_FIELDS = _rule("X405", "surgery-fields-without-surgery",
+                         "A surgery column is filled without surgery_date.")
+X_SURGERY_REQUIRED = _rule("X406", "surgery-field-required",
+                           "surgery_type and clavien_dindo_max need a value when surgery_date is given.")
 X_HEPATECTOMY_FIELDS = _rule("X407", "pathology-without-hepatectomy", "Pathology and margin are only for hepatectomy.")
-X_GRADE_V = _rule("X408", "clavien-v-without-postop-death", "Clavien-Dindo V needs a death within the postoperative window.")
+X_GRADE_V = _rule("X408", "clavien-v-without-postop-death",
+                  "Clavien-Dindo V needs a death within the postoperative window.")
 X_CONTACT_BEFORE_START = _rule("X409", "contact-before-cetuximab", "last_contact_date is before cetuximab_start.")
 X_DUPLICATE_ID = _rule("X410", "duplicate-patient", "The same patient_id appears twice for one centre in the file.")
 X_ALREADY_REGISTERED = _rule("X411", "already-registered", "The patient_id is already registered in this centre.")

@@ -1,13 +1,12 @@
 """Initial pathway registry: centre, patient, one table per pathway stage, import batches, change log.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 14:08:43.954171
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -16,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('centre',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=120), nullable=False),
@@ -138,7 +137,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    
+
     op.drop_table('surgery')
     op.drop_table('prior_chemotherapy')
     op.drop_table('pathology_tumoral')
