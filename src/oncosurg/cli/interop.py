@@ -1,0 +1,1 @@
+"""Interoperability commands (REDCap, FHIR, Excel, de-identified export) — being written."""
