@@ -24,24 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Registry CSV columns in DESIGN.md order (also the header order of the written CSV).
-COLUMNS: tuple[str, ...] = (
-    "patient_id", "centre", "referral", "sex", "age_at_cetuximab", "primary_site", "primary_side",
-    "ras_status", "liver_mets_count", "largest_met_mm", "bilobar", "extrahepatic_disease",
-    "prior_chemo_lines", "cetuximab_start", "cetuximab_partner", "cetuximab_cycles", "best_response",
-    "surgery_date", "surgery_type", "resected_segments", "two_stage", "portal_vein_embolization",
-    "margin", "clavien_dindo_max", "steatosis_pct", "steatohepatitis", "sinusoidal_dilatation_grade",
-    "fibrosis_stage", "nodular_regenerative_hyperplasia", "tumour_regression_grade",
-    "progression_date", "death_date", "last_contact_date",
-)
+from oncosurg.schema import COLUMNS, DAYS_PER_MONTH, DEFAULT_POSTOP_WINDOW_DAYS
 
 CENTRE = "Reference Centre (synthetic)"
 ACCRUAL_START = dt.date(2004, 2, 1)
 ACCRUAL_END = dt.date(2006, 4, 30)
 #: Data cut: no last_contact_date is later than this.
 DATA_CUT = dt.date(2007, 3, 31)
-DAYS_PER_MONTH = 30.4375
-POSTOP_WINDOW_DAYS = 60
+POSTOP_WINDOW_DAYS = DEFAULT_POSTOP_WINDOW_DAYS
 N_PATIENTS = 151
 N_IN_HOUSE = 133
 DEFAULT_SEED = 2007
