@@ -177,6 +177,18 @@ for (tt in c("efron", "breslow")) {
 }
 add_case("counting_strata", f, cp, "stop", "status", c("dose", "female"), entry = "start", strata = "centre")
 
+# ---- many strata (> 10: concordancefit merges strata by offsetting the times) ----
+set.seed(9)
+n <- 600
+ms <- data.frame(s = sample(1:12, n, TRUE), x = round(rnorm(n), 3), z = rbinom(n, 1, .5))
+ms$time <- round(rexp(n, .1 * exp(.4 * ms$x)), 1) + 0.1
+ms$status <- rbinom(n, 1, .7)
+ms$start <- pmax(0, ms$time - round(runif(n, 0, 10), 1))
+ms$start[ms$start >= ms$time] <- 0
+f <- save_csv(ms, "cox_manystrata.csv")
+add_case("manystrata_right", f, ms, "time", "status", c("x", "z"), strata = "s")
+add_case("manystrata_counting", f, ms, "time", "status", c("x", "z"), entry = "start", strata = "s")
+
 # ---- separation: every event is in the x = 1 group ----
 set.seed(3)
 n <- 60
