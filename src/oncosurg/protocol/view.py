@@ -165,7 +165,7 @@ def build_view(
         "alive_at_last_contact": _bool(c.death_date.is_(None)),
         "disease_free_at_last_contact": _bool(sa.and_(c.death_date.is_(None), c.progression_date.is_(None))),
     }
-    inner = sa.select(*[c[name] for name in base.c], *[v.label(k) for k, v in derived_cols.items()]
+    inner = sa.select(*base.c, *[v.label(k) for k, v in derived_cols.items()]
                       ).subquery("derived")
     types = {**registry_types(), **DERIVED_TYPES}
     if not derived:
@@ -176,6 +176,6 @@ def build_view(
         compiled = compiler.compile(text)
         all_missing = sa.and_(*[inner.c[i].is_(None) for i in compiled.inputs]) if compiled.inputs else sa.false()
         extra[name] = sa.case((all_missing, sa.null()), (compiled.sql, sa.true()), else_=sa.false())
-    outer = sa.select(*[inner.c[n] for n in inner.c], *[v.label(k) for k, v in extra.items()]
+    outer = sa.select(*inner.c, *[v.label(k) for k, v in extra.items()]
                       ).subquery("analysis")
     return AnalysisView(outer, {**types, **{n: ColumnType("bool") for n in extra}})
