@@ -271,15 +271,20 @@ def _design(X: Any, names: Sequence[str] | None, n: int) -> tuple[np.ndarray, li
 
 def _aeq_surv(*columns: np.ndarray) -> list[np.ndarray]:
     """R's ``aeqSurv``: merge times closer than sqrt(eps) (absolute, or relative to mean |time|)."""
-    allt = np.unique(np.concatenate(columns))
+    allt, inv = np.unique(np.concatenate(columns), return_inverse=True)
     if allt.size < 2:
         return list(columns)
     dy = np.diff(allt)
     tied = (dy <= _TIMEFIX_TOL) | (dy / np.mean(np.abs(allt)) <= _TIMEFIX_TOL)
     if not tied.any():
         return list(columns)
-    cuts = allt[np.concatenate(([True], ~tied))]
-    return [cuts[np.searchsorted(cuts, c, side="right") - 1] for c in columns]
+    keep = np.concatenate(([True], ~tied))
+    merged = allt[keep][np.cumsum(keep) - 1][inv.ravel()]
+    out, k = [], 0
+    for c in columns:
+        out.append(merged[k : k + c.shape[0]])
+        k += c.shape[0]
+    return out
 
 
 def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -561,17 +566,30 @@ def coxph(
         offset = scode * (1.0 + stop.max() - start.min()) if slevels is not None else 0.0
         y1 = start + offset
         y2 = stop + offset
-        dtime = np.unique(y2[ev == 1])
-        ignore = np.searchsorted(dtime, y1, side="right") == np.searchsorted(dtime, y2, side="right")
+        uy, inv = np.unique(np.concatenate((y1, y2)), return_inverse=True)
+        inv = inv.ravel()
+        is_event_time = np.zeros(uy.size, dtype=bool)
+        is_event_time[inv[n:][ev == 1]] = True
+        n_event_times_upto = np.cumsum(is_event_time)  # findInterval(y, dtime)
+        ignore = n_event_times_upto[inv[:n]] == n_event_times_upto[inv[n:]]
         nused = int(n - ignore.sum())
-        sort2 = np.lexsort((-stop, scode, ignore)).astype(np.int64)
-        sort1 = np.lexsort((-start, scode, ignore)).astype(np.int64)
-        Xs = np.ascontiguousarray(Xc_full * scale)
-        c_start = np.ascontiguousarray(start)
-        c_stop = np.ascontiguousarray(stop)
+        sort2 = np.lexsort((-stop, scode, ignore))
+        sort1 = np.lexsort((-start, scode, ignore))
+        # store the rows in sort2 order so that the add-at-stop sweep reads memory sequentially
+        pos = np.empty(n, dtype=np.int64)
+        pos[sort2] = np.arange(n, dtype=np.int64)
+        p_sort1 = pos[sort1]
+        p_sort2 = np.arange(n, dtype=np.int64)
+        Xs = np.ascontiguousarray(Xc_full[sort2] * scale)
+        c_start = np.ascontiguousarray(start[sort2])
+        c_stop = np.ascontiguousarray(stop[sort2])
+        c_ev = np.ascontiguousarray(ev[sort2])
+        c_strat = np.ascontiguousarray(scode[sort2])
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_counting_iter(c_start, c_stop, ev, scode, Xs, beta, sort1, sort2, nused, efron)
+            return _k.cox_counting_iter(
+                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron
+            )
 
     beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, _rank = _newton(
         evaluate, p, int(max_iter), float(tol), toler_chol, agreg=counting, Xc=Xc_full, names=colnames
