@@ -121,3 +121,17 @@ def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.Mon
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(t.import_batch)).scalar_one() == 0
+
+
+def test_partial_update_is_checked_on_the_merged_record(store: sa.Engine) -> None:
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="none"))
+    columns = ("patient_id", "centre", "referral", "prior_chemo_lines", "cetuximab_start", "cetuximab_partner",
+               "last_contact_date")  # no surgery columns: they keep their stored values
+    text = ",".join(columns) + "\nP1,A,in_house,2,2005-07-01,irinotecan,2006-01-10\n"
+    parsed = parse_registry_csv(text.encode(), source="u.csv")
+    assert parsed.ok  # the file alone cannot see the stored surgery_date ...
+    result = import_records(store, parsed.records, source="u.csv", sha256=parsed.sha256, rows=1, update=True)
+    assert [(i.code, i.line, i.column) for i in result.issues] == [("X401", 2, "surgery_date")]  # ... the merge can
+    with store.connect() as conn:
+        (record,) = list(iter_records(conn))
+    assert record["cetuximab_start"] == dt.date(2005, 1, 10)

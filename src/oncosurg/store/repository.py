@@ -16,8 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedRecord
-from oncosurg.rules import X_ALREADY_REGISTERED, Issue
-from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELDS, Stage
+from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
+from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, FIELDS, Stage
 from oncosurg.store import tables as t
 
 _PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
@@ -43,6 +43,7 @@ def import_records(
     sha256: str,
     rows: int,
     update: bool = False,
+    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
 ) -> ImportResult:
     """Write ``records`` in one transaction; refuse everything if any patient is already registered
     (unless ``update``)."""
@@ -59,8 +60,15 @@ def import_records(
                         f"patient already registered in centre '{record.values['centre']}'",
                         "use `oncosurg import --update` to change registered patients, or fix the patient_id",
                         record.line, "patient_id", record.values["patient_id"]))
-            if result.issues:
-                return result  # nothing written: the transaction holds no changes
+        else:
+            # An update may carry only some columns: the cross-field rules must hold on the merged record.
+            for record in records:
+                pk = existing.get((centre_ids.get(record.values["centre"]), record.values["patient_id"]))
+                if pk is not None:
+                    merged = {**read_record(conn, pk), **record.values}
+                    result.issues += check_record(merged, line=record.line, postop_window_days=postop_window_days)
+        if result.issues:
+            return result  # nothing written: the transaction holds no changes
         now = dt.datetime.now(dt.UTC)
         batch_id = conn.execute(
             sa.insert(t.import_batch).values(source=source[:500], sha256=sha256, mode="update" if update else "insert",
