@@ -107,15 +107,15 @@ def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.Mon
     from oncosurg.store import repository
 
     calls = {"n": 0}
-    original = repository._write_stages
+    original = repository._stage_rows
 
-    def explode(conn, pk, values):  # type: ignore[no-untyped-def]
+    def explode(pk, values):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("disk full")
-        original(conn, pk, values)
+        return original(pk, values)
 
-    monkeypatch.setattr(repository, "_write_stages", explode)
+    monkeypatch.setattr(repository, "_stage_rows", explode)
     with pytest.raises(RuntimeError):
         do_import(store, row(), row(patient_id="P2"), row(patient_id="P3"))
     with store.connect() as conn:

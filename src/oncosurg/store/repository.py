@@ -75,17 +75,26 @@ def import_records(
                                              rows=rows, created=0, updated=0, imported_at=now)
         ).inserted_primary_key[0]
         result.batch_id = batch_id
+        new_rows: list[dict[str, Any]] = []
+        new_values: list[dict[str, Any]] = []
+        updates: list[tuple[int, dict[str, Any]]] = []
         for record in records:
             values = record.values
             centre_id = _ensure_centre(conn, centre_ids, values["centre"])
             pk = existing.get((centre_id, values["patient_id"]))
             if pk is None:
-                pk = conn.execute(sa.insert(t.patient).values(
-                    centre_id=centre_id, patient_id=values["patient_id"], import_batch_id=batch_id,
-                    **{c: values.get(c) for c in _PATIENT_COLUMNS})).inserted_primary_key[0]
-                _write_stages(conn, pk, values)
-                result.created += 1
-                continue
+                new_rows.append({"centre_id": centre_id, "patient_id": values["patient_id"],
+                                 "import_batch_id": batch_id, **{c: values.get(c) for c in _PATIENT_COLUMNS}})
+                new_values.append(values)
+            else:
+                updates.append((pk, values))
+        if new_rows:
+            # executemany with RETURNING in parameter order (SQLite >= 3.35, PostgreSQL): one round trip per batch
+            pks = conn.execute(sa.insert(t.patient).returning(t.patient.c.id, sort_by_parameter_order=True),
+                               new_rows).scalars().all()
+            _write_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
+            result.created = len(pks)
+        for pk, values in updates:
             old = read_record(conn, pk)
             diff = [(c, old.get(c), values.get(c)) for c in COLUMNS if c in values and old.get(c) != values.get(c)]
             if not diff:
@@ -98,7 +107,7 @@ def import_records(
             for table in t.STAGE_TABLES.values():
                 conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
             conn.execute(sa.delete(t.complication).where(t.complication.c.patient_pk == pk))
-            _write_stages(conn, pk, merged)
+            _write_stages(conn, [_stage_rows(pk, merged)])
             for column, before, after in diff:
                 conn.execute(sa.insert(t.change_log).values(
                     import_batch_id=batch_id, patient_pk=pk, field=column,
@@ -146,10 +155,11 @@ def _existing(conn: sa.Connection, records: Sequence[ParsedRecord], centre_ids: 
     return found
 
 
-def _write_stages(conn: sa.Connection, pk: int, values: dict[str, Any]) -> None:
+def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str, Any]]]:
+    """The stage-table rows of one patient (only stages with something recorded)."""
+    out: dict[sa.Table, list[dict[str, Any]]] = {}
     for stage, table in t.STAGE_TABLES.items():
-        columns = [f.name for f in FIELDS if f.stage is stage]
-        row = {c: values.get(c) for c in columns}
+        row = {f.name: values.get(f.name) for f in FIELDS if f.stage is stage}
         required_stage = stage in (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
         if stage is Stage.SURGERY:
             if values.get("surgery_date") is None:
@@ -157,12 +167,23 @@ def _write_stages(conn: sa.Connection, pk: int, values: dict[str, Any]) -> None:
             row["complications_assessed"] = values.get("clavien_dindo_max") is not None
         elif not required_stage and all(v is None for v in row.values()):
             continue
-        conn.execute(sa.insert(table).values(patient_pk=pk, **row))
+        out[table] = [{"patient_pk": pk, **row}]
     grade = values.get("clavien_dindo_max")
     if grade not in (None, "none"):
-        conn.execute(sa.insert(t.complication).values(
-            patient_pk=pk, grade=grade, grade_rank=CLAVIEN_DINDO.index(grade),
-            description="worst complication (registry CSV)"))
+        out[t.complication] = [{"patient_pk": pk, "grade": grade, "grade_rank": CLAVIEN_DINDO.index(grade),
+                                "description": "worst complication (registry CSV)"}]
+    return out
+
+
+def _write_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]) -> None:
+    """Insert stage rows grouped by table (executemany)."""
+    grouped: dict[sa.Table, list[dict[str, Any]]] = {}
+    for rows in per_patient:
+        for table, items in rows.items():
+            grouped.setdefault(table, []).extend(items)
+    for table in [*t.STAGE_TABLES.values(), t.complication]:
+        if grouped.get(table):
+            conn.execute(sa.insert(table), grouped[table])
 
 
 def registry_select() -> sa.Select:
