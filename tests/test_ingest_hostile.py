@@ -143,3 +143,9 @@ def test_cli_json_errors(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", str(tmp_path / "nope.csv")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_semicolon_separated_file_is_named_as_such() -> None:
+    data = (HEADER.replace(",", ";") + "\n" + GOOD_ROW.replace(",", ";") + "\n").encode()
+    (issue,) = parse_registry_csv(data).issues
+    assert issue.code == "F104" and "';'" in issue.message and issue.line == 1

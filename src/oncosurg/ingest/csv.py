@@ -172,6 +172,11 @@ def _decode(data: bytes, result: ParsedFile) -> str | None:
 def _check_header(header: list[str], result: ParsedFile) -> dict[str, int] | None:
     columns: dict[str, int] = {}
     ok = True
+    if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
+        sep = next(s for s in (";", "\t", "|") if s in header[0])
+        result.issues.append(Issue(F_SYNTAX.code, f"the header is one cell holding {sep!r}: the file is not "
+                                   "comma-separated", "save as comma-separated values (in Excel: 'CSV UTF-8')", 1))
+        return None
     for i, raw in enumerate(header):
         name = raw.strip()
         if len(name) > 64:
