@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from oncosurg.cli import UserError, cli, db_option, json_option
+from oncosurg.cli.interop import DEFAULT_PROTOCOL, export_interop, format_option, read_interop
 from oncosurg.ingest.csv import ParsedFile, read_registry_csv
 from oncosurg.rules import Issue
 from oncosurg.schema import COLUMNS
@@ -29,7 +30,9 @@ def _centre_option(f):  # type: ignore[no-untyped-def]
                         help=f"Centre for rows whose 'centre' cell is empty (default '{DEFAULT_CENTRE}').")(f)
 
 
-def _read(path: str, centre: str | None) -> ParsedFile:
+def _read(path: str, centre: str | None, fmt: str = "csv") -> ParsedFile:
+    if fmt != "csv":
+        return read_interop(path, fmt, centre or DEFAULT_CENTRE)
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{path}: no such file")
@@ -75,20 +78,22 @@ def validate_cmd(file: str, centre: str | None, max_errors: int, as_json: bool) 
 
 
 @cli.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @db_option
 @_centre_option
+@format_option("Input")
 @click.option("--update", is_flag=True, help="Allow rows for patients already registered; changes are recorded.")
 @_max_errors_option
 @json_option
-def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_errors: int, as_json: bool) -> None:
-    """Validate a registry CSV and import it in one transaction.
+def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_errors: int, as_json: bool,
+               fmt: str = "csv") -> None:
+    """Validate a registry CSV (or --format redcap|fhir|xlsx) and import it in one transaction.
 
     A file with any error changes nothing. A patient_id already registered in the same centre is
     refused unless --update, which overwrites the changed fields and records each change
     (field, old → new) in the change log.
     """
-    parsed = _read(file, centre)
+    parsed = _read(file, centre, fmt)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
@@ -99,7 +104,8 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
                             update=update)
     if result.issues:
-        report_issues(file, result.issues, max_errors=max_errors, as_json=as_json)
+        issues = parsed.locate(result.issues) if hasattr(parsed, "locate") else result.issues  # FHIR: name the file
+        report_issues(file, issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     summary = {"ok": True, "source": file, "sha256": parsed.sha256, "batch": result.batch_id,
                "created": result.created, "updated": result.updated, "unchanged": result.unchanged,
@@ -125,15 +131,35 @@ def _s(value: object) -> str | None:
 
 @cli.command("export")
 @db_option
-@click.option("--out", "out", type=click.Path(dir_okay=False), default="-", show_default=True,
-              help="Output CSV file ('-' = standard output).")
+@click.option("--out", "out", type=click.Path(), default="-", show_default=True,
+              help="Output file ('-' = standard output); a directory for --format fhir.")
 @click.option("--centre", default=None, metavar="NAME", help="Only this centre.")
-def export_cmd(db: str | None, out: str, centre: str | None) -> None:
-    """Write the registry as a registry CSV (the import format; columns in registry order)."""
+@format_option("Output")
+@click.option("--deidentify", is_flag=True,
+              help="Keyed pseudonyms, one date shift per patient, age capped at 90; a manifest of what was "
+                   "removed is written beside the output.")
+@click.option("--key-file", "key_file", type=click.Path(dir_okay=False), default=None, metavar="K",
+              help="Secret key for --deidentify (at least 16 bytes; keep it apart from the export).")
+@click.option("--protocol", "protocol", default=DEFAULT_PROTOCOL, show_default=True, metavar="ID_OR_PATH",
+              help="With --deidentify: the study protocol whose accrual window the date shifts respect.")
+def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", deidentify: bool = False,
+               key_file: str | None = None, protocol: str = DEFAULT_PROTOCOL) -> None:
+    """Write the registry as a registry CSV (the import format; columns in registry order).
+
+    --format redcap writes REDCap's flat record CSV (its import and export format), fhir one FHIR R4
+    transaction Bundle per patient into the --out directory, xlsx an Excel workbook with a
+    data-dictionary sheet and cell validation lists. --deidentify (with --key-file) replaces ids by
+    keyed pseudonyms, shifts each patient's dates by one keyed offset (intervals and the protocol's
+    cohort unchanged) and caps ages at 90; the manifest says what was removed.
+    """
     try:
         engine = open_store(db)
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    if fmt != "csv" or deidentify or key_file:
+        export_interop(engine, out=out, fmt=fmt, centre=centre, deidentify=deidentify, key_file=key_file,
+                       protocol=protocol)
+        return
     handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:
         writer = csv.writer(handle, lineterminator="\n")
