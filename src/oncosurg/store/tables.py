@@ -127,3 +127,135 @@ STAGE_TABLES: dict[Stage, sa.Table] = {
     Stage.PATHOLOGY_TUMORAL: pathology_tumoral,
     Stage.FOLLOW_UP: follow_up,
 }
+
+# --------------------------------------------------------------------------------------------------
+# The registry web app (issue 5): accounts, sessions, the audit trail, and pathway details that the
+# one-row-per-patient registry CSV does not carry (MDT reviews, response assessments, cetuximab
+# regimen).  Timestamps are naive UTC (the same Python values on SQLite and PostgreSQL).
+
+app_user = sa.Table(
+    "app_user",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # admin | data_manager | investigator | auditor
+    sa.Column("all_centres", sa.Boolean(create_constraint=False), nullable=False, server_default=sa.false()),
+    sa.Column("active", sa.Boolean(create_constraint=False), nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+)
+
+user_centre = sa.Table(
+    "user_centre",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("app_user.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("centre_id", sa.Integer, sa.ForeignKey("centre.id", ondelete="CASCADE"), primary_key=True),
+)
+
+web_session = sa.Table(
+    "web_session",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),  # sha256 of the cookie value
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+)
+
+login_attempt = sa.Table(
+    "login_attempt",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False, index=True),
+    sa.Column("client", sa.String(64), nullable=False),
+    sa.Column("at", sa.DateTime(), nullable=False, index=True),
+    sa.Column("success", sa.Boolean(create_constraint=False), nullable=False),
+)
+
+web_setting = sa.Table(
+    "web_setting",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+#: Append-only, hash-chained: ``hash = sha256(prev_hash + canonical row)`` (see oncosurg.web.services.audit).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.String(32), nullable=False),  # ISO 8601 UTC, part of the hashed row
+    sa.Column("user_id", sa.Integer, nullable=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # create | update | delete
+    sa.Column("entity", sa.String(32), nullable=False),
+    sa.Column("entity_id", sa.Integer, nullable=True),
+    sa.Column("patient_pk", sa.Integer, nullable=True, index=True),  # no FK: the trail outlives deletions
+    sa.Column("centre", sa.String(120), nullable=True),
+    sa.Column("patient_id", sa.String(64), nullable=True),
+    sa.Column("field", sa.String(64), nullable=True),
+    sa.Column("old_value", sa.Text, nullable=True),
+    sa.Column("new_value", sa.Text, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),  # the patient's version after the change
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+)
+
+#: One row (id = 1): the chain's last entry; locked by every write transaction (one writer at a time).
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.Integer, nullable=True),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+)
+
+mdt_review = sa.Table(
+    "mdt_review",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("patient_pk", sa.Integer, sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("review_date", sa.Date, nullable=False),
+    sa.Column("decision", sa.String(32), nullable=False),
+    sa.Column("cycles_at_review", sa.Integer, nullable=True),
+    sa.Column("notes", sa.String(2000), nullable=True),
+)
+
+response_assessment = sa.Table(
+    "response_assessment",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("patient_pk", sa.Integer, sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("assessment_date", sa.Date, nullable=False),
+    sa.Column("category", sa.String(4), nullable=False),  # RECIST CR | PR | SD | PD | NE
+    sa.Column("baseline_sum_mm", sa.Float, nullable=True),
+    sa.Column("current_sum_mm", sa.Float, nullable=True),
+    sa.Column("nadir_sum_mm", sa.Float, nullable=True),
+    sa.Column("new_lesions", sa.Boolean(create_constraint=False), nullable=True),
+)
+
+cetuximab_regimen = sa.Table(
+    "cetuximab_regimen",
+    metadata,
+    _patient_fk(),
+    sa.Column("schedule", sa.String(16), nullable=True),  # weekly | biweekly
+    sa.Column("dose_mg_m2", sa.Float, nullable=True),
+    sa.Column("bsa_m2", sa.Float, nullable=True),
+    sa.Column("stop_date", sa.Date, nullable=True),
+)
+
+#: A validated CSV upload waiting for the uploader's confirmation (re-validated when confirmed).
+pending_upload = sa.Table(
+    "pending_upload",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("centre", sa.String(120), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),  # insert | update
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)

@@ -1,0 +1,86 @@
+"""``create_app(settings)``: the ASGI app of the registry (FastAPI, Jinja2 templates, no SPA)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from oncosurg import __version__
+from oncosurg.web.db import WebStore
+from oncosurg.web.deps import render, wants_json
+from oncosurg.web.errors import NotSignedIn, WebError, error_body
+from oncosurg.web.models import ErrorBody
+from oncosurg.web.security import SecurityHeadersMiddleware
+from oncosurg.web.services.dashboard import Dashboard
+from oncosurg.web.services.users import secret_key
+from oncosurg.web.settings import Settings
+
+log = logging.getLogger("oncosurg.web")
+
+DESCRIPTION = """The oncosurg registry: the rescue-cetuximab → hepatectomy pathway, its worklist and live
+dashboard.  Every page has a JSON twin (the same path with `.json`); errors are
+`{"ok": false, "error", "errors", "status"}`.  Sign in with `POST /login` (form fields `username`,
+`password`, `csrf_token` from `GET /login.json`); state-changing requests need the session's CSRF
+token (`GET /me.json`) in the `csrf_token` form field or the `X-CSRF-Token` header."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    store = WebStore(settings.db_url)
+    app = FastAPI(title="oncosurg registry", version=__version__, description=DESCRIPTION, docs_url=None,
+                  redoc_url=None, openapi_url="/openapi.json",
+                  responses={k: {"model": ErrorBody} for k in (400, 401, 403, 404, 409, 422, 429)})
+    app.state.settings = settings
+    app.state.store = store
+    app.state.secret = secret_key(store.write, configured=settings.secret_key)
+    app.state.dashboard = Dashboard(settings.protocol)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
+
+    from oncosurg.web.routes import audit, auth, data, overview, patients, users
+
+    for module in (auth, patients, overview, data, audit, users):
+        app.include_router(module.router)
+    _error_handlers(app)
+    return app
+
+
+def _respond(request: Request, message: str, errors: list, status: int) -> Response:
+    if wants_json(request) or (request.method not in ("GET", "HEAD") and "text/html" not in request.headers.get(
+            "accept", "")):
+        return JSONResponse(error_body(message, errors, status), status_code=status)
+    if status == 401 and request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return Response(status_code=303, headers={"location": f"/login?next={quote(target)}"})
+    return render(request, "error.html", {"message": message, "errors": errors, "status": status}, status=status)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(WebError)
+    async def web_error(request: Request, exc: WebError) -> Response:
+        if isinstance(exc, NotSignedIn):
+            request.state.user = None
+        return _respond(request, exc.message, exc.errors, exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return _respond(request, message, [], exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"column": ".".join(str(p) for p in e.get("loc", ())[1:]) or None, "message": e.get("msg", ""),
+                   "location": e.get("loc", ("",))[0]} for e in exc.errors()]
+        return _respond(request, "the request has invalid parameters", errors, 422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal error; the incident was logged", [], 500), status_code=500)

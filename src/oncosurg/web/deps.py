@@ -1,0 +1,183 @@
+"""Dependencies of the route handlers: the store, the signed-in user, role checks, CSRF, rendering.
+
+Handlers stay thin: route → these dependencies → one keyword-only service call → :func:`page`,
+which returns the data itself for a ``.json`` twin (FastAPI serialises it with the route's
+response model) or the rendered template for a browser.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from oncosurg import __version__
+from oncosurg.report.terminal import format_estimate
+from oncosurg.web import security
+from oncosurg.web.db import WebStore
+from oncosurg.web.errors import Forbidden, NotSignedIn
+from oncosurg.web.services import users
+from oncosurg.web.services.patients import Context
+from oncosurg.web.settings import Settings
+
+T = TypeVar("T")
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+TEMPLATES.env.globals["version"] = __version__
+TEMPLATES.env.filters["estimate"] = format_estimate
+
+
+def get_store(request: Request) -> WebStore:
+    return request.app.state.store
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+StoreDep = Annotated[WebStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def session_token(request: Request) -> str | None:
+    token = request.cookies.get(security.SESSION_COOKIE)
+    return token if token and len(token) <= 128 else None
+
+
+def optional_user(request: Request, store: StoreDep) -> users.User | None:
+    if "user" in request.state._state:
+        return request.state.user
+    token = session_token(request)
+    user = None
+    if token:
+        with store.read() as conn:
+            user = users.session_user(conn, token=token)
+    request.state.user = user
+    return user
+
+
+def current_user(user: Annotated[users.User | None, Depends(optional_user)]) -> users.User:
+    if user is None:
+        raise NotSignedIn("sign in first")
+    return user
+
+
+CurrentUser = Annotated[users.User, Depends(current_user)]
+
+
+def writer(user: CurrentUser) -> users.User:
+    if not user.can_write:
+        raise Forbidden(f"role '{user.role}' is read-only")
+    return user
+
+
+def auditor(user: CurrentUser) -> users.User:
+    if not user.can_audit:
+        raise Forbidden("only admins and auditors read the audit trail")
+    return user
+
+
+def admin(user: CurrentUser) -> users.User:
+    if not user.is_admin:
+        raise Forbidden("only admins manage accounts")
+    return user
+
+
+Writer = Annotated[users.User, Depends(writer)]
+Auditor = Annotated[users.User, Depends(auditor)]
+Admin = Annotated[users.User, Depends(admin)]
+
+
+def make_context(user: users.User, settings: Settings) -> Context:
+    return Context(user=user, today=settings.today(), lock_days=settings.lock_days,
+                   postop_window_days=settings.postop_window_days)
+
+
+def csrf_for(request: Request) -> str | None:
+    token = session_token(request)
+    return security.csrf_token(request.app.state.secret, token) if token else None
+
+
+async def form_data(request: Request) -> dict[str, str]:
+    """The submitted form (text fields only), parsed once per request."""
+    if "form_data" not in request.state._state:
+        form = await request.form()
+        request.state.form_data = {k: v for k, v in form.items() if isinstance(v, str)}
+    return request.state.form_data
+
+
+async def csrf(request: Request) -> None:
+    """Every state-changing request: same origin, and the session's CSRF token in the form or header."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc != host:
+            raise Forbidden("cross-origin request refused")
+    given = request.headers.get("x-csrf-token")
+    content_type = request.headers.get("content-type", "")
+    if given is None and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        given = (await form_data(request)).get("csrf_token")
+    if not security.csrf_ok(request.app.state.secret, session_token(request), given):
+        raise Forbidden("missing or wrong CSRF token: reload the page and submit again")
+
+
+CsrfDep = Depends(csrf)
+
+
+def wants_json(request: Request) -> bool:
+    if request.url.path.endswith(".json"):
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def page(request: Request, template: str, data: dict[str, Any], *, status: int = 200) -> Any:
+    """The JSON twin returns ``data``; a browser gets ``template`` rendered with it."""
+    if wants_json(request):
+        return data
+    return render(request, template, data, status=status)
+
+
+def render(request: Request, template: str, data: dict[str, Any], *, status: int = 200) -> HTMLResponse:
+    user = getattr(request.state, "user", None)
+    context = {"data": data, "user": user, "csrf": csrf_for(request) if user else None,
+               "json_url": _json_url(request), "today": request.app.state.settings.today(), **data}
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status)
+
+
+def _json_url(request: Request) -> str | None:
+    path = request.url.path
+    if path.endswith(".json") or path in ("/login",):
+        return None
+    twin = (path.rstrip("/") or "") + ".json"
+    return twin + (f"?{request.url.query}" if request.url.query else "")
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+async def threaded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking database work off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site relative paths are followed after sign-in."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")) and len(target) < 500:
+        return target
+    return "/patients"
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+def as_date(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, dt.date) else value

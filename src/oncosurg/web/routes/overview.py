@@ -1,0 +1,31 @@
+"""The worklist and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from oncosurg.web.deps import CurrentUser, SettingsDep, StoreDep, page
+from oncosurg.web.models import Dashboard, Worklist
+from oncosurg.web.routes import Text
+from oncosurg.web.services.worklist import worklist as build_worklist
+
+router = APIRouter(tags=["overview"])
+
+
+@router.get("/worklist.json", response_model=Worklist, summary="MDT reviews due and overdue follow-up")
+@router.get("/worklist", include_in_schema=False)
+def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
+    with store.read() as conn:
+        data = build_worklist(conn, user=user, today=settings.today(), review_cycles=settings.review_cycles,
+                              review_weeks=settings.review_weeks,
+                              followup_overdue_months=settings.followup_overdue_months)
+    return page(request, "worklist.html", data)
+
+
+@router.get("/dashboard.json", response_model=Dashboard, summary="The protocol's endpoints and Kaplan-Meier curves")
+@router.get("/dashboard", include_in_schema=False)
+def dashboard(request: Request, user: CurrentUser, store: StoreDep, centre: Text = "") -> Any:
+    data = request.app.state.dashboard.compute(store.engine, user=user, centre=centre)
+    return page(request, "dashboard.html", data)

@@ -1,0 +1,198 @@
+"""The audit trail: who changed what, when, from which value to which, and why; hash-chained.
+
+Each row stores ``hash = sha256(prev_hash + canonical(row))`` where ``canonical`` is the row's
+fields as sorted, compact JSON, and ``prev_hash`` is the previous row's hash (64 zeros for the
+first).  Rows are numbered 1, 2, 3 … without gaps and the ``audit_head`` row names the last one,
+so :func:`verify` detects an edited, inserted, deleted or truncated row.  Appending happens inside
+the single write transaction of :meth:`oncosurg.web.db.WebStore.write`.  The head hash printed by
+``oncosurg audit verify`` can be written down elsewhere to anchor the chain.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from oncosurg.store import tables as t
+
+GENESIS = "0" * 64
+HASHED_FIELDS: tuple[str, ...] = (
+    "id", "at", "user_id", "username", "action", "entity", "entity_id", "patient_pk", "centre", "patient_id",
+    "field", "old_value", "new_value", "reason", "version",
+)
+EXPORT_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "prev_hash", "hash")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a change (a signed-in user, or a CLI operator)."""
+
+    user_id: int | None
+    username: str
+
+
+def text(value: Any) -> str | None:
+    """A value as the registry CSV writes it (``yes``/``no``, ISO dates), for old → new columns."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(row: dict[str, Any]) -> str:
+    return json.dumps({k: row.get(k) for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def row_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical(row)).encode("utf-8")).hexdigest()
+
+
+def append(conn: sa.Connection, *, actor: Actor, entries: Sequence[dict[str, Any]]) -> int:
+    """Append ``entries`` (dicts with action, entity, and optionally entity_id, patient_pk, centre,
+    patient_id, field, old_value, new_value, reason, version) to the chain; returns the count.
+
+    Must run inside :meth:`WebStore.write` (the head row is locked there on PostgreSQL).
+    """
+    if not entries:
+        return 0
+    head = conn.execute(sa.select(t.audit_head.c.last_id, t.audit_head.c.last_hash)
+                        .where(t.audit_head.c.id == 1)).one()
+    last_id, prev = head.last_id or 0, head.last_hash
+    at = now_iso()
+    rows = []
+    for entry in entries:
+        last_id += 1
+        row = {k: None for k in HASHED_FIELDS} | {k: entry.get(k) for k in HASHED_FIELDS if k in entry}
+        row |= {"id": last_id, "at": at, "user_id": actor.user_id, "username": actor.username}
+        for key in ("old_value", "new_value"):
+            row[key] = text(row[key])
+        row["prev_hash"] = prev
+        row["hash"] = prev = row_hash(prev, row)
+        rows.append(row)
+    conn.execute(sa.insert(t.audit_log), rows)
+    conn.execute(sa.update(t.audit_head).where(t.audit_head.c.id == 1).values(last_id=last_id, last_hash=prev))
+    return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    rows: int
+    head_hash: str
+    problem: str | None = None
+    bad_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rows": self.rows, "head_hash": self.head_hash, "problem": self.problem,
+                "bad_id": self.bad_id}
+
+
+def verify(conn: sa.Connection, *, batch: int = 5000) -> Verification:
+    """Recompute the whole chain; the first broken row is reported."""
+    head = conn.execute(sa.select(t.audit_head.c.last_id, t.audit_head.c.last_hash)
+                        .where(t.audit_head.c.id == 1)).one()
+    prev, expected_id, after = GENESIS, 1, 0
+    while True:
+        chunk = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.id > after)
+                             .order_by(t.audit_log.c.id).limit(batch)).mappings().all()
+        for row in chunk:
+            rid = row["id"]
+            if rid != expected_id:
+                return Verification(False, expected_id - 1, prev,
+                                    f"row {expected_id} is missing (next row is {rid})", expected_id)
+            if row["prev_hash"] != prev:
+                return Verification(False, rid - 1, prev, f"row {rid} does not follow row {rid - 1}", rid)
+            if row_hash(prev, dict(row)) != row["hash"]:
+                return Verification(False, rid - 1, prev, f"row {rid} was altered after it was written", rid)
+            prev, expected_id = row["hash"], rid + 1
+        if len(chunk) < batch:
+            break
+        after = chunk[-1]["id"]
+    count = expected_id - 1
+    if (head.last_id or 0) != count or head.last_hash != prev:
+        return Verification(False, count, prev,
+                            f"the chain head names row {head.last_id or 0} but the trail ends at row {count} "
+                            "(rows were removed from the end)", count + 1)
+    return Verification(True, count, prev)
+
+
+def _where(*, patient_pk: int | None, centres: Iterable[str] | None) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    if patient_pk is not None:
+        where.append(t.audit_log.c.patient_pk == patient_pk)
+    if centres is not None:
+        where.append(t.audit_log.c.centre.in_(sorted(centres)))
+    return where
+
+
+def entries(conn: sa.Connection, *, patient_pk: int | None = None, centres: Iterable[str] | None = None,
+            limit: int = 200, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` rows (filtered), and the number of matching rows."""
+    where = _where(patient_pk=patient_pk, centres=centres)
+    total = conn.execute(sa.select(sa.func.count()).select_from(t.audit_log).where(*where)).scalar_one()
+    rows = conn.execute(sa.select(t.audit_log).where(*where).order_by(t.audit_log.c.id.desc())
+                        .limit(limit).offset(offset)).mappings().all()
+    return [dict(r) for r in rows], int(total)
+
+
+def changes_since(conn: sa.Connection, *, patient_pk: int, version: int) -> list[dict[str, Any]]:
+    """What was recorded for a patient after ``version`` (for the stale-edit message)."""
+    rows = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.patient_pk == patient_pk,
+                                                     t.audit_log.c.version > version)
+                        .order_by(t.audit_log.c.id)).mappings().all()
+    return [{"version": r["version"], "at": r["at"], "username": r["username"], "action": r["action"],
+             "entity": r["entity"], "field": r["field"], "old": r["old_value"], "new": r["new_value"]}
+            for r in rows]
+
+
+def export_csv(conn: sa.Connection, *, patient_pk: int | None = None, centres: Iterable[str] | None = None
+               ) -> Iterator[str]:
+    """The trail (oldest first) as CSV text chunks, with the hashes so a copy can be re-verified."""
+    where = _where(patient_pk=patient_pk, centres=centres)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_FIELDS)
+    after = 0
+    while True:
+        chunk = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.id > after, *where)
+                             .order_by(t.audit_log.c.id).limit(2000)).mappings().all()
+        for row in chunk:
+            writer.writerow(["" if row[k] is None else _safe(row[k]) for k in EXPORT_FIELDS])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if len(chunk) < 2000:
+            return
+        after = chunk[-1]["id"]
+
+
+def _safe(value: Any) -> str:
+    """Neutralise spreadsheet formulas in exported free text (a leading ' as OWASP advises)."""
+    s = str(value)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(s) else s
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True

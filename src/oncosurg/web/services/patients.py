@@ -1,0 +1,417 @@
+"""Patients: list and search, read one pathway, register, edit a stage, delete.
+
+Every write runs in one transaction of :meth:`oncosurg.web.db.WebStore.write`, validates the whole
+record with the registry rules, bumps ``patient.version`` only if the version the form was loaded
+with is still current (optimistic locking: a stale edit raises :class:`Conflict` listing what
+changed meanwhile), and appends one audit row per changed field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from oncosurg.rules import X_ALREADY_REGISTERED, clavien_rank
+from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
+from oncosurg.store import tables as t
+from oncosurg.store.repository import read_record, registry_select
+from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
+from oncosurg.web.services import audit
+from oncosurg.web.services.forms import (
+    REGIMEN_FIELDS,
+    REGISTER_FIELDS,
+    STAGE_FORMS,
+    check_dates_within,
+    parse_fields,
+    validate_registry,
+    web_error,
+)
+from oncosurg.web.services.users import User, ensure_centre
+
+PATIENT_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name != "centre")
+_REQUIRED_STAGES = (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
+REGIMEN_COLUMNS: tuple[str, ...] = tuple(f.name for f in REGIMEN_FIELDS)
+
+#: Pathway-stage filters of the patient list (name → label).
+STAGE_FILTERS: dict[str, str] = {
+    "on_cetuximab": "on cetuximab (not operated, alive, not stopped)",
+    "operated": "operated",
+    "resected": "hepatectomy",
+    "progressed": "progression recorded",
+    "deceased": "deceased",
+    "alive": "alive at last contact",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who acts and under which settings (passed to every write)."""
+
+    user: User
+    today: dt.date
+    lock_days: int
+    postop_window_days: int
+
+    @property
+    def actor(self) -> audit.Actor:
+        return audit.Actor(self.user.id, self.user.username)
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
+    """pk, patient_id, centre and version of a patient the user may see (else :class:`NotFound`)."""
+    row = conn.execute(sa.select(t.patient.c.id, t.patient.c.patient_id, t.patient.c.version,
+                                 t.centre.c.name.label("centre"), t.patient.c.import_batch_id)
+                       .join(t.centre, t.centre.c.id == t.patient.c.centre_id)
+                       .where(t.patient.c.id == pk)).mappings().first()
+    if row is None or not user.sees(row["centre"]):
+        raise NotFound(f"patient {pk} not found in your centres")
+    return dict(row)
+
+
+def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
+    row = conn.execute(sa.select(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk)
+                       ).mappings().first()
+    return {c: (row[c] if row else None) for c in REGIMEN_COLUMNS}
+
+
+def created_at(conn: sa.Connection, *, pk: int, import_batch_id: int | None) -> dt.datetime | None:
+    """When the record was created: its first audit row, else its import batch; ``None`` if unknown."""
+    first = conn.execute(sa.select(sa.func.min(t.audit_log.c.at)).where(
+        t.audit_log.c.patient_pk == pk, t.audit_log.c.action == "create", t.audit_log.c.entity == "patient")
+    ).scalar()
+    if first:
+        return dt.datetime.strptime(first, "%Y-%m-%dT%H:%M:%S.%fZ")
+    if import_batch_id is not None:
+        imported = conn.execute(sa.select(t.import_batch.c.imported_at)
+                                .where(t.import_batch.c.id == import_batch_id)).scalar()
+        if isinstance(imported, dt.datetime):
+            return imported.replace(tzinfo=None)
+    return None
+
+
+def is_locked(created: dt.datetime | None, *, today: dt.date, lock_days: int) -> bool:
+    """Records older than ``lock_days`` (or of unknown age) need a reason for every change."""
+    return created is None or (today - created.date()).days > lock_days
+
+
+def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> str:
+    """Where the patient is on the pathway, in a few words."""
+    if record.get("death_date"):
+        return "deceased"
+    if record.get("surgery_date"):
+        kind = record.get("surgery_type") or "surgery"
+        return "hepatectomy, follow-up" if kind == "hepatectomy" else f"{kind.replace('_', ' ')}, follow-up"
+    if regimen.get("stop_date"):
+        return "cetuximab stopped"
+    return "on cetuximab"
+
+
+def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = "", centre: str = "",
+                  page: int = 1, page_size: int = 50) -> dict[str, Any]:
+    """One page of the user's patients, filtered by search text, pathway stage and centre."""
+    base = registry_select().subquery("r")
+    reg = t.cetuximab_regimen
+    where: list[sa.ColumnElement[bool]] = []
+    if not user.all_centres:
+        where.append(base.c.centre.in_(sorted(user.centres)))
+    if centre:
+        if not user.sees(centre):
+            raise Forbidden(f"centre '{centre}' is not granted to you")
+        where.append(base.c.centre == centre)
+    if q:
+        where.append(sa.func.lower(base.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
+    if stage:
+        cond = {
+            "on_cetuximab": sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None),
+                                    reg.c.stop_date.is_(None)),
+            "operated": base.c.surgery_date.is_not(None),
+            "resected": base.c.surgery_type == "hepatectomy",
+            "progressed": base.c.progression_date.is_not(None),
+            "deceased": base.c.death_date.is_not(None),
+            "alive": base.c.death_date.is_(None),
+        }.get(stage)
+        if cond is None:
+            raise Invalid(f"unknown stage filter '{stage}'", errors=[{
+                "column": "stage", "value": stage, "message": "unknown stage filter",
+                "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
+        where.append(cond)
+    joined = base.outerjoin(reg, reg.c.patient_pk == base.c.pk)
+    total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
+    page = max(1, page)
+    rows = conn.execute(sa.select(base, reg.c.stop_date).select_from(joined).where(*where)
+                        .order_by(base.c.centre, base.c.patient_id)
+                        .limit(page_size).offset((page - 1) * page_size)).mappings().all()
+    patients = []
+    for row in rows:
+        record = {c: row[c] for c in COLUMNS}
+        patients.append({
+            "pk": row["pk"], "patient_id": row["patient_id"], "centre": row["centre"],
+            "referral": row["referral"], "cetuximab_start": audit.text(row["cetuximab_start"]),
+            "surgery_date": audit.text(row["surgery_date"]), "last_contact_date": audit.text(row["last_contact_date"]),
+            "stage": stage_label(record, {"stop_date": row["stop_date"]}),
+        })
+    return {"patients": patients, "total": int(total), "page": page, "page_size": page_size,
+            "pages": max(1, -(-int(total) // page_size)), "filters": {"q": q, "stage": stage, "centre": centre}}
+
+
+def read_patient(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
+    """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
+    from oncosurg.web.services import pathway
+
+    head = patient_head(conn, user=user, pk=pk)
+    record = read_record(conn, pk)
+    regimen = read_regimen(conn, pk)
+    complications = pathway.complications(conn, pk=pk)
+    reviews = pathway.reviews(conn, pk=pk)
+    responses = pathway.responses(conn, pk=pk)
+    created = created_at(conn, pk=pk, import_batch_id=head["import_batch_id"])
+    return {
+        "pk": pk, "patient_id": head["patient_id"], "centre": head["centre"], "version": head["version"],
+        "created_at": created.isoformat() + "Z" if created else None,
+        "record": record, "regimen": regimen, "complications": complications,
+        "cci": pathway.comprehensive_complication_index([c["grade"] for c in complications]),
+        "reviews": reviews, "responses": responses, "stage": stage_label(record, regimen),
+        "dose_per_administration_mg": pathway.dose_mg(regimen),
+        "timeline": pathway.timeline(record, regimen, complications, reviews, responses),
+    }
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+def _upsert(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, Any]) -> None:
+    done = conn.execute(sa.update(table).where(table.c.patient_pk == pk).values(**row)).rowcount
+    if not done:
+        conn.execute(sa.insert(table).values(patient_pk=pk, **row))
+
+
+def _store_record(conn: sa.Connection, pk: int, new: Mapping[str, Any]) -> None:
+    """Write a validated registry record's stage tables (the patient row is written by the caller)."""
+    for stage, table in t.STAGE_TABLES.items():
+        row = {f.name: new.get(f.name) for f in FIELDS if f.stage is stage}
+        if stage is Stage.SURGERY:
+            if new.get("surgery_date") is None:
+                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+                continue
+            row["complications_assessed"] = new.get("clavien_dindo_max") is not None
+        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
+            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+            continue
+        _upsert(conn, table, pk, row)
+    _sync_complications(conn, pk, new.get("clavien_dindo_max"))
+
+
+def _sync_complications(conn: sa.Connection, pk: int, grade: str | None) -> None:
+    """Make the complication rows agree with a worst grade typed in the surgery card (as import does)."""
+    c = t.complication
+    ranks = [r for (r,) in conn.execute(sa.select(c.c.grade_rank).where(c.c.patient_pk == pk))]
+    rank = clavien_rank(grade)
+    if rank is None or rank == 0:
+        conn.execute(sa.delete(c).where(c.c.patient_pk == pk))
+        return
+    if ranks and max(ranks) == rank:
+        return
+    conn.execute(sa.delete(c).where(c.c.patient_pk == pk, c.c.grade_rank > rank))
+    conn.execute(sa.insert(c).values(patient_pk=pk, grade=grade, grade_rank=rank,
+                                     description="worst complication (surgery card)"))
+
+
+def _store_regimen(conn: sa.Connection, pk: int, regimen: Mapping[str, Any]) -> None:
+    if all(regimen.get(c) is None for c in REGIMEN_COLUMNS):
+        conn.execute(sa.delete(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk))
+    else:
+        _upsert(conn, t.cetuximab_regimen, pk, {c: regimen.get(c) for c in REGIMEN_COLUMNS})
+
+
+def _regimen_errors(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return check_dates_within(record, "stop_date", regimen.get("stop_date"))
+
+
+def bump_version(conn: sa.Connection, *, head: Mapping[str, Any], version: int | None, submitted: Any = None
+                 ) -> int:
+    """Claim the next version if ``version`` is still current (``None`` = append-only, no check)."""
+    pk = head["pk"] if "pk" in head else head["id"]
+    expected = head["version"] if version is None else version
+    done = conn.execute(sa.update(t.patient).where(t.patient.c.id == pk, t.patient.c.version == expected)
+                        .values(version=t.patient.c.version + 1)).rowcount
+    if not done:
+        raise stale(conn, head=head, version=expected, submitted=submitted)
+    return expected + 1
+
+
+def stale(conn: sa.Connection, *, head: Mapping[str, Any], version: int, submitted: Any = None) -> Conflict:
+    pk = head["pk"] if "pk" in head else head["id"]
+    current = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar()
+    changes = audit.changes_since(conn, patient_pk=pk, version=version)
+    who = sorted({c["username"] for c in changes})
+    by = f" by {', '.join(who)}" if who else " (outside the web app, e.g. a CSV import)"
+    error = Conflict(
+        f"{head['patient_id']} was changed{by} since you opened it (your version {version}, now {current}); "
+        "nothing was saved. The page now shows the current values and what changed: re-enter your change "
+        "if it is still right.", errors=changes)
+    error.submitted = submitted  # type: ignore[attr-defined]
+    return error
+
+
+def _reason(ctx: Context, conn: sa.Connection, head: Mapping[str, Any], reason: str) -> str | None:
+    reason = (reason or "").strip()[:1000]
+    created = created_at(conn, pk=head["id"], import_batch_id=head["import_batch_id"])
+    if is_locked(created, today=ctx.today, lock_days=ctx.lock_days) and not reason:
+        raise Invalid("a reason is required to change this record", errors=[web_error(
+            "W505", "reason", None,
+            f"the record is older than the {ctx.lock_days}-day lock period: say why it changes",
+            "fill in the reason (e.g. 'source document corrected')")])
+    return reason or None
+
+
+def _entries(head: Mapping[str, Any], version: int, action: str, entity: str, entity_id: int | None,
+             changes: list[tuple[str, Any, Any]], reason: str | None) -> list[dict[str, Any]]:
+    return [{"action": action, "entity": entity, "entity_id": entity_id, "patient_pk": head["id"],
+             "centre": head["centre"], "patient_id": head["patient_id"], "field": field, "old_value": old,
+             "new_value": new, "reason": reason, "version": version} for field, old, new in changes]
+
+
+def _require_writer(user: User) -> None:
+    if not user.can_write:
+        raise Forbidden(f"role '{user.role}' is read-only")
+
+
+def _locked_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
+    head = patient_head(conn, user=user, pk=pk)
+    head["id"] = head["pk"] = pk
+    return head
+
+
+def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: Mapping[str, str],
+               version: int, reason: str = "") -> dict[str, Any]:
+    """Validate and save one card of the patient page; returns ``{"version", "changes"}``."""
+    _require_writer(ctx.user)
+    card = STAGE_FORMS.get(stage)
+    if card is None:
+        raise NotFound(f"no stage '{stage}'; stages: {', '.join(STAGE_FORMS)}")
+    head = _locked_head(conn, user=ctx.user, pk=pk)
+    if head["version"] != version:
+        raise stale(conn, head=head, version=version, submitted=dict(form))
+    current = read_record(conn, pk)
+    regimen = read_regimen(conn, pk)
+    record, errors = validate_registry(current, form, card.registry_fields, today=ctx.today,
+                                       postop_window_days=ctx.postop_window_days)
+    new_regimen = regimen
+    if stage == "cetuximab":
+        new_regimen, regimen_errors = parse_fields(REGIMEN_FIELDS, form, today=ctx.today, current=regimen)
+        errors += regimen_errors + _regimen_errors(record, new_regimen)
+    if record.get("patient_id") != head["patient_id"] and record.get("patient_id"):
+        errors += _duplicate(conn, head["centre"], record["patient_id"], exclude=pk)
+    if errors:
+        raise Invalid(f"{len(errors)} problem(s): nothing was saved", errors=errors)
+    changes = [(c, current.get(c), record.get(c)) for c in COLUMNS if current.get(c) != record.get(c)]
+    changes += [(c, regimen.get(c), new_regimen.get(c)) for c in REGIMEN_COLUMNS
+                if regimen.get(c) != new_regimen.get(c)]
+    if not changes:
+        return {"version": version, "changes": []}
+    why = _reason(ctx, conn, head, reason)
+    new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
+    conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(**{c: record.get(c) for c in PATIENT_COLUMNS}))
+    _store_record(conn, pk, record)
+    if stage == "cetuximab":
+        _store_regimen(conn, pk, new_regimen)
+    entries = []
+    for field, old, new in changes:
+        entity = FIELD_BY_NAME[field].stage.value if field in FIELD_BY_NAME else "cetuximab_regimen"
+        entries += _entries(head, new_version, "update", entity, pk, [(field, old, new)], why)
+    audit.append(conn, actor=ctx.actor, entries=entries)
+    return {"version": new_version, "changes": [{"field": f, "old": audit.text(o), "new": audit.text(n)}
+                                                for f, o, n in changes]}
+
+
+def _duplicate(conn: sa.Connection, centre: str, patient_id: str, *, exclude: int | None = None
+               ) -> list[dict[str, Any]]:
+    query = (sa.select(t.patient.c.id).join(t.centre, t.centre.c.id == t.patient.c.centre_id)
+             .where(t.centre.c.name == centre, t.patient.c.patient_id == patient_id))
+    if exclude is not None:
+        query = query.where(t.patient.c.id != exclude)
+    if conn.execute(query).first() is None:
+        return []
+    return [{"code": X_ALREADY_REGISTERED.code, "rule": X_ALREADY_REGISTERED.name, "column": "patient_id",
+             "value": patient_id, "message": f"patient already registered in centre '{centre}'",
+             "hint": "open the registered patient, or fix the patient_id"}]
+
+
+def validate_new(conn: sa.Connection, *, ctx: Context, form: Mapping[str, str]
+                 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Registration form → (record, regimen, errors) without writing."""
+    centre = str(form.get("centre", "")).strip()
+    errors: list[dict[str, Any]] = []
+    if not centre:
+        errors.append({"code": "V301", "rule": "required", "column": "centre", "value": "",
+                       "message": "required value is empty", "hint": "choose one of your centres"})
+    elif not ctx.user.sees(centre):
+        errors.append({"code": "V306", "rule": "enum", "column": "centre", "value": centre[:120],
+                       "message": "this centre is not granted to you", "hint": "choose one of your centres"})
+    names = [f.name for f in REGISTER_FIELDS]
+    cells = {c: str(form.get(c, "")) for c in names}
+    record, rule_errors = validate_registry({}, cells, names, today=ctx.today,
+                                            postop_window_days=ctx.postop_window_days)
+    errors += rule_errors
+    regimen, regimen_errors = parse_fields(REGIMEN_FIELDS, form, today=ctx.today)
+    errors += regimen_errors + _regimen_errors(record, regimen)
+    if centre and record.get("patient_id"):
+        errors += _duplicate(conn, centre, record["patient_id"])
+    record["centre"] = centre
+    return record, regimen, errors
+
+
+def create_patient(conn: sa.Connection, *, ctx: Context, record: Mapping[str, Any],
+                   regimen: Mapping[str, Any] | None = None, entity_note: str | None = None) -> int:
+    """Insert a validated record (version 1) and audit every non-empty field; returns the pk."""
+    centre_id = ensure_centre(conn, name=record["centre"])
+    pk = int(conn.execute(sa.insert(t.patient).values(
+        centre_id=centre_id, version=1, **{c: record.get(c) for c in PATIENT_COLUMNS})).inserted_primary_key[0])
+    _store_record(conn, pk, record)
+    regimen = regimen or {}
+    _store_regimen(conn, pk, regimen)
+    head = {"id": pk, "centre": record["centre"], "patient_id": record["patient_id"]}
+    changes = [(c, None, record.get(c)) for c in COLUMNS if c != "centre" and record.get(c) is not None]
+    changes += [(c, None, regimen.get(c)) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
+    audit.append(conn, actor=ctx.actor, entries=_entries(head, 1, "create", "patient", pk, changes, entity_note))
+    return pk
+
+
+def register(conn: sa.Connection, *, ctx: Context, form: Mapping[str, str]) -> int:
+    """Validate the registration form and create the patient (raises :class:`Invalid`)."""
+    _require_writer(ctx.user)
+    record, regimen, errors = validate_new(conn, ctx=ctx, form=form)
+    if errors:
+        raise Invalid(f"{len(errors)} problem(s): the patient was not registered", errors=errors)
+    return create_patient(conn, ctx=ctx, record=record, regimen=regimen)
+
+
+def delete_patient(conn: sa.Connection, *, ctx: Context, pk: int, version: int, reason: str) -> None:
+    """Delete a patient and every stage row; a reason is always required; the trail keeps the values."""
+    _require_writer(ctx.user)
+    head = _locked_head(conn, user=ctx.user, pk=pk)
+    if head["version"] != version:
+        raise stale(conn, head=head, version=version)
+    reason = (reason or "").strip()[:1000]
+    if not reason:
+        raise Invalid("a reason is required to delete a patient", errors=[web_error(
+            "W505", "reason", None, "say why the patient is deleted", "fill in the reason")])
+    record = read_record(conn, pk)
+    regimen = read_regimen(conn, pk)
+    changes = [(c, record.get(c), None) for c in COLUMNS if c != "centre" and record.get(c) is not None]
+    changes += [(c, regimen.get(c), None) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
+    for table in (t.mdt_review, t.response_assessment, t.complication, t.cetuximab_regimen, *t.STAGE_TABLES.values()):
+        conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+    conn.execute(sa.delete(t.change_log).where(t.change_log.c.patient_pk == pk))
+    conn.execute(sa.delete(t.patient).where(t.patient.c.id == pk))
+    audit.append(conn, actor=ctx.actor, entries=_entries(head, version + 1, "delete", "patient", pk, changes, reason))
+
+
+__all__ = ["CLAVIEN_DINDO", "STAGE_FILTERS", "Context", "create_patient", "delete_patient", "list_patients",
+           "read_patient", "register", "save_stage"]

@@ -1,0 +1,84 @@
+"""Settings of the registry web app: one typed object, overridable from ``ONCOSURG_WEB_*`` variables.
+
+Like datasette's ``SETTINGS``, :data:`SETTINGS` is the single list of names, defaults and help
+texts; ``docs/web.md`` lists it and :meth:`Settings.from_env` reads it.  There are no default
+credentials: the first account is made with ``oncosurg user add``.  The secret key (signing the
+sign-in form's CSRF token) comes from ``ONCOSURG_SECRET_KEY`` or is generated once and stored in
+the database, so every process serving one database agrees on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from oncosurg.schema import DEFAULT_POSTOP_WINDOW_DAYS
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("protocol", "rescue-cetuximab-2007", "study protocol (id or TOML path) shown on the dashboard"),
+    Setting("lock_days", 30, "records created more than this many days ago need a reason for every change"),
+    Setting("review_cycles", 4, "an MDT resectability review is due after this many cetuximab cycles "
+                                "since the start or the last review"),
+    Setting("review_weeks", 8, "… or after this many weeks since the start or the last review"),
+    Setting("followup_overdue_months", 6, "follow-up is overdue when the last contact is older than this"),
+    Setting("session_hours", 12, "a session expires this many hours after sign-in"),
+    Setting("login_max_failures", 5, "failed sign-ins per user name or client within the window before refusal"),
+    Setting("login_window_minutes", 15, "the login-throttling window"),
+    Setting("secure_cookies", False, "mark cookies Secure (set when served behind HTTPS)"),
+    Setting("postop_window_days", DEFAULT_POSTOP_WINDOW_DAYS, "postoperative window of the Clavien-Dindo V rule"),
+    Setting("page_size", 50, "patients per page of the patient list"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the app needs; ``create_app(Settings(db_url=...))``."""
+
+    db_url: str | None = None
+    secret_key: str | None = None
+    protocol: str = "rescue-cetuximab-2007"
+    lock_days: int = 30
+    review_cycles: int = 4
+    review_weeks: int = 8
+    followup_overdue_months: int = 6
+    session_hours: int = 12
+    login_max_failures: int = 5
+    login_window_minutes: int = 15
+    secure_cookies: bool = False
+    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
+    page_size: int = 50
+    #: today's date; tests replace it to move the clock
+    today: Callable[[], dt.date] = field(default=dt.date.today, compare=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``ONCOSURG_WEB_<NAME>`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"db_url": env.get("ONCOSURG_DB"), "secret_key": env.get("ONCOSURG_SECRET_KEY")}
+        for s in SETTINGS:
+            raw = env.get(f"ONCOSURG_WEB_{s.name.upper()}")
+            if raw is None:
+                continue
+            if isinstance(s.default, bool):
+                values[s.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(s.default, int):
+                try:
+                    values[s.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"ONCOSURG_WEB_{s.name.upper()} must be an integer, got {raw!r}") from None
+            else:
+                values[s.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(cls(), **values)
