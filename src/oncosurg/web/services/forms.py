@@ -87,9 +87,10 @@ STAGE_FORMS: dict[str, StageForm] = {s.key: s for s in (
     StageForm("pathology", "Liver pathology", _of(Stage.PATHOLOGY_NONTUMORAL, Stage.PATHOLOGY_TUMORAL)),
     StageForm("follow_up", "Follow-up", _of(Stage.FOLLOW_UP)),
 )}
-#: Fields of the registration form: every required field plus the patient card.
+#: Fields of the registration form: every required field, the patient, baseline and cetuximab cards.
 REGISTER_FIELDS: tuple[Field, ...] = tuple(
-    f for f in FIELDS if f.name != "centre" and (f.required == "yes" or f.stage is Stage.PATIENT))
+    f for f in FIELDS
+    if f.name != "centre" and (f.required == "yes" or f.stage in (Stage.PATIENT, Stage.BASELINE, Stage.CETUXIMAB)))
 
 
 def issue_dict(issue: Issue) -> dict[str, Any]:

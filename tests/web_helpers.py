@@ -1,0 +1,76 @@
+"""Helpers of the web-app tests: an app on a fresh store, accounts, and a signed-in JSON client."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from oncosurg.web import Settings, create_app
+from oncosurg.web.services import audit, users
+
+PASSWORD = "correct horse battery staple"
+CENTRE_A = "Paul Brousse"
+CENTRE_B = "Beaujon"
+
+
+def make_app(url: str, **settings: Any) -> FastAPI:
+    return create_app(Settings(db_url=url, **settings))
+
+
+def add_user(app: FastAPI, username: str, role: str, *centres: str, all_centres: bool = False) -> int:
+    with app.state.store.write() as conn:
+        return users.create_user(conn, username=username, password=PASSWORD, role=role, centres=centres,
+                                 all_centres=all_centres)
+
+
+def verify_chain(app: FastAPI) -> audit.Verification:
+    with app.state.store.read() as conn:
+        return audit.verify(conn)
+
+
+class Api:
+    """A signed-in client speaking JSON (``Accept: application/json``), CSRF token included."""
+
+    def __init__(self, app: FastAPI, username: str, password: str = PASSWORD) -> None:
+        self.client = TestClient(app, raise_server_exceptions=True)
+        self.client.headers["accept"] = "application/json"
+        token = self.client.get("/login.json").json()["csrf_token"]
+        response = self.client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+        assert response.status_code == 200, response.text
+        self.user = response.json()
+        self.csrf = self.user["csrf_token"]
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, **kw)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
+        return self.client.post(path, data={"csrf_token": self.csrf, **(data or {})}, **kw)
+
+    def register(self, **fields: str) -> int:
+        response = self.post("/patients", registration(**fields))
+        assert response.status_code == 201, response.text
+        return response.json()["pk"]
+
+    def patient(self, pk: int) -> dict[str, Any]:
+        response = self.get(f"/patients/{pk}.json")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def save(self, pk: int, stage: str, version: int | None = None, **fields: str) -> Any:
+        if version is None:
+            version = self.patient(pk)["version"]
+        return self.post(f"/patients/{pk}/stages/{stage}", {"version": str(version), **fields})
+
+
+def registration(**fields: str) -> dict[str, str]:
+    """A valid registration form (override any field)."""
+    return {"centre": CENTRE_A, "patient_id": "PB-0001", "referral": "in_house", "sex": "F", "prior_chemo_lines": "2",
+            "cetuximab_start": "2024-01-08", "cetuximab_partner": "irinotecan", "cetuximab_cycles": "2",
+            "last_contact_date": "2024-02-05", **fields}
+
+
+def fixed_today(day: dt.date):  # type: ignore[no-untyped-def]
+    return lambda: day
