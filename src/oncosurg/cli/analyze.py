@@ -85,15 +85,17 @@ def analyze_cmd(db: str | None, csv_file: str | None, protocol: str, as_json: bo
 
 @cli.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="oncosurg-demo", show_default=True,
-              help="Directory for the reference registry, its database and results.json.")
+              help="Directory for the reference registry, its database, results.json and the study report.")
 @json_option
 def demo_cmd(out: str, as_json: bool) -> None:
     """Build the synthetic reference registry and reproduce the seed study (Adam et al., JCO 2007).
 
     Writes OUT/reference-cohort.csv (151 synthetic patients), imports it into a fresh SQLite
     registry OUT/oncosurg.db, runs the rescue-cetuximab-2007 protocol, prints each endpoint beside
-    the published value and writes OUT/results.json.
+    the published value, writes OUT/results.json and the study report (OUT/index.html,
+    OUT/report.pdf, OUT/figures/, OUT/tables/, as `oncosurg report`).
     """
+    from oncosurg.cli.report import make_report
     from oncosurg.reference import REFERENCE_DESCRIPTION, write_reference_csv
 
     started = time.perf_counter()
@@ -113,12 +115,15 @@ def demo_cmd(out: str, as_json: bool) -> None:
                   "note": REFERENCE_DESCRIPTION}
     results = _analyze(engine, SEED_PROTOCOL, provenance)
     (folder / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if not as_json:
+        click.echo("SYNTHETIC DATA — the reference cohort is computer-generated; no real patients.")
+        render_results(results)
+    make_report(engine, _load(SEED_PROTOCOL), results, folder, show_progress=not as_json)
     engine.dispose()
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    click.echo("SYNTHETIC DATA — the reference cohort is computer-generated; no real patients.")
-    render_results(results)
-    click.echo(f"\nRegistry: {csv_path}  Database: {db_path}  Results: {folder / 'results.json'} "
-               f"({time.perf_counter() - started:.1f} s)")
+    click.echo(f"\nRegistry: {csv_path}  Database: {db_path}  Results: {folder / 'results.json'}")
+    click.echo(f"Report: {folder / 'index.html'}  PDF: {folder / 'report.pdf'}  Figures: {folder / 'figures'}/  "
+               f"Table 1: {folder / 'tables'}/  ({time.perf_counter() - started:.1f} s)")
 

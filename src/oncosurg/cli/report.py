@@ -1,1 +1,107 @@
-"""``oncosurg report``: the study report (HTML, PDF, figures, Table 1) — being written."""
+"""``oncosurg report``: the study report (HTML, PDF, figures, Table 1, results.json) for a protocol."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+
+from oncosurg.cli import UserError, cli, db_option
+from oncosurg.protocol.model import Protocol, ProtocolError
+
+DEFAULT_OUT = "oncosurg-report"
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    from oncosurg.report.build import FORMATS
+
+    parts = tuple(dict.fromkeys(p.strip().lower() for p in value.split(",") if p.strip()))
+    unknown = [p for p in parts if p not in FORMATS]
+    if unknown or not parts:
+        raise UserError(f"--format: {', '.join(unknown) or 'nothing given'}; use a comma-separated list of "
+                        f"{', '.join(FORMATS)}")
+    return parts
+
+
+@contextmanager
+def progress_display(enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A rich spinner with the current step and the elapsed time, on stderr; silent when disabled."""
+    if not enabled:
+        yield lambda _msg: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("[bold]report[/bold] {task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        yield lambda msg: bar.update(task, description=msg)
+
+
+def make_report(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], out: str | Path, *,
+                formats: tuple[str, ...] = ("html", "pdf"), show_progress: bool = True) -> Any:
+    """Write the report; protocol problems in the ``[report]`` table become a :class:`UserError`."""
+    from oncosurg.report.build import write_report
+
+    with progress_display(show_progress) as step:
+        try:
+            return write_report(out, engine, protocol, results, formats=formats, progress=step)
+        except ProtocolError as exc:
+            raise UserError(str(exc)) from None
+
+
+@cli.command("report")
+@db_option
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), default=None,
+              help="Report on this registry CSV directly (through a temporary in-memory store) instead of --db.")
+@click.option("--protocol", "protocol", default="rescue-cetuximab-2007", show_default=True, metavar="ID_OR_PATH",
+              help="Protocol id (looked up in ./studies and the bundled studies) or path to a .toml file.")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+              metavar="DIR", help="Folder for index.html, report.pdf, results.json, figures/ and tables/.")
+@click.option("--format", "fmt", default="html,pdf", show_default=True, metavar="LIST",
+              help="Documents to write: html, pdf or both (results.json, figures and Table 1 files always).")
+def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fmt: str) -> None:
+    """Write the study report: results paragraph, cohort flow, Table 1, endpoints, Kaplan-Meier plots.
+
+    Every number is computed from the records by the protocol (results.json is the `analyze --json`
+    object) and each figure is written as PNG (300 dpi) and SVG; Table 1 as CSV, XLSX and DOCX.
+    index.html is self-contained (no network); report.pdf is made without a browser. The protocol's
+    optional [report] table chooses Table 1 groups, Kaplan-Meier figures, Cox models and the wording
+    of the results paragraph (docs/report.md).
+    """
+    from oncosurg.cli.analyze import _analyze, _load, _store_from_csv
+    from oncosurg.store.engine import StoreError, open_store
+    from oncosurg.store.repository import count_patients
+
+    formats = _formats(fmt)
+    started = time.perf_counter()
+    if csv_file and db:
+        raise UserError("give either --db or --csv, not both")
+    proto = _load(protocol)
+    if csv_file:
+        engine, provenance = _store_from_csv(csv_file)
+    else:
+        try:
+            engine = open_store(db)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        with engine.connect() as conn:  # the same provenance as `oncosurg analyze`
+            provenance = {"source": engine.url.render_as_string(hide_password=True),
+                          "records": count_patients(conn)}
+    results = _analyze(engine, protocol, provenance)
+    files = make_report(engine, proto, results, out, formats=formats, show_progress=True)
+    engine.dispose()
+    folder = files.folder
+    click.echo(f"Report written to {folder}/ in {time.perf_counter() - started:.1f} s:")
+    for name in ("index.html", "report.pdf", "results.json"):
+        if (folder / name).exists() and (folder / name) in files.files:
+            click.echo(f"  {folder / name}")
+    n_fig = sum(1 for p in files.files if p.parent.name == "figures") // 2
+    click.echo(f"  {folder / 'figures'}/  ({n_fig} figures, PNG 300 dpi + SVG)")
+    click.echo(f"  {folder / 'tables'}/   (Table 1: CSV, XLSX, DOCX)")

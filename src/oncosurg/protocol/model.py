@@ -77,6 +77,8 @@ class Protocol:
     derived: dict[str, str] = field(default_factory=dict)
     populations: dict[str, str] = field(default_factory=dict)
     endpoints: tuple[Endpoint, ...] = ()
+    #: The optional ``[report]`` table, kept as given; checked by :mod:`oncosurg.report.spec`.
+    report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def postop_window_days(self) -> int:
@@ -104,7 +106,7 @@ class Protocol:
         }
 
 
-_TOP_KEYS = {"protocol", "parameters", "cohort", "derived", "populations", "endpoints"}
+_TOP_KEYS = {"protocol", "parameters", "cohort", "derived", "populations", "endpoints", "report"}
 _PROTOCOL_KEYS = {"id", "title", "description", "reference"}
 _COHORT_KEYS = {"accrual_column", "accrual_start", "accrual_end", "include"}
 _ENDPOINT_KEYS = {
@@ -252,6 +254,10 @@ def protocol_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Proto
             event=item.get("event"), conf_type=conf_type, ci_method=ci, conf_level=float(level),
             unit=item.get("unit", "months" if kind in ("km_median", "followup_median") else ""),
             published=published))
+    report = data.get("report", {})
+    if not isinstance(report, dict):
+        problems.append("report: must be a table")
+        report = {}
     if problems:
         raise ProtocolError(source, problems)
     return Protocol(
@@ -259,7 +265,7 @@ def protocol_from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Proto
         description=meta.get("description", ""), reference=meta.get("reference", ""),
         accrual_column=cohort.get("accrual_column", "cetuximab_start"), accrual_start=start, accrual_end=end,
         include=tuple(include), parameters=dict(params), derived=derived, populations=populations,
-        endpoints=tuple(endpoints))
+        endpoints=tuple(endpoints), report=report)
 
 
 def _expr_table(where: str, value: Any, problems: list[str]) -> dict[str, str]:

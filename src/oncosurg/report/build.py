@@ -1,0 +1,276 @@
+"""Build the study report: results + report data → figures, tables, HTML, PDF, JSON in one folder.
+
+``write_report`` is what ``oncosurg report`` and ``oncosurg demo`` call.  It assembles one *model*
+(a plain dictionary: the ``analyze`` results, the report data, the figures as PNG/SVG bytes, the
+results paragraph as segments, the methods and every warning) and hands it to each renderer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from oncosurg import __version__
+from oncosurg.protocol.model import Protocol
+from oncosurg.report.text import fmt_date, results_segments
+
+Progress = Callable[[str], None]
+FORMATS = ("html", "pdf")
+
+
+@dataclass
+class ReportFiles:
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, path: Path, content: bytes | str) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+        self.files.append(path)
+        return path
+
+
+def _generated_at() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch else dt.datetime.now(dt.UTC)
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "scipy", "sqlalchemy", "matplotlib"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _synthetic(engine: sa.Engine, results: dict[str, Any]) -> bool:
+    """The reference cohort (and the test registries) name their centre '... (synthetic)'."""
+    if results["provenance"].get("synthetic"):
+        return True
+    from oncosurg.store import tables as t
+
+    with engine.connect() as conn:
+        names = conn.execute(sa.select(t.centre.c.name)).scalars().all()
+    return bool(names) and all("synthetic" in str(n).lower() for n in names)
+
+
+def methods(results: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Methods paragraphs as (heading, text): what was computed and with which R-equivalent options."""
+    proto = results["protocol"]
+    acc = proto["accrual"]
+    eps = results["endpoints"].values()
+    kinds = {ep["kind"] for ep in eps}
+    out: list[tuple[str, str]] = []
+    window = (f"between {fmt_date(acc['start'])} and {fmt_date(acc['end'])}" if acc["start"] and acc["end"]
+              else f"from {fmt_date(acc['start'])}" if acc["start"] else
+              f"until {fmt_date(acc['end'])}" if acc["end"] else "at any date")
+    steps = "; ".join(i["label"] for i in proto.get("include", []))
+    out.append(("Cohort", f"Patients whose {acc['column'].replace('_', ' ')} fell {window} (inclusive)"
+               + (f", and who met: {steps}" if steps else "") + ". The data cut is the latest last-contact date "
+               f"in the cohort ({fmt_date(results['cohort']['data_cut'])}). Times in months are days / 30.4375."))
+    if "proportion" in kinds:
+        methods_used = {ep.get("ci_method") for ep in eps if ep["kind"] == "proportion"}
+        names = {"clopper-pearson": "Clopper-Pearson exact intervals (R binom.test)",
+                 "wilson": "Wilson score intervals (R prop.test, correct = FALSE)"}
+        out.append(("Proportions", "95% confidence intervals are " + " or ".join(names[m] for m in sorted(methods_used))
+                   + ". A patient whose every input to a predicate is missing leaves the denominator (counted as "
+                   "missing)."))
+    if "median" in kinds:
+        out.append(("Medians", "Medians of observed values are given with the interquartile range "
+                               "(R quantile type 7)."))
+    if kinds & {"km_median", "followup_median"} or data["km"]:
+        cts = sorted({ep["conf_type"] for ep in eps if ep["kind"] in ("km_median", "followup_median")}
+                     | {k["conf_type"] for k in data["km"]})
+        out.append(("Survival", "Kaplan-Meier estimates with Greenwood variance and pointwise 95% confidence intervals "
+                   f"on the {', '.join(cts)} scale (R survfit, conf.type = {', '.join(repr(c) for c in cts)}); "
+                   "medians and their intervals as R quantile(survfit, 0.5), reported as 'not reached' when the "
+                   "curve does not fall to 50%. Median follow-up by the reverse Kaplan-Meier method (Schemper & "
+                   "Smith 1996: death censors follow-up). Numbers at risk at time t count patients with a time "
+                   "≥ t (R summary(survfit, times = t)); censored and event counts are cumulative up to t. Groups "
+                   "are compared with the log-rank test (R survdiff, rho = 0)."))
+    if data["cox"]:
+        out.append(("Cox models", "Proportional hazards with Efron's method for ties (R coxph default), Wald 95% "
+                   "confidence intervals for the hazard ratios, complete cases only."))
+    if data["table_one"]:
+        out.append(("Table 1", "Categorical characteristics as n (%) of patients with a recorded value, numeric ones "
+                   "as median (IQR); chi-square tests (Fisher's exact test when an expected count is below 5) and "
+                   "Wilcoxon rank-sum tests (Kruskal-Wallis for more than two groups); standardised mean "
+                   "differences as R tableone. p-values are descriptive and not adjusted for multiplicity."))
+    out.append(("Reproducibility", "All estimates are computed by oncosurg from the patient-level records at the "
+                                   "time of this report; no number is typed in. The survival core is checked "
+                                   "against R survival 3.5.3."))
+    return out
+
+
+def notes(results: dict[str, Any], data: dict[str, Any], figures: Sequence[dict[str, Any]] = ()
+          ) -> list[dict[str, str]]:
+    """Every warning (the engine's, the figures', the Cox models', Table 1's), each with a link to its source."""
+    numbers = {f["id"]: f["number"] for f in figures if "number" in f}
+    out: list[dict[str, str]] = []
+    pooled = [w["endpoint"] for w in results["warnings"] if w["code"] == "pooled-referral"]
+    for w in results["warnings"]:
+        if w["code"] != "pooled-referral":
+            out.append({"code": w["code"], "message": w["message"], "href": f"#ep-{w['endpoint']}",
+                        "ref": "Table 2"})
+    if pooled:
+        out.append({"code": "pooled-referral", "href": "#endpoints", "ref": "Table 2",
+                    "message": f"{len(pooled)} endpoints ({', '.join(pooled)}) have denominators that mix in-house "
+                               "(intention-to-treat) and referred (selected) patients; report the groups separately "
+                               "where the distinction matters."})
+    for fig in data["km"]:
+        number = numbers.get(f"km-{fig['id']}")
+        for message in fig["warnings"]:
+            code = "guarantee-time-bias" if message.startswith("Guarantee-time") else "kaplan-meier"
+            out.append({"code": code, "message": message, "href": f"#figure-{number}" if number else "",
+                        "ref": f"Figure {number}" if number else ""})
+    for model in data["cox"]:
+        number = numbers.get(model["id"])
+        for message in model["warnings"]:
+            out.append({"code": "cox", "message": message, "href": f"#figure-{number}" if number else "",
+                        "ref": f"Figure {number}" if number else ""})
+    for i, table in enumerate(data["table_one"]):
+        suffix = chr(ord("a") + i) if len(data["table_one"]) > 1 else ""
+        for message in table["notes"]:
+            if message.startswith("Groups are defined by"):
+                out.append({"code": "post-baseline-groups", "message": message, "href": f"#{table['id']}",
+                            "ref": f"Table 1{suffix}"})
+    return out
+
+
+def build_model(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], data: dict[str, Any],
+                figures: list[dict[str, Any]]) -> dict[str, Any]:
+    from oncosurg.report.text import endpoint_rows
+
+    return {
+        "results": results, "data": data, "figures": figures,
+        "paragraphs": results_segments(results, data.get("results_template")),
+        "endpoint_rows": endpoint_rows(results), "methods": methods(results, data),
+        "notes": notes(results, data, figures),
+        "meta": {"generated_at": _generated_at(), "oncosurg_version": __version__, "versions": _versions(),
+                 "protocol_path": protocol.source, "protocol_sha256": _sha256(protocol.source),
+                 "description": protocol.description,
+                 "synthetic": _synthetic(engine, results)},
+    }
+
+
+def _figures(data: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
+    from oncosurg.report import plots
+    from oncosurg.report.flow import flow_figure
+
+    figures: list[dict[str, Any]] = []
+    progress("figure: cohort flow")
+    figures.append({"id": "flow", "kind": "flow", "title": "Cohort flow",
+                    "caption": "Patients in the registry, exclusions by the protocol's cohort definition, and the "
+                               "pathway from rescue cetuximab to hepatectomy.",
+                    "alt": (f"Flow diagram: {data['flow']['registered']} in the registry, "
+                            f"{data['flow']['evaluated']} evaluated, "
+                            + " and ".join(f"{a['n']} {a['key'].replace('_', '-')}" for a in data["flow"]["arms"])
+                            + f", {data['flow']['operated']} operated, {data['flow']['hepatectomy']} hepatectomies"),
+                    **plots.save(flow_figure(data["flow"]))})
+    for km in data["km"]:
+        progress(f"figure: {km['id']}")
+        ci = f"{km['conf_type']} transform (R survfit conf.type = \"{km['conf_type']}\")"
+        rows = ("numbers at risk" if km["by"] else
+                "numbers at risk with cumulative censored patients and events")
+        what = "Reverse Kaplan-Meier estimate of follow-up" if km["reverse"] else "Kaplan-Meier estimate"
+        caption = (f"{what}, {km['population_text']}"
+                   + (f", {km['by_title'].lower()}" if km["by"] else "")
+                   + f". Shaded: pointwise 95% confidence band, {ci}; ticks: censored patients; dashed lines: "
+                     f"median. Below the axis: {rows} at each time shown.")
+        figures.append({"id": f"km-{km['id']}", "kind": "km", "title": km["title"], "caption": caption,
+                        "warnings": km["warnings"], "data": km,
+                        "alt": f"Kaplan-Meier plot: {km['title']}", **plots.save(plots.km_figure(km))})
+    for model in data["cox"]:
+        if not model["terms"]:
+            continue
+        progress(f"figure: {model['id']}")
+        caption = (f"Hazard ratios with Wald 95% confidence intervals from a Cox model ({model['ties']} ties); "
+                   f"{model['n']} patients, {model['events']} events"
+                   + (f", {model['dropped_incomplete']} left out for a missing covariate" if model["dropped_incomplete"]
+                      else "") + f"; concordance {model['concordance']:.2f}.")
+        figures.append({"id": model["id"], "kind": "forest", "title": model["title"], "caption": caption,
+                        "warnings": model["warnings"], "alt": f"Forest plot: {model['title']}",
+                        **plots.save(plots.forest_figure(model))})
+    for i, fig in enumerate(figures, start=1):
+        fig["number"] = i
+        fig["stem"] = f"figure-{i}-{fig['id']}"
+    return figures
+
+
+def write_report(folder: str | Path, engine: sa.Engine, protocol: Protocol, results: dict[str, Any], *,
+                 formats: Sequence[str] = FORMATS, progress: Progress | None = None) -> ReportFiles:
+    """Write the report for ``results`` (the ``analyze`` JSON of ``protocol`` on ``engine``) into ``folder``."""
+    from oncosurg.report.data import report_data
+    from oncosurg.report.export import table_one_csv, table_one_docx, table_one_xlsx
+
+    step = progress or (lambda _m: None)
+    out = ReportFiles(Path(folder))
+    out.folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    out.add(out.folder / "results.json", json.dumps(results, indent=2))
+    data = report_data(engine, protocol, results, progress=step)
+    out.seconds["data"] = time.perf_counter() - started
+    t0 = time.perf_counter()
+    figures = _figures(data, step)
+    for fig in figures:
+        out.add(out.folder / "figures" / f"{fig['stem']}.png", fig["png"])
+        out.add(out.folder / "figures" / f"{fig['stem']}.svg", fig["svg"])
+    out.seconds["figures"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    step("Table 1 files")
+    tables = data["table_one"]
+    for i, table in enumerate(tables):
+        suffix = chr(ord("a") + i) if len(tables) > 1 else ""
+        out.add(out.folder / "tables" / f"table-1{suffix}-{table['by'] or 'all'}.csv", table_one_csv(table))
+    out.add(out.folder / "tables" / "table-1.xlsx", table_one_xlsx(tables))
+    out.add(out.folder / "tables" / "table-1.docx", table_one_docx(tables, results["protocol"]["title"]))
+    model = build_model(engine, protocol, results, data, figures)
+    model["files"] = [str(p.relative_to(out.folder)) for p in out.files]
+    if "pdf" in formats:
+        model["files"].append("report.pdf")
+    if "html" in formats:
+        model["files"].append("index.html")
+    model["files"].append("report-data.json")
+    serialisable = {k: v for k, v in data.items()}
+    out.add(out.folder / "report-data.json", json.dumps(serialisable, indent=1, default=str))
+    out.seconds["tables"] = time.perf_counter() - t0
+    if "html" in formats:
+        from oncosurg.report.html import render_html
+
+        step("HTML")
+        t0 = time.perf_counter()
+        out.add(out.folder / "index.html", render_html(model))
+        out.seconds["html"] = time.perf_counter() - t0
+    if "pdf" in formats:
+        from oncosurg.report.pdf import render_pdf
+
+        step("PDF")
+        t0 = time.perf_counter()
+        out.add(out.folder / "report.pdf", render_pdf(model))
+        out.seconds["pdf"] = time.perf_counter() - t0
+    out.seconds["total"] = time.perf_counter() - started
+    return out

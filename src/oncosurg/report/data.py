@@ -1,0 +1,409 @@
+"""What the report shows beyond the endpoints: cohort flow, Table 1, Kaplan-Meier curves, Cox models.
+
+Queries run on the analysis view through the protocol's compiled expressions
+(:func:`oncosurg.protocol.engine.compile_protocol`), so the report's cohort and populations are the
+engine's.  As in the engine, the database aggregates: Table 1 fetches ``(groups, value, count)``
+rows and Kaplan-Meier figures ``(group, time, event, count)`` rows; only a Cox model reads one row
+per patient.  The output is a plain JSON-ready dictionary; the renderers draw from it and never
+touch the database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from oncosurg.protocol.engine import CompiledProtocol, compile_protocol
+from oncosurg.protocol.expr import Compiler
+from oncosurg.protocol.model import Protocol, ProtocolError
+from oncosurg.report.spec import CoxSpec, KMSpec, ReportSpec, report_spec
+from oncosurg.report.table_one import Variable, table_one
+from oncosurg.report.text import TIME_AXIS, code_label, column_label, fmt_date
+from oncosurg.schema import FIELD_BY_NAME, Stage
+from oncosurg.stats import coxph, kaplan_meier, logrank_test
+
+Progress = Callable[[str], None]
+
+#: Registry stages recorded after cetuximab starts: splitting on them is splitting on the future.
+_POST_BASELINE_STAGES = {Stage.SURGERY, Stage.COMPLICATIONS, Stage.PATHOLOGY_NONTUMORAL, Stage.PATHOLOGY_TUMORAL,
+                         Stage.FOLLOW_UP}
+_POST_BASELINE_DERIVED = {
+    "operated", "hepatectomy", "major_hepatectomy", "resected_segment_count", "any_complication", "postop_death",
+    "days_to_surgery", "followup_from_surgery_days", "followup_from_surgery_months", "alive_at_last_contact",
+    "disease_free_at_last_contact", "best_response", "cetuximab_cycles",
+}
+#: Time columns whose clock starts at cetuximab start.
+_FROM_CETUXIMAB = {"os_months", "os_days", "pfs_months", "pfs_days"}
+
+
+def _post_baseline(cp: CompiledProtocol, columns: tuple[str, ...] | list[str]) -> list[str]:
+    out = []
+    for name in columns:
+        field = FIELD_BY_NAME.get(name)
+        if name in _POST_BASELINE_DERIVED or (field is not None and field.stage in _POST_BASELINE_STAGES):
+            out.append(name)
+        elif name in cp.protocol.derived:
+            compiled = Compiler({n: cp.view.subquery.c[n] for n in cp.view.types}, cp.view.types,
+                                cp.protocol.parameters).compile(cp.protocol.derived[name])
+            if _post_baseline(cp, [c for c in compiled.columns if c != name]):
+                out.append(name)
+    return out
+
+
+class Grouping:
+    """A split of the cohort: a population (members vs the rest) or an enum/bool column."""
+
+    def __init__(self, cp: CompiledProtocol, name: str):
+        self.name = name
+        c = cp.view.subquery.c
+        if name in cp.populations:
+            pop = cp.populations[name]
+            self.expr: sa.ColumnElement[Any] = sa.case((pop.sql, sa.literal(1)), else_=sa.literal(0))
+            words = name.replace("_", " ")
+            self.levels: list[Any] = [1, 0]
+            self.labels = {1: words.capitalize(), 0: f"Not {words}"}
+            self.columns: tuple[str, ...] = pop.columns
+            self.title = f"{words.capitalize()} vs not {words}"
+        else:
+            ctype = cp.view.types[name]
+            self.expr = c[name]
+            self.columns = (name,)
+            if ctype.kind == "bool":
+                self.levels = [True, False]
+            elif ctype.choices:
+                self.levels = list(ctype.choices)
+            else:
+                self.levels = []  # filled from the data
+            self.labels = {lv: code_label(lv) for lv in self.levels}
+            self.title = f"By {column_label(name).lower()}"
+        self.bool_column = name not in cp.populations and cp.view.types[name].kind == "bool"
+
+    def key(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if self.bool_column:
+            return bool(value)
+        if isinstance(value, bool):
+            return int(value)
+        return value
+
+    def label(self, value: Any) -> str:
+        return self.labels.get(value) or code_label(value)
+
+
+def _where(cp: CompiledProtocol, population: str) -> sa.ColumnElement[bool]:
+    return cp.cohort if population == "all" else sa.and_(cp.cohort, cp.populations[population].sql)
+
+
+# ------------------------------------------------------------------------------------------- flow
+def cohort_flow(conn: sa.Connection, cp: CompiledProtocol, results: dict[str, Any]) -> dict[str, Any]:
+    """Registry → cohort (exclusions) → in-house / referred → operated → hepatectomy, with counts."""
+    c = cp.view.subquery.c
+    rows = conn.execute(sa.select(c.referral, c.surgery_type, sa.func.count()).where(cp.cohort)
+                        .group_by(c.referral, c.surgery_type)).all()
+    arms: dict[str, dict[str, Any]] = {}
+    for key, label in (("in_house", "Treated in-house"), ("referred", "Referred after cetuximab elsewhere")):
+        arms[key] = {"key": key, "label": label, "n": 0, "operated": 0, "not_operated": 0, "hepatectomy": 0,
+                     "exploration_only": 0, "ablation_only": 0}
+    for referral, surgery_type, n in rows:
+        arm = arms.setdefault(str(referral), {"key": str(referral), "label": code_label(referral), "n": 0,
+                                              "operated": 0, "not_operated": 0, "hepatectomy": 0,
+                                              "exploration_only": 0, "ablation_only": 0})
+        arm["n"] += int(n)
+        if surgery_type is None:
+            arm["not_operated"] += int(n)
+        else:
+            arm["operated"] += int(n)
+            arm[str(surgery_type)] = arm.get(str(surgery_type), 0) + int(n)
+    protocol = results["protocol"]
+    exclusions = []
+    steps = results["cohort"]["flow"]
+    accrual = protocol["accrual"]
+    for step in steps[1:]:
+        if step["label"].endswith("within the accrual window"):
+            reason = (f"{accrual['column'].replace('_', ' ')} outside the accrual window "
+                      f"({fmt_date(accrual['start'])} – {fmt_date(accrual['end'])})")
+        else:
+            reason = f"not meeting: {step['label']}"
+        exclusions.append({"reason": reason, "n": step["excluded"]})
+    total = sum(a["n"] for a in arms.values())
+    sums = {k: sum(a[k] for a in arms.values()) for k in ("operated", "not_operated", "hepatectomy",
+                                                            "exploration_only", "ablation_only")}
+    return {"registered": steps[0]["n"], "exclusions": exclusions, "evaluated": total,
+            "arms": list(arms.values()), **sums}
+
+
+# ---------------------------------------------------------------------------------------- table 1
+def table_one_data(conn: sa.Connection, cp: CompiledProtocol, spec: ReportSpec) -> list[dict[str, Any]]:
+    """One Table 1 per grouping in ``report.table_one_by`` (the whole cohort when there is none)."""
+    c = cp.view.subquery.c
+    groupings = [Grouping(cp, name) for name in spec.table_one_by]
+    gcols = [g.expr.label(f"g{i}") for i, g in enumerate(groupings)]
+    per_var: dict[str, list[tuple[tuple[Any, ...], Any, int]]] = {}
+    for name in spec.table_one_variables:
+        col = c[name]
+        rows = conn.execute(sa.select(*gcols, col, sa.func.count()).where(cp.cohort)
+                            .group_by(*[g.expr for g in groupings], col)).all()
+        per_var[name] = [(tuple(r[: len(groupings)]), r[len(groupings)], int(r[-1])) for r in rows]
+    variables = []
+    for name in spec.table_one_variables:
+        ctype = cp.view.types[name]
+        kind = "numeric" if ctype.kind in ("int", "float") else "binary" if ctype.kind == "bool" else "categorical"
+        levels = list(ctype.choices) if ctype.choices else None
+        field = FIELD_BY_NAME.get(name)
+        variables.append(Variable(name, column_label(name), kind, levels, unit=field.unit if field else ""))
+    tables = []
+    splits: list[Grouping | None] = [*groupings] if groupings else [None]
+    for gi, grouping in enumerate(splits):
+        counts: dict[str, dict[Any, dict[Any, int]]] = {}
+        group_n: dict[Any, int] = {}
+        for var in variables:
+            per_group: dict[Any, dict[Any, int]] = {}
+            for gvals, value, n in per_var[var.name]:
+                gkey = "all" if grouping is None else grouping.key(gvals[gi])
+                if var.kind == "binary" and value is not None:
+                    value = bool(value)
+                bucket = per_group.setdefault(gkey, {})
+                bucket[value] = bucket.get(value, 0) + n
+            counts[var.name] = per_group
+        first = per_var[variables[0].name] if variables else []
+        for gvals, _value, n in first:
+            gkey = "all" if grouping is None else grouping.key(gvals[gi])
+            group_n[gkey] = group_n.get(gkey, 0) + n
+        if grouping is None:
+            order, labels, title, missing_group = ["all"], {"all": "All patients"}, "All patients", 0
+        else:
+            levels = grouping.levels or sorted(k for k in group_n if k is not None)
+            order = [lv for lv in levels if group_n.get(lv)] or levels
+            labels = {lv: grouping.label(lv) for lv in order}
+            title, missing_group = grouping.title, group_n.get(None, 0)
+        table = table_one(variables, counts, [(k, labels[k], group_n.get(k, 0)) for k in order])
+        table |= {"id": f"table-one-{grouping.name if grouping else 'all'}", "by": grouping.name if grouping else None,
+                  "title": title, "group_missing": missing_group}
+        if grouping is not None and _post_baseline(cp, grouping.columns):
+            table["notes"].append(f"Groups are defined by {', '.join(_post_baseline(cp, grouping.columns))}, known "
+                                  "only after the start of cetuximab; differences describe who reached that "
+                                  "stage, not an effect of it.")
+        tables.append(table)
+    return tables
+
+
+# ---------------------------------------------------------------------------------- Kaplan-Meier
+def _nice_step(tmax: float) -> float:
+    for step in (1, 2, 3, 6, 12, 24, 36, 60, 120):
+        if tmax / step <= 8:
+            return float(step)
+    return float(10 ** math.ceil(math.log10(max(tmax, 1) / 8)))
+
+
+def km_times(tmax: float) -> list[float]:
+    """At-risk times: 0 and multiples of a step in months that keeps the row readable (6 for 3 years)."""
+    step = _nice_step(tmax)
+    return [i * step for i in range(math.floor(tmax / step + 1e-9) + 1)]
+
+
+def _curve(fit: Any, reverse: bool) -> dict[str, Any]:
+    lo, up = fit.bands()
+    t = np.concatenate(([0.0], fit.time))
+    s = np.concatenate(([1.0], fit.surv))
+    lo = np.concatenate(([1.0], lo))
+    up = np.concatenate(([1.0], up))
+    cens = fit.n_censor > 0
+
+    def clean(v: np.ndarray) -> list[float | None]:
+        return [None if not math.isfinite(x) else round(float(x), 10) for x in v]
+
+    return {"time": clean(t), "surv": clean(s), "lower": clean(lo), "upper": clean(up),
+            "censored": {"time": clean(fit.time[cens]), "surv": clean(fit.surv[cens])}}
+
+
+def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[str, Any]:
+    c = cp.view.subquery.c
+    time, event = c[spec.time], c[spec.event]
+    grouping = Grouping(cp, spec.by) if spec.by else None
+    gexpr = grouping.expr if grouping else sa.literal(1)
+    rows = conn.execute(
+        sa.select(gexpr.label("g"), time, event, sa.func.count())
+        .where(_where(cp, spec.population), time.is_not(None), event.is_not(None))
+        .group_by(gexpr, time, event)).all()
+    data: dict[Any, list[tuple[float, float, int]]] = {}
+    for g, t, e, n in rows:
+        key = grouping.key(g) if grouping else "all"
+        ev = float(bool(e))
+        data.setdefault(key, []).append((float(t), 1.0 - ev if spec.reverse else ev, int(n)))
+    warnings: list[str] = []
+    missing_group = len(data.pop(None, []))
+    if missing_group:
+        warnings.append(f"patients with no {spec.by} recorded are left out of the grouped curves")
+    order = [lv for lv in (grouping.levels or sorted(data)) if lv in data] if grouping is not None else list(data)
+    tmax = max((t for rows_ in data.values() for t, _, _ in rows_), default=0.0)
+    times = list(spec.times) if spec.times else km_times(tmax)
+    groups = []
+    for key in order:
+        arr = np.asarray(data[key], dtype=float)
+        fit = kaplan_meier(arr[:, 0], arr[:, 1], weights=arr[:, 2], conf_type=spec.conf_type,
+                           conf_level=spec.conf_level)
+        q = fit.median(rule="quantile")  # as the engine (R quantile(survfit))
+        at = fit.at(times, extend=True)
+        risk, ev_cum, ce_cum = [], 0.0, 0.0
+        for a in at:
+            ev_cum += a.n_event
+            ce_cum += a.n_censor
+            risk.append({"time": a.time, "n_risk": int(a.n_risk), "events": int(ev_cum), "censored": int(ce_cum),
+                         "surv": a.surv, "lower": a.lower, "upper": a.upper})
+        label = "All patients" if grouping is None else grouping.label(key)
+        groups.append({"key": str(key), "label": label, "n": int(fit.n), "events": int(fit.events),
+                       "median": q.estimate, "ci_low": q.lower, "ci_high": q.upper,
+                       "n_risk_at_median": None if q.estimate is None else int(fit.n_risk_at(q.estimate)),
+                       "curve": _curve(fit, spec.reverse), "risk": risk})
+    logrank = None
+    if len(groups) > 1:
+        t_all = np.concatenate([np.repeat(np.asarray(data[k])[:, 0], np.asarray(data[k])[:, 2].astype(int))
+                                for k in order])
+        e_all = np.concatenate([np.repeat(np.asarray(data[k])[:, 1], np.asarray(data[k])[:, 2].astype(int))
+                                for k in order])
+        g_all = np.concatenate([np.full(int(np.asarray(data[k])[:, 2].sum()), i) for i, k in enumerate(order)])
+        lr = logrank_test(t_all, e_all.astype(bool), g_all)
+        logrank = {"chisq": float(lr.chisq), "df": int(lr.df), "p": float(lr.p)}
+    if grouping is not None and spec.time in _FROM_CETUXIMAB and _post_baseline(cp, grouping.columns):
+        warnings.append(
+            f"Guarantee-time bias: the groups are defined by {', '.join(_post_baseline(cp, grouping.columns))}, "
+            "which happens after the start of cetuximab, the time origin. Patients in the "
+            f"{grouping.label(grouping.levels[0]).lower() if grouping.levels else 'first'} group had to survive "
+            "long enough to reach that stage, so the comparison favours them by construction; it is "
+            "descriptive only. Use a landmark analysis or a time-varying covariate (split_at_exposure) to "
+            "compare.")
+    for g in groups:
+        if g["median"] is None and grouping is not None:  # single curves: the endpoint's warning says it
+            warnings.append(f"{g['label']}: median not reached ({g['events']} event(s) among {g['n']}).")
+        elif g["n_risk_at_median"] is not None and g["n_risk_at_median"] < 5:
+            warnings.append(f"{g['label']}: the median is reached with only {g['n_risk_at_median']} patient(s) "
+                            "at risk; it is unstable.")
+    population = "all evaluated patients" if spec.population == "all" else \
+        f"population {spec.population} ({cp.protocol.populations[spec.population]})"
+    return {
+        "id": spec.id, "endpoint": spec.endpoint, "title": spec.title or spec.label.split(",")[0],
+        "label": spec.label, "population": spec.population, "population_text": population, "by": spec.by,
+        "by_title": grouping.title if grouping else None, "time": spec.time, "event": spec.event,
+        "reverse": spec.reverse, "conf_type": spec.conf_type, "conf_level": spec.conf_level, "unit": spec.unit,
+        "time_label": TIME_AXIS.get(spec.time, column_label(spec.time)),
+        "y_label": ("Remaining under follow-up (%)" if spec.reverse else f"{spec.label.split(',')[0]} (%)"),
+        "times": times, "groups": groups, "logrank": logrank, "warnings": warnings,
+    }
+
+
+# ------------------------------------------------------------------------------------------- Cox
+def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[str, Any]:
+    c = cp.view.subquery.c
+    covariate_cols: list[sa.ColumnElement[Any]] = []
+    kinds: list[tuple[str, str, list[Any]]] = []
+    for i, name in enumerate(spec.covariates):
+        if name in cp.populations:
+            covariate_cols.append(sa.case((cp.populations[name].sql, sa.literal(1)), else_=sa.literal(0))
+                                  .label(f"x{i}"))
+            kinds.append((name, "binary", []))
+        else:
+            ctype = cp.view.types[name]
+            covariate_cols.append(c[name].label(f"x{i}"))
+            kind = "numeric" if ctype.kind in ("int", "float") else "binary" if ctype.kind == "bool" else "enum"
+            kinds.append((name, kind, list(ctype.choices)))
+    time, event = c[spec.time], c[spec.event]
+    rows = conn.execute(sa.select(time, event, *covariate_cols).where(_where(cp, spec.population))).all()
+    complete = [r for r in rows if all(v is not None for v in r)]
+    dropped = len(rows) - len(complete)
+    X: dict[str, np.ndarray] = {}
+    terms: list[dict[str, Any]] = []
+    for j, (name, kind, choices) in enumerate(kinds):
+        values = [r[2 + j] for r in complete]
+        if kind in ("numeric", "binary"):
+            X[name] = np.asarray([float(v) for v in values])
+            label = name.replace("_", " ").capitalize() if name in cp.populations else column_label(name)
+            field = FIELD_BY_NAME.get(name)
+            unit = field.unit if field else ""
+            if kind == "numeric":
+                label = label.removesuffix(f", {unit}") if unit else label
+                contrast = f"per {unit.removesuffix('s')}" if unit else "per +1"
+            else:
+                contrast = "yes vs no"
+            terms.append({"covariate": name, "label": f"{label} ({contrast})", "contrast": contrast, "name": name})
+        else:
+            present = [ch for ch in (choices or sorted(set(values))) if ch in set(values)]
+            for level in present[1:]:
+                key = f"{name}={level}"
+                X[key] = np.asarray([1.0 if v == level else 0.0 for v in values])
+                terms.append({"covariate": name,
+                              "label": f"{column_label(name)}: {code_label(level)} vs {code_label(present[0]).lower()}",
+                              "contrast": f"vs {code_label(present[0])}", "name": key})
+    out: dict[str, Any] = {"id": spec.id, "title": spec.title, "population": spec.population, "time": spec.time,
+                           "event": spec.event, "ties": spec.ties, "dropped_incomplete": dropped, "terms": [],
+                           "warnings": []}
+    if not complete or not X:
+        out["warnings"].append("no complete cases: the model was not fitted")
+        return out
+    t = np.asarray([float(r[0]) for r in complete])
+    e = np.asarray([bool(r[1]) for r in complete])
+    fit = coxph(t, e, X, ties=spec.ties)
+    coefs = {co.name: co for co in fit.coefficients}
+    for term in terms:
+        co = coefs[term["name"]]
+        term |= {"hr": co.hr, "lower": co.hr_lower, "upper": co.hr_upper, "p": co.p}
+    out |= {"terms": terms, "n": fit.n, "events": fit.events, "concordance": fit.concordance, "lr_p": fit.lr_p,
+            "warnings": list(fit.warnings)}
+    if dropped:
+        out["warnings"].append(f"{dropped} patient(s) with a missing covariate are left out (complete cases)")
+    post = _post_baseline(cp, [k[0] for k in kinds])
+    if post and spec.time in _FROM_CETUXIMAB:
+        out["warnings"].append(f"Guarantee-time bias: {', '.join(post)} are known only after the time origin "
+                               "(start of cetuximab); their hazard ratios are biased in favour of reaching them.")
+    if fit.events < 10 * max(1, len(X)):
+        out["warnings"].append(f"{fit.events} events for {len(X)} coefficient(s): fewer than 10 events per "
+                               "coefficient; estimates may be unstable.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- driver
+def _last_import(conn: sa.Connection) -> dict[str, Any] | None:
+    from oncosurg.store import tables as t
+
+    try:
+        row = conn.execute(sa.select(t.import_batch.c.source, t.import_batch.c.sha256, t.import_batch.c.rows,
+                                     t.import_batch.c.imported_at)
+                           .order_by(t.import_batch.c.id.desc()).limit(1)).first()
+    except sa.exc.DBAPIError:
+        return None
+    if row is None:
+        return None
+    return {"source": row[0], "sha256": row[1], "rows": row[2],
+            "imported_at": row[3].isoformat() if hasattr(row[3], "isoformat") else str(row[3])}
+
+
+def report_data(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], *,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Everything the renderers need besides ``results``: flow, Table 1, KM figures, Cox models."""
+    step = progress or (lambda _msg: None)
+    cp = compile_protocol(protocol)
+    spec = report_spec(protocol, set(cp.view.types))
+    for name in spec.table_one_by:
+        if name not in cp.populations and cp.view.types[name].kind not in ("text", "bool"):
+            raise ProtocolError(protocol.source, [f"report.table_one_by: {name!r} is not an enum or yes/no column"])
+    out: dict[str, Any] = {}
+    with engine.connect() as conn:
+        step("cohort flow")
+        out["flow"] = cohort_flow(conn, cp, results)
+        step("Table 1")
+        out["table_one"] = table_one_data(conn, cp, spec)
+        out["km"] = []
+        for km in spec.km:
+            step(f"Kaplan-Meier: {km.id}")
+            out["km"].append(km_figure(conn, cp, km))
+        out["cox"] = []
+        for cox in spec.cox:
+            step(f"Cox model: {cox.title}")
+            out["cox"].append(cox_model(conn, cp, cox))
+        out["last_import"] = _last_import(conn)
+    out["results_template"] = spec.results
+    return out

@@ -1,0 +1,196 @@
+"""Words and numbers of the report: the results paragraph, estimates, p-values, labels.
+
+Everything here turns *results* (the ``analyze`` JSON object) into display strings; nothing reads
+the database.  The results paragraph is a list of segments, ``("text", s)`` or
+``("ref", endpoint_id, s)``, so the HTML and PDF renderers can link each number to its endpoint row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from oncosurg.report.spec import PLACEHOLDER_RE
+from oncosurg.report.terminal import format_estimate
+
+Segment = tuple[str, ...]
+
+_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+
+
+def number_words(n: int) -> str:
+    """English words for 0-99 (``27`` → ``twenty-seven``); digits beyond that, as journals do."""
+    if n < 0 or n > 99:
+        return str(n)
+    if n < 20:
+        return _ONES[n]
+    tens, ones = divmod(n, 10)
+    return _TENS[tens - 2] + (f"-{_ONES[ones]}" if ones else "")
+
+
+def fmt_num(x: float | None, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "NR"
+    return f"{x:.{digits}f}"
+
+
+def fmt_p(p: float | None) -> str:
+    """p-values as journals print them: <0.001, 0.004, 0.03, 0.41."""
+    if p is None or math.isnan(p):
+        return "—"
+    if p < 0.001:
+        return "<0.001"
+    if p < 0.01:
+        return f"{p:.3f}"
+    return f"{p:.2f}"
+
+
+def fmt_date(iso: str | None) -> str:
+    """``2006-04-30`` → ``30 Apr 2006``."""
+    if not iso:
+        return "—"
+    d = dt.date.fromisoformat(str(iso)[:10])
+    return f"{d.day} {d:%b %Y}"
+
+
+def unit_word(unit: str | None, value: float | None = None) -> str:
+    unit = unit or ""
+    if unit in ("months", "cycles") and value is not None and float(value) == 1:
+        return unit[:-1]
+    return unit
+
+
+def _median_text(ep: dict[str, Any]) -> str:
+    if ep.get("median") is None:
+        return "not reached"
+    value = ep["median"]
+    number = f"{value:g}" if float(value).is_integer() else f"{value:.1f}"
+    return f"{number} {unit_word(ep.get('unit'), value)}".strip()
+
+
+def _ci_text(ep: dict[str, Any]) -> str:
+    level = "95%"
+    if ep["kind"] == "proportion":
+        if not ep["denominator"]:
+            return ""
+        return f"{level} CI {100 * ep['ci_low']:.1f}–{100 * ep['ci_high']:.1f}%"
+    low = "not estimable" if ep.get("ci_low") is None else f"{ep['ci_low']:.1f}"
+    high = "not reached" if ep.get("ci_high") is None else f"{ep['ci_high']:.1f}"
+    if ep.get("ci_low") is None and ep.get("ci_high") is None:
+        return f"{level} CI not estimable"
+    return f"{level} CI {low}–{high}"
+
+
+def placeholder(ep: dict[str, Any], field: str | None) -> str:
+    """The text of ``{endpoint}`` or ``{endpoint.field}`` (fields: :data:`spec.PLACEHOLDER_FIELDS`)."""
+    kind = ep["kind"]
+    if kind == "count":
+        n = int(ep["n"])
+        return {"words": number_words(n), "Words": number_words(n).capitalize()}.get(field or "n", str(n))
+    if kind == "proportion":
+        num, den = ep["numerator"], ep["denominator"]
+        pct = "—" if not den else f"{100 * ep['estimate']:.1f}%"
+        values = {
+            "numerator": str(num), "denominator": str(den), "pct": pct, "ci": _ci_text(ep),
+            "frac": f"{num}/{den}", "n_pct": f"{num} ({pct})", "numerator_words": number_words(num),
+            "Numerator_words": number_words(num).capitalize(),
+            "full": f"{num}/{den} ({pct}; {_ci_text(ep)})" if den else f"{num}/{den}",
+        }
+        return values.get(field or "", f"{num}/{den} ({pct})")
+    if kind == "median":
+        if ep.get("median") is None:
+            return "not available"
+        med = ep["median"]
+        digits = 0 if all(float(ep[k]).is_integer() for k in ("q1", "q3", "median")) else 1
+        words = number_words(int(med)) if float(med).is_integer() else _median_text(ep)
+        values = {
+            "median": _median_text(ep), "iqr": f"{ep['q1']:.{digits}f}–{ep['q3']:.{digits}f}",
+            "range": f"{ep['min']:g}–{ep['max']:g}", "n": str(ep["n"]), "words": words,
+            "Words": words.capitalize(),
+        }
+        return values.get(field or "", _median_text(ep))
+    values = {"median": _median_text(ep), "ci": _ci_text(ep), "n": str(ep["n"]), "events": str(ep["events"]),
+              "full": f"{_median_text(ep)} ({_ci_text(ep)})"}
+    if field is None:
+        return values["full"] if ep.get("median") is not None else values["median"]
+    return values[field]
+
+
+def results_segments(results: dict[str, Any], template: str | None) -> list[list[Segment]]:
+    """Paragraphs of segments; ``template`` is the protocol's ``report.results`` text (or None)."""
+    endpoints = results["endpoints"]
+    if template is None:
+        paragraph: list[Segment] = []
+        for eid, ep in endpoints.items():
+            paragraph += [("text", f"{ep['label']}: "), ("ref", eid, placeholder(ep, None)), ("text", ". ")]
+        return [paragraph] if paragraph else []
+    paragraphs: list[list[Segment]] = []
+    for block in [b for b in template.split("\n\n") if b.strip()]:
+        block = " ".join(block.split())
+        segments: list[Segment] = []
+        pos = 0
+        for match in PLACEHOLDER_RE.finditer(block):
+            if match.start() > pos:
+                segments.append(("text", block[pos:match.start()]))
+            eid = match.group(1)
+            segments.append(("ref", eid, placeholder(endpoints[eid], match.group(2))))
+            pos = match.end()
+        if pos < len(block):
+            segments.append(("text", block[pos:]))
+        paragraphs.append(segments)
+    return paragraphs
+
+
+def endpoint_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The endpoint table: one display row per endpoint (same formatter as the terminal table)."""
+    rows = []
+    for eid, ep in results["endpoints"].items():
+        estimate, ci, n = format_estimate(ep)
+        if ep["kind"] in ("km_median", "followup_median") and ep["n"] and ep.get("ci_low") is None \
+                and ep.get("ci_high") is None:
+            ci = f"not estimable ({ep['conf_type']})"
+        rows.append({"id": eid, "label": ep["label"], "estimate": estimate, "ci": ci, "n": n,
+                     "definition": ep.get("definition", ""), "population": ep.get("population", ""),
+                     "published": ep.get("published", {}).get("text", ""), "kind": ep["kind"]})
+    return rows
+
+
+#: Display names of analysis-view columns and codes (Table 1, figures).
+COLUMN_LABELS: dict[str, str] = {
+    "sex": "Sex", "age_at_cetuximab": "Age at cetuximab start, years", "primary_site": "Primary tumour site",
+    "primary_side": "Primary tumour side", "ras_status": "RAS status", "liver_mets_count": "Number of liver metastases",
+    "largest_met_mm": "Largest metastasis, mm", "bilobar": "Bilobar metastases",
+    "extrahepatic_disease": "Extrahepatic disease", "prior_chemo_lines": "Prior chemotherapy lines",
+    "cetuximab_partner": "Cetuximab partner drug", "cetuximab_cycles": "Cetuximab cycles",
+    "best_response": "Best response (RECIST)", "referral": "Referral", "operated": "Operated",
+    "hepatectomy": "Hepatectomy", "major_hepatectomy": "Major hepatectomy", "margin": "Resection margin",
+    "os_months": "Overall survival, months", "pfs_months": "Progression-free survival, months",
+    "followup_from_surgery_months": "Follow-up after surgery, months",
+}
+CODE_LABELS: dict[str, str] = {
+    "F": "Female", "M": "Male", "in_house": "In-house", "referred": "Referred", "wild_type": "Wild-type",
+    "mutant": "Mutant", "not_tested": "Not tested", "colon": "Colon", "rectum": "Rectum", "left": "Left",
+    "right": "Right", "irinotecan": "Irinotecan", "oxaliplatin": "Oxaliplatin", "both": "Both",
+    "none": "None", "other": "Other", "CR": "Complete response", "PR": "Partial response",
+    "SD": "Stable disease", "PD": "Progressive disease", "NE": "Not evaluable",
+    "hepatectomy": "Hepatectomy", "exploration_only": "Exploration only", "ablation_only": "Ablation only",
+}
+#: Time axis labels by time column: where the clock starts.
+TIME_AXIS: dict[str, str] = {
+    "os_months": "Months since start of cetuximab",
+    "pfs_months": "Months since start of cetuximab",
+    "followup_from_surgery_months": "Months since surgery",
+}
+
+
+def column_label(name: str) -> str:
+    return COLUMN_LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def code_label(code: Any) -> str:
+    if isinstance(code, bool):
+        return "Yes" if code else "No"
+    return CODE_LABELS.get(str(code), str(code))
