@@ -6,9 +6,11 @@
 * ``centre`` → ``centre-`` + 8 hex digits of an HMAC of its name (multi-centre comparisons keep
   working, names are gone);
 * every date of a patient moves by the same number of days, drawn from the keyed HMAC in
-  [-``max_shift_days``, +``max_shift_days``] without 0, so every interval (OS, PFS, follow-up,
-  postoperative deaths) is unchanged; the draw is restricted so that no date lands in the future and
-  ``cetuximab_start`` stays on the same side of the protocol's accrual window (the cohort is unchanged);
+  [-``max_shift_days``, +``max_shift_days``], so every interval (OS, PFS, follow-up, postoperative
+  deaths) is unchanged; the draw excludes 0 and every interval between two of the patient's dates (no
+  shifted date equals one of its original dates), and is restricted so that no date lands in the
+  future and ``cetuximab_start`` stays on the same side of the protocol's accrual window (the cohort
+  is unchanged);
 * ``age_at_cetuximab`` → whole years, 90 and above reported as 90 (HIPAA Safe Harbor).
 
 Everything else is clinical data the protocol needs and is kept.  :func:`deidentify` also returns a
@@ -95,17 +97,17 @@ def _allowed_shifts(record: Mapping[str, Any], max_shift: int, today: dt.date, w
 
 def date_shift(key: bytes, record: Mapping[str, Any], *, max_shift_days: int = 365, today: dt.date | None = None,
                window: Window | None = None) -> int:
-    """The patient's shift in days: keyed, never 0, within the allowed range."""
+    """The patient's shift in days: keyed, within the allowed range, and such that no shifted date
+    equals any of the patient's original dates (so 0 and every interval between two of them are excluded)."""
     lo, hi = _allowed_shifts(record, max_shift_days, today or dt.date.today(), window)
-    if lo > hi or lo == hi == 0:
+    dates = [record[c] for c in DATE_COLUMNS if record.get(c) is not None]
+    forbidden = {(b - a).days for a in dates for b in dates} | {0}
+    candidates = [d for d in range(lo, hi + 1) if d not in forbidden]
+    if not candidates:
         raise ValueError(f"no date shift keeps patient {record.get('patient_id')!r} in its accrual window and "
-                         "before today; widen --max-shift or check its dates")
-    span = hi - lo + 1 - (1 if lo <= 0 <= hi else 0)  # values in [lo, hi] without 0
+                         "before today; check its dates")
     draw = int.from_bytes(_mac(key, "shift", str(record.get("centre") or ""), str(record["patient_id"])), "big")
-    offset = lo + draw % span
-    if lo <= 0 <= hi and offset >= 0:
-        offset += 1
-    return offset
+    return candidates[draw % len(candidates)]
 
 
 def _age(value: Any) -> tuple[Any, bool]:

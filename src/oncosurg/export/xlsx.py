@@ -1,7 +1,8 @@
 """Registry records → an Excel workbook a data manager can fill in and import back.
 
 Sheet ``registry``: the registry columns in registry order, one row per patient, dates as Excel
-dates shown ``yyyy-mm-dd``, numbers as numbers, everything else as text; every column carries a
+dates shown ``yyyy-mm-dd``, numbers as numbers (a number with more than the 15 significant digits
+an Excel number keeps is written as text, so nothing is lost), everything else as text; every column carries a
 cell validation (a drop-down list for coded and yes/no columns, whole-number or decimal ranges,
 dates), with an input message naming the accepted values.  Sheet ``dictionary``: one row per column
 (stage, accepted values, required, unit, notes) — the same content as ``docs/registry-columns.md``.
@@ -67,6 +68,8 @@ def _cell_value(f: Field, value: Any) -> Any:
         return "yes" if value else "no"
     if f.kind is Kind.DATE:
         return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+    if f.kind is Kind.NUMBER and float(f"{value:.15g}") != value:
+        return repr(float(value))  # more digits than an Excel number keeps: text, so nothing is lost
     if f.kind in (Kind.INTEGER, Kind.NUMBER):
         return value
     return str(value)
@@ -92,9 +95,8 @@ def _registry_sheet(ws: Worksheet, records: Iterable[Mapping[str, Any]]) -> int:
         if dv is not None:
             ws.add_data_validation(dv)
             dv.add(f"{letter}2:{letter}{last}")
-        if f.kind is Kind.DATE:
-            for row in range(count + 2, last + 1):
-                ws.cell(row=row, column=i).number_format = "yyyy-mm-dd"
+        if f.kind is Kind.DATE:  # new rows typed in Excel show dates as the registry writes them
+            ws.column_dimensions[letter].number_format = "yyyy-mm-dd"
     ws.freeze_panes = "B2"
     return count
 

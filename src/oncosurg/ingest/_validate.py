@@ -44,7 +44,8 @@ class RawRecord:
     ``cells`` maps registry columns to text; missing columns count as empty.  ``lines`` points a
     column at the line its value came from (default ``line``); ``where`` names, per column, the
     place in the file (e.g. ``Procedure/… performedDateTime``) and ``record_where`` the record
-    itself — both are prefixed to the messages.  ``issues`` are problems the reader already found.
+    itself — both are prefixed to the messages.  ``issues`` are problems the reader already found;
+    ``covered`` names registry columns they already explain (cross-field rules skip those columns).
     """
 
     line: int
@@ -53,6 +54,7 @@ class RawRecord:
     where: dict[str, str] = field(default_factory=dict)
     record_where: str = ""
     issues: list[Issue] = field(default_factory=list)
+    covered: set[str] = field(default_factory=set)
 
 
 def locate(issue: Issue, where: str) -> Issue:
@@ -96,8 +98,11 @@ def validate_records(
             record.update(values)
             issues += found
         for issue in check_record(record, line=raw.line, postop_window_days=postop_window_days):
+            if issue.column in raw.covered:
+                continue
             line = raw.lines.get(issue.column or "", issue.line)
             issues.append(dataclasses.replace(issue, line=line))
+        record = {c: record[c] for c in COLUMNS if c in record}  # registry order, whatever the grouping
         record.setdefault("centre", None)
         if not issues:
             key = (str(record["centre"] or ""), str(record["patient_id"]))

@@ -82,8 +82,12 @@ def read_fhir_bundles(
         if problems:
             file_issues += problems
             continue
+        raw = bundle_record(bundle, name=path_.name, index=len(names) + 1)
+        if any(i.code == F_FHIR.code for i in raw.issues):  # no patient to validate
+            file_issues += raw.issues
+            continue
         names.append(path_.name)
-        raws.append(bundle_record(bundle, name=path_.name, index=len(names)))
+        raws.append(raw)
     if not paths:
         file_issues.append(Issue(F_FHIR.code, f"no *.json bundle in {path}",
                                  "give the directory written by `oncosurg export --format fhir`"))

@@ -269,6 +269,8 @@ def _complications(raw: RawRecord, rec: _Record) -> None:
     elif answer and answer[0] not in ("yes", "no"):
         raw.issues.append(Issue(V_ENUM.code, "not a yes/no value", "write 1 or 0 (Yes or No)", line,
                                 "any_complication", answer[0]))
+    if len(raw.issues) > len(rec.issues):
+        raw.covered.add("clavien_dindo_max")  # already explained by the complication answer or grades
     if grades:
         raw.cells["clavien_dindo_max"] = max(grades, key=CLAVIEN_DINDO.index)
     elif answer and answer[0] == "no":
