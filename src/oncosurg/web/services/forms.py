@@ -22,7 +22,7 @@ from oncosurg.web.services.audit import text
 #: Web-only cross-field rules (code → name, description); listed in docs/web.md.
 WEB_RULES: dict[str, tuple[str, str]] = {
     "W501": ("before-cetuximab", "A review, assessment or stop date is before cetuximab_start."),
-    "W502": ("after-last-contact", "A date is after last_contact_date."),
+    "W502": ("after-last-contact", "A response assessment or stop date is after last_contact_date."),
     "W503": ("recist-mismatch", "The RECIST category given disagrees with the one computed from the sums."),
     "W504": ("recist-input", "Neither a RECIST category nor the target-lesion sums are given."),
     "W505": ("reason-required", "The record is older than the lock period: a reason is required."),
@@ -159,8 +159,9 @@ def parse_fields(fields: Sequence[Field], form: Mapping[str, str], *, today: dt.
     return values, errors
 
 
-def check_dates_within(record: Mapping[str, Any], column: str, value: dt.date | None) -> list[dict[str, Any]]:
-    """``value`` must lie in [cetuximab_start, last_contact_date] (W501, W502)."""
+def check_dates_within(record: Mapping[str, Any], column: str, value: dt.date | None, *, until_contact: bool = True
+                       ) -> list[dict[str, Any]]:
+    """``value`` must lie in [cetuximab_start, last_contact_date] (W501, W502; W502 only ``until_contact``)."""
     out: list[dict[str, Any]] = []
     start, contact = record.get("cetuximab_start"), record.get("last_contact_date")
     if value is None:
@@ -168,7 +169,7 @@ def check_dates_within(record: Mapping[str, Any], column: str, value: dt.date | 
     if start and value < start:
         out.append(web_error("W501", column, value, f"{column} is before cetuximab_start ({start})",
                              "check the date: it must follow the start of cetuximab"))
-    if contact and value > contact:
+    if until_contact and contact and value > contact:
         out.append(web_error("W502", column, value, f"{column} is after last_contact_date ({contact})",
                              "update the follow-up (last contact) first, or correct this date"))
     return out

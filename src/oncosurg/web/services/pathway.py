@@ -145,7 +145,8 @@ def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str,
     head = _begin(conn, ctx, pk, None)
     record = read_record(conn, pk)
     values, errors = parse_fields(REVIEW_FIELDS, form, today=ctx.today)
-    errors += check_dates_within(record, "review_date", values.get("review_date"))
+    # an MDT review may follow the last contact (it discusses imaging, not a visit)
+    errors += check_dates_within(record, "review_date", values.get("review_date"), until_contact=False)
     if errors:
         raise Invalid(f"{len(errors)} problem(s): the review was not recorded", errors=errors)
     if values.get("cycles_at_review") is None:
