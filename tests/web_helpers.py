@@ -74,3 +74,47 @@ def registration(**fields: str) -> dict[str, str]:
 
 def fixed_today(day: dt.date):  # type: ignore[no-untyped-def]
     return lambda: day
+
+
+class LiveServer:
+    """The app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+def http_session(base_url: str, username: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    """An httpx client signed in to a live server; returns (client, csrf token)."""
+    import httpx
+
+    client = httpx.Client(base_url=base_url, headers={"accept": "application/json"}, timeout=60)
+    token = client.get("/login.json").json()["csrf_token"]
+    response = client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+    response.raise_for_status()
+    return client, response.json()["csrf_token"]
