@@ -195,7 +195,7 @@ def table_one_data(conn: sa.Connection, cp: CompiledProtocol, spec: ReportSpec) 
 # ---------------------------------------------------------------------------------- Kaplan-Meier
 def _nice_step(tmax: float) -> float:
     for step in (1, 2, 3, 6, 12, 24, 36, 60, 120):
-        if tmax / step <= 8:
+        if tmax / step <= 9:
             return float(step)
     return float(10 ** math.ceil(math.log10(max(tmax, 1) / 8)))
 
