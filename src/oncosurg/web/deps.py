@@ -22,7 +22,7 @@ from oncosurg import __version__
 from oncosurg.report.terminal import format_estimate
 from oncosurg.web import security
 from oncosurg.web.db import WebStore
-from oncosurg.web.errors import Forbidden, NotSignedIn
+from oncosurg.web.errors import Forbidden, Invalid, NotSignedIn
 from oncosurg.web.services import users
 from oncosurg.web.services.patients import Context
 from oncosurg.web.settings import Settings
@@ -108,8 +108,17 @@ async def form_data(request: Request) -> dict[str, str]:
     """The submitted form (text fields only), parsed once per request."""
     if "form_data" not in request.state._state:
         form = await request.form()
-        request.state.form_data = {k: v for k, v in form.items() if isinstance(v, str)}
+        request.state.form_data = no_nul({k: v for k, v in form.items() if isinstance(v, str)})
     return request.state.form_data
+
+
+def no_nul(values: dict[str, str]) -> dict[str, str]:
+    """Refuse NUL characters in submitted text (no rule accepts them; PostgreSQL cannot store them)."""
+    bad = [k for k, v in values.items() if "\x00" in k or "\x00" in v]
+    if bad:
+        raise Invalid("the form contains NUL characters", status=400, errors=[
+            {"column": k[:64].replace("\x00", ""), "message": "NUL characters are not allowed"} for k in bad[:20]])
+    return values
 
 
 async def csrf(request: Request) -> None:

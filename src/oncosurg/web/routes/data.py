@@ -18,7 +18,9 @@ from oncosurg.web.deps import (
     SettingsDep,
     StoreDep,
     Writer,
+    form_data,
     make_context,
+    no_nul,
     render,
     see_other,
     threaded,
@@ -62,6 +64,7 @@ async def upload(request: Request, user: Writer, store: StoreDep, settings: Sett
     if file is None or isinstance(file, str) or not isinstance(centre, str) or not isinstance(mode, str):
         raise Invalid("send the CSV as the 'file' field, with a 'centre'",
                       errors=[{"column": "file", "message": "a file is required"}])
+    no_nul({"centre": centre, "mode": mode})
     data = await file.read(uploads.MAX_BYTES + 1)
     ctx = make_context(user, settings)
     source = (file.filename or "upload.csv")[:255]
@@ -82,7 +85,7 @@ async def upload(request: Request, user: Writer, store: StoreDep, settings: Sett
 @router.post("/upload/confirm", summary="Import a validated upload", dependencies=[CsrfDep],
              openapi_extra=_CONFIRM_FORM)
 async def confirm(request: Request, user: Writer, store: StoreDep, settings: SettingsDep) -> Any:
-    form = await request.form()
+    form = await form_data(request)
     token, reason = form.get("token"), form.get("reason") or ""
     ctx = make_context(user, settings)
 

@@ -354,14 +354,14 @@ def validate_new(conn: sa.Connection, *, ctx: Context, form: Mapping[str, str]
     elif not ctx.user.sees(centre):
         errors.append({"code": "V306", "rule": "enum", "column": "centre", "value": centre[:120],
                        "message": "this centre is not granted to you", "hint": "choose one of your centres"})
-    names = [f.name for f in REGISTER_FIELDS]
-    cells = {c: str(form.get(c, "")) for c in names}
+    names = [f.name for f in REGISTER_FIELDS] + ["centre"]  # a new centre name (all-centre users) obeys the rules
+    cells = {c: str(form.get(c, "")) for c in names} | {"centre": centre}
     record, rule_errors = validate_registry({}, cells, names, today=ctx.today,
                                             postop_window_days=ctx.postop_window_days)
     errors += rule_errors
     regimen, regimen_errors = parse_fields(REGIMEN_FIELDS, form, today=ctx.today)
     errors += regimen_errors + _regimen_errors(record, regimen)
-    if centre and record.get("patient_id"):
+    if record.get("centre") and record.get("patient_id"):
         errors += _duplicate(conn, centre, record["patient_id"])
     record["centre"] = centre
     return record, regimen, errors

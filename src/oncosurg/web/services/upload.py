@@ -59,7 +59,7 @@ def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre
         raise Invalid(f"mode must be one of {', '.join(MODES)}",
                       errors=[{"column": "mode", "value": mode, "message": "unknown mode"}])
     if not ctx.user.sees(centre):
-        raise Forbidden(f"centre '{centre}' is not granted to you")
+        raise Forbidden(f"centre '{centre[:120]}' is not granted to you")
     if len(data) > MAX_BYTES:
         raise Invalid(f"the file is larger than {MAX_BYTES // (1024 * 1024)} MB",
                       errors=[{"column": "file", "message": "file too large"}])
