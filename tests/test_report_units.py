@@ -187,3 +187,15 @@ def test_a_protocol_without_report_table_still_reports(tmp_path: Path) -> None:
     assert "SYNTHETIC DATA" in html  # the reference centre is named '(synthetic)'
     assert not (tmp_path / "out" / "report.pdf").exists()
     assert files.seconds["total"] > 0
+
+
+def test_the_report_docs_example_is_a_valid_report_table() -> None:
+    import re
+
+    from oncosurg.protocol.engine import compile_protocol
+
+    text = (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if "[report]" in b)
+    protocol = protocol_from_dict(_with_report(tomllib.loads(block)["report"]), source="docs/report.md")
+    spec = report_spec(protocol, set(compile_protocol(protocol).view.types))
+    assert spec.table_one_by == ("resected", "referral") and len(spec.km) == 1 and len(spec.cox) == 1

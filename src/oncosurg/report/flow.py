@@ -46,8 +46,13 @@ def _line(ax: Any, xs: list[float], ys: list[float]) -> None:
     ax.plot(xs, ys, color=MUTED, lw=1.0, solid_capstyle="butt")
 
 
+def _int(n: int) -> str:
+    """Thousands separated by a thin space (SI style): 100 000."""
+    return f"{n:,}".replace(",", "\u2009")
+
+
 def _n(n: int) -> str:
-    return f"n = {n:,}".replace(",", " ")
+    return f"n = {_int(n)}"
 
 
 def flow_figure(flow: dict[str, Any]) -> Figure:
@@ -98,20 +103,20 @@ def flow_figure(flow: dict[str, Any]) -> Figure:
             _line(ax, [x, edge], [excl_y, excl_y])
             _arrow(ax, (edge + (-0.001 if i == 0 else 0.001), excl_y), (edge, excl_y))
         names = {"in_house": "in-house", "referred": "referred"}
-        detail = ", ".join(f"{names.get(a['key'], a['label'])} {a['operated']}" for a in arms)
+        detail = ", ".join(f"{names.get(a['key'], a['label'])} {_int(a['operated'])}" for a in arms)
         _, _, op_bottom, _ = _box(ax, mid, op_y, col[len(arms) - 1] - col[0] + 0.6 if len(arms) > 1 else 3.0, 0.6,
                                   f"Operated: {_n(flow['operated'])}", detail, wrap=70)
         # operated → hepatectomy, with explored-only and ablation-only on the side
         hep_y, side_y = 0.5, 1.35
         _arrow(ax, (mid, op_bottom), (mid, hep_y + 0.3))
-        parts = [f"explored only {flow['exploration_only']}"]
+        parts = [f"explored only {_int(flow['exploration_only'])}"]
         if flow.get("ablation_only"):
-            parts.append(f"ablation only {flow['ablation_only']}")
+            parts.append(f"ablation only {_int(flow['ablation_only'])}")
         not_resected = flow["operated"] - flow["hepatectomy"]
         left, _, _, _ = _box(ax, mid + 1.85, side_y, 2.1, 0.52, f"Not resected: {_n(not_resected)}",
                              ", ".join(parts), side=True, wrap=34)
         _line(ax, [mid, left], [side_y, side_y])
         _arrow(ax, (left - 0.001, side_y), (left, side_y))
-        hdetail = ", ".join(f"{names.get(a['key'], a['label'])} {a['hepatectomy']}" for a in arms)
+        hdetail = ", ".join(f"{names.get(a['key'], a['label'])} {_int(a['hepatectomy'])}" for a in arms)
         _box(ax, mid, hep_y, 3.0, 0.6, f"Hepatectomy: {_n(flow['hepatectomy'])}", hdetail, wrap=60)
     return fig

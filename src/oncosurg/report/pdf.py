@@ -284,7 +284,8 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     proto, prov = results["protocol"], results["provenance"]
     story: list[Flowable] = []
     if meta["synthetic"]:
-        note = prov.get("note") or "The records are computer-generated; the figures illustrate the method only."
+        note = ("The records are computer-generated (a synthetic registry); the numbers illustrate the method and are "
+                "evidence about no patient or treatment.")
         banner = Table([[_p("SYNTHETIC DATA — not real patients<br/><font name='Sans' size='7.6'>"
                             f"{_e(note)}</font>", st["banner"])]], colWidths=[TEXT_W])
         banner.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#fff1d6")),
@@ -315,6 +316,8 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     sha = prov.get("sha256")
     items = [("Source", f"<font name='Mono' size='6.8'>{_e(prov.get('source'))}</font>"),
              ("Records", _e(prov.get("records")))]
+    if prov.get("note"):
+        items.append(("About", f"<font size='6.8'>{_e(prov['note'])}</font>"))
     if sha:
         items.append(("SHA-256", f"<font name='Mono' size='6.4'>{_e(sha)}</font>"))
     if data.get("last_import"):

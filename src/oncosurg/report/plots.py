@@ -54,6 +54,7 @@ STYLE: dict[str, Any] = {
 }
 
 FIG_WIDTH = 6.6  # inches: the text width of an A4 page with 2 cm margins
+MAX_CENSOR_TICKS = 300
 
 
 @contextmanager
@@ -72,6 +73,10 @@ def save(fig: Figure) -> dict[str, bytes]:
         out[fmt] = buf.getvalue()
     plt.close(fig)
     return out
+
+
+def _int(n: int) -> str:
+    return f"{n:,}".replace(",", "\u2009")
 
 
 def _num(x: float | None) -> str:
@@ -122,6 +127,7 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
         data_max = max((max(t for t in g["curve"]["time"] if t is not None) for g in groups), default=tmax)
         xmax = max(tmax, data_max)
         handles, labels = [], []
+        ticks_omitted = False
         for i, g in enumerate(groups):
             color = PALETTE[i % len(PALETTE)]
             c = g["curve"]
@@ -133,21 +139,24 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
             (line,) = ax.step(t, s, where="post", color=color, lw=1.6, solid_joinstyle="miter")
             ct = c["censored"]["time"]
             cs = [100 * v for v in c["censored"]["surv"]]
-            ax.plot(ct, cs, ls="", marker="|", ms=6.5, mew=1.1, color=color)
+            if len(ct) <= MAX_CENSOR_TICKS:  # beyond that the ticks merge into a smear
+                ax.plot(ct, cs, ls="", marker="|", ms=6.5, mew=1.1, color=color)
+            else:
+                ticks_omitted = True
             if g["median"] is not None:
                 ax.plot([0, g["median"]], [50, 50], ls=(0, (3, 2)), lw=0.8, color=MUTED)
                 ax.plot([g["median"], g["median"]], [0, 50], ls=(0, (3, 2)), lw=0.8, color=color)
             if reverse:
-                what = f"{g['events']} alive at last contact"
+                what = f"{_int(g['events'])} alive at last contact"
                 med = ("median follow-up not reached" if g["median"] is None else
                        f"median follow-up {g['median']:.1f} {unit} (95% CI {_num(g['ci_low'])}–{_num(g['ci_high'])})")
             else:
                 noun = "deaths" if fig_data["event"] == "os_event" else "events"
-                what = f"{g['events']} {noun}"
+                what = f"{_int(g['events'])} {noun}"
                 med = _median_text(g, unit)
             name = "" if single else f"{g['label']}: "
             handles.append(line)
-            labels.append(f"{name}{g['n']} patients, {what}; {med}")
+            labels.append(f"{name}{_int(g['n'])} patients, {what}; {med}")
         if fig_data.get("logrank"):
             p = fmt_p(fig_data["logrank"]["p"])
             handles.append(Line2D([], [], color="none"))
@@ -165,6 +174,9 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         ax.set_ylabel(fig_data["y_label"])
+        if ticks_omitted:
+            ax.text(0.995, 0.99, f"censoring ticks omitted (more than {MAX_CENSOR_TICKS} censoring times)",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=7, color=MUTED)
         ax.set_xlabel(fig_data["time_label"], labelpad=4)
         # numbers-at-risk table, aligned on the x ticks
         head_units = (0.26 if header else 0.08) / row_h  # rows are one data unit = row_h inches tall
@@ -184,7 +196,7 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
             rax.text(label_x, r, name, transform=labels_tr, ha="right", va="center", color=color, fontsize=8.2,
                      fontweight="normal" if single else "bold")
             for t, v in zip(times, values, strict=False):
-                rax.text(t, r, str(v), ha="center", va="center", fontsize=8.2, color=INK)
+                rax.text(t, r, f"{v:,}".replace(",", "\u2009"), ha="center", va="center", fontsize=8.2, color=INK)
     return fig
 
 
