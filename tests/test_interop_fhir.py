@@ -137,6 +137,8 @@ def test_cli_csv_registry_fhir_registry_csv_is_lossless(reference_csv: Path, tmp
     assert runner.invoke(cli, ["export", "--db", b]).output == first
     again = runner.invoke(cli, ["import", "--format", "fhir", str(folder), "--db", b])
     assert again.exit_code == 2 and "00001-REF-001.json" in again.output and "X411" in again.output
+    stale = runner.invoke(cli, ["export", "--db", a, "--format", "fhir", "--out", str(folder)])
+    assert stale.exit_code == 2 and "empty directory" in stale.output
 
 
 # ------------------------------------------------------------------ errors

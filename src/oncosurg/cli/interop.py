@@ -126,6 +126,9 @@ def export_interop(
 
         if target.exists() and not target.is_dir():
             raise UserError(f"{out}: exists and is not a directory")
+        if target.is_dir() and any(target.glob("*.json")):
+            raise UserError(f"{out}: the directory already holds .json files; export into an empty directory "
+                            "(old bundles would be imported with the new ones)")
         count = write_bundles(records, target)
         manifest_path = target / MANIFEST
     elif fmt == "xlsx":
