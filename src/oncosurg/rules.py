@@ -55,6 +55,11 @@ F_ENCODING = _rule("F102", "not-utf8", "The file must be UTF-8 text.")
 F_BINARY = _rule("F103", "binary-file", "The file contains NUL bytes: it is not a CSV text file.")
 F_SYNTAX = _rule("F104", "csv-syntax", "The CSV cannot be parsed (e.g. an unclosed quote).")
 F_ROW_WIDTH = _rule("F105", "row-width", "A data row has more or fewer cells than the header.")
+F_WORKBOOK = _rule("F106", "xlsx-workbook", "An Excel file cannot be read as an .xlsx workbook.")
+F_FHIR = _rule("F107", "fhir-invalid",
+               "A FHIR file is not JSON, not a valid FHIR R4 Bundle, or its bundle has no Patient.")
+F_LAYOUT = _rule("F108", "record-layout",
+                 "The rows (REDCap) or resources (FHIR) of one record contradict each other or are misplaced.")
 H_UNKNOWN = _rule("H201", "unknown-column", "A header names a column the registry does not have.")
 H_MISSING = _rule("H202", "missing-column", "A required column is absent from the header.")
 H_DUPLICATE = _rule("H203", "duplicate-column", "A column appears twice in the header.")

@@ -20,21 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from oncosurg.ingest.csv import ParsedFile, ParsedRecord
-from oncosurg.rules import RULES, X_DUPLICATE_ID, Issue, Rule, check_record, parse_record
+from oncosurg.rules import X_DUPLICATE_ID, Issue, check_record, parse_record
 from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
-
-
-def _rule(code: str, name: str, description: str) -> Rule:
-    rule = RULES.get(code) or Rule(code, name, description)
-    RULES[code] = rule
-    return rule
-
-
-F_WORKBOOK = _rule("F106", "xlsx-workbook", "An Excel file cannot be read as an .xlsx workbook.")
-F_FHIR = _rule("F107", "fhir-invalid",
-               "A FHIR file is not JSON, not a valid FHIR R4 Bundle, or its bundle has no Patient.")
-F_LAYOUT = _rule("F108", "record-layout",
-                 "The rows (REDCap) or resources (FHIR) of one record contradict each other or are misplaced.")
 
 
 @dataclass(slots=True)

@@ -26,9 +26,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from oncosurg.export import fhir as fx
-from oncosurg.ingest._validate import F_FHIR, F_LAYOUT, RawRecord, locate, validate_records
+from oncosurg.ingest._validate import RawRecord, locate, validate_records
 from oncosurg.ingest.csv import ParsedFile
-from oncosurg.rules import V_REQUIRED, Issue
+from oncosurg.rules import F_FHIR, F_LAYOUT, V_REQUIRED, Issue
 from oncosurg.schema import CLAVIEN_DINDO, DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME
 
 #: File names skipped in a bundle directory (the de-identification manifest lives beside the bundles).

@@ -24,10 +24,11 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from oncosurg.export import redcap as rc
-from oncosurg.ingest._validate import F_LAYOUT, RawRecord, validate_records
+from oncosurg.ingest._validate import RawRecord, validate_records
 from oncosurg.ingest.csv import _FIELD_LIMIT, ParsedFile, _decode
 from oncosurg.rules import (
     F_EMPTY,
+    F_LAYOUT,
     F_ROW_WIDTH,
     F_SYNTAX,
     H_BLANK,

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from oncosurg.export.xlsx import REGISTRY_SHEET
-from oncosurg.ingest._validate import F_WORKBOOK, RawRecord, validate_records
+from oncosurg.ingest._validate import RawRecord, validate_records
 from oncosurg.ingest.csv import ParsedFile, _check_header
-from oncosurg.rules import F_EMPTY, F_ROW_WIDTH, Issue
+from oncosurg.rules import F_EMPTY, F_ROW_WIDTH, F_WORKBOOK, Issue
 from oncosurg.schema import DEFAULT_POSTOP_WINDOW_DAYS, REQUIRED
 
 
