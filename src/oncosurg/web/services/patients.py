@@ -191,7 +191,7 @@ def _upsert(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, Any]) 
         conn.execute(sa.insert(table).values(patient_pk=pk, **row))
 
 
-def _store_record(conn: sa.Connection, pk: int, new: Mapping[str, Any]) -> None:
+def _store_record(conn: sa.Connection, pk: int, new: Mapping[str, Any], *, source: str = "surgery card") -> None:
     """Write a validated registry record's stage tables (the patient row is written by the caller)."""
     for stage, table in t.STAGE_TABLES.items():
         row = {f.name: new.get(f.name) for f in FIELDS if f.stage is stage}
@@ -204,10 +204,10 @@ def _store_record(conn: sa.Connection, pk: int, new: Mapping[str, Any]) -> None:
             conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
             continue
         _upsert(conn, table, pk, row)
-    _sync_complications(conn, pk, new.get("clavien_dindo_max"))
+    _sync_complications(conn, pk, new.get("clavien_dindo_max"), source)
 
 
-def _sync_complications(conn: sa.Connection, pk: int, grade: str | None) -> None:
+def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str) -> None:
     """Make the complication rows agree with a worst grade typed in the surgery card (as import does)."""
     c = t.complication
     ranks = [r for (r,) in conn.execute(sa.select(c.c.grade_rank).where(c.c.patient_pk == pk))]
@@ -219,7 +219,7 @@ def _sync_complications(conn: sa.Connection, pk: int, grade: str | None) -> None
         return
     conn.execute(sa.delete(c).where(c.c.patient_pk == pk, c.c.grade_rank > rank))
     conn.execute(sa.insert(c).values(patient_pk=pk, grade=grade, grade_rank=rank,
-                                     description="worst complication (surgery card)"))
+                                     description=f"worst complication ({source})"))
 
 
 def _store_regimen(conn: sa.Connection, pk: int, regimen: Mapping[str, Any]) -> None:
@@ -368,12 +368,13 @@ def validate_new(conn: sa.Connection, *, ctx: Context, form: Mapping[str, str]
 
 
 def create_patient(conn: sa.Connection, *, ctx: Context, record: Mapping[str, Any],
-                   regimen: Mapping[str, Any] | None = None, entity_note: str | None = None) -> int:
+                   regimen: Mapping[str, Any] | None = None, entity_note: str | None = None,
+                   source: str = "registration form") -> int:
     """Insert a validated record (version 1) and audit every non-empty field; returns the pk."""
     centre_id = ensure_centre(conn, name=record["centre"])
     pk = int(conn.execute(sa.insert(t.patient).values(
         centre_id=centre_id, version=1, **{c: record.get(c) for c in PATIENT_COLUMNS})).inserted_primary_key[0])
-    _store_record(conn, pk, record)
+    _store_record(conn, pk, record, source=source)
     regimen = regimen or {}
     _store_regimen(conn, pk, regimen)
     head = {"id": pk, "centre": record["centre"], "patient_id": record["patient_id"]}

@@ -155,12 +155,12 @@ def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") 
                                "hint": "say why these records change"}])
     note = f"CSV upload {row['source']}"
     for record in plan["create"]:
-        create_patient(conn, ctx=ctx, record=record.values, entity_note=note)
+        create_patient(conn, ctx=ctx, record=record.values, entity_note=note, source="registry CSV")
     for _record, found, merged, diff in plan["update"]:
         version = found["version"] + 1
         conn.execute(sa.update(t.patient).where(t.patient.c.id == found["id"]).values(
             version=t.patient.c.version + 1, **{c: merged.get(c) for c in PATIENT_COLUMNS}))
-        _store_record(conn, found["id"], merged)
+        _store_record(conn, found["id"], merged, source="registry CSV")
         head = {"id": found["id"], "centre": merged["centre"], "patient_id": merged["patient_id"]}
         entries = []
         for field, old, new in diff:
