@@ -149,3 +149,19 @@ def test_semicolon_separated_file_is_named_as_such() -> None:
     data = (HEADER.replace(",", ";") + "\n" + GOOD_ROW.replace(",", ";") + "\n").encode()
     (issue,) = parse_registry_csv(data).issues
     assert issue.code == "F104" and "';'" in issue.message and issue.line == 1
+
+
+def test_validate_reads_the_interop_formats(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + "\n" + GOOD_ROW + "\n", encoding="utf-8")
+    out = tmp_path / "book.xlsx"
+    runner = CliRunner()
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    assert runner.invoke(cli, ["import", str(good), "--db", db]).exit_code == 0
+    assert runner.invoke(cli, ["export", "--db", db, "--format", "xlsx", "--out", str(out)]).exit_code == 0
+    result = runner.invoke(cli, ["validate", "--format", "xlsx", str(out)])
+    assert result.exit_code == 0 and "1 row(s), no errors" in result.output
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(b"not a workbook")
+    result = runner.invoke(cli, ["validate", "--format", "xlsx", str(bad)])
+    assert result.exit_code == 2 and "F106" in result.output

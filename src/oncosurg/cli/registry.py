@@ -57,17 +57,18 @@ def report_issues(source: str, issues: list[Issue], *, max_errors: int, as_json:
 
 
 @cli.command("validate")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @_centre_option
 @_max_errors_option
+@format_option("Input")
 @json_option
-def validate_cmd(file: str, centre: str | None, max_errors: int, as_json: bool) -> None:
-    """Check a registry CSV against every rule without importing it.
+def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_json: bool) -> None:
+    """Check a registry CSV (or --format redcap|fhir|xlsx) against every rule without importing it.
 
     Exit status 0 when the file is valid, 2 when it has errors (all listed at once, each with the
     line — the header is line 1 —, the column, the value, the rule code and how to fix it).
     """
-    parsed = _read(file, centre)
+    parsed = _read(file, centre, fmt)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
