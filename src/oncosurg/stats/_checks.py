@@ -4,7 +4,10 @@ Every check raises :class:`SurvivalInputError` (a ``ValueError``) with a message
 argument (or the CSV column, when the caller passes ``names``), states the rule that was broken,
 shows the first offending row and says how to fix it.  The checks are written to cost a few
 passes over the data at most (``min``/``max`` reductions propagate NaN, so one reduction finds
-both NaN and negative values), because they run on registry-scale arrays.
+both NaN and negative values), because they run on registry-scale arrays.  Two checks are compiled
+with numba (``cache=True``) because numpy needs several passes and temporaries for them: the 0/1
+event check (one pass that also writes the bool result) and the encoding of integer-valued group
+labels (counting instead of ``np.unique``'s sort).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numba as nb
 import numpy as np
 
 __all__ = [
@@ -148,6 +152,24 @@ def check_time(time: Any, arg: str = "time", names: Mapping[str, str] | None = N
     return t
 
 
+@nb.njit(cache=True, nogil=True)
+def _zero_one(e, out):  # pragma: no cover - compiled
+    """out = (e == 1) for e in {0, 1}; returns the first row holding anything else (NaN too), or -1.
+
+    Branch-free (0/1 in random order would defeat the branch predictor)."""
+    ok = True
+    for i in range(e.shape[0]):
+        v = e[i]
+        out[i] = v == 1
+        ok &= (v == 0) | (v == 1)
+    if ok:
+        return -1
+    for i in range(e.shape[0]):
+        if not (e[i] == 0 or e[i] == 1):
+            return i
+    return -1
+
+
 def check_event(event: Any, n: int, arg: str = "event", names: Mapping[str, str] | None = None) -> np.ndarray:
     """Event indicator: 0/1 (or bool), no missing values.  Returns a bool array."""
     e = as_1d_array(event, arg, names)
@@ -155,15 +177,12 @@ def check_event(event: Any, n: int, arg: str = "event", names: Mapping[str, str]
     what = label(arg, names)
     if e.dtype.kind == "b":
         return e
-    if e.dtype.kind in "iu":
-        if e.min() >= 0 and e.max() <= 1:
-            return e.astype(bool)
-        bad = (e != 0) & (e != 1)
-    else:
-        bad = (e != 0) & (e != 1)  # NaN != 0 and NaN != 1 -> flagged
-        if not bad.any():
-            return e.astype(bool)
-    i = _first_row(bad)
+    if e.dtype.kind == "f" and e.dtype.itemsize < 4:
+        e = e.astype(np.float64)  # float16: no compiled kernel
+    out = np.empty(e.shape[0], dtype=bool)
+    i = int(_zero_one(e, out))  # NaN != 0 and NaN != 1 -> flagged
+    if i < 0:
+        return out
     val = e[i]
     shown = "missing" if isinstance(val, float) and np.isnan(val) else repr(val.item())
     raise SurvivalInputError(
@@ -239,7 +258,10 @@ def check_group(
         raise SurvivalInputError(
             f"{what} has a missing group label at {where(i, names)}; drop the row or label it."
         )
-    if g.dtype.kind == "O":
+    small = _small_integer_codes(g)
+    if small is not None:
+        levels, codes = small
+    elif g.dtype.kind == "O":
         miss = np.array([v is None or (isinstance(v, float) and v != v) for v in g.tolist()], dtype=bool)
         if miss.any():
             i = _first_row(miss)
@@ -259,6 +281,59 @@ def check_group(
             f"{min_levels}. Check the grouping column or drop the comparison."
         )
     return labels, codes.reshape(-1).astype(np.intp, copy=False)
+
+
+@nb.njit(cache=True, nogil=True)
+def _int_label_range(g, limit):  # pragma: no cover - compiled
+    """(min, max) of integer-valued labels if max - min <= limit, else (0, -1)."""
+    lo = g[0]
+    hi = g[0]
+    for i in range(g.shape[0]):
+        v = g[i]
+        if v != np.floor(v):
+            return 0, -1
+        lo = min(lo, v)
+        hi = max(hi, v)
+    if hi - lo > limit:
+        return 0, -1
+    return np.int64(lo), np.int64(hi)
+
+
+@nb.njit(cache=True, nogil=True)
+def _encode_int_labels(g, lo, present, codes):  # pragma: no cover - compiled
+    """codes[i] = rank of g[i] among the distinct labels (labels are integers in lo..lo+len(present)-1)."""
+    n = g.shape[0]
+    for i in range(n):
+        present[np.int64(g[i]) - lo] = 1
+    rank = np.empty(present.shape[0], np.intp)
+    r = 0
+    for k in range(present.shape[0]):
+        rank[k] = r
+        r += present[k]
+    for i in range(n):
+        codes[i] = rank[np.int64(g[i]) - lo]
+
+
+def _small_integer_codes(g: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``np.unique(g, return_inverse=True)`` by counting, for integer-valued labels with a small range
+    (the usual 0/1 or 1..k codes); None when it does not apply."""
+    n = g.shape[0]
+    kind = g.dtype.kind
+    if n == 0 or not (kind in "fi" or (kind == "u" and g.dtype.itemsize < 8)):
+        return None
+    if kind == "f" and (g.dtype.itemsize < 4 or not np.isfinite(g[0])):
+        return None
+    limit = max(n, 1 << 16)
+    lo, hi = _int_label_range(g, limit)
+    lo, hi = int(lo), int(hi)
+    if hi < lo or max(abs(lo), abs(hi)) >= 2**53:
+        return None
+    present = np.zeros(hi - lo + 1, np.intp)
+    codes = np.empty(n, np.intp)
+    _encode_int_labels(g, lo, present, codes)
+    vals = np.flatnonzero(present) + lo
+    levels = vals.astype(g.dtype) + g.dtype.type(0)  # floats: -0.0 -> 0.0, as a label
+    return levels, codes
 
 
 @dataclass(frozen=True)
