@@ -488,9 +488,17 @@ def _band_skip(surv, se, z, kind, upper, thresh):  # pragma: no cover - compiled
     else that is not a number stops the skip.
     """
     n = surv.shape[0]
+    sure = thresh + 1e-12
     for i in range(n):
         p = surv[i]
         s = se[i]
+        # cheap certificates first (no log/exp): every upper band is >= S, and the log lower band
+        # exp(log S - z se) >= S (1 - z se) since exp(-x) >= 1 - x
+        if upper:
+            if p >= sure:
+                continue
+        elif kind == 0 and p * (1.0 - z * s) >= sure:
+            continue
         if kind == 0:  # log
             if p == 0.0:
                 continue
