@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 import math
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +202,20 @@ def test_the_report_docs_example_is_a_valid_report_table() -> None:
     protocol = protocol_from_dict(_with_report(tomllib.loads(block)["report"]), source="docs/report.md")
     spec = report_spec(protocol, set(compile_protocol(protocol).view.types))
     assert spec.table_one_by == ("resected", "referral") and len(spec.km) == 1 and len(spec.cox) == 1
+
+
+def test_an_empty_cohort_still_reports(tmp_path: Path) -> None:
+    csv_path = write_reference_csv(tmp_path / "ref.csv")
+    parsed = read_registry_csv(csv_path)
+    engine = open_store("sqlite://")
+    import_records(engine, parsed.records, source=str(csv_path), sha256=parsed.sha256, rows=parsed.rows)
+    data = copy.deepcopy(SEED)
+    data["cohort"]["accrual_start"], data["cohort"]["accrual_end"] = dt.date(2030, 1, 1), dt.date(2030, 12, 31)
+    protocol = protocol_from_dict(data, source=str(ROOT / "studies" / "rescue-cetuximab-2007.toml"))
+    results = run_protocol(engine, protocol, provenance={"source": "ref.csv", "records": parsed.rows})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(tmp_path / "out", engine, protocol, results, formats=("html",))
+    report_data = json.loads((tmp_path / "out" / "report-data.json").read_text())
+    assert report_data["flow"]["evaluated"] == 0
+    assert report_data["flow"]["exclusions"][0]["n"] == 151

@@ -316,8 +316,6 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     sha = prov.get("sha256")
     items = [("Source", f"<font name='Mono' size='6.8'>{_e(prov.get('source'))}</font>"),
              ("Records", _e(prov.get("records")))]
-    if prov.get("note"):
-        items.append(("About", f"<font size='6.8'>{_e(prov['note'])}</font>"))
     if sha:
         items.append(("SHA-256", f"<font name='Mono' size='6.4'>{_e(sha)}</font>"))
     if data.get("last_import"):
@@ -327,6 +325,8 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     items.append(("Protocol file", f"<font name='Mono' size='6.8'>{_e(meta['protocol_path'])}</font>"))
     items.append(("Software", _e(f"oncosurg {meta['oncosurg_version']}; "
                                  + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))))
+    if prov.get("note"):
+        items.append(("About", f"<font size='6.6' color='#3c444d'>{_e(prov['note'])}</font>"))
     right = [_p("DATA PROVENANCE", st["h3"]), *kv(items, col_w)]
     summary = Table([[left, right]], colWidths=[TEXT_W / 2, TEXT_W / 2])
     summary.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LINEABOVE", (0, 0), (-1, 0), 0.5, RULE),

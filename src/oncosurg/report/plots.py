@@ -164,7 +164,7 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
         ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(-0.01, 1.0), fontsize=8.2, handlelength=1.8,
                   borderaxespad=0.25, labelspacing=0.35)
         ax.set_ylim(0, 102)
-        ax.set_xlim(0, xmax * 1.02)
+        ax.set_xlim(0, max(xmax, 1.0) * 1.02)
         ax.yaxis.set_major_locator(MultipleLocator(25))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.0f}"))
         ax.set_xticks(times)
