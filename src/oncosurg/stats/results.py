@@ -101,7 +101,9 @@ class KaplanMeier(_Tabular):
     """Kaplan-Meier estimate at the distinct observed times (events and censorings), as R ``survfit``.
 
     ``std_err_log`` is R's ``fit$std.err`` (Greenwood SE of log S); ``std_err`` is the SE of S
-    (R's ``summary(fit)$std.err``).  ``lower``/``upper`` are the pointwise bands for ``conf_type``.
+    (R's ``summary(fit)$std.err``).  ``lower``/``upper`` are the pointwise bands for ``conf_type``,
+    computed on first use.  ``n_risk``/``n_event``/``n_censor`` are int32 for unweighted data with
+    fewer than 2**31 rows, otherwise int64 (float for non-integer weights).
     """
 
     time: np.ndarray
