@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -20,6 +21,16 @@ def _store(db: str | None):  # type: ignore[no-untyped-def]
         raise UserError(str(exc)) from None
 
 
+def _os_user() -> str:
+    """Who runs the command, for the audit trail (the account created is not the actor)."""
+    import getpass
+
+    try:
+        return getpass.getuser()[:50]
+    except (KeyError, OSError):
+        return "operator"
+
+
 @cli.command("serve")
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -29,7 +40,10 @@ def _store(db: str | None):  # type: ignore[no-untyped-def]
               help="Study protocol of the dashboard (default rescue-cetuximab-2007, or $ONCOSURG_WEB_PROTOCOL).")
 @click.option("--secure-cookies", is_flag=True, default=None,
               help="Mark cookies Secure and send HSTS (when served over HTTPS).")
-def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure_cookies: bool | None) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes; reads run in parallel, writes stay one transaction at a time.")
+def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure_cookies: bool | None,
+              workers: int) -> None:
     """Serve the registry web app: pathway data entry, review worklist, live dashboard, audit trail.
 
     Runs on the embedded SQLite file (WAL journal, one writer) or PostgreSQL. There are no default
@@ -53,7 +67,16 @@ def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure
         if not list_users(conn):
             click.echo("note: no account exists yet; create one with `oncosurg user add NAME --role admin "
                        "--all-centres`", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, server_header=False)
+    options = {"host": host, "port": port, "log_level": "info", "proxy_headers": False, "server_header": False}
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    # the schema is migrated and the secret key stored (above) before the workers start
+    os.environ["ONCOSURG_DB"] = app.state.store.engine.url.render_as_string(hide_password=False)
+    os.environ["ONCOSURG_WEB_PROTOCOL"] = settings.protocol
+    os.environ["ONCOSURG_WEB_SECURE_COOKIES"] = "true" if settings.secure_cookies else "false"
+    app.state.store.dispose()
+    uvicorn.run("oncosurg.web.app:create_app_from_env", factory=True, workers=workers, **options)
 
 
 @cli.group("user")
@@ -74,6 +97,7 @@ def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, .
                  password_stdin: bool) -> None:
     """Create an account, e.g. the first administrator. The password is asked twice (12+ characters)."""
     from oncosurg.web.errors import Invalid
+    from oncosurg.web.services.audit import Actor
     from oncosurg.web.services.users import create_user
 
     if not centres and not all_centres:
@@ -86,7 +110,7 @@ def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, .
     try:
         with store.write() as conn:
             user_id = create_user(conn, username=username, password=password, role=role, centres=centres,
-                                  all_centres=all_centres)
+                                  all_centres=all_centres, actor=Actor(None, f"cli:{_os_user()}"))
     except Invalid as exc:
         raise UserError("; ".join(f"{e['column']}: {e['message']}" for e in exc.errors)) from None
     finally:

@@ -52,6 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and ``oncosurg serve --workers N``: settings from the environment."""
+    return create_app(Settings.from_env())
+
+
 def _respond(request: Request, message: str, errors: list, status: int) -> Response:
     if wants_json(request) or (request.method not in ("GET", "HEAD") and "text/html" not in request.headers.get(
             "accept", "")):

@@ -11,7 +11,7 @@ from oncosurg.web.deps import Admin, CsrfDep, StoreDep, form_data, page, render,
 from oncosurg.web.errors import Forbidden, Invalid
 from oncosurg.web.models import Users
 from oncosurg.web.routes import PK
-from oncosurg.web.services import users
+from oncosurg.web.services import audit, users
 
 router = APIRouter(tags=["users"])
 _USER_FORM = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
@@ -42,7 +42,8 @@ async def create_user(request: Request, user: Admin, store: StoreDep) -> Any:
         with store.write() as conn:
             return users.create_user(conn, username=form.get("username", ""), password=form.get("password", ""),
                                      role=form.get("role", ""), centres=centres,
-                                     all_centres=form.get("all_centres") in ("yes", "on", "true"))
+                                     all_centres=form.get("all_centres") in ("yes", "on", "true"),
+                                     actor=audit.Actor(user.id, user.username))
 
     html = "text/html" in request.headers.get("accept", "") and not wants_json(request)
     try:
@@ -65,7 +66,7 @@ async def deactivate(request: Request, user_id: PK, user: Admin, store: StoreDep
 
     def work() -> None:
         with store.write() as conn:
-            users.set_active(conn, user_id=user_id, active=False)
+            users.set_active(conn, user_id=user_id, active=False, actor=audit.Actor(user.id, user.username))
 
     await threaded(work)
     if "text/html" in request.headers.get("accept", "") and not wants_json(request):

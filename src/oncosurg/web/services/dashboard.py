@@ -4,8 +4,8 @@ The protocol runs unchanged through :func:`oncosurg.protocol.engine.run_protocol
 not see every centre gets the same protocol with one more cohort step, ``centre in (…)``, placed
 first so that no count in the flow covers other centres.  Results are cached per (protocol,
 centres) and recomputed as soon as the data change: the cache key includes a fingerprint of the
-registry (patient count, sum of versions, last id, last audit row, last import batch), which a web
-edit, a CSV upload and a command-line import all change.
+registry (patient count, last id, last audit row, last import batch), which a web edit, a CSV
+upload and a command-line import (``--update`` too: it opens a batch) all change.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def restrict(protocol: Protocol, centres: list[str]) -> Protocol:
 
 
 def fingerprint(conn: sa.Connection) -> tuple[Any, ...]:
+    """Changes whenever the registry does: web writes move the audit head, imports add a batch."""
     p = t.patient
-    row = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(p.c.version), 0), sa.func.max(p.c.id))
-                       ).one()
+    row = conn.execute(sa.select(sa.func.count(), sa.func.max(p.c.id))).one()
     head = conn.execute(sa.select(t.audit_head.c.last_id).where(t.audit_head.c.id == 1)).scalar()
     batch = conn.execute(sa.select(sa.func.max(t.import_batch.c.id))).scalar()
     return (*row, head, batch)

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from oncosurg.rules import clavien_rank
 from oncosurg.schema import CLAVIEN_DINDO
 from oncosurg.store import tables as t
-from oncosurg.store.repository import read_record
 from oncosurg.web.errors import Invalid, NotFound
 from oncosurg.web.services import audit
 from oncosurg.web.services.forms import (
@@ -37,6 +36,7 @@ from oncosurg.web.services.patients import (
     _reason,
     _require_writer,
     bump_version,
+    read_registry_record,
     stale,
 )
 
@@ -143,7 +143,7 @@ def _begin(conn: sa.Connection, ctx: Context, pk: int, version: int | None) -> d
 
 def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str, str]) -> int:
     head = _begin(conn, ctx, pk, None)
-    record = read_record(conn, pk)
+    record = read_registry_record(conn, pk)
     values, errors = parse_fields(REVIEW_FIELDS, form, today=ctx.today)
     # an MDT review may follow the last contact (it discusses imaging, not a visit)
     errors += check_dates_within(record, "review_date", values.get("review_date"), until_contact=False)
@@ -160,7 +160,7 @@ def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str,
 
 def add_response(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str, str]) -> int:
     head = _begin(conn, ctx, pk, None)
-    record = read_record(conn, pk)
+    record = read_registry_record(conn, pk)
     values, errors = parse_fields(RESPONSE_FIELDS, form, today=ctx.today)
     date = values.get("assessment_date")
     errors += check_dates_within(record, "assessment_date", date)
@@ -196,7 +196,7 @@ def add_response(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[st
 
 def _grade_after(conn: sa.Connection, pk: int, grades: Sequence[str], ctx: Context) -> list[dict[str, Any]]:
     """Registry rules on the record with the worst grade implied by ``grades``."""
-    record = read_record(conn, pk)
+    record = read_registry_record(conn, pk)
     worst = max(grades, key=lambda g: clavien_rank(g) or 0) if grades else "none"
     if record.get("surgery_date") is None:
         return [web_error("W506", "grade", None, "no surgery is recorded for this patient",

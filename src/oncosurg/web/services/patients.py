@@ -9,6 +9,7 @@ changed meanwhile), and appends one audit row per changed field.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from oncosurg.rules import X_ALREADY_REGISTERED, clavien_rank
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import tables as t
-from oncosurg.store.repository import read_record, registry_select
+from oncosurg.store.repository import registry_select
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services import audit
 from oncosurg.web.services.forms import (
@@ -75,6 +76,18 @@ def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
     return dict(row)
 
 
+@functools.cache
+def _registry() -> sa.Select:
+    """The registry's one-row-per-patient select, built once (building it costs more than running it)."""
+    return registry_select()
+
+
+def read_registry_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
+    """The registry columns of one patient (as :func:`oncosurg.store.repository.read_record`)."""
+    row = conn.execute(_registry().where(t.patient.c.id == pk)).mappings().one()
+    return {c: row[c] for c in COLUMNS}
+
+
 def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
     row = conn.execute(sa.select(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk)
                        ).mappings().first()
@@ -116,7 +129,7 @@ def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> str:
 def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = "", centre: str = "",
                   page: int = 1, page_size: int = 50) -> dict[str, Any]:
     """One page of the user's patients, filtered by search text, pathway stage and centre."""
-    base = registry_select().subquery("r")
+    base = _registry().subquery("r")
     reg = t.cetuximab_regimen
     where: list[sa.ColumnElement[bool]] = []
     if not user.all_centres:
@@ -166,7 +179,7 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
     from oncosurg.web.services import pathway
 
     head = patient_head(conn, user=user, pk=pk)
-    record = read_record(conn, pk)
+    record = read_registry_record(conn, pk)
     regimen = read_regimen(conn, pk)
     complications = pathway.complications(conn, pk=pk)
     reviews = pathway.reviews(conn, pk=pk)
@@ -298,7 +311,7 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     head = _locked_head(conn, user=ctx.user, pk=pk)
     if head["version"] != version:
         raise stale(conn, head=head, version=version, submitted=dict(form))
-    current = read_record(conn, pk)
+    current = read_registry_record(conn, pk)
     regimen = read_regimen(conn, pk)
     record, errors = validate_registry(current, form, card.registry_fields, today=ctx.today,
                                        postop_window_days=ctx.postop_window_days)
@@ -403,7 +416,7 @@ def delete_patient(conn: sa.Connection, *, ctx: Context, pk: int, version: int, 
     if not reason:
         raise Invalid("a reason is required to delete a patient", errors=[web_error(
             "W505", "reason", None, "say why the patient is deleted", "fill in the reason")])
-    record = read_record(conn, pk)
+    record = read_registry_record(conn, pk)
     regimen = read_regimen(conn, pk)
     changes = [(c, record.get(c), None) for c in COLUMNS if c != "centre" and record.get(c) is not None]
     changes += [(c, regimen.get(c), None) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]

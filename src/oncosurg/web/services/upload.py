@@ -19,7 +19,6 @@ from oncosurg.ingest.csv import ParsedFile, ParsedRecord, parse_registry_csv
 from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
 from oncosurg.schema import COLUMNS, FIELD_BY_NAME
 from oncosurg.store import tables as t
-from oncosurg.store.repository import read_record
 from oncosurg.web import security
 from oncosurg.web.errors import Forbidden, Invalid, NotFound
 from oncosurg.web.services import audit
@@ -32,6 +31,7 @@ from oncosurg.web.services.patients import (
     create_patient,
     created_at,
     is_locked,
+    read_registry_record,
 )
 from oncosurg.web.services.users import utcnow
 
@@ -86,7 +86,7 @@ def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre
                                        "choose the 'update' mode to change registered patients, or fix the patient_id",
                                        record.line, "patient_id", values["patient_id"]))
             continue
-        old = read_record(conn, found["id"])
+        old = read_registry_record(conn, found["id"])
         merged = {**old, **values}
         problems = check_record(merged, line=record.line, postop_window_days=ctx.postop_window_days)
         if problems:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from oncosurg.store import tables as t
 from oncosurg.web import security
 from oncosurg.web.errors import Invalid, NotFound, Throttled
+from oncosurg.web.services import audit
 
 ROLES: tuple[str, ...] = ("admin", "data_manager", "investigator", "auditor")
 ROLE_HELP: dict[str, str] = {
@@ -73,8 +74,11 @@ def ensure_centre(conn: sa.Connection, *, name: str) -> int:
 
 
 def create_user(conn: sa.Connection, *, username: str, password: str, role: str,
-                centres: Iterable[str] = (), all_centres: bool = False) -> int:
-    """Create an account (centres are created when new); raises :class:`Invalid` with every problem."""
+                centres: Iterable[str] = (), all_centres: bool = False, actor: audit.Actor | None = None) -> int:
+    """Create an account (centres are created when new); raises :class:`Invalid` with every problem.
+
+    With ``actor`` the creation is recorded in the audit trail (role and grants, never the password).
+    """
     problems: list[dict[str, str]] = []
     centres = [c.strip() for c in centres if c.strip()]
     if not _USERNAME_RE.fullmatch(username):
@@ -97,6 +101,11 @@ def create_user(conn: sa.Connection, *, username: str, password: str, role: str,
         active=True, created_at=utcnow())).inserted_primary_key[0])
     for name in sorted(set(centres)):
         conn.execute(sa.insert(t.user_centre).values(user_id=user_id, centre_id=ensure_centre(conn, name=name)))
+    if actor is not None:
+        grants = "all" if all_centres else "; ".join(sorted(set(centres)))
+        audit.append(conn, actor=actor, entries=[
+            {"action": "create", "entity": "app_user", "entity_id": user_id, "field": field, "new_value": value}
+            for field, value in (("username", username), ("role", role), ("centres", grants))])
     return user_id
 
 
@@ -121,10 +130,14 @@ def list_users(conn: sa.Connection) -> list[dict[str, object]]:
     return out
 
 
-def set_active(conn: sa.Connection, *, user_id: int, active: bool) -> None:
-    done = conn.execute(sa.update(t.app_user).where(t.app_user.c.id == user_id).values(active=active)).rowcount
-    if not done:
+def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.Actor | None = None) -> None:
+    before = conn.execute(sa.select(t.app_user.c.active).where(t.app_user.c.id == user_id)).scalar()
+    if before is None:
         raise NotFound(f"no user {user_id}")
+    conn.execute(sa.update(t.app_user).where(t.app_user.c.id == user_id).values(active=active))
+    if actor is not None and bool(before) != active:
+        audit.append(conn, actor=actor, entries=[{"action": "update", "entity": "app_user", "entity_id": user_id,
+                                                 "field": "active", "old_value": bool(before), "new_value": active}])
     if not active:
         conn.execute(sa.delete(t.web_session).where(t.web_session.c.user_id == user_id))
 
