@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from web_helpers import CENTRE_A, CENTRE_B, PASSWORD, Api, add_user, make_app, registration, verify_chain
 
 from oncosurg.cli import cli
 from oncosurg.web.security import SECURITY_HEADERS, SESSION_COOKIE
+from web_helpers import CENTRE_A, CENTRE_B, PASSWORD, Api, add_user, make_app, registration, verify_chain
 
 
 @pytest.fixture

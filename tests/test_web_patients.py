@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi import FastAPI
-from web_helpers import CENTRE_A, Api, add_user, fixed_today, make_app, registration, verify_chain
 
 from oncosurg.web.services.pathway import comprehensive_complication_index, recist_category
+from web_helpers import CENTRE_A, Api, add_user, fixed_today, make_app, registration, verify_chain
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def session_token(request: Request) -> str | None:
 
 
 def optional_user(request: Request, store: StoreDep) -> users.User | None:
-    if "user" in request.state._state:
+    if hasattr(request.state, "user"):
         return request.state.user
     token = session_token(request)
     user = None
@@ -106,7 +106,7 @@ def csrf_for(request: Request) -> str | None:
 
 async def form_data(request: Request) -> dict[str, str]:
     """The submitted form (text fields only), parsed once per request."""
-    if "form_data" not in request.state._state:
+    if not hasattr(request.state, "form_data"):
         form = await request.form()
         request.state.form_data = no_nul({k: v for k, v in form.items() if isinstance(v, str)})
     return request.state.form_data

@@ -6,7 +6,7 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from oncosurg.web import security
 from oncosurg.web.deps import (
@@ -40,10 +40,12 @@ def home(user: Annotated[users.User | None, Depends(optional_user)]) -> Redirect
     return see_other("/patients" if user else "/login")
 
 
-def _prelogin(request: Request, response: Response | None = None) -> tuple[str, bool]:
+def _prelogin(request: Request) -> tuple[str, bool]:
+    """The pre-sign-in nonce (from its cookie, or a fresh one) and whether it is fresh."""
     nonce = request.cookies.get(security.PRELOGIN_COOKIE)
-    fresh = not nonce or len(nonce) > 128
-    return (security.new_token() if fresh else nonce), fresh  # type: ignore[return-value]
+    if not nonce or len(nonce) > 128:
+        return security.new_token(), True
+    return nonce, False
 
 
 def _set_prelogin(response: Response, nonce: str, settings: Any) -> None:
@@ -57,8 +59,6 @@ def login_page(request: Request, settings: SettingsDep, next: str = "") -> Any:
     nonce, fresh = _prelogin(request)
     token = security.csrf_token(request.app.state.secret, nonce)
     if request.url.path.endswith(".json"):
-        from fastapi.responses import JSONResponse
-
         response: Response = JSONResponse({"csrf_token": token})
     else:
         response = render(request, "login.html", {"login_csrf": token, "next": safe_next(next) if next else "",
@@ -102,8 +102,6 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Any
     if "text/html" in request.headers.get("accept", ""):
         response: Response = see_other(safe_next(form.get("next")))
     else:
-        from fastapi.responses import JSONResponse
-
         response = JSONResponse(user.to_dict() | {"csrf_token": security.csrf_token(request.app.state.secret, token)})
     response.set_cookie(security.SESSION_COOKIE, token, httponly=True, samesite="lax",
                         secure=settings.secure_cookies, max_age=settings.session_hours * 3600, path="/")

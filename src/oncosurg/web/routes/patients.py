@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from oncosurg.schema import Field
 from oncosurg.web.deps import (
@@ -102,8 +103,6 @@ async def register(request: Request, user: Writer, store: StoreDep, settings: Se
         return _register_view(request, user, store, form, exc.errors, status=422)
     if "text/html" in request.headers.get("accept", ""):
         return see_other(f"/patients/{pk}")
-    from fastapi.responses import JSONResponse
-
     return JSONResponse({"ok": True, "pk": pk, "version": 1}, status_code=201)
 
 
@@ -145,10 +144,8 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
 
 
 def _locked(data: dict[str, Any], settings: Any) -> bool:
-    import datetime as dt
-
     created = data["created_at"]
-    parsed = dt.datetime.strptime(created[:26].rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f") if created else None
+    parsed = dt.datetime.fromisoformat(created.rstrip("Z")) if created else None
     return patients.is_locked(parsed, today=settings.today(), lock_days=settings.lock_days)
 
 
