@@ -30,6 +30,7 @@ from oncosurg.web.errors import Conflict, Invalid, WebError
 from oncosurg.web.models import Patient, PatientList, Saved
 from oncosurg.web.routes import PK, PageNo, Text
 from oncosurg.web.services import pathway, patients
+from oncosurg.web.services.audit import text
 from oncosurg.web.services.forms import (
     COMPLICATION_FIELDS,
     REGIMEN_FIELDS,
@@ -132,9 +133,10 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
                        "general": [e for e in item_errors if e.get("column") not in {f.name for f in fields}]}
     conflict = None
     if isinstance(error, Conflict):
-        conflict = {"message": error.message, "changes": error.errors,
-                    "submitted": {k: v for k, v in (getattr(error, "submitted", None) or submitted or {}).items()
-                                  if k not in ("csrf_token", "version")}}
+        typed = getattr(error, "submitted", None) or submitted or {}
+        conflict = {"message": error.message, "changes": error.errors,  # only what the user meant to change
+                    "submitted": {k: v for k, v in typed.items() if k not in ("csrf_token", "version", "reason")
+                                  and k in values and (text(values[k]) or "") != v}}
     locked = _locked(data, settings)
     delete_errors = errors if target == "delete" else []
     return render(request, "patient.html", data | {
