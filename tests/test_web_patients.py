@@ -118,6 +118,15 @@ def test_reason_required_for_records_older_than_the_lock_period(store_url: str) 
     trail = dm.get(f"/patients/{pk}/audit.json").json()["entries"]
     assert trail[0]["field"] == "cetuximab_cycles" and trail[0]["reason"] == "source document corrected"
     assert (trail[0]["old_value"], trail[0]["new_value"]) == ("3", "4")
+    # adding a review is new information (no reason); removing one from a locked record needs a reason
+    review = {"review_date": "2024-02-01", "decision": "resectable"}
+    assert dm.post(f"/patients/{pk}/reviews", review).status_code == 200
+    patient = dm.patient(pk)
+    path = f"/patients/{pk}/reviews/{patient['reviews'][0]['id']}/delete"
+    assert dm.post(path, {"version": str(patient["version"])}).json()["errors"][0]["code"] == "W505"
+    assert dm.post(path, {"version": str(patient["version"]), "reason": "entered twice"}).status_code == 200
+    html = dm.client.get(f"/patients/{pk}", headers={"accept": "text/html"}).text
+    assert 'placeholder="required: why does this change?"' in html
     assert verify_chain(app).ok
     app.state.store.dispose()
 
