@@ -184,3 +184,44 @@ def test_deactivated_user_loses_access(app: FastAPI) -> None:
     assert admin.post(f"/users/{victim}/deactivate").status_code == 204
     assert eve.get("/me.json").status_code == 401
     assert _login(TestClient(app), "eve", PASSWORD).status_code == 401
+
+
+def test_admin_changes_role_and_grants(app: FastAPI) -> None:
+    add_user(app, "admin", "admin", all_centres=True)
+    dm_id = add_user(app, "dm", "data_manager", CENTRE_A)
+    dm = Api(app, "dm")
+    dm.register(patient_id="A-1")
+    admin = Api(app, "admin")
+    assert admin.post(f"/users/{admin.user['id']}/grants", {"role": "auditor", "centres": CENTRE_A}).status_code == 403
+    bad = admin.post(f"/users/{dm_id}/grants", {"role": "boss", "centres": ""})
+    assert bad.status_code == 422 and {e["column"] for e in bad.json()["errors"]} == {"role", "centres"}
+    assert admin.post(f"/users/{dm_id}/grants", {"role": "investigator", "centres": CENTRE_B}).status_code == 204
+    assert dm.get("/me.json").status_code == 401  # the changed account signs in again
+    again = Api(app, "dm")
+    assert again.user["role"] == "investigator" and again.user["centres"] == [CENTRE_B]
+    assert again.get("/patients.json").json()["total"] == 0
+    rows = admin.get("/audit.json").json()["entries"]
+    changed = {(r["field"], r["old_value"], r["new_value"]) for r in rows if r["entity"] == "app_user"
+               and r["action"] == "update"}
+    assert changed == {("role", "data_manager", "investigator"), ("centres", CENTRE_A, CENTRE_B)}
+
+
+def test_sign_in_never_redirects_off_site(app: FastAPI) -> None:
+    add_user(app, "alice", "admin", all_centres=True)
+    client = TestClient(app, follow_redirects=False)
+    for target, expected in (("//evil.example/x", "/patients"), ("https://evil.example", "/patients"),
+                             ("/\\evil.example", "/patients"), ("/worklist", "/worklist")):
+        client.cookies.clear()
+        token = client.get("/login.json").json()["csrf_token"]
+        response = client.post("/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token,
+                                               "next": target}, headers={"accept": "text/html"})
+        assert response.status_code == 303 and response.headers["location"] == expected, target
+
+
+def test_sessions_expire(store_url: str) -> None:
+    app = make_app(store_url, session_hours=0)
+    add_user(app, "alice", "admin", all_centres=True)
+    client = TestClient(app)
+    assert _login(client, "alice", PASSWORD).status_code == 200
+    assert client.get("/me.json").status_code == 401
+    app.state.store.dispose()

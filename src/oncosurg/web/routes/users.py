@@ -58,6 +58,38 @@ async def create_user(request: Request, user: Admin, store: StoreDep) -> Any:
     return {"ok": True, "id": new_id}
 
 
+_GRANTS_FORM = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["role"],
+    "properties": {"role": {"type": "string", "enum": list(users.ROLES)}, "centres": {"type": "string"},
+                   "all_centres": {"type": "string"}, "csrf_token": {"type": "string"}}}}}}}
+
+
+@router.post("/users/{user_id}/grants", summary="Change an account's role and centres (admins only); "
+             "its sessions end", dependencies=[CsrfDep], openapi_extra=_GRANTS_FORM)
+async def grants(request: Request, user_id: PK, user: Admin, store: StoreDep) -> Any:
+    form = await form_data(request)
+    if user_id == user.id:
+        raise Forbidden("you cannot change your own role or grants")
+    centres = form.get("centres", "").replace("\n", ",").split(",")
+
+    def work() -> None:
+        with store.write() as conn:
+            users.set_grants(conn, user_id=user_id, role=form.get("role", ""), centres=centres,
+                             all_centres=form.get("all_centres") in ("yes", "on", "true"),
+                             actor=audit.Actor(user.id, user.username))
+
+    html = "text/html" in request.headers.get("accept", "") and not wants_json(request)
+    try:
+        await threaded(work)
+    except Invalid as exc:
+        if not html:
+            raise
+        return render(request, "users.html", _data(store) | {"errors": exc.errors, "form": {}}, status=422)
+    if html:
+        return see_other("/users")
+    return Response(status_code=204)
+
+
 @router.post("/users/{user_id}/deactivate", summary="Deactivate an account and end its sessions (admins only)",
              dependencies=[CsrfDep])
 async def deactivate(request: Request, user_id: PK, user: Admin, store: StoreDep) -> Any:

@@ -130,6 +130,37 @@ def list_users(conn: sa.Connection) -> list[dict[str, object]]:
     return out
 
 
+def set_grants(conn: sa.Connection, *, user_id: int, role: str, centres: Iterable[str], all_centres: bool,
+               actor: audit.Actor | None = None) -> None:
+    """Change an account's role and centre grants (centres are created when new)."""
+    row = conn.execute(sa.select(t.app_user.c.role, t.app_user.c.all_centres).where(t.app_user.c.id == user_id)).first()
+    if row is None:
+        raise NotFound(f"no user {user_id}")
+    centres = sorted({c.strip() for c in centres if c.strip()})
+    problems = []
+    if role not in ROLES:
+        problems.append({"column": "role", "message": f"role must be one of {', '.join(ROLES)}"})
+    if not all_centres and not centres:
+        problems.append({"column": "centres", "message": "grant at least one centre, or all centres"})
+    if any(len(c) > 120 or any(ord(ch) < 32 for ch in c) for c in centres):
+        problems.append({"column": "centres", "message": "a centre name has at most 120 printable characters"})
+    if problems:
+        raise Invalid("the grants were not changed", errors=problems)
+    before = conn.execute(sa.select(t.centre.c.name).join(t.user_centre, t.user_centre.c.centre_id == t.centre.c.id)
+                          .where(t.user_centre.c.user_id == user_id).order_by(t.centre.c.name)).scalars().all()
+    conn.execute(sa.update(t.app_user).where(t.app_user.c.id == user_id).values(role=role, all_centres=all_centres))
+    conn.execute(sa.delete(t.user_centre).where(t.user_centre.c.user_id == user_id))
+    for name in centres:
+        conn.execute(sa.insert(t.user_centre).values(user_id=user_id, centre_id=ensure_centre(conn, name=name)))
+    if actor is not None:
+        old = {"role": row.role, "all_centres": bool(row.all_centres), "centres": "; ".join(before)}
+        new = {"role": role, "all_centres": all_centres, "centres": "; ".join(centres)}
+        audit.append(conn, actor=actor, entries=[
+            {"action": "update", "entity": "app_user", "entity_id": user_id, "field": k, "old_value": old[k],
+             "new_value": new[k]} for k in old if old[k] != new[k]])
+    conn.execute(sa.delete(t.web_session).where(t.web_session.c.user_id == user_id))  # sign in again
+
+
 def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.Actor | None = None) -> None:
     before = conn.execute(sa.select(t.app_user.c.active).where(t.app_user.c.id == user_id)).scalar()
     if before is None:
