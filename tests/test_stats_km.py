@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from oncosurg.stats import SurvivalInputError, kaplan_meier, reverse_kaplan_meier
+from oncosurg.stats._timefix import aeq_surv
 
 REF = Path(__file__).parent / "reference"
 EXPECTED = json.loads((REF / "survival_expected.json").read_text())
@@ -209,9 +210,9 @@ def test_distinct_float_times_radix_sorted():
     t[5] = -0.0
     e = rng.random(30_000) < 0.5
     km = kaplan_meier(t, e)
-    order = np.argsort(t, kind="stable")
-    u = np.unique(t[order])
+    u = np.unique(aeq_surv(t)[0])  # R merges practically-equal times (aeqSurv): 29,988 times as survfit
     np.testing.assert_array_equal(km.time, u)
+    assert km.time.shape == (29_988,)
     assert km.n_risk[0] == 30_000
     assert int(km.n_event.sum()) == int(e.sum())
 

@@ -31,6 +31,7 @@ from oncosurg.stats._checks import (
     label,
     where,
 )
+from oncosurg.stats._timefix import aeq_surv
 from oncosurg.stats.km import _z
 from oncosurg.stats.results import CumulativeIncidence
 
@@ -72,6 +73,7 @@ def cumulative_incidence(
     if weights is not None and (w == 0).any():
         keep = w > 0
         t, c, w = t[keep], c[keep], w[keep]
+    t = aeq_surv(t)[0]  # R survfit: timefix = TRUE
     # counts per distinct time and cause (column 0 = censored)
     times, inv = np.unique(t, return_inverse=True)
     m = times.shape[0]

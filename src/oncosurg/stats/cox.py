@@ -52,12 +52,12 @@ from oncosurg.stats._checks import (
     check_time,
     label,
 )
+from oncosurg.stats._timefix import aeq_surv, tie_keep
 from oncosurg.stats.results import _Tabular, clean
 
 __all__ = ["CoxConvergenceWarning", "CoxResult", "coxph"]
 
 _EPS = float(np.finfo(float).eps)
-_TIMEFIX_TOL = math.sqrt(_EPS)
 
 
 class CoxConvergenceWarning(RuntimeWarning):
@@ -269,24 +269,6 @@ def _design(X: Any, names: Sequence[str] | None, n: int) -> tuple[np.ndarray, li
     return out, colnames
 
 
-def _aeq_surv(*columns: np.ndarray) -> list[np.ndarray]:
-    """R's ``aeqSurv``: merge times closer than sqrt(eps) (absolute, or relative to mean |time|)."""
-    allt, inv = np.unique(np.concatenate(columns), return_inverse=True)
-    if allt.size < 2:
-        return list(columns)
-    dy = np.diff(allt)
-    tied = (dy <= _TIMEFIX_TOL) | (dy / np.mean(np.abs(allt)) <= _TIMEFIX_TOL)
-    if not tied.any():
-        return list(columns)
-    keep = np.concatenate(([True], ~tied))
-    merged = allt[keep][np.cumsum(keep) - 1][inv.ravel()]
-    out, k = [], 0
-    for c in columns:
-        out.append(merged[k : k + c.shape[0]])
-        k += c.shape[0]
-    return out
-
-
 def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``aeqSurv`` for right-censored data using one sort, which is reused for the fit.
 
@@ -300,14 +282,11 @@ def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     newgrp[0] = True
     np.not_equal(st[1:], st[:-1], out=newgrp[1:])
     uniq = st[newgrp]
-    if uniq.size >= 2:
-        dy = np.diff(uniq)
-        tied = (dy <= _TIMEFIX_TOL) | (dy / np.mean(np.abs(uniq)) <= _TIMEFIX_TOL)
-        if tied.any():
-            keep = np.concatenate(([True], ~tied))
-            cut_of_unique = np.cumsum(keep) - 1
-            st = uniq[keep][cut_of_unique[np.cumsum(newgrp) - 1]]
-            np.not_equal(st[1:], st[:-1], out=newgrp[1:])
+    keep = tie_keep(uniq)  # R: aeqSurv
+    if keep is not None:
+        cut_of_unique = np.cumsum(keep) - 1
+        st = uniq[keep][cut_of_unique[np.cumsum(newgrp) - 1]]
+        np.not_equal(st[1:], st[:-1], out=newgrp[1:])
     tid_sorted = np.cumsum(newgrp) - 1
     merged = np.empty_like(t)
     merged[order] = st
@@ -528,7 +507,7 @@ def coxph(
 
     # R: coxph.control(timefix = TRUE) -> aeqSurv
     if counting:
-        start, stop = _aeq_surv(start, stop)
+        start, stop = aeq_surv(start, stop)
         if np.any(stop <= start):
             bad = np.flatnonzero(stop <= start)
             raise SurvivalInputError(

@@ -51,6 +51,7 @@ from oncosurg.stats._checks import (
     check_conf_type,
     check_survival_input,
 )
+from oncosurg.stats._timefix import aeq_surv, integer_range_needs_timefix, merge_tied_counts
 from oncosurg.stats.results import AtTime, KaplanMeier, Quantile
 
 __all__ = ["confint", "kaplan_meier", "km_counts", "reverse_kaplan_meier"]
@@ -276,6 +277,8 @@ def _counts(data: SurvivalData):
     space, already paged in) or None."""
     t, e, w, s = data.time, data.event, data.weights, data.entry
     n = t.shape[0]
+    if s is not None:  # R: aeqSurv on (start, stop) together, before anything else
+        s, t = aeq_surv(s.astype(np.float64, copy=False), t.astype(np.float64, copy=False))
     if w is None and s is None:
         cdt = count_dtype(n)
         hi = integer_time_bins(t)
@@ -285,6 +288,9 @@ def _counts(data: SurvivalData):
             times = np.empty(m, np.float64)
             n_risk, n_event, n_censor = (np.empty(m, cdt) for _ in range(3))
             _fill_bins(tot, dev, n, times, n_risk, n_event, n_censor)
+            merged = merge_tied_counts(times, n_risk, n_event, n_censor) if integer_range_needs_timefix(hi) else None
+            if merged is not None:
+                return (*merged, None)
             return times, n_risk, n_event, n_censor, None
         tf = t.astype(np.float64, copy=False)
         sk, lo, spare = sort_time_event(tf, e, keep_spare=True)
@@ -293,6 +299,10 @@ def _counts(data: SurvivalData):
         _fill_sorted(sk, lo, n_risk, n_event, n_censor)
         # distinct times (bits written over the sorted keys); shrink when ties freed much space
         times = sk[:m].view(np.float64)
+        merged = merge_tied_counts(times, n_risk, n_event, n_censor)  # R: timefix = TRUE (aeqSurv)
+        if merged is not None:
+            times, n_risk, n_event, n_censor = merged
+            m = times.shape[0]
         if m < n // 2:
             return times.copy(), n_risk, n_event, n_censor, None
         return times, n_risk, n_event, n_censor, spare[:m].view(np.float64)
@@ -319,6 +329,10 @@ def _counts(data: SurvivalData):
         cw = np.concatenate(([0.0], np.cumsum(ww[eo])))
         n_risk = n_risk - (wsum - cw[np.searchsorted(es, times, side="left")])
     n_censor = total - n_event
+    merged = merge_tied_counts(times, n_risk, n_event, n_censor) if s is None else None  # entry: fixed above
+    if merged is not None:
+        times, n_risk, n_event, n_censor = merged
+        total = n_event + n_censor
     if w is None or np.array_equal(ww, np.round(ww)):
         total, n_event, n_censor, n_risk = (
             np.rint(a).astype(np.int64) for a in (total, n_event, n_censor, n_risk)

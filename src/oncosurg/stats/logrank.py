@@ -35,6 +35,7 @@ from oncosurg.stats._checks import (
     check_time,
     label,
 )
+from oncosurg.stats._timefix import aeq_surv, integer_range_needs_timefix, timefix_sorted_keys
 from oncosurg.stats.km import integer_time_bins, sort_time_event
 from oncosurg.stats.results import LogRankResult
 
@@ -156,22 +157,33 @@ def _scan_bins(tot, dev, n_g, obs, acc, comp):  # pragma: no cover - compiled
     _flush(part, acc, comp)
 
 
-def _accumulate(t: np.ndarray, e: np.ndarray, codes: np.ndarray, ng: int, obs, acc, comp) -> None:
-    """Add one stratum's contributions to ``obs`` and the compensated sums ``acc`` + ``comp``."""
+def _accumulate(t: np.ndarray, e: np.ndarray, codes: np.ndarray, ng: int, obs, acc, comp, *,
+                check_ties: bool = False) -> bool:
+    """Add one stratum's contributions to ``obs`` and the compensated sums ``acc`` + ``comp``.
+
+    With ``check_ties``, practically-equal times are merged as R's ``aeqSurv`` does: in place on the
+    sorted keys, or, for huge integer times (never in practice), by returning False (adding nothing)
+    so that the caller merges them and calls again.
+    """
     n = t.shape[0]
     n_g = np.bincount(codes, minlength=ng).astype(np.int64)
     hi = integer_time_bins(t)
     if hi is not None and (hi + 1) * ng <= max(4 * n, 1 << 20):  # counting pass, no sort
+        if check_ties and integer_range_needs_timefix(hi):
+            return False
         tot = np.zeros((hi + 1, ng), np.int64)
         dev = np.zeros((hi + 1, ng), np.int64)
         _bin_counts_by_group(t, e, codes, tot, dev)
         _scan_bins(tot, dev, n_g, obs, acc, comp)
-        return
+        return True
     pay_dtype = np.uint8 if ng <= 256 else (np.uint16 if ng <= 65536 else np.int64)
     pay = codes.astype(pay_dtype)  # a fresh array: the sort uses it as a buffer
     sk, lo, sp = sort_time_event(t.astype(np.float64, copy=False), e, pay)
     del pay
+    if check_ties:
+        timefix_sorted_keys(sk, lo)  # R survdiff: timefix = TRUE (aeqSurv), in place on the sorted keys
     _scan_sorted(sk, lo, sp, n_g, obs, acc, comp)
+    return True
 
 
 def logrank_test(
@@ -192,8 +204,11 @@ def logrank_test(
     comp = np.zeros((1 + ng, ng))
     if strata is None:
         n_strata = 1
-        _accumulate(t, e, codes, ng, obs_n, acc, comp)
+        if not _accumulate(t, e, codes, ng, obs_n, acc, comp, check_ties=True):
+            t = aeq_surv(t.astype(np.float64, copy=False))[0]  # R survdiff: timefix = TRUE
+            _accumulate(t, e, codes, ng, obs_n, acc, comp)
     else:
+        t = aeq_surv(t.astype(np.float64, copy=False))[0]  # on all rows, before splitting by stratum
         s_levels, s_codes = check_group(strata, n, "strata", names)
         n_strata = len(s_levels)
         for s in range(n_strata):
