@@ -41,6 +41,24 @@ def db_option(f: F) -> F:
              "postgresql://user@host/db. Also read from $ONCOSURG_DB.")(f)
 
 
+#: The study protocol used when a command is not told otherwise: the seed study.
+SEED_PROTOCOL = "rescue-cetuximab-2007"
+
+
+def protocol_option(f: F) -> F:
+    """``--protocol ID_OR_PATH`` (default: the seed study)."""
+    return click.option(
+        "--protocol", "protocol", default=SEED_PROTOCOL, show_default=True, metavar="ID_OR_PATH",
+        help="Protocol id (looked up in ./studies and the bundled studies) or path to a .toml file.")(f)
+
+
+def csv_source_option(verb: str) -> Callable[[F], F]:
+    """``--csv FILE``: work on a registry CSV through a temporary in-memory store instead of --db."""
+    return click.option("--csv", "csv_file", type=click.Path(dir_okay=False), default=None,
+                        help=f"{verb} this registry CSV directly (through a temporary in-memory store) "
+                             "instead of --db.")
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")(f)
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from oncosurg.cli import UserError, cli, db_option, json_option
+from oncosurg.cli import SEED_PROTOCOL, UserError, cli, csv_source_option, db_option, json_option, protocol_option
 from oncosurg.cli.registry import DEFAULT_CENTRE, report_issues
 from oncosurg.ingest.csv import read_registry_csv
 from oncosurg.protocol.engine import run_protocol
@@ -19,8 +19,6 @@ from oncosurg.protocol.model import ProtocolError, load_protocol
 from oncosurg.report.terminal import render_results
 from oncosurg.store.engine import StoreError, open_store
 from oncosurg.store.repository import count_patients, import_records
-
-SEED_PROTOCOL = "rescue-cetuximab-2007"
 
 
 def _load(protocol: str):  # type: ignore[no-untyped-def]
@@ -53,10 +51,8 @@ def _analyze(engine: sa.Engine, protocol: str, provenance: dict[str, Any]) -> di
 
 @cli.command("analyze")
 @db_option
-@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), default=None,
-              help="Analyse this registry CSV directly (through a temporary in-memory store) instead of --db.")
-@click.option("--protocol", "protocol", default=SEED_PROTOCOL, show_default=True, metavar="ID_OR_PATH",
-              help="Protocol id (looked up in ./studies and the bundled studies) or path to a .toml file.")
+@csv_source_option("Analyse")
+@protocol_option
 @json_option
 def analyze_cmd(db: str | None, csv_file: str | None, protocol: str, as_json: bool) -> None:
     """Compute every endpoint of a study protocol from the patient-level records.

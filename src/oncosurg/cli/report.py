@@ -12,7 +12,7 @@ import click
 import sqlalchemy as sa
 from rich.console import Console
 
-from oncosurg.cli import UserError, cli, db_option
+from oncosurg.cli import UserError, cli, csv_source_option, db_option, protocol_option
 from oncosurg.protocol.model import Protocol, ProtocolError
 
 DEFAULT_OUT = "oncosurg-report"
@@ -58,10 +58,8 @@ def make_report(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
 
 @cli.command("report")
 @db_option
-@click.option("--csv", "csv_file", type=click.Path(dir_okay=False), default=None,
-              help="Report on this registry CSV directly (through a temporary in-memory store) instead of --db.")
-@click.option("--protocol", "protocol", default="rescue-cetuximab-2007", show_default=True, metavar="ID_OR_PATH",
-              help="Protocol id (looked up in ./studies and the bundled studies) or path to a .toml file.")
+@csv_source_option("Report on")
+@protocol_option
 @click.option("--out", "out", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
               metavar="DIR", help="Folder for index.html, report.pdf, results.json, figures/ and tables/.")
 @click.option("--format", "fmt", default="html,pdf", show_default=True, metavar="LIST",
