@@ -135,3 +135,18 @@ def test_partial_update_is_checked_on_the_merged_record(store: sa.Engine) -> Non
     with store.connect() as conn:
         (record,) = list(iter_records(conn))
     assert record["cetuximab_start"] == dt.date(2005, 1, 10)
+
+
+def test_imports_enter_the_hash_chained_audit_trail(store: sa.Engine) -> None:
+    from oncosurg.store import audit
+
+    do_import(store, row(), row(patient_id="P2"))
+    do_import(store, row(cetuximab_cycles="4"), update=True)
+    with store.connect() as conn:
+        entries = conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id)).mappings().all()
+        check = audit.verify(conn)
+    assert check.ok and check.rows == 3
+    assert [(e["action"], e["patient_id"], e["field"]) for e in entries] == [
+        ("create", "P1", None), ("create", "P2", None), ("update", "P1", "cetuximab_cycles")]
+    assert entries[2]["old_value"] is None and entries[2]["new_value"] == "4" and entries[2]["version"] == 2
+    assert entries[0]["username"].startswith("cli:") and "import batch 1" in entries[0]["reason"]

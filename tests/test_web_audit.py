@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 
 from oncosurg.cli import cli
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.engine import alembic_config, open_store
-from oncosurg.web.services import audit
 from web_helpers import CENTRE_A, Api, add_user, make_app, verify_chain
 
 HEADER = "patient_id,referral,prior_chemo_lines,cetuximab_start,cetuximab_partner,last_contact_date"

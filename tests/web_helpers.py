@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from oncosurg.store import audit
 from oncosurg.web import Settings, create_app
-from oncosurg.web.services import audit, users
+from oncosurg.web.services import users
 
 PASSWORD = "correct horse battery staple"
 CENTRE_A = "Paul Brousse"

@@ -96,8 +96,8 @@ def user_group() -> None:
 def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, ...], all_centres: bool,
                  password_stdin: bool) -> None:
     """Create an account, e.g. the first administrator. The password is asked twice (12+ characters)."""
+    from oncosurg.store.audit import Actor
     from oncosurg.web.errors import Invalid
-    from oncosurg.web.services.audit import Actor
     from oncosurg.web.services.users import create_user
 
     if not centres and not all_centres:
@@ -132,7 +132,7 @@ def audit_verify_cmd(db: str | None, as_json: bool) -> None:
 
     Prints the head hash: write it down elsewhere (a ticket, a lab book) to anchor the chain.
     """
-    from oncosurg.web.services.audit import verify
+    from oncosurg.store.audit import verify
 
     store = _store(db)
     try:
@@ -161,7 +161,7 @@ def audit_export_cmd(db: str | None, out: str, patient_id: str | None, centre: s
     import sqlalchemy as sa
 
     from oncosurg.store import tables as t
-    from oncosurg.web.services.audit import export_csv
+    from oncosurg.store.audit import export_csv
 
     if patient_id and not centre:
         raise UserError("--patient needs --centre (patient ids are unique per centre)")

@@ -9,6 +9,7 @@ incremented and each change is recorded in ``change_log`` (field, old → new).
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,8 @@ import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedRecord
 from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
-from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, FIELDS, Stage
+from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME, FIELDS, Stage
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 
 _PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
@@ -44,9 +46,17 @@ def import_records(
     rows: int,
     update: bool = False,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
+    actor: audit.Actor | None = None,
 ) -> ImportResult:
     """Write ``records`` in one transaction; refuse everything if any patient is already registered
-    (unless ``update``)."""
+    (unless ``update``).
+
+    Every change enters the hash-chained audit trail in the same transaction, as ``actor``
+    (default: the operating-system user running the import): one ``create`` row per new patient
+    (its values are the batch's file, identified by its SHA-256) and one ``update`` row per changed
+    field (old → new).
+    """
+    actor = actor or audit.Actor(None, f"cli:{_os_user()}")
     result = ImportResult()
     with engine.begin() as conn:
         centre_ids = _centre_ids(conn, {r.values["centre"] for r in records})
@@ -94,6 +104,11 @@ def import_records(
                                new_rows).scalars().all()
             _write_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
             result.created = len(pks)
+            note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
+            audit.append(conn, actor=actor, entries=[
+                {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk,
+                 "centre": values["centre"], "patient_id": values["patient_id"], "reason": note, "version": 1}
+                for pk, values in zip(pks, new_values, strict=True)])
         for pk, values in updates:
             old = read_record(conn, pk)
             diff = [(c, old.get(c), values.get(c)) for c in COLUMNS if c in values and old.get(c) != values.get(c)]
@@ -108,25 +123,29 @@ def import_records(
                 conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
             conn.execute(sa.delete(t.complication).where(t.complication.c.patient_pk == pk))
             _write_stages(conn, [_stage_rows(pk, merged)])
+            version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
+            note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
             for column, before, after in diff:
                 conn.execute(sa.insert(t.change_log).values(
                     import_batch_id=batch_id, patient_pk=pk, field=column,
-                    old_value=_text(before), new_value=_text(after)))
+                    old_value=audit.text(before), new_value=audit.text(after)))
                 result.changes.append((values["centre"], values["patient_id"], column, before, after))
+            audit.append(conn, actor=actor, entries=[
+                {"action": "update", "entity": FIELD_BY_NAME[column].stage.value, "entity_id": pk, "patient_pk": pk,
+                 "centre": values["centre"], "patient_id": values["patient_id"], "field": column,
+                 "old_value": before, "new_value": after, "reason": note, "version": version}
+                for column, before, after in diff])
             result.updated += 1
         conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
                      .values(created=result.created, updated=result.updated))
     return result
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
 
 
 def _centre_ids(conn: sa.Connection, names: set[str]) -> dict[str, int]:

@@ -179,7 +179,7 @@ web_setting = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-#: Append-only, hash-chained: ``hash = sha256(prev_hash + canonical row)`` (see oncosurg.web.services.audit).
+#: Append-only, hash-chained: ``hash = sha256(prev_hash + canonical row)`` (see oncosurg.store.audit).
 audit_log = sa.Table(
     "audit_log",
     metadata,

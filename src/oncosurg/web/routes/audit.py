@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from oncosurg.store import audit
 from oncosurg.web.deps import Auditor, CurrentUser, StoreDep
 from oncosurg.web.deps import page as respond
 from oncosurg.web.errors import Forbidden
 from oncosurg.web.models import AuditPage, Verification
 from oncosurg.web.routes import PK, PageNo
-from oncosurg.web.services import audit, patients
+from oncosurg.web.services import patients
 from oncosurg.web.services.users import User
 
 router = APIRouter(tags=["audit"])

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from oncosurg.schema import COLUMNS
+from oncosurg.store.audit import text
 from oncosurg.store.repository import iter_records
 from oncosurg.web.deps import (
     CsrfDep,
@@ -30,7 +31,6 @@ from oncosurg.web.errors import Forbidden, Invalid, WebError
 from oncosurg.web.models import UploadReport
 from oncosurg.web.routes import Text
 from oncosurg.web.services import upload as uploads
-from oncosurg.web.services.audit import text
 from oncosurg.web.services.users import visible_centres
 
 router = APIRouter(tags=["data"])

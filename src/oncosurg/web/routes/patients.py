@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from oncosurg.schema import Field
+from oncosurg.store.audit import text
 from oncosurg.web.deps import (
     CsrfDep,
     CurrentUser,
@@ -30,7 +31,6 @@ from oncosurg.web.errors import Conflict, Invalid, WebError
 from oncosurg.web.models import Patient, PatientList, Saved
 from oncosurg.web.routes import PK, PageNo, Text
 from oncosurg.web.services import pathway, patients
-from oncosurg.web.services.audit import text
 from oncosurg.web.services.forms import (
     COMPLICATION_FIELDS,
     REGIMEN_FIELDS,

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from oncosurg.store import audit
 from oncosurg.web.deps import Admin, CsrfDep, StoreDep, form_data, page, render, see_other, threaded, wants_json
 from oncosurg.web.errors import Forbidden, Invalid
 from oncosurg.web.models import Users
 from oncosurg.web.routes import PK
-from oncosurg.web.services import audit, users
+from oncosurg.web.services import users
 
 router = APIRouter(tags=["users"])
 _USER_FORM = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {

@@ -17,7 +17,7 @@ from typing import Any
 
 from oncosurg.rules import V_REQUIRED, Issue, check_record, parse_cell, parse_record
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, RESPONSES, Field, Kind, Stage
-from oncosurg.web.services.audit import text
+from oncosurg.store.audit import text
 
 #: Web-only cross-field rules (code → name, description); listed in docs/web.md.
 WEB_RULES: dict[str, tuple[str, str]] = {

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from oncosurg.rules import clavien_rank
 from oncosurg.schema import CLAVIEN_DINDO
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.web.errors import Invalid, NotFound
-from oncosurg.web.services import audit
 from oncosurg.web.services.forms import (
     COMPLICATION_FIELDS,
     RESPONSE_FIELDS,

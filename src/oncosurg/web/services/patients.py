@@ -18,10 +18,10 @@ import sqlalchemy as sa
 
 from oncosurg.rules import X_ALREADY_REGISTERED, clavien_rank
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.repository import registry_select
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
-from oncosurg.web.services import audit
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
     REGISTER_FIELDS,

@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from oncosurg.ingest.csv import ParsedFile, ParsedRecord, parse_registry_csv
 from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
 from oncosurg.schema import COLUMNS, FIELD_BY_NAME
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.web import security
 from oncosurg.web.errors import Forbidden, Invalid, NotFound
-from oncosurg.web.services import audit
 from oncosurg.web.services.forms import issue_dict
 from oncosurg.web.services.patients import (
     PATIENT_COLUMNS,

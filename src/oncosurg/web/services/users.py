@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.web import security
 from oncosurg.web.errors import Invalid, NotFound, Throttled
-from oncosurg.web.services import audit
 
 ROLES: tuple[str, ...] = ("admin", "data_manager", "investigator", "auditor")
 ROLE_HELP: dict[str, str] = {

@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.schema import DAYS_PER_MONTH
+from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.repository import registry_select
-from oncosurg.web.services import audit
 from oncosurg.web.services.users import User
 
 RESPONDED = ("PR", "CR")

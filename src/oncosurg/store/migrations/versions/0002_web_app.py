@@ -33,7 +33,7 @@ def upgrade() -> None:
     sa.Column('last_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
-    # the chain starts from 64 zeros (oncosurg.web.services.audit.GENESIS)
+    # the chain starts from 64 zeros (oncosurg.store.audit.GENESIS)
     op.bulk_insert(head, [{'id': 1, 'last_id': None, 'last_hash': '0' * 64}])
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),

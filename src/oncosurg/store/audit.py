@@ -4,8 +4,10 @@ Each row stores ``hash = sha256(prev_hash + canonical(row))`` where ``canonical`
 fields as sorted, compact JSON, and ``prev_hash`` is the previous row's hash (64 zeros for the
 first).  Rows are numbered 1, 2, 3 … without gaps and the ``audit_head`` row names the last one,
 so :func:`verify` detects an edited, inserted, deleted or truncated row.  Appending happens inside
-the single write transaction of :meth:`oncosurg.web.db.WebStore.write`.  The head hash printed by
-``oncosurg audit verify`` can be written down elsewhere to anchor the chain.
+the writer's transaction (the web app's :meth:`oncosurg.web.db.WebStore.write`, or an import's
+:func:`oncosurg.store.repository.import_records`); the head row is locked (``FOR UPDATE`` on
+PostgreSQL, SQLite has one writer), so the chain stays linear under concurrent writers.  The head
+hash printed by ``oncosurg audit verify`` can be written down elsewhere to anchor the chain.
 """
 
 from __future__ import annotations
@@ -69,12 +71,12 @@ def append(conn: sa.Connection, *, actor: Actor, entries: Sequence[dict[str, Any
     """Append ``entries`` (dicts with action, entity, and optionally entity_id, patient_pk, centre,
     patient_id, field, old_value, new_value, reason, version) to the chain; returns the count.
 
-    Must run inside :meth:`WebStore.write` (the head row is locked there on PostgreSQL).
+    Must run inside a write transaction; the head row is locked here until it commits.
     """
     if not entries:
         return 0
     head = conn.execute(sa.select(t.audit_head.c.last_id, t.audit_head.c.last_hash)
-                        .where(t.audit_head.c.id == 1)).one()
+                        .where(t.audit_head.c.id == 1).with_for_update()).one()
     last_id, prev = head.last_id or 0, head.last_hash
     at = now_iso()
     rows = []
