@@ -150,3 +150,23 @@ def test_imports_enter_the_hash_chained_audit_trail(store: sa.Engine) -> None:
         ("create", "P1", None), ("create", "P2", None), ("update", "P1", "cetuximab_cycles")]
     assert entries[2]["old_value"] is None and entries[2]["new_value"] == "4" and entries[2]["version"] == 2
     assert entries[0]["username"].startswith("cli:") and "import batch 1" in entries[0]["reason"]
+
+
+def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> None:
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IIIa"))
+    with store.begin() as conn:  # as the web app records them: several complications with details
+        pk = conn.execute(sa.select(t.patient.c.id)).scalar_one()
+        conn.execute(sa.insert(t.complication), [
+            {"patient_pk": pk, "grade": "II", "grade_rank": 2, "description": "transfusion"},
+            {"patient_pk": pk, "grade": "IIIa", "grade_rank": 3, "description": "drained collection"}])
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IIIa",
+                         cetuximab_cycles="7"), update=True)
+    with store.connect() as conn:
+        kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+    assert ("II", "transfusion") in kept and ("IIIa", "drained collection") in kept
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="II",
+                         cetuximab_cycles="7"), update=True)
+    with store.connect() as conn:
+        kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+        (record,) = list(iter_records(conn))
+    assert kept == [("II", "transfusion")] and record["clavien_dindo_max"] == "II"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +102,7 @@ def import_records(
             # executemany with RETURNING in parameter order (SQLite >= 3.35, PostgreSQL): one round trip per batch
             pks = conn.execute(sa.insert(t.patient).returning(t.patient.c.id, sort_by_parameter_order=True),
                                new_rows).scalars().all()
-            _write_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
+            _insert_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
             result.created = len(pks)
             note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
             audit.append(conn, actor=actor, entries=[
@@ -119,10 +119,7 @@ def import_records(
             conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(
                 import_batch_id=batch_id, version=t.patient.c.version + 1,
                 **{c: merged.get(c) for c in _PATIENT_COLUMNS}))
-            for table in t.STAGE_TABLES.values():
-                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-            conn.execute(sa.delete(t.complication).where(t.complication.c.patient_pk == pk))
-            _write_stages(conn, [_stage_rows(pk, merged)])
+            write_stages(conn, pk, merged, source=f"import batch {batch_id}")
             version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
             note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
             for column, before, after in diff:
@@ -174,17 +171,59 @@ def _existing(conn: sa.Connection, records: Sequence[ParsedRecord], centre_ids: 
     return found
 
 
+_REQUIRED_STAGES = (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
+
+
+def upsert_stage(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, Any]) -> None:
+    """Update the patient's row of a one-to-one stage table, or insert it."""
+    done = conn.execute(sa.update(table).where(table.c.patient_pk == pk).values(**row)).rowcount
+    if not done:
+        conn.execute(sa.insert(table).values(patient_pk=pk, **row))
+
+
+def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, source: str = "registry CSV") -> None:
+    """Bring an existing patient's stage tables to a validated registry record (the patient row is the
+    caller's).  Stages left empty are removed; complications recorded one by one (web app) are kept
+    as long as their worst grade still equals the record's ``clavien_dindo_max``."""
+    for stage, table in t.STAGE_TABLES.items():
+        row = {f.name: record.get(f.name) for f in FIELDS if f.stage is stage}
+        if stage is Stage.SURGERY:
+            if record.get("surgery_date") is None:
+                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+                continue
+            row["complications_assessed"] = record.get("clavien_dindo_max") is not None
+        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
+            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+            continue
+        upsert_stage(conn, table, pk, row)
+    _sync_complications(conn, pk, record.get("clavien_dindo_max"), source)
+
+
+def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str) -> None:
+    """Make the complication rows agree with a worst grade (``none``/empty = no complication rows)."""
+    c = t.complication
+    rank = None if grade is None else CLAVIEN_DINDO.index(grade)
+    if not rank:
+        conn.execute(sa.delete(c).where(c.c.patient_pk == pk))
+        return
+    conn.execute(sa.delete(c).where(c.c.patient_pk == pk, c.c.grade_rank > rank))
+    present = conn.execute(sa.select(sa.func.count()).select_from(c)
+                           .where(c.c.patient_pk == pk, c.c.grade_rank == rank)).scalar_one()
+    if not present:
+        conn.execute(sa.insert(c).values(patient_pk=pk, grade=grade, grade_rank=rank,
+                                         description=f"worst complication ({source})"))
+
+
 def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str, Any]]]:
     """The stage-table rows of one patient (only stages with something recorded)."""
     out: dict[sa.Table, list[dict[str, Any]]] = {}
     for stage, table in t.STAGE_TABLES.items():
         row = {f.name: values.get(f.name) for f in FIELDS if f.stage is stage}
-        required_stage = stage in (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
         if stage is Stage.SURGERY:
             if values.get("surgery_date") is None:
                 continue
             row["complications_assessed"] = values.get("clavien_dindo_max") is not None
-        elif not required_stage and all(v is None for v in row.values()):
+        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
             continue
         out[table] = [{"patient_pk": pk, **row}]
     grade = values.get("clavien_dindo_max")
@@ -194,7 +233,7 @@ def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str
     return out
 
 
-def _write_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]) -> None:
+def _insert_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]) -> None:
     """Insert stage rows grouped by table (executemany)."""
     grouped: dict[sa.Table, list[dict[str, Any]]] = {}
     for rows in per_patient:

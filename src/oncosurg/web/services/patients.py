@@ -16,11 +16,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from oncosurg.rules import X_ALREADY_REGISTERED, clavien_rank
+from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.repository import registry_select
+from oncosurg.store.repository import registry_select, upsert_stage, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -35,7 +35,6 @@ from oncosurg.web.services.users import User, ensure_centre
 
 PATIENT_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name != "centre")
-_REQUIRED_STAGES = (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
 REGIMEN_COLUMNS: tuple[str, ...] = tuple(f.name for f in REGIMEN_FIELDS)
 
 #: Pathway-stage filters of the patient list (name → label).
@@ -198,48 +197,11 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ writing
 
-def _upsert(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, Any]) -> None:
-    done = conn.execute(sa.update(table).where(table.c.patient_pk == pk).values(**row)).rowcount
-    if not done:
-        conn.execute(sa.insert(table).values(patient_pk=pk, **row))
-
-
-def _store_record(conn: sa.Connection, pk: int, new: Mapping[str, Any], *, source: str = "surgery card") -> None:
-    """Write a validated registry record's stage tables (the patient row is written by the caller)."""
-    for stage, table in t.STAGE_TABLES.items():
-        row = {f.name: new.get(f.name) for f in FIELDS if f.stage is stage}
-        if stage is Stage.SURGERY:
-            if new.get("surgery_date") is None:
-                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-                continue
-            row["complications_assessed"] = new.get("clavien_dindo_max") is not None
-        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
-            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-            continue
-        _upsert(conn, table, pk, row)
-    _sync_complications(conn, pk, new.get("clavien_dindo_max"), source)
-
-
-def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str) -> None:
-    """Make the complication rows agree with a worst grade typed in the surgery card (as import does)."""
-    c = t.complication
-    ranks = [r for (r,) in conn.execute(sa.select(c.c.grade_rank).where(c.c.patient_pk == pk))]
-    rank = clavien_rank(grade)
-    if rank is None or rank == 0:
-        conn.execute(sa.delete(c).where(c.c.patient_pk == pk))
-        return
-    if ranks and max(ranks) == rank:
-        return
-    conn.execute(sa.delete(c).where(c.c.patient_pk == pk, c.c.grade_rank > rank))
-    conn.execute(sa.insert(c).values(patient_pk=pk, grade=grade, grade_rank=rank,
-                                     description=f"worst complication ({source})"))
-
-
 def _store_regimen(conn: sa.Connection, pk: int, regimen: Mapping[str, Any]) -> None:
     if all(regimen.get(c) is None for c in REGIMEN_COLUMNS):
         conn.execute(sa.delete(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk))
     else:
-        _upsert(conn, t.cetuximab_regimen, pk, {c: regimen.get(c) for c in REGIMEN_COLUMNS})
+        upsert_stage(conn, t.cetuximab_regimen, pk, {c: regimen.get(c) for c in REGIMEN_COLUMNS})
 
 
 def _regimen_errors(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -331,7 +293,7 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     why = _reason(ctx, conn, head, reason)
     new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
     conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(**{c: record.get(c) for c in PATIENT_COLUMNS}))
-    _store_record(conn, pk, record)
+    write_stages(conn, pk, record, source="surgery card")
     if stage == "cetuximab":
         _store_regimen(conn, pk, new_regimen)
     entries = []
@@ -387,7 +349,7 @@ def create_patient(conn: sa.Connection, *, ctx: Context, record: Mapping[str, An
     centre_id = ensure_centre(conn, name=record["centre"])
     pk = int(conn.execute(sa.insert(t.patient).values(
         centre_id=centre_id, version=1, **{c: record.get(c) for c in PATIENT_COLUMNS})).inserted_primary_key[0])
-    _store_record(conn, pk, record, source=source)
+    write_stages(conn, pk, record, source=source)
     regimen = regimen or {}
     _store_regimen(conn, pk, regimen)
     head = {"id": pk, "centre": record["centre"], "patient_id": record["patient_id"]}

@@ -20,6 +20,7 @@ from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
 from oncosurg.schema import COLUMNS, FIELD_BY_NAME
 from oncosurg.store import audit
 from oncosurg.store import tables as t
+from oncosurg.store.repository import write_stages
 from oncosurg.web import security
 from oncosurg.web.errors import Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import issue_dict
@@ -27,7 +28,6 @@ from oncosurg.web.services.patients import (
     PATIENT_COLUMNS,
     Context,
     _entries,
-    _store_record,
     create_patient,
     created_at,
     is_locked,
@@ -160,7 +160,7 @@ def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") 
         version = found["version"] + 1
         conn.execute(sa.update(t.patient).where(t.patient.c.id == found["id"]).values(
             version=t.patient.c.version + 1, **{c: merged.get(c) for c in PATIENT_COLUMNS}))
-        _store_record(conn, found["id"], merged, source="registry CSV")
+        write_stages(conn, found["id"], merged, source="registry CSV")
         head = {"id": found["id"], "centre": merged["centre"], "patient_id": merged["patient_id"]}
         entries = []
         for field, old, new in diff:
