@@ -105,6 +105,7 @@ class Issue:
     line: int | None = None
     column: str | None = None
     value: str | None = None
+    file: str | None = None  # the file within a multi-file source (the long registry format)
 
     @property
     def rule(self) -> Rule:
@@ -114,6 +115,7 @@ class Issue:
         return {
             "code": self.code,
             "rule": self.rule.name,
+            **({"file": self.file} if self.file is not None else {}),
             "line": self.line,
             "column": self.column,
             "value": self.value,
@@ -123,7 +125,7 @@ class Issue:
 
     def format(self, source: str = "") -> str:
         """``file:line: column 'x' = 'v': message [code rule] → hint``, one line."""
-        where = source
+        where = f"{source}/{self.file}" if source and self.file else (self.file or source)
         if self.line is not None:
             where = f"{where}:{self.line}" if where else f"line {self.line}"
         parts = [f"{where}:" if where else ""]
@@ -217,6 +219,13 @@ def parse_cell(field: Field, raw: str, *, line: int | None, today: dt.date | Non
             return issue(V_SEGMENTS, "not a list of distinct Couinaud segments 1-8",
                          "write segments separated by ';', e.g. 5;6;7;8")
         return ";".join(sorted((p.strip() for p in parts), key=int)), None
+    if kind is Kind.CODES:
+        codes = [p.strip() for p in raw.split(";")]
+        unknown = [c for c in codes if c not in field.choices]
+        if unknown or len(set(codes)) != len(codes):
+            what = f"'{unknown[0]}' is not an allowed code" if unknown else "a code appears twice"
+            return issue(V_ENUM, what, f"use {field.describe_type()}")
+        return ";".join(c for c in field.choices if c in codes), None
     raise AssertionError(f"unhandled kind {kind}")  # pragma: no cover - schema and parser agree
 
 

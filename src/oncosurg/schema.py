@@ -21,6 +21,7 @@ class Kind(StrEnum):
     DATE = "date"
     BOOL = "bool"
     SEGMENTS = "segments"  # Couinaud segments 1-8, ';'-separated
+    CODES = "codes"  # a set of codes from ``choices``, ';'-separated (stored in choice order)
 
 
 class Stage(StrEnum):
@@ -35,6 +36,14 @@ class Stage(StrEnum):
     PATHOLOGY_NONTUMORAL = "pathology_nontumoral"
     PATHOLOGY_TUMORAL = "pathology_tumoral"
     FOLLOW_UP = "follow_up"
+    # episode tables (oncosurg.pathway.model)
+    THERAPY_LINE = "therapy_line"
+    MDT_REVIEW = "mdt_review"
+    RESPONSE_ASSESSMENT = "response_assessment"
+    LIVER_PROCEDURE = "liver_procedure"
+    PATHOLOGY = "pathology"
+    DISEASE_EVENT = "disease_event"
+    CONTACT = "contact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,8 @@ class Field:
             return "'yes' or 'no'"
         if self.kind is Kind.SEGMENTS:
             return "Couinaud segments 1-8 separated by ';' (e.g. 4;5;6)"
+        if self.kind is Kind.CODES:
+            return "codes separated by ';' from " + ", ".join(f"'{c}'" for c in self.choices)
         if self.kind in (Kind.INTEGER, Kind.NUMBER):
             word = "an integer" if self.kind is Kind.INTEGER else "a number"
             if self.minimum is not None and self.maximum is not None:
