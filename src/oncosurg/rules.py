@@ -9,7 +9,8 @@ Codes are stable API (documented in ``docs/rules.md``):
 * ``F1xx`` file-level problems (empty, encoding, binary, CSV syntax),
 * ``H2xx`` header problems (unknown, missing or duplicate columns),
 * ``V3xx`` single-value problems (type, enum, range, pattern, length, formula),
-* ``X4xx`` cross-field and cross-record rules.
+* ``X4xx`` cross-field and cross-record rules,
+* ``E6xx`` rules across a patient's episodes (:mod:`oncosurg.pathway.rules`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,30 @@ X_GRADE_V = _rule("X408", "clavien-v-without-postop-death",
 X_CONTACT_BEFORE_START = _rule("X409", "contact-before-cetuximab", "last_contact_date is before cetuximab_start.")
 X_DUPLICATE_ID = _rule("X410", "duplicate-patient", "The same patient_id appears twice for one centre in the file.")
 X_ALREADY_REGISTERED = _rule("X411", "already-registered", "The patient_id is already registered in this centre.")
+
+# Rules across a patient's episodes (checked by oncosurg.pathway.rules).
+E_ORPHAN = _rule("E601", "missing-parent",
+                 "An episode names a parent (patient, procedure, therapy line) that the registry does not have.")
+E_DUPLICATE_KEY = _rule("E602", "duplicate-episode-key", "Two episodes of one patient have the same key.")
+E_DUPLICATE_EPISODE = _rule("E603", "duplicate-episode",
+                            "Two episodes of one patient have the same date and the same content (a probable "
+                            "duplicate entry).")
+E_ORDER = _rule("E604", "episode-order",
+                "Episode dates out of order: a second stage before its first stage, a complication before its "
+                "procedure, anything after the death or after the last contact.")
+E_LINES = _rule("E605", "therapy-line-order",
+                "Therapy lines: numbers must increase with start dates, a line stops on or after its start and "
+                "before the next line starts, and only an earlier line may be undated.")
+E_RESECTION_ONLY = _rule("E606", "resection-only", "Pathology and margins are recorded only for a resection.")
+E_REFERRAL = _rule("E607", "referral", "The referral date contradicts the referral or the therapy lines.")
+E_POSTOP_DEATH = _rule("E608", "postoperative-death",
+                       "A Clavien-Dindo grade V needs a death within the postoperative window of its procedure, and "
+                       "a death within that window needs a grade V complication of the procedure.")
+E_VITAL = _rule("E609", "vital-status",
+                "Contacts: a patient needs at least one contact, at most one death, and the death is the last "
+                "contact.")
+E_RECURRENCE = _rule("E610", "recurrence-without-resection",
+                     "A recurrence follows a resection or ablation; without one, the event is a progression.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,31 +23,21 @@ from oncosurg.pathway.model import (
     Table,
     is_resection,
 )
-from oncosurg.rules import Issue, Rule, _rule
+from oncosurg.rules import (
+    E_DUPLICATE_EPISODE,
+    E_DUPLICATE_KEY,
+    E_LINES,
+    E_ORDER,
+    E_ORPHAN,
+    E_POSTOP_DEATH,
+    E_RECURRENCE,
+    E_REFERRAL,
+    E_RESECTION_ONLY,
+    E_VITAL,
+    Issue,
+    Rule,
+)
 from oncosurg.schema import DEFAULT_POSTOP_WINDOW_DAYS
-
-E_ORPHAN = _rule("E601", "missing-parent",
-                 "An episode names a parent (patient, procedure, therapy line) that the registry does not have.")
-E_DUPLICATE_KEY = _rule("E602", "duplicate-episode-key", "Two episodes of one patient have the same key.")
-E_DUPLICATE_EPISODE = _rule("E603", "duplicate-episode",
-                            "Two episodes of one patient have the same date and the same content (a probable "
-                            "duplicate entry).")
-E_ORDER = _rule("E604", "episode-order",
-                "Episode dates out of order: a second stage before its first stage, a complication before its "
-                "procedure, anything after the death or after the last contact.")
-E_LINES = _rule("E605", "therapy-line-order",
-                "Therapy lines: numbers must increase with start dates, a line stops on or after its start and "
-                "before the next line starts, and only an earlier line may be undated.")
-E_RESECTION_ONLY = _rule("E606", "resection-only", "Pathology and margins are recorded only for a resection.")
-E_REFERRAL = _rule("E607", "referral", "The referral date contradicts the referral or the therapy lines.")
-E_POSTOP_DEATH = _rule("E608", "postoperative-death",
-                       "A Clavien-Dindo grade V needs a death within the postoperative window of its procedure, and "
-                       "a death within that window needs a grade V complication of the procedure.")
-E_VITAL = _rule("E609", "vital-status",
-                "Contacts: a patient needs at least one contact, at most one death, and the death is the last "
-                "contact.")
-E_RECURRENCE = _rule("E610", "recurrence-without-resection",
-                     "A recurrence follows a resection or ablation; without one, the event is a progression.")
 
 Where = Callable[[Table, Mapping[str, Any]], tuple[str | None, int | None]]
 
