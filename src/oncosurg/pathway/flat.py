@@ -57,12 +57,17 @@ class PatientRecord:
     """A patient and their episodes: ``episodes[table]`` is a list of rows (column → value).
 
     Rows carry their key columns (``line_number``, ``procedure_no``…) but not centre/patient_id,
-    which are the record's.
+    which are the record's.  ``carried`` says which columns of which tables the source held, for
+    updates: a table or column the source did not carry is left unchanged by ``import --update``
+    (``None`` = the record is complete, e.g. a new patient).  ``where`` maps ``(table, key)`` to the
+    ``(file, line)`` the row came from, for messages.
     """
 
     centre: str
     patient: dict[str, Any]
     episodes: dict[Table, list[dict[str, Any]]] = field(default_factory=dict)
+    carried: dict[Table, frozenset[str]] | None = None
+    where: dict[tuple[Table, tuple[Any, ...]], tuple[str | None, int | None]] = field(default_factory=dict)
 
     @property
     def patient_id(self) -> str:
