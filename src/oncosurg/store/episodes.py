@@ -1,0 +1,277 @@
+"""Writing :class:`~oncosurg.pathway.flat.PatientRecord`\\ s into the episode tables and reading them back.
+
+Bulk writes use ``executemany`` per table (with ``RETURNING`` only where a child needs its parent's
+id), so importing a million episode rows is a few round trips per batch of patients.  Reading is
+batched by patient (one query per table per batch), so iterating a large registry keeps memory
+bounded.  Updating a stored patient from a partial record (:func:`plan_update`) compares only what
+the record carries: a table or column the source did not hold is left unchanged, an episode the
+file does not list is kept, and a value cleared by an empty cell is listed in
+:attr:`UpdatePlan.clears` so the caller can require ``--allow-clear``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from oncosurg.pathway.flat import PatientRecord
+from oncosurg.pathway.model import EPISODE_TABLES, PATIENT, TABLE_BY_NAME, EpisodeTable, Table
+from oncosurg.schema import CLAVIEN_DINDO
+from oncosurg.store.episode_tables import PARENT_REFS
+
+Tables = Mapping[Table, sa.Table]
+_INTERNAL = ("id", "patient_pk", "version", "grade_rank", "procedure_pk", "therapy_line_pk", "centre_id")
+
+
+def _patient_row(record: PatientRecord, centre_id: int, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {"centre_id": centre_id, **{f.name: record.patient.get(f.name) for f in PATIENT.fields}, **extra}
+
+
+def episode_row(spec: EpisodeTable, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The store columns of one episode (parent keys excluded; the caller adds the parent's id)."""
+    skip = PARENT_REFS[spec.table][2] if spec.table in PARENT_REFS else None
+    out = {f.name: row.get(f.name) for f in spec.fields if f.name != skip}
+    if spec.table is Table.COMPLICATION:
+        out["grade_rank"] = CLAVIEN_DINDO.index(row["grade"])
+    return out
+
+
+def insert_records(conn: sa.Connection, tables: Tables, records: Sequence[PatientRecord], *,
+                   centre_ids: Mapping[str, int], patient_extra: Mapping[str, Any] | None = None) -> list[int]:
+    """Insert new patients with all their episodes; returns the patients' ids in ``records`` order."""
+    if not records:
+        return []
+    extra = dict(patient_extra or {})
+    p = tables[Table.PATIENT]
+    pks = conn.execute(sa.insert(p).returning(p.c.id, sort_by_parameter_order=True),
+                       [_patient_row(r, centre_ids[r.centre], extra) for r in records]).scalars().all()
+    parents: dict[Table, dict[tuple[int, Any], int]] = {}
+    for parent in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
+        spec, table = TABLE_BY_NAME[parent], tables[parent]
+        rows, keys = [], []
+        for pk, record in zip(pks, records, strict=True):
+            for row in record.rows(parent):
+                rows.append({"patient_pk": pk, **episode_row(spec, row)})
+                keys.append((pk, row[spec.own_key]))
+        ids = conn.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                           rows).scalars().all() if rows else []
+        parents[parent] = dict(zip(keys, ids, strict=True))
+    for spec in EPISODE_TABLES:
+        if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
+            continue
+        rows = []
+        ref = PARENT_REFS.get(spec.table)
+        for pk, record in zip(pks, records, strict=True):
+            for row in record.rows(spec.table):
+                values = {"patient_pk": pk, **episode_row(spec, row)}
+                if ref is not None:
+                    column, parent, key = ref
+                    values[column] = None if row.get(key) is None else parents[parent][(pk, row[key])]
+                rows.append(values)
+        if rows:
+            conn.execute(sa.insert(tables[spec.table]), rows)
+    return list(pks)
+
+
+def read_records(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[int]
+                 ) -> dict[int, PatientRecord]:
+    """The complete records of the patients ``pks`` (one query per table)."""
+    if not pks:
+        return {}
+    p = tables[Table.PATIENT]
+    out: dict[int, PatientRecord] = {}
+    query = (sa.select(p, centre.c.name.label("centre_name")).join(centre, centre.c.id == p.c.centre_id)
+             .where(p.c.id.in_(pks)))
+    for row in conn.execute(query).mappings():
+        out[row["id"]] = PatientRecord(row["centre_name"], {f.name: row[f.name] for f in PATIENT.fields})
+    keys: dict[Table, dict[int, Any]] = {}
+    for spec in EPISODE_TABLES:
+        table = tables[spec.table]
+        ref = PARENT_REFS.get(spec.table)
+        rows = conn.execute(sa.select(table).where(table.c.patient_pk.in_(pks))
+                            .order_by(table.c.patient_pk, table.c.id)).mappings().all()
+        if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
+            keys[spec.table] = {r["id"]: r[spec.own_key] for r in rows}
+        for r in rows:
+            values = {k: v for k, v in r.items() if k not in _INTERNAL}
+            if ref is not None:
+                column, parent, key = ref
+                values[key] = None if r[column] is None else keys[parent][r[column]]
+            record = out[r["patient_pk"]]
+            record.episodes.setdefault(spec.table, []).append(_ordered(spec, values))
+    for record in out.values():
+        for spec in EPISODE_TABLES:
+            if spec.table in record.episodes:
+                record.episodes[spec.table].sort(key=lambda row, s=spec: tuple(row[k] for k in s.key))
+    return out
+
+
+def _ordered(spec: EpisodeTable, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f.name: values.get(f.name) for f in spec.fields}
+
+
+def iter_records(conn: sa.Connection, tables: Tables, centre: sa.Table, *, centre_name: str | None = None,
+                 batch: int = 2000) -> Iterator[tuple[int, PatientRecord]]:
+    """Every patient (id, record), ordered by centre then patient_id, read ``batch`` patients at a time."""
+    p = tables[Table.PATIENT]
+    query = sa.select(p.c.id).join(centre, centre.c.id == p.c.centre_id).order_by(centre.c.name, p.c.patient_id)
+    if centre_name is not None:
+        query = query.where(centre.c.name == centre_name)
+    ids = conn.execute(query).scalars().all()
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        records = read_records(conn, tables, centre, chunk)
+        for pk in chunk:
+            yield pk, records[pk]
+
+
+# ------------------------------------------------------------------------------------------ updates
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change an update makes: ``action`` create | update | delete on ``table`` row ``key``."""
+
+    action: str
+    table: Table
+    key: tuple[Any, ...]
+    column: str | None = None
+    old: Any = None
+    new: Any = None
+
+
+@dataclass(slots=True)
+class UpdatePlan:
+    """What updating one stored patient from a (partial) record would change."""
+
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def clears(self) -> list[Change]:
+        """Updates that would empty a stored value (they need ``--allow-clear``)."""
+        return [c for c in self.changes if c.action == "update" and c.new is None and c.old is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+
+def plan_update(stored: PatientRecord, incoming: PatientRecord) -> UpdatePlan:
+    """Compare ``incoming`` (which may carry only some tables and columns) with ``stored``.
+
+    Tables and columns that ``incoming.carried`` does not list are left as stored; an episode the
+    incoming record does not list is kept; a new key is a new episode.
+    """
+    plan = UpdatePlan()
+    carried = incoming.carried
+    for spec in (PATIENT, *EPISODE_TABLES):
+        if carried is not None and spec.table not in carried:
+            continue
+        columns = [f.name for f in spec.fields if f.name not in spec.key
+                   and (carried is None or f.name in carried[spec.table])]
+        if spec.table is Table.PATIENT:
+            for column in columns:
+                old, new = stored.patient.get(column), incoming.patient.get(column)
+                if old != new:
+                    plan.changes.append(Change("update", spec.table, (stored.patient_id,), column, old, new))
+            continue
+        have = {tuple(r[k] for k in spec.key): r for r in stored.rows(spec.table)}
+        for row in incoming.rows(spec.table):
+            key = tuple(row[k] for k in spec.key)
+            old_row = have.get(key)
+            if old_row is None:
+                plan.changes.append(Change("create", spec.table, key, new=row))
+                continue
+            for column in columns:
+                if old_row.get(column) != row.get(column):
+                    plan.changes.append(Change("update", spec.table, key, column, old_row.get(column), row.get(column)))
+    return plan
+
+
+def merged(stored: PatientRecord, plan: UpdatePlan) -> PatientRecord:
+    """``stored`` with ``plan`` applied (for checking the rules on the result before writing)."""
+    out = PatientRecord(stored.centre, dict(stored.patient),
+                        {t: [dict(r) for r in rows] for t, rows in stored.episodes.items()})
+    for change in plan.changes:
+        if change.table is Table.PATIENT:
+            out.patient[change.column] = change.new  # type: ignore[index]
+            continue
+        spec = TABLE_BY_NAME[change.table]
+        rows = out.episodes.setdefault(change.table, [])
+        if change.action == "create":
+            rows.append(dict(change.new))
+        elif change.action == "update":
+            for row in rows:
+                if tuple(row[k] for k in spec.key) == change.key:
+                    row[change.column] = change.new  # type: ignore[index]
+        elif change.action == "delete":
+            rows[:] = [r for r in rows if tuple(r[k] for k in spec.key) != change.key]
+    return out
+
+
+def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan) -> list[tuple[Change, int]]:
+    """Write ``plan`` for patient ``pk``; returns each change with the id of the row it touched.
+
+    Parents are created before their children; a key change of a parent is not part of a plan
+    (keys identify rows).  The caller bumps the patient's version and writes the audit trail.
+    """
+    done: list[tuple[Change, int]] = []
+    ids: dict[Table, dict[tuple[Any, ...], int]] = {}
+
+    def row_id(table: Table, key: tuple[Any, ...]) -> int | None:
+        if table not in ids:
+            ids[table] = _stored_ids(conn, tables, TABLE_BY_NAME[table], pk)
+        return ids[table].get(key)
+
+    order = {spec.table: i for i, spec in enumerate((PATIENT, *EPISODE_TABLES))}
+    for change in sorted(plan.changes, key=lambda c: order[c.table]):
+        spec, table = TABLE_BY_NAME[change.table], tables[change.table]
+        if change.table is Table.PATIENT:
+            conn.execute(sa.update(table).where(table.c.id == pk).values({change.column: change.new}))
+            done.append((change, pk))
+            continue
+        if change.action == "create":
+            values = {"patient_pk": pk, **episode_row(spec, change.new)}
+            ref = PARENT_REFS.get(change.table)
+            if ref is not None:
+                column, parent, key = ref
+                parent_key = change.new.get(key)
+                values[column] = None if parent_key is None else row_id(parent, (parent_key,))
+            new_id = conn.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+            ids.setdefault(change.table, _stored_ids(conn, tables, spec, pk))[change.key] = new_id
+            done.append((change, new_id))
+            continue
+        target = row_id(change.table, change.key)
+        if target is None:  # pragma: no cover - plans are made from the stored record
+            raise LookupError(f"{change.table} {change.key} of patient {pk} is not stored")
+        if change.action == "delete":
+            conn.execute(sa.delete(table).where(table.c.id == target))
+        else:
+            values = {change.column: change.new, "version": table.c.version + 1}
+            ref = PARENT_REFS.get(change.table)
+            if ref is not None and change.column == ref[2]:  # a review's line: stored as the line's id
+                del values[change.column]
+                values[ref[0]] = None if change.new is None else row_id(ref[1], (change.new,))
+            if change.table is Table.COMPLICATION and change.column == "grade":
+                values["grade_rank"] = CLAVIEN_DINDO.index(change.new)
+            conn.execute(sa.update(table).where(table.c.id == target).values(values))
+        done.append((change, target))
+    return done
+
+
+def _stored_ids(conn: sa.Connection, tables: Tables, spec: EpisodeTable, pk: int) -> dict[tuple[Any, ...], int]:
+    """Key → row id of a patient's rows of one table (child keys joined through their parent)."""
+    table = tables[spec.table]
+    ref = PARENT_REFS.get(spec.table)
+    if ref is None or spec.table in (Table.MDT_REVIEW, Table.RESPONSE_ASSESSMENT):
+        cols = [table.c[k] for k in spec.key]
+        return {tuple(r[:-1]): r[-1] for r in conn.execute(sa.select(*cols, table.c.id)
+                                                           .where(table.c.patient_pk == pk))}
+    column, parent, key = ref
+    parent_table = tables[parent]
+    own = [table.c[k] for k in spec.key if k != key]
+    query = (sa.select(parent_table.c[key], *own, table.c.id)
+             .join(parent_table, parent_table.c.id == table.c[column]).where(table.c.patient_pk == pk))
+    return {tuple(r[:-1]): r[-1] for r in conn.execute(query)}
+

@@ -1,0 +1,152 @@
+"""The episode tables: records in → the same records out; the flat projection in SQL equals the
+Python definition; partial updates change only what they carry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from oncosurg.ingest.csv import read_registry_csv
+from oncosurg.pathway.flat import PatientRecord, from_flat, to_flat
+from oncosurg.pathway.model import Table
+from oncosurg.store.episode_tables import build
+from oncosurg.store.episodes import apply_update, insert_records, iter_records, merged, plan_update, read_records
+from oncosurg.store.projection import flat_select
+
+ROOT = Path(__file__).resolve().parents[1]
+D = dt.date
+
+
+def _schema(url: str) -> tuple[sa.Engine, dict, sa.Table]:
+    metadata = sa.MetaData()
+    centre = sa.Table("centre", metadata, sa.Column("id", sa.Integer, primary_key=True),
+                      sa.Column("name", sa.String(120), nullable=False, unique=True))
+    tables = build(metadata)
+    engine = sa.create_engine(url)
+    metadata.create_all(engine)
+    return engine, tables, centre
+
+
+def rich_record() -> PatientRecord:
+    record = PatientRecord("Centre B", {"patient_id": "B-1", "referral": "referred", "referral_date": D(2005, 3, 1),
+                                        "birth_year": 1950, "braf_status": "wild_type"})
+    record.episodes = {
+        Table.THERAPY_LINE: [
+            {"line_number": 1, "start_date": D(2004, 5, 1), "stop_date": D(2004, 11, 1),
+             "agents": "oxaliplatin;fluoropyrimidine", "intent": "palliative", "given_at": "elsewhere"},
+            {"line_number": 2, "start_date": D(2004, 12, 1), "agents": "cetuximab;irinotecan;fluoropyrimidine",
+             "intent": "conversion", "given_at": "elsewhere", "cycles": 6, "schedule": "weekly",
+             "dose_mg_m2": 250.0, "bsa_m2": 1.8, "liver_mets_count": 5},
+            {"line_number": 3, "start_date": D(2006, 5, 1), "agents": "panitumumab", "intent": "palliative",
+             "given_at": "centre"}],
+        Table.MDT_REVIEW: [{"review_no": 1, "review_date": D(2005, 3, 10), "decision": "resectable",
+                            "line_number": 2, "notes": "two-stage plan"}],
+        Table.RESPONSE_ASSESSMENT: [{"assessment_no": 1, "assessment_date": D(2005, 3, 1), "line_number": 2,
+                                     "category": "PR", "baseline_sum_mm": 100.0, "current_sum_mm": 60.0}],
+        Table.LIVER_PROCEDURE: [
+            {"procedure_no": 1, "procedure_date": D(2005, 4, 1), "procedure_type": "two_stage_first",
+             "resected_segments": "2;3", "approach": "open", "complications_assessed": True},
+            {"procedure_no": 2, "procedure_date": D(2005, 4, 20), "procedure_type": "pve"},
+            {"procedure_no": 3, "procedure_date": D(2005, 6, 1), "procedure_type": "two_stage_second",
+             "resected_segments": "5;6;7;8", "margin": "R1", "complications_assessed": True},
+            {"procedure_no": 4, "procedure_date": D(2006, 2, 1), "procedure_type": "hepatectomy",
+             "resected_segments": "4", "margin": "R0", "complications_assessed": False}],
+        Table.COMPLICATION: [
+            {"procedure_no": 3, "complication_no": 1, "grade": "II", "description": "transfusion"},
+            {"procedure_no": 3, "complication_no": 2, "grade": "IIIb", "complication_date": D(2005, 6, 5),
+             "description": "re-laparotomy for bleeding"}],
+        Table.PATHOLOGY: [{"procedure_no": 3, "steatosis_pct": 20.0, "tumour_regression_grade": 2,
+                           "lesion_count": 4, "margin_mm": 0.5}],
+        Table.DISEASE_EVENT: [{"event_no": 1, "event_date": D(2005, 12, 1), "event_kind": "recurrence",
+                               "sites": "liver"},
+                              {"event_no": 2, "event_date": D(2006, 4, 1), "event_kind": "recurrence",
+                               "sites": "liver;lung"}],
+        Table.CONTACT: [{"contact_no": 1, "contact_date": D(2006, 1, 1), "vital_status": "alive"},
+                        {"contact_no": 2, "contact_date": D(2007, 1, 10), "vital_status": "dead"}],
+    }
+    return record
+
+
+def _records() -> list[PatientRecord]:
+    parsed = read_registry_csv(ROOT / "tests/reference/registries/random-13.csv", centre="Centre A")
+    return [from_flat(r.values) for r in parsed.records] + [rich_record()]
+
+
+def _normal(record: PatientRecord) -> tuple:
+    from oncosurg.pathway.model import TABLE_BY_NAME
+    eps = {}
+    for table, rows in record.episodes.items():
+        spec = TABLE_BY_NAME[table]
+        if rows:
+            eps[table] = sorted(({f.name: r.get(f.name) for f in spec.fields} for r in rows),
+                                key=lambda r: tuple(r[k] for k in spec.key))
+    patient = {k: v for k, v in record.patient.items() if v is not None}
+    return record.centre, patient, eps
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_records_round_trip_and_projection(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'e.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database(f"episodes_{id(tmp_path)}")
+    engine, tables, centre = _schema(url)
+    records = _records()
+    with engine.begin() as conn:
+        ids = {}
+        for name in sorted({r.centre for r in records}):
+            ids[name] = conn.execute(sa.insert(centre).values(name=name)).inserted_primary_key[0]
+        pks = insert_records(conn, tables, records, centre_ids=ids)
+    with engine.connect() as conn:
+        back = read_records(conn, tables, centre, pks)
+        for pk, record in zip(pks, records, strict=True):
+            assert _normal(back[pk]) == _normal(record)
+        flat = {row["pk"]: dict(row) for row in conn.execute(flat_select(tables, centre)).mappings()}
+        for pk, record in zip(pks, records, strict=True):
+            row = {k: v for k, v in flat[pk].items() if k != "pk"}
+            assert row == to_flat(back[pk]), record.patient_id
+        assert [pk for pk, _ in iter_records(conn, tables, centre, batch=7)] == [
+            pk for _, pk in sorted(((r.centre, r.patient_id), pk) for r, pk in zip(records, pks, strict=True))]
+    rich = flat[pks[-1]]
+    assert rich["surgery_type"] == "hepatectomy" and rich["two_stage"] is True
+    assert rich["clavien_dindo_max"] == "IIIb" and rich["cetuximab_partner"] == "irinotecan"
+    assert rich["progression_date"] == D(2005, 12, 1) and rich["death_date"] == D(2007, 1, 10)
+    engine.dispose()
+
+
+def test_partial_update_changes_only_what_it_carries(tmp_path: Path) -> None:
+    engine, tables, centre = _schema(f"sqlite:///{tmp_path / 'u.db'}")
+    record = rich_record()
+    with engine.begin() as conn:
+        cid = conn.execute(sa.insert(centre).values(name=record.centre)).inserted_primary_key[0]
+        (pk,) = insert_records(conn, tables, [record], centre_ids={record.centre: cid})
+    incoming = PatientRecord(record.centre, {"patient_id": "B-1", "msi_status": "mss"}, {
+        Table.COMPLICATION: [{"procedure_no": 3, "complication_no": 2, "grade": "IVa",
+                              "description": "re-laparotomy for bleeding"},
+                             {"procedure_no": 4, "complication_no": 1, "grade": "I"}],
+        Table.MDT_REVIEW: [{"review_no": 1, "line_number": 3}],
+    }, carried={Table.PATIENT: frozenset({"patient_id", "msi_status"}),
+                Table.COMPLICATION: frozenset({"procedure_no", "complication_no", "grade", "description"}),
+                Table.MDT_REVIEW: frozenset({"review_no", "line_number"})})
+    with engine.begin() as conn:
+        stored = read_records(conn, tables, centre, [pk])[pk]
+        plan = plan_update(stored, incoming)
+        assert not plan.clears
+        assert sorted((c.action, c.table.value, c.column) for c in plan.changes) == [
+            ("create", "complication", None), ("update", "complication", "grade"),
+            ("update", "mdt_review", "line_number"), ("update", "patient", "msi_status")]
+        expected = merged(stored, plan)
+        apply_update(conn, tables, pk, plan)
+        after = read_records(conn, tables, centre, [pk])[pk]
+    assert _normal(after) == _normal(expected)
+    assert [r["review_no"] for r in after.rows(Table.MDT_REVIEW)] == [1]
+    assert after.rows(Table.MDT_REVIEW)[0]["line_number"] == 3
+    assert after.rows(Table.MDT_REVIEW)[0]["notes"] == "two-stage plan"  # not carried: kept
+    assert len(after.rows(Table.CONTACT)) == 2 and len(after.rows(Table.LIVER_PROCEDURE)) == 4
+    clearing = PatientRecord(record.centre, {"patient_id": "B-1", "birth_year": None},
+                             carried={Table.PATIENT: frozenset({"patient_id", "birth_year"})})
+    assert [(c.column, c.old) for c in plan_update(after, clearing).clears] == [("birth_year", 1950)]
+    engine.dispose()
