@@ -37,9 +37,9 @@ def do_import(engine: sa.Engine, *rows: str, update: bool = False):  # type: ign
 
 def test_migrations_create_every_table(store: sa.Engine) -> None:
     names = set(sa.inspect(store).get_table_names())
-    assert {"patient", "centre", "surgery", "complication", "follow_up", "pathology_nontumoral",
-            "pathology_tumoral", "cetuximab_course", "prior_chemotherapy", "baseline_tumour",
-            "import_batch", "change_log", "alembic_version"} <= names
+    assert {"patient", "centre", "therapy_line", "mdt_review", "response_assessment", "liver_procedure",
+            "complication", "pathology", "disease_event", "contact", "import_batch", "change_log",
+            "alembic_version"} <= names
     open_store(store.url.render_as_string(hide_password=False)).dispose()  # second open is a no-op
 
 
@@ -106,16 +106,13 @@ def test_update_records_what_changed(store: sa.Engine) -> None:
 def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     from oncosurg.store import repository
 
-    calls = {"n": 0}
-    original = repository._stage_rows
+    original = repository.insert_records
 
-    def explode(pk, values):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        return original(pk, values)
+    def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        original(*args, **kwargs)  # the rows are written, then the disk fills up
+        raise RuntimeError("disk full")
 
-    monkeypatch.setattr(repository, "_stage_rows", explode)
+    monkeypatch.setattr(repository, "insert_records", explode)
     with pytest.raises(RuntimeError):
         do_import(store, row(), row(patient_id="P2"), row(patient_id="P3"))
     with store.connect() as conn:
@@ -146,8 +143,10 @@ def test_imports_enter_the_hash_chained_audit_trail(store: sa.Engine) -> None:
         entries = conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id)).mappings().all()
         check = audit.verify(conn)
     assert check.ok and check.rows == 3
-    assert [(e["action"], e["patient_id"], e["field"]) for e in entries] == [
-        ("create", "P1", None), ("create", "P2", None), ("update", "P1", "cetuximab_cycles")]
+    assert [(e["action"], e["patient_id"], e["entity"], e["field"]) for e in entries] == [
+        ("create", "P1", "patient", None), ("create", "P2", "patient", None),
+        ("update", "P1", "therapy_line", "cycles")]  # the flat cetuximab_cycles is the rescue line's cycles
+    assert '"therapy_line":[' in entries[0]["new_value"]  # a new patient's audit row carries its whole record
     assert entries[2]["old_value"] is None and entries[2]["new_value"] == "4" and entries[2]["version"] == 2
     assert entries[0]["username"].startswith("cli:") and "import batch 1" in entries[0]["reason"]
 
@@ -156,17 +155,30 @@ def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> Non
     do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IIIa"))
     with store.begin() as conn:  # as the web app records them: several complications with details
         pk = conn.execute(sa.select(t.patient.c.id)).scalar_one()
+        op = conn.execute(sa.select(t.liver_procedure.c.id)).scalar_one()
+        conn.execute(sa.delete(t.complication))
         conn.execute(sa.insert(t.complication), [
-            {"patient_pk": pk, "grade": "II", "grade_rank": 2, "description": "transfusion"},
-            {"patient_pk": pk, "grade": "IIIa", "grade_rank": 3, "description": "drained collection"}])
+            {"patient_pk": pk, "procedure_pk": op, "complication_no": 1, "grade": "II", "grade_rank": 2,
+             "description": "transfusion"},
+            {"patient_pk": pk, "procedure_pk": op, "complication_no": 2, "grade": "IIIa", "grade_rank": 3,
+             "description": "drained collection"}])
     do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IIIa",
                          cetuximab_cycles="7"), update=True)
     with store.connect() as conn:
         kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
     assert ("II", "transfusion") in kept and ("IIIa", "drained collection") in kept
-    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="II",
-                         cetuximab_cycles="7"), update=True)
+    # the worst grade is derived from the itemised complications: lowering it would delete one, so it is refused
+    refused = do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="II",
+                                   cetuximab_cycles="7"), update=True)
+    assert [(i.code, i.column) for i in refused.issues] == [("X430", "clavien_dindo_max")]
+    assert "IIIa (drained collection)" in refused.issues[0].message
     with store.connect() as conn:
         kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
         (record,) = list(iter_records(conn))
-    assert kept == [("II", "transfusion")] and record["clavien_dindo_max"] == "II"
+    assert kept == [("II", "transfusion"), ("IIIa", "drained collection")] and record["clavien_dindo_max"] == "IIIa"
+    # a higher grade adds an itemised complication and keeps the others
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IVa",
+                         cetuximab_cycles="7"), update=True)
+    with store.connect() as conn:
+        grades = sorted(conn.execute(sa.select(t.complication.c.grade)).scalars())
+    assert grades == ["II", "IIIa", "IVa"]

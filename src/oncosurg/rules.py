@@ -94,6 +94,11 @@ X_GRADE_V = _rule("X408", "clavien-v-without-postop-death",
 X_CONTACT_BEFORE_START = _rule("X409", "contact-before-cetuximab", "last_contact_date is before cetuximab_start.")
 X_DUPLICATE_ID = _rule("X410", "duplicate-patient", "The same patient_id appears twice for one centre in the file.")
 X_ALREADY_REGISTERED = _rule("X411", "already-registered", "The patient_id is already registered in this centre.")
+X_DERIVED_GRADE = _rule("X430", "derived-grade",
+                        "clavien_dindo_max is the worst of the operation's itemised complications: a lower or empty "
+                        "value would delete them.")
+X_CLEARS = _rule("X431", "clear-needs-allow-clear",
+                 "An update would empty stored values: pass --allow-clear, or leave the cells out of the file.")
 
 # Rules across a patient's episodes (checked by oncosurg.pathway.rules).
 E_ORPHAN = _rule("E601", "missing-parent",

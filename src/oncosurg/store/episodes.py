@@ -12,13 +12,13 @@ file does not list is kept, and a value cleared by an empty cell is listed in
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from oncosurg.pathway.flat import PatientRecord
 from oncosurg.pathway.model import EPISODE_TABLES, PATIENT, TABLE_BY_NAME, EpisodeTable, Table
+from oncosurg.pathway.update import Change, UpdatePlan
 from oncosurg.schema import CLAVIEN_DINDO
 from oncosurg.store.episode_tables import PARENT_REFS
 
@@ -130,91 +130,12 @@ def iter_records(conn: sa.Connection, tables: Tables, centre: sa.Table, *, centr
 
 # ------------------------------------------------------------------------------------------ updates
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One change an update makes: ``action`` create | update | delete on ``table`` row ``key``."""
-
-    action: str
-    table: Table
-    key: tuple[Any, ...]
-    column: str | None = None
-    old: Any = None
-    new: Any = None
-
-
-@dataclass(slots=True)
-class UpdatePlan:
-    """What updating one stored patient from a (partial) record would change."""
-
-    changes: list[Change] = field(default_factory=list)
-
-    @property
-    def clears(self) -> list[Change]:
-        """Updates that would empty a stored value (they need ``--allow-clear``)."""
-        return [c for c in self.changes if c.action == "update" and c.new is None and c.old is not None]
-
-    def __bool__(self) -> bool:
-        return bool(self.changes)
-
-
-def plan_update(stored: PatientRecord, incoming: PatientRecord) -> UpdatePlan:
-    """Compare ``incoming`` (which may carry only some tables and columns) with ``stored``.
-
-    Tables and columns that ``incoming.carried`` does not list are left as stored; an episode the
-    incoming record does not list is kept; a new key is a new episode.
-    """
-    plan = UpdatePlan()
-    carried = incoming.carried
-    for spec in (PATIENT, *EPISODE_TABLES):
-        if carried is not None and spec.table not in carried:
-            continue
-        columns = [f.name for f in spec.fields if f.name not in spec.key
-                   and (carried is None or f.name in carried[spec.table])]
-        if spec.table is Table.PATIENT:
-            for column in columns:
-                old, new = stored.patient.get(column), incoming.patient.get(column)
-                if old != new:
-                    plan.changes.append(Change("update", spec.table, (stored.patient_id,), column, old, new))
-            continue
-        have = {tuple(r[k] for k in spec.key): r for r in stored.rows(spec.table)}
-        for row in incoming.rows(spec.table):
-            key = tuple(row[k] for k in spec.key)
-            old_row = have.get(key)
-            if old_row is None:
-                plan.changes.append(Change("create", spec.table, key, new=row))
-                continue
-            for column in columns:
-                if old_row.get(column) != row.get(column):
-                    plan.changes.append(Change("update", spec.table, key, column, old_row.get(column), row.get(column)))
-    return plan
-
-
-def merged(stored: PatientRecord, plan: UpdatePlan) -> PatientRecord:
-    """``stored`` with ``plan`` applied (for checking the rules on the result before writing)."""
-    out = PatientRecord(stored.centre, dict(stored.patient),
-                        {t: [dict(r) for r in rows] for t, rows in stored.episodes.items()})
-    for change in plan.changes:
-        if change.table is Table.PATIENT:
-            out.patient[change.column] = change.new  # type: ignore[index]
-            continue
-        spec = TABLE_BY_NAME[change.table]
-        rows = out.episodes.setdefault(change.table, [])
-        if change.action == "create":
-            rows.append(dict(change.new))
-        elif change.action == "update":
-            for row in rows:
-                if tuple(row[k] for k in spec.key) == change.key:
-                    row[change.column] = change.new  # type: ignore[index]
-        elif change.action == "delete":
-            rows[:] = [r for r in rows if tuple(r[k] for k in spec.key) != change.key]
-    return out
-
-
 def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan) -> list[tuple[Change, int]]:
     """Write ``plan`` for patient ``pk``; returns each change with the id of the row it touched.
 
-    Parents are created before their children; a key change of a parent is not part of a plan
-    (keys identify rows).  The caller bumps the patient's version and writes the audit trail.
+    Children are deleted before their parent and parents created before their children; within a
+    row, a change of its key comes last in the plan.  The caller bumps the patient's version and
+    writes the audit trail.
     """
     done: list[tuple[Change, int]] = []
     ids: dict[Table, dict[tuple[Any, ...], int]] = {}
@@ -225,7 +146,9 @@ def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan)
         return ids[table].get(key)
 
     order = {spec.table: i for i, spec in enumerate((PATIENT, *EPISODE_TABLES))}
-    for change in sorted(plan.changes, key=lambda c: order[c.table]):
+    deletes = sorted((c for c in plan.changes if c.action == "delete"), key=lambda c: -order[c.table])
+    others = sorted((c for c in plan.changes if c.action != "delete"), key=lambda c: order[c.table])
+    for change in [*deletes, *others]:  # children deleted before their parent, parents created before children
         spec, table = TABLE_BY_NAME[change.table], tables[change.table]
         if change.table is Table.PATIENT:
             conn.execute(sa.update(table).where(table.c.id == pk).values({change.column: change.new}))

@@ -41,7 +41,8 @@ def _first(select: sa.Select, partition: sa.ColumnElement[Any], *order: sa.Colum
 
 
 def flat_select(tables: Mapping[Table, sa.Table], centre: sa.Table) -> sa.Select:
-    """One row per patient: ``pk`` and every flat registry column, in registry order."""
+    """One row per patient: ``pk``, every flat registry column in registry order, then the ids of the
+    rows the flat columns come from (``rescue_line_pk``, ``operation_pk``)."""
     p = tables[Table.PATIENT]
     line = tables[Table.THERAPY_LINE]
     proc = tables[Table.LIVER_PROCEDURE]
@@ -116,4 +117,5 @@ def flat_select(tables: Mapping[Table, sa.Table], centre: sa.Table) -> sa.Select
               .outerjoin(path, path.c.procedure_pk == op.c.id)
               .outerjoin(first_event, first_event.c.patient_pk == p.c.id)
               .outerjoin(contacts, contacts.c.patient_pk == p.c.id))
-    return sa.select(p.c.id.label("pk"), *[value[c].label(c) for c in COLUMNS]).select_from(joined)
+    return sa.select(p.c.id.label("pk"), *[value[c].label(c) for c in COLUMNS],
+                     rescue.c.id.label("rescue_line_pk"), op.c.id.label("operation_pk")).select_from(joined)

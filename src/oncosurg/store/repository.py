@@ -1,28 +1,44 @@
-"""Writing validated records into the store, in one transaction, and reading them back as rows.
+r"""Writing validated records into the store, in one transaction, and reading them back.
 
-:func:`import_records` is all-or-nothing: it checks every record against the store first
-(already-registered patients, rule ``X411``) and only then writes; any exception rolls back.
-With ``update=True`` an existing patient's changed fields are overwritten, its ``version`` is
-incremented and each change is recorded in ``change_log`` (field, old → new).
+Two entry points write, both all-or-nothing (any refusal or exception rolls the whole file back):
+
+* :func:`import_records` takes flat registry rows (the 33-column CSV and the formats that map onto it):
+  a new patient becomes its episodes (:func:`oncosurg.pathway.flat.from_flat`); an update changes the
+  episodes of the flat projection (:func:`oncosurg.pathway.update.flat_update_plan`);
+* :func:`import_patients` takes :class:`~oncosurg.pathway.flat.PatientRecord`\ s (the long format and
+  the episode formats); an update changes only what the record carries
+  (:func:`oncosurg.pathway.update.plan_update`).
+
+Records are written in batches of patients inside the one transaction; every stored patient an update
+touches is checked with the rules on the merged result before anything is written for it.  Each change
+enters the hash-chained audit trail and ``change_log``; a new patient's audit row carries its whole
+record.  :func:`registry_select` is the flat row of every patient (the SQL projection).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
-from collections.abc import Iterator, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedRecord
-from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
-from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME, FIELDS, Stage
+from oncosurg.pathway.flat import PatientRecord, from_flat, to_flat
+from oncosurg.pathway.model import TABLE_BY_NAME, Table
+from oncosurg.pathway.rules import check_patient
+from oncosurg.pathway.update import Change, UpdatePlan, flat_update_plan, merged, plan_update
+from oncosurg.rules import X_ALREADY_REGISTERED, X_CLEARS, X_DERIVED_GRADE, Issue, check_record
+from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
 from oncosurg.store import audit
 from oncosurg.store import tables as t
+from oncosurg.store.episodes import apply_update, insert_records, read_records
+from oncosurg.store.projection import flat_select
 
-_PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
+BATCH = 1000
 
 
 @dataclass(slots=True)
@@ -45,97 +61,229 @@ def import_records(
     sha256: str,
     rows: int,
     update: bool = False,
+    allow_clear: bool = True,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     actor: audit.Actor | None = None,
 ) -> ImportResult:
-    """Write ``records`` in one transaction; refuse everything if any patient is already registered
-    (unless ``update``).
+    """Write flat registry rows in one transaction; refuse everything if any patient is already
+    registered (unless ``update``) or any merged record breaks a rule.
 
-    Every change enters the hash-chained audit trail in the same transaction, as ``actor``
-    (default: the operating-system user running the import): one ``create`` row per new patient
-    (its values are the batch's file, identified by its SHA-256) and one ``update`` row per changed
-    field (old → new).
+    With ``update`` a row changes only the columns it carries (``record.values``): the episodes of
+    the patient's flat projection, never the episodes the flat row cannot show.
     """
+    def patients() -> Iterator[_Incoming]:
+        for record in records:
+            values = record.values
+            yield _Incoming(values["centre"], values["patient_id"], record.line, flat=values)
+
+    return _import(engine, patients(), source=source, sha256=sha256, rows=rows, update=update,
+                   allow_clear=allow_clear, postop_window_days=postop_window_days, actor=actor)
+
+
+def import_patients(
+    engine: sa.Engine,
+    records: Iterable[PatientRecord],
+    *,
+    source: str,
+    sha256: str,
+    rows: int,
+    update: bool = False,
+    allow_clear: bool = True,
+    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
+    actor: audit.Actor | None = None,
+) -> ImportResult:
+    """Write patients with their episodes in one transaction (see :func:`import_records`); records
+    are consumed once, in batches, so a large file never sits in memory."""
+    def patients() -> Iterator[_Incoming]:
+        for record in records:
+            where = record.where.get((Table.PATIENT, (record.patient_id,)), (None, None))
+            yield _Incoming(record.centre, record.patient_id, where[1], record=record)
+
+    return _import(engine, patients(), source=source, sha256=sha256, rows=rows, update=update,
+                   allow_clear=allow_clear, postop_window_days=postop_window_days, actor=actor)
+
+
+@dataclass(slots=True)
+class _Incoming:
+    centre: str
+    patient_id: str
+    line: int | None
+    flat: dict[str, Any] | None = None
+    record: PatientRecord | None = None
+
+    def complete(self) -> PatientRecord:
+        return self.record if self.record is not None else from_flat(self.flat or {})
+
+
+def _import(engine: sa.Engine, incoming: Iterable[_Incoming], *, source: str, sha256: str, rows: int,
+            update: bool, allow_clear: bool, postop_window_days: int, actor: audit.Actor | None) -> ImportResult:
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
     result = ImportResult()
     with engine.begin() as conn:
-        centre_ids = _centre_ids(conn, {r.values["centre"] for r in records})
-        existing = _existing(conn, records, centre_ids)
-        if not update:
-            for record in records:
-                key = (centre_ids.get(record.values["centre"]), record.values["patient_id"])
-                if key in existing:
-                    result.issues.append(Issue(
-                        X_ALREADY_REGISTERED.code,
-                        f"patient already registered in centre '{record.values['centre']}'",
-                        "use `oncosurg import --update` to change registered patients, or fix the patient_id",
-                        record.line, "patient_id", record.values["patient_id"]))
-        else:
-            # An update may carry only some columns: the cross-field rules must hold on the merged record.
-            for record in records:
-                pk = existing.get((centre_ids.get(record.values["centre"]), record.values["patient_id"]))
-                if pk is not None:
-                    merged = {**read_record(conn, pk), **record.values}
-                    result.issues += check_record(merged, line=record.line, postop_window_days=postop_window_days)
-        if result.issues:
-            return result  # nothing written: the transaction holds no changes
         now = dt.datetime.now(dt.UTC)
         batch_id = conn.execute(
             sa.insert(t.import_batch).values(source=source[:500], sha256=sha256, mode="update" if update else "insert",
                                              rows=rows, created=0, updated=0, imported_at=now)
         ).inserted_primary_key[0]
+        writer = _Writer(conn, actor, batch_id, source, sha256, update=update, allow_clear=allow_clear,
+                         window=postop_window_days, result=result)
+        chunk: list[_Incoming] = []
+        for item in incoming:
+            chunk.append(item)
+            if len(chunk) >= BATCH:
+                writer.batch(chunk)
+                chunk = []
+        writer.batch(chunk)
+        if result.issues:
+            conn.rollback()
+            result.batch_id = None
+            return result
         result.batch_id = batch_id
-        new_rows: list[dict[str, Any]] = []
-        new_values: list[dict[str, Any]] = []
-        updates: list[tuple[int, dict[str, Any]]] = []
-        for record in records:
-            values = record.values
-            centre_id = _ensure_centre(conn, centre_ids, values["centre"])
-            pk = existing.get((centre_id, values["patient_id"]))
-            if pk is None:
-                new_rows.append({"centre_id": centre_id, "patient_id": values["patient_id"],
-                                 "import_batch_id": batch_id, **{c: values.get(c) for c in _PATIENT_COLUMNS}})
-                new_values.append(values)
-            else:
-                updates.append((pk, values))
-        if new_rows:
-            # executemany with RETURNING in parameter order (SQLite >= 3.35, PostgreSQL): one round trip per batch
-            pks = conn.execute(sa.insert(t.patient).returning(t.patient.c.id, sort_by_parameter_order=True),
-                               new_rows).scalars().all()
-            _insert_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
-            result.created = len(pks)
-            note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
-            audit.append(conn, actor=actor, entries=[
-                {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk,
-                 "centre": values["centre"], "patient_id": values["patient_id"], "reason": note, "version": 1}
-                for pk, values in zip(pks, new_values, strict=True)])
-        for pk, values in updates:
-            old = read_record(conn, pk)
-            diff = [(c, old.get(c), values.get(c)) for c in COLUMNS if c in values and old.get(c) != values.get(c)]
-            if not diff:
-                result.unchanged += 1
-                continue
-            merged = {**old, **{c: values[c] for c in values}}
-            conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(
-                import_batch_id=batch_id, version=t.patient.c.version + 1,
-                **{c: merged.get(c) for c in _PATIENT_COLUMNS}))
-            write_stages(conn, pk, merged, source=f"import batch {batch_id}")
-            version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
-            note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
-            for column, before, after in diff:
-                conn.execute(sa.insert(t.change_log).values(
-                    import_batch_id=batch_id, patient_pk=pk, field=column,
-                    old_value=audit.text(before), new_value=audit.text(after)))
-                result.changes.append((values["centre"], values["patient_id"], column, before, after))
-            audit.append(conn, actor=actor, entries=[
-                {"action": "update", "entity": FIELD_BY_NAME[column].stage.value, "entity_id": pk, "patient_pk": pk,
-                 "centre": values["centre"], "patient_id": values["patient_id"], "field": column,
-                 "old_value": before, "new_value": after, "reason": note, "version": version}
-                for column, before, after in diff])
-            result.updated += 1
         conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
                      .values(created=result.created, updated=result.updated))
     return result
+
+
+class _Writer:
+    """Writes batches of incoming patients; once an issue is found it only keeps checking."""
+
+    def __init__(self, conn: sa.Connection, actor: audit.Actor, batch_id: int, source: str, sha256: str, *,
+                 update: bool, allow_clear: bool, window: int, result: ImportResult) -> None:
+        self.conn, self.actor, self.batch_id = conn, actor, batch_id
+        self.update, self.allow_clear, self.window, self.result = update, allow_clear, window, result
+        self.note = f"import batch {batch_id}{' (--update)' if update else ''}: {source[:200]} (sha256 {sha256[:12]})"
+        self.centre_ids: dict[str, int] = {}
+
+    def batch(self, chunk: list[_Incoming]) -> None:
+        if not chunk:
+            return
+        conn, result = self.conn, self.result
+        self.centre_ids.update(_centre_ids(conn, {i.centre for i in chunk} - set(self.centre_ids)))
+        existing = _existing_keys(conn, [(self.centre_ids.get(i.centre), i.patient_id) for i in chunk])
+        new: list[_Incoming] = []
+        old: list[tuple[_Incoming, int]] = []
+        for item in chunk:
+            pk = existing.get((self.centre_ids.get(item.centre), item.patient_id))
+            if pk is None:
+                new.append(item)
+            elif not self.update:
+                result.issues.append(Issue(
+                    X_ALREADY_REGISTERED.code, f"patient already registered in centre '{item.centre}'",
+                    "use `oncosurg import --update` to change registered patients, or fix the patient_id",
+                    item.line, "patient_id", item.patient_id))
+            else:
+                old.append((item, pk))
+        plans = self._plans(old)
+        if result.issues:
+            return
+        if new:
+            records = [i.complete() for i in new]
+            for name in {r.centre for r in records}:
+                _ensure_centre(conn, self.centre_ids, name)
+            pks = insert_records(conn, t.EPISODES, records, centre_ids=self.centre_ids,
+                                 patient_extra={"import_batch_id": self.batch_id})
+            result.created += len(pks)
+            audit.append(conn, actor=self.actor, entries=[
+                {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": r.centre,
+                 "patient_id": r.patient_id, "new_value": snapshot(r), "reason": self.note, "version": 1}
+                for pk, r in zip(pks, records, strict=True)])
+        for (item, pk), (plan, flat_before, flat_after) in zip(old, plans, strict=True):
+            if not plan:
+                result.unchanged += 1
+                continue
+            flat_diff = [(c, flat_before.get(c), flat_after.get(c)) for c in COLUMNS
+                         if flat_before.get(c) != flat_after.get(c)]
+            log = flat_diff if item.flat is not None else None
+            write_plan(conn, pk, plan, actor=self.actor, centre=item.centre, patient_id=item.patient_id,
+                       reason=self.note, batch_id=self.batch_id, log=log)
+            result.changes += [(item.centre, item.patient_id, c, old, new) for c, old, new in flat_diff]
+            result.updated += 1
+
+    def _plans(self, old: list[tuple[_Incoming, int]]) -> list[tuple[UpdatePlan, dict[str, Any], dict[str, Any]]]:
+        """Plan every update of the batch and check the merged records (issues go to the result)."""
+        if not old:
+            return []
+        stored = read_records(self.conn, t.EPISODES, t.centre, [pk for _, pk in old])
+        out = []
+        for item, pk in old:
+            before = stored[pk]
+            plan = flat_update_plan(before, item.flat) if item.flat is not None else plan_update(before, item.record)
+            after = merged(before, plan)
+            flat_before, flat_after = to_flat(before), to_flat(after)
+            for column, message, hint in plan.refusals:
+                self.result.issues.append(Issue(X_DERIVED_GRADE.code, message, hint, item.line, column,
+                                                audit.text((item.flat or {}).get(column))))
+            if plan.clears and not self.allow_clear:
+                listed = ", ".join(f"{c} ({audit.text(v)})" for c, v in plan.clears)
+                self.result.issues.append(Issue(
+                    X_CLEARS.code, f"the update would clear {len(plan.clears)} stored value(s): {listed}",
+                    "leave the cells out of the file to keep the values, or pass --allow-clear to empty them",
+                    item.line, plan.clears[0][0]))
+            if item.flat is not None:  # the flat rules judge the row the user sees: the stored row overlaid
+                overlay = {**flat_before, **item.flat}
+                self.result.issues += check_record(overlay, line=item.line, postop_window_days=self.window)
+            self.result.issues += [i for i in check_patient(after, postop_window_days=self.window)
+                                   if item.flat is None or not _shown_by_flat(i)]
+            out.append((plan, flat_before, flat_after))
+        return out
+
+
+def _shown_by_flat(issue: Issue) -> bool:
+    """Whether an episode rule's finding is already a flat rule's (the flat row checks its own columns)."""
+    return issue.code in ("E604", "E608", "E609")
+
+
+def snapshot(record: PatientRecord) -> str:
+    """A patient's whole record as canonical JSON (the audit trail's value of a created patient)."""
+    body: dict[str, Any] = {"patient": {k: audit.text(v) for k, v in record.patient.items()}}
+    for table, rows in sorted(record.episodes.items()):
+        if rows:
+            body[table.value] = [{k: audit.text(v) for k, v in row.items()} for row in rows]
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.Actor, centre: str,
+               patient_id: str, reason: str, batch_id: int | None = None,
+               log: Sequence[tuple[str, Any, Any]] | None = None) -> int:
+    """Apply ``plan`` to patient ``pk``: bump its version, audit every row created, changed or removed
+    and, for an import (``batch_id``), record the changes in ``change_log`` — ``log`` (field, old, new)
+    when given (a flat import logs flat columns), else one row per episode change; returns the new
+    version."""
+    done = apply_update(conn, t.EPISODES, pk, plan)
+    conn.execute(sa.update(t.patient).where(t.patient.c.id == pk)
+                 .values(version=t.patient.c.version + 1,
+                         **({"import_batch_id": batch_id} if batch_id is not None else {})))
+    version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
+    entries = [_audit_entry(change, row_id, pk=pk, centre=centre, patient_id=patient_id, reason=reason,
+                            version=version) for change, row_id in done]
+    audit.append(conn, actor=actor, entries=entries)
+    if batch_id is not None:
+        rows = ([(f, audit.text(o), audit.text(n)) for f, o, n in log] if log is not None else
+                [(e["entity"] + "." + (e["field"] or "*"), e["old_value"], e["new_value"]) for e in entries])
+        if rows:
+            conn.execute(sa.insert(t.change_log), [{"import_batch_id": batch_id, "patient_pk": pk, "field": f,
+                                                    "old_value": o, "new_value": n} for f, o, n in rows])
+    return version
+
+
+def _audit_entry(change: Change, row_id: int, *, pk: int, centre: str, patient_id: str, reason: str,
+                 version: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"action": change.action, "entity": change.table.value, "entity_id": row_id,
+                             "patient_pk": pk, "centre": centre, "patient_id": patient_id, "reason": reason,
+                             "version": version, "field": change.column}
+    if change.action == "update":
+        entry |= {"old_value": audit.text(change.old), "new_value": audit.text(change.new)}
+    elif change.action == "create":
+        entry["new_value"] = _row_json(change.table, change.new)
+    else:
+        entry["old_value"] = _row_json(change.table, change.old)
+    return entry
+
+
+def _row_json(table: Table, row: Mapping[str, Any] | None) -> str:
+    spec = TABLE_BY_NAME[table]
+    return json.dumps({f.name: audit.text((row or {}).get(f.name)) for f in spec.fields}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
 
 
 def _os_user() -> str:
@@ -158,12 +306,11 @@ def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
     return ids[name]
 
 
-def _existing(conn: sa.Connection, records: Sequence[ParsedRecord], centre_ids: dict[str, int]
-              ) -> dict[tuple[int | None, str], int]:
+def _existing_keys(conn: sa.Connection, keys: Sequence[tuple[int | None, str]]) -> dict[tuple[int | None, str], int]:
     found: dict[tuple[int | None, str], int] = {}
-    wanted = sorted({r.values["patient_id"] for r in records})
-    for chunk in range(0, len(wanted), 500):
-        ids = wanted[chunk : chunk + 500]
+    wanted = sorted({pid for _, pid in keys})
+    for start in range(0, len(wanted), 500):
+        ids = wanted[start : start + 500]
         query = sa.select(t.patient.c.centre_id, t.patient.c.patient_id, t.patient.c.id).where(
             t.patient.c.patient_id.in_(ids))
         for centre_id, pid, pk in conn.execute(query):
@@ -171,118 +318,35 @@ def _existing(conn: sa.Connection, records: Sequence[ParsedRecord], centre_ids: 
     return found
 
 
-_REQUIRED_STAGES = (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
-
-
-def upsert_stage(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, Any]) -> None:
-    """Update the patient's row of a one-to-one stage table, or insert it."""
-    done = conn.execute(sa.update(table).where(table.c.patient_pk == pk).values(**row)).rowcount
-    if not done:
-        conn.execute(sa.insert(table).values(patient_pk=pk, **row))
-
-
-def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, source: str = "registry CSV") -> None:
-    """Bring an existing patient's stage tables to a validated registry record (the patient row is the
-    caller's).  Stages left empty are removed; complications recorded one by one (web app) are kept
-    as long as their worst grade still equals the record's ``clavien_dindo_max``."""
-    for stage, table in t.STAGE_TABLES.items():
-        row = {f.name: record.get(f.name) for f in FIELDS if f.stage is stage}
-        if stage is Stage.SURGERY:
-            if record.get("surgery_date") is None:
-                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-                continue
-            row["complications_assessed"] = record.get("clavien_dindo_max") is not None
-        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
-            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-            continue
-        upsert_stage(conn, table, pk, row)
-    _sync_complications(conn, pk, record.get("clavien_dindo_max"), source)
-
-
-def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str) -> None:
-    """Make the complication rows agree with a worst grade (``none``/empty = no complication rows)."""
-    c = t.complication
-    rank = None if grade is None else CLAVIEN_DINDO.index(grade)
-    if not rank:
-        conn.execute(sa.delete(c).where(c.c.patient_pk == pk))
-        return
-    conn.execute(sa.delete(c).where(c.c.patient_pk == pk, c.c.grade_rank > rank))
-    present = conn.execute(sa.select(sa.func.count()).select_from(c)
-                           .where(c.c.patient_pk == pk, c.c.grade_rank == rank)).scalar_one()
-    if not present:
-        conn.execute(sa.insert(c).values(patient_pk=pk, grade=grade, grade_rank=rank,
-                                         description=f"worst complication ({source})"))
-
-
-def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str, Any]]]:
-    """The stage-table rows of one patient (only stages with something recorded)."""
-    out: dict[sa.Table, list[dict[str, Any]]] = {}
-    for stage, table in t.STAGE_TABLES.items():
-        row = {f.name: values.get(f.name) for f in FIELDS if f.stage is stage}
-        if stage is Stage.SURGERY:
-            if values.get("surgery_date") is None:
-                continue
-            row["complications_assessed"] = values.get("clavien_dindo_max") is not None
-        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
-            continue
-        out[table] = [{"patient_pk": pk, **row}]
-    grade = values.get("clavien_dindo_max")
-    if grade not in (None, "none"):
-        out[t.complication] = [{"patient_pk": pk, "grade": grade, "grade_rank": CLAVIEN_DINDO.index(grade),
-                                "description": "worst complication (registry CSV)"}]
-    return out
-
-
-def _insert_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]) -> None:
-    """Insert stage rows grouped by table (executemany)."""
-    grouped: dict[sa.Table, list[dict[str, Any]]] = {}
-    for rows in per_patient:
-        for table, items in rows.items():
-            grouped.setdefault(table, []).extend(items)
-    for table in [*t.STAGE_TABLES.values(), t.complication]:
-        if grouped.get(table):
-            conn.execute(sa.insert(table), grouped[table])
+def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, actor: audit.Actor | None = None,
+                 source: str = "registry CSV") -> UpdatePlan:
+    """Bring a patient's flat projection to ``record`` (the flat columns it holds; the web app's cards),
+    changing only the episodes the flat row shows.  Refusals (``plan.refusals``) are the caller's to
+    report; with an ``actor`` the changes enter the audit trail here."""
+    stored = read_records(conn, t.EPISODES, t.centre, [pk])[pk]
+    plan = flat_update_plan(stored, {k: v for k, v in record.items() if k in COLUMNS})
+    if plan.refusals or not plan:
+        return plan
+    if actor is None:
+        apply_update(conn, t.EPISODES, pk, plan)
+    else:
+        write_plan(conn, pk, plan, actor=actor, centre=stored.centre, patient_id=stored.patient_id, reason=source)
+    return plan
 
 
 def registry_select() -> sa.Select:
-    """One row per patient with every registry column (the CSV's shape), built by joins."""
-    p = t.patient
-    worst = (
-        sa.select(t.complication.c.patient_pk, sa.func.max(t.complication.c.grade_rank).label("rank"))
-        .group_by(t.complication.c.patient_pk)
-        .subquery("worst")
-    )
-    grade_case = sa.case(
-        *[(worst.c.rank == i, grade) for i, grade in enumerate(CLAVIEN_DINDO) if i > 0],
-        else_=sa.case((t.surgery.c.complications_assessed.is_(True), "none"), else_=sa.null()),
-    )
-    columns: list[sa.ColumnElement[Any]] = []
-    for f in FIELDS:
-        if f.name == "patient_id":
-            columns.append(p.c.patient_id)
-        elif f.name == "centre":
-            columns.append(t.centre.c.name.label("centre"))
-        elif f.name == "clavien_dindo_max":
-            columns.append(grade_case.label("clavien_dindo_max"))
-        elif f.stage is Stage.PATIENT:
-            columns.append(p.c[f.name])
-        else:
-            columns.append(t.STAGE_TABLES[f.stage].c[f.name])
-    joined = p.join(t.centre, t.centre.c.id == p.c.centre_id)
-    for table in t.STAGE_TABLES.values():
-        joined = joined.outerjoin(table, table.c.patient_pk == p.c.id)
-    joined = joined.outerjoin(worst, worst.c.patient_pk == p.c.id)
-    return sa.select(p.c.id.label("pk"), *columns).select_from(joined)
+    """One row per patient with every flat registry column (the CSV's shape), projected from the episodes."""
+    return flat_select(t.EPISODES, t.centre)
 
 
 def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
-    """The registry columns of one patient."""
+    """The flat registry columns of one patient."""
     row = conn.execute(registry_select().where(t.patient.c.id == pk)).mappings().one()
     return {c: row[c] for c in COLUMNS}
 
 
 def iter_records(conn: sa.Connection, *, centre: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every patient's registry columns, ordered by centre then patient_id."""
+    """Every patient's flat registry columns, ordered by centre then patient_id."""
     query = registry_select().order_by(t.centre.c.name, t.patient.c.patient_id)
     if centre is not None:
         query = query.where(t.centre.c.name == centre)

@@ -1,16 +1,18 @@
 """SQLAlchemy 2 tables of the pathway registry.
 
-One table per pathway stage, keyed by the patient's surrogate key; the stage columns are generated
-from :mod:`oncosurg.schema`, so a registry field is declared once.  Complications are one row per
-complication (the registry CSV carries only the worst grade, stored as one row); the surgery row
-says whether complications were assessed at all (``none`` = assessed, no complication).
+A patient row and one table per episode type (therapy lines, MDT reviews, response assessments,
+liver procedures, complications, pathology, disease events, contacts), generated from
+:mod:`oncosurg.pathway.model` by :mod:`oncosurg.store.episode_tables`; import batches, the change
+log, and the web app's accounts, sessions and hash-chained audit trail.  The flat registry row of a
+patient is a projection of its episodes (:mod:`oncosurg.store.projection`).
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from oncosurg.schema import FIELDS, Kind, Stage
+from oncosurg.pathway.model import Table
+from oncosurg.store.episode_tables import build
 
 metadata = sa.MetaData(
     naming_convention={
@@ -21,30 +23,6 @@ metadata = sa.MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-
-def _sa_type(kind: Kind, max_length: int) -> sa.types.TypeEngine:
-    return {
-        Kind.TEXT: sa.String(max_length),
-        Kind.ENUM: sa.String(32),
-        Kind.INTEGER: sa.Integer(),
-        Kind.NUMBER: sa.Float(),
-        Kind.DATE: sa.Date(),
-        Kind.BOOL: sa.Boolean(create_constraint=False),
-        Kind.SEGMENTS: sa.String(24),
-    }[kind]
-
-
-def _stage_columns(stage: Stage) -> list[sa.Column]:
-    return [
-        sa.Column(f.name, _sa_type(f.kind, f.max_length), nullable=f.required != "yes", comment=f.description or None)
-        for f in FIELDS
-        if f.stage is stage and f.name not in ("patient_id", "centre")
-    ]
-
-
-def _patient_fk() -> sa.Column:
-    return sa.Column("patient_pk", sa.Integer, sa.ForeignKey("patient.id", ondelete="CASCADE"), primary_key=True)
 
 
 centre = sa.Table(
@@ -67,44 +45,18 @@ import_batch = sa.Table(
     sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-patient = sa.Table(
-    "patient",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("centre_id", sa.Integer, sa.ForeignKey("centre.id"), nullable=False),
-    sa.Column("patient_id", sa.String(64), nullable=False),
-    *_stage_columns(Stage.PATIENT),
-    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
-    sa.Column("import_batch_id", sa.Integer, sa.ForeignKey("import_batch.id"), nullable=True),
-    sa.UniqueConstraint("centre_id", "patient_id", name="uq_patient_centre_patient_id"),
-)
-
-baseline_tumour = sa.Table("baseline_tumour", metadata, _patient_fk(), *_stage_columns(Stage.BASELINE))
-prior_chemotherapy = sa.Table("prior_chemotherapy", metadata, _patient_fk(), *_stage_columns(Stage.PRIOR_CHEMO))
-cetuximab_course = sa.Table("cetuximab_course", metadata, _patient_fk(), *_stage_columns(Stage.CETUXIMAB))
-surgery = sa.Table(
-    "surgery",
-    metadata,
-    _patient_fk(),
-    *_stage_columns(Stage.SURGERY),
-    sa.Column("complications_assessed", sa.Boolean(create_constraint=False), nullable=False,
-              server_default=sa.false()),
-)
-complication = sa.Table(
-    "complication",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("patient_pk", sa.Integer, sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=False,
-              index=True),
-    sa.Column("grade", sa.String(8), nullable=False),
-    sa.Column("grade_rank", sa.Integer, nullable=False),  # 1 = I … 7 = V (schema.CLAVIEN_DINDO index)
-    sa.Column("description", sa.String(200), nullable=True),
-)
-pathology_nontumoral = sa.Table(
-    "pathology_nontumoral", metadata, _patient_fk(), *_stage_columns(Stage.PATHOLOGY_NONTUMORAL)
-)
-pathology_tumoral = sa.Table("pathology_tumoral", metadata, _patient_fk(), *_stage_columns(Stage.PATHOLOGY_TUMORAL))
-follow_up = sa.Table("follow_up", metadata, _patient_fk(), *_stage_columns(Stage.FOLLOW_UP))
+#: The patient and episode tables (oncosurg.store.episode_tables), keyed by pathway.model.Table.
+EPISODES: dict[Table, sa.Table] = build(metadata, patient_extra=(
+    sa.Column("import_batch_id", sa.Integer, sa.ForeignKey("import_batch.id"), nullable=True),))
+patient = EPISODES[Table.PATIENT]
+therapy_line = EPISODES[Table.THERAPY_LINE]
+mdt_review = EPISODES[Table.MDT_REVIEW]
+response_assessment = EPISODES[Table.RESPONSE_ASSESSMENT]
+liver_procedure = EPISODES[Table.LIVER_PROCEDURE]
+complication = EPISODES[Table.COMPLICATION]
+pathology = EPISODES[Table.PATHOLOGY]
+disease_event = EPISODES[Table.DISEASE_EVENT]
+contact = EPISODES[Table.CONTACT]
 
 change_log = sa.Table(
     "change_log",
@@ -116,17 +68,6 @@ change_log = sa.Table(
     sa.Column("old_value", sa.Text, nullable=True),
     sa.Column("new_value", sa.Text, nullable=True),
 )
-
-#: One-to-one stage tables (joined on patient_pk) in pathway order.
-STAGE_TABLES: dict[Stage, sa.Table] = {
-    Stage.BASELINE: baseline_tumour,
-    Stage.PRIOR_CHEMO: prior_chemotherapy,
-    Stage.CETUXIMAB: cetuximab_course,
-    Stage.SURGERY: surgery,
-    Stage.PATHOLOGY_NONTUMORAL: pathology_nontumoral,
-    Stage.PATHOLOGY_TUMORAL: pathology_tumoral,
-    Stage.FOLLOW_UP: follow_up,
-}
 
 # --------------------------------------------------------------------------------------------------
 # The registry web app (issue 5): accounts, sessions, the audit trail, and pathway details that the
@@ -209,42 +150,6 @@ audit_head = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("last_id", sa.Integer, nullable=True),
     sa.Column("last_hash", sa.String(64), nullable=False),
-)
-
-mdt_review = sa.Table(
-    "mdt_review",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("patient_pk", sa.Integer, sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=False,
-              index=True),
-    sa.Column("review_date", sa.Date, nullable=False),
-    sa.Column("decision", sa.String(32), nullable=False),
-    sa.Column("cycles_at_review", sa.Integer, nullable=True),
-    sa.Column("notes", sa.String(2000), nullable=True),
-)
-
-response_assessment = sa.Table(
-    "response_assessment",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("patient_pk", sa.Integer, sa.ForeignKey("patient.id", ondelete="CASCADE"), nullable=False,
-              index=True),
-    sa.Column("assessment_date", sa.Date, nullable=False),
-    sa.Column("category", sa.String(4), nullable=False),  # RECIST CR | PR | SD | PD | NE
-    sa.Column("baseline_sum_mm", sa.Float, nullable=True),
-    sa.Column("current_sum_mm", sa.Float, nullable=True),
-    sa.Column("nadir_sum_mm", sa.Float, nullable=True),
-    sa.Column("new_lesions", sa.Boolean(create_constraint=False), nullable=True),
-)
-
-cetuximab_regimen = sa.Table(
-    "cetuximab_regimen",
-    metadata,
-    _patient_fk(),
-    sa.Column("schedule", sa.String(16), nullable=True),  # weekly | biweekly
-    sa.Column("dose_mg_m2", sa.Float, nullable=True),
-    sa.Column("bsa_m2", sa.Float, nullable=True),
-    sa.Column("stop_date", sa.Date, nullable=True),
 )
 
 #: A validated CSV upload waiting for the uploader's confirmation (re-validated when confirmed).

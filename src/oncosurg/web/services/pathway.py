@@ -19,6 +19,7 @@ from oncosurg.rules import clavien_rank
 from oncosurg.schema import CLAVIEN_DINDO
 from oncosurg.store import audit
 from oncosurg.store import tables as t
+from oncosurg.store.repository import registry_select
 from oncosurg.web.errors import Invalid, NotFound
 from oncosurg.web.services.forms import (
     COMPLICATION_FIELDS,
@@ -37,6 +38,7 @@ from oncosurg.web.services.patients import (
     _require_writer,
     bump_version,
     read_registry_record,
+    rescue_line_pk,
     stale,
 )
 
@@ -72,6 +74,17 @@ def dose_mg(regimen: Mapping[str, Any]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ reading
+
+def _next_no(conn: sa.Connection, column: sa.Column, where: sa.ColumnElement[bool]) -> int:
+    """The next instance number of an episode (max + 1; numbers are never reused while the row exists)."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(column), 0) + 1).where(where)).scalar_one())
+
+
+def operation_pk(conn: sa.Connection, pk: int) -> int | None:
+    """The id of the operation the flat registry row describes (its complications are the card's)."""
+    base = registry_select().subquery("r")
+    return conn.execute(sa.select(base.c.operation_pk).where(base.c.pk == pk)).scalar()
+
 
 def complications(conn: sa.Connection, *, pk: int) -> list[dict[str, Any]]:
     c = t.complication
@@ -152,7 +165,9 @@ def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str,
     if values.get("cycles_at_review") is None:
         values["cycles_at_review"] = record.get("cetuximab_cycles")
     version = bump_version(conn, head=head, version=None)
-    rid = int(conn.execute(sa.insert(t.mdt_review).values(patient_pk=pk, **values)).inserted_primary_key[0])
+    rid = int(conn.execute(sa.insert(t.mdt_review).values(
+        patient_pk=pk, review_no=_next_no(conn, t.mdt_review.c.review_no, t.mdt_review.c.patient_pk == pk),
+        therapy_line_pk=rescue_line_pk(conn, pk), **values)).inserted_primary_key[0])
     changes = [(k, None, v) for k, v in values.items() if v is not None]
     audit.append(conn, actor=ctx.actor, entries=_entries(head, version, "create", "mdt_review", rid, changes, None))
     return rid
@@ -187,7 +202,10 @@ def add_response(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[st
     if errors:
         raise Invalid(f"{len(errors)} problem(s): the assessment was not recorded", errors=errors)
     version = bump_version(conn, head=head, version=None)
-    aid = int(conn.execute(sa.insert(t.response_assessment).values(patient_pk=pk, **values)).inserted_primary_key[0])
+    a = t.response_assessment
+    aid = int(conn.execute(sa.insert(a).values(
+        patient_pk=pk, assessment_no=_next_no(conn, a.c.assessment_no, a.c.patient_pk == pk),
+        therapy_line_pk=rescue_line_pk(conn, pk), **values)).inserted_primary_key[0])
     changes = [(k, None, v) for k, v in values.items() if v is not None]
     audit.append(conn, actor=ctx.actor,
                  entries=_entries(head, version, "create", "response_assessment", aid, changes, None))
@@ -219,10 +237,15 @@ def add_complication(conn: sa.Connection, *, ctx: Context, pk: int, form: Mappin
         raise Invalid(f"{len(errors)} problem(s): the complication was not recorded", errors=errors)
     why = _reason(ctx, conn, head, reason)
     version = bump_version(conn, head=head, version=None)
-    cid = int(conn.execute(sa.insert(t.complication).values(
-        patient_pk=pk, grade=values["grade"], grade_rank=CLAVIEN_DINDO.index(values["grade"]),
+    operation = operation_pk(conn, pk)
+    c = t.complication
+    cid = int(conn.execute(sa.insert(c).values(
+        patient_pk=pk, procedure_pk=operation, complication_no=_next_no(conn, c.c.complication_no,
+                                                                        c.c.procedure_pk == operation),
+        grade=values["grade"], grade_rank=CLAVIEN_DINDO.index(values["grade"]),
         description=values.get("description"))).inserted_primary_key[0])
-    conn.execute(sa.update(t.surgery).where(t.surgery.c.patient_pk == pk).values(complications_assessed=True))
+    conn.execute(sa.update(t.liver_procedure).where(t.liver_procedure.c.id == operation)
+                 .values(complications_assessed=True))
     changes = [(k, None, v) for k, v in values.items() if v is not None]
     audit.append(conn, actor=ctx.actor, entries=_entries(head, version, "create", "complication", cid, changes, why))
     return cid

@@ -16,11 +16,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from oncosurg.pathway.flat import from_flat
 from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.repository import registry_select, upsert_stage, write_stages
+from oncosurg.store.episodes import insert_records
+from oncosurg.store.repository import registry_select, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -87,9 +89,17 @@ def read_registry_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
     return {c: row[c] for c in COLUMNS}
 
 
+def rescue_line_pk(conn: sa.Connection, pk: int) -> int | None:
+    """The id of the patient's rescue line (the line the flat registry row describes)."""
+    base = _registry().subquery("r")
+    return conn.execute(sa.select(base.c.rescue_line_pk).where(base.c.pk == pk)).scalar()
+
+
 def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk)
-                       ).mappings().first()
+    """The targeted agent's regimen and stop date, held by the rescue line."""
+    line = rescue_line_pk(conn, pk)
+    row = None if line is None else conn.execute(
+        sa.select(t.therapy_line).where(t.therapy_line.c.id == line)).mappings().first()
     return {c: (row[c] if row else None) for c in REGIMEN_COLUMNS}
 
 
@@ -129,7 +139,7 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
                   page: int = 1, page_size: int = 50) -> dict[str, Any]:
     """One page of the user's patients, filtered by search text, pathway stage and centre."""
     base = _registry().subquery("r")
-    reg = t.cetuximab_regimen
+    reg = t.therapy_line
     where: list[sa.ColumnElement[bool]] = []
     if not user.all_centres:
         where.append(base.c.centre.in_(sorted(user.centres)))
@@ -154,7 +164,7 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
                 "column": "stage", "value": stage, "message": "unknown stage filter",
                 "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
         where.append(cond)
-    joined = base.outerjoin(reg, reg.c.patient_pk == base.c.pk)
+    joined = base.outerjoin(reg, reg.c.id == base.c.rescue_line_pk)
     total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
     page = max(1, page)
     rows = conn.execute(sa.select(base, reg.c.stop_date).select_from(joined).where(*where)
@@ -198,10 +208,10 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ writing
 
 def _store_regimen(conn: sa.Connection, pk: int, regimen: Mapping[str, Any]) -> None:
-    if all(regimen.get(c) is None for c in REGIMEN_COLUMNS):
-        conn.execute(sa.delete(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk))
-    else:
-        upsert_stage(conn, t.cetuximab_regimen, pk, {c: regimen.get(c) for c in REGIMEN_COLUMNS})
+    line = rescue_line_pk(conn, pk)
+    if line is not None:
+        conn.execute(sa.update(t.therapy_line).where(t.therapy_line.c.id == line)
+                     .values({c: regimen.get(c) for c in REGIMEN_COLUMNS}))
 
 
 def _regimen_errors(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -292,8 +302,11 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
         return {"version": version, "changes": []}
     why = _reason(ctx, conn, head, reason)
     new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
-    conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(**{c: record.get(c) for c in PATIENT_COLUMNS}))
-    write_stages(conn, pk, record, source="surgery card")
+    plan = write_stages(conn, pk, record, source="surgery card")
+    if plan.refusals:
+        raise Invalid(f"{len(plan.refusals)} problem(s): nothing was saved", errors=[
+            web_error("X430", column, audit.text(record.get(column)), message, hint)
+            for column, message, hint in plan.refusals])
     if stage == "cetuximab":
         _store_regimen(conn, pk, new_regimen)
     entries = []
@@ -347,9 +360,7 @@ def create_patient(conn: sa.Connection, *, ctx: Context, record: Mapping[str, An
                    source: str = "registration form") -> int:
     """Insert a validated record (version 1) and audit every non-empty field; returns the pk."""
     centre_id = ensure_centre(conn, name=record["centre"])
-    pk = int(conn.execute(sa.insert(t.patient).values(
-        centre_id=centre_id, version=1, **{c: record.get(c) for c in PATIENT_COLUMNS})).inserted_primary_key[0])
-    write_stages(conn, pk, record, source=source)
+    (pk,) = insert_records(conn, t.EPISODES, [from_flat(record)], centre_ids={record["centre"]: centre_id})
     regimen = regimen or {}
     _store_regimen(conn, pk, regimen)
     head = {"id": pk, "centre": record["centre"], "patient_id": record["patient_id"]}
@@ -382,7 +393,8 @@ def delete_patient(conn: sa.Connection, *, ctx: Context, pk: int, version: int, 
     regimen = read_regimen(conn, pk)
     changes = [(c, record.get(c), None) for c in COLUMNS if c != "centre" and record.get(c) is not None]
     changes += [(c, regimen.get(c), None) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
-    for table in (t.mdt_review, t.response_assessment, t.complication, t.cetuximab_regimen, *t.STAGE_TABLES.values()):
+    for table in (t.mdt_review, t.response_assessment, t.complication, t.pathology, t.liver_procedure,
+                  t.disease_event, t.contact, t.therapy_line):
         conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
     conn.execute(sa.delete(t.change_log).where(t.change_log.c.patient_pk == pk))
     conn.execute(sa.delete(t.patient).where(t.patient.c.id == pk))

@@ -25,7 +25,6 @@ from oncosurg.web import security
 from oncosurg.web.errors import Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import issue_dict
 from oncosurg.web.services.patients import (
-    PATIENT_COLUMNS,
     Context,
     _entries,
     create_patient,
@@ -159,8 +158,12 @@ def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") 
     for _record, found, merged, diff in plan["update"]:
         version = found["version"] + 1
         conn.execute(sa.update(t.patient).where(t.patient.c.id == found["id"]).values(
-            version=t.patient.c.version + 1, **{c: merged.get(c) for c in PATIENT_COLUMNS}))
-        write_stages(conn, found["id"], merged, source="registry CSV")
+            version=t.patient.c.version + 1))
+        plan_done = write_stages(conn, found["id"], merged, source="registry CSV")
+        if plan_done.refusals:
+            raise Invalid("nothing was imported", errors=[
+                {"code": "X430", "rule": "derived-grade", "column": c, "value": audit.text(merged.get(c)),
+                 "message": m, "hint": h, "line": _record.line} for c, m, h in plan_done.refusals])
         head = {"id": found["id"], "centre": merged["centre"], "patient_id": merged["patient_id"]}
         entries = []
         for field, old, new in diff:

@@ -28,11 +28,11 @@ RESPONDED = ("PR", "CR")
 def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: int, review_weeks: int,
              followup_overdue_months: int, limit: int = 500) -> dict[str, Any]:
     base = registry_select().subquery("r")
-    reg = t.cetuximab_regimen
+    reg = t.therapy_line
     scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
     on_cetuximab = sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None), reg.c.stop_date.is_(None),
                            *scope)
-    joined = base.outerjoin(reg, reg.c.patient_pk == base.c.pk)
+    joined = base.outerjoin(reg, reg.c.id == base.c.rescue_line_pk)
     candidates = conn.execute(
         sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.cetuximab_start, base.c.cetuximab_cycles,
                   base.c.best_response).select_from(joined).where(on_cetuximab)
