@@ -138,41 +138,82 @@ RELEASE_TABLES = ("centre", "import_batch", "patient", "baseline_tumour", "prior
                   "audit_head", "mdt_review", "response_assessment", "cetuximab_regimen", "pending_upload")
 
 
+def _any(*columns: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    return sa.or_(*[c.is_not(None) for c in columns])
+
+
+def release_audit_anchor(conn: sa.Connection) -> dict[str, Any]:
+    """The chain as the release left it: the rows before the first row a later migration appended
+    (``migrate``), and the hash of the last of them."""
+    first_migrate = conn.execute(sa.select(sa.func.min(t.audit_log.c.id))
+                                 .where(t.audit_log.c.action == "migrate")).scalar()
+    last = conn.execute(sa.select(t.audit_log.c.id, t.audit_log.c.hash)
+                        .where(t.audit_log.c.id < first_migrate if first_migrate else sa.true())
+                        .order_by(t.audit_log.c.id.desc()).limit(1)).first()
+    return {"rows": last.id if last else 0, "head_hash": last.hash if last else audit.GENESIS}
+
+
 def tables_view(conn: sa.Connection) -> dict[str, Any]:
-    """Everything the registry CSV does not carry, in release 0.1.0's shape (``expected/*/tables.json``);
-    password and token hashes left out, secrets as their sha256."""
-    chain = audit.verify(conn)
+    """Everything the registry CSV does not carry, in release 0.1.0's shape (``expected/*/tables.json``),
+    read from today's schema (the episode tables: the release's one-row-per-patient stages are their
+    rescue line, operation, pathology, disease event and contact); password and token hashes left out,
+    secrets as their sha256."""
     p, c, u = t.patient, t.centre, t.app_user
+    line, proc, path = t.therapy_line, t.liver_procedure, t.pathology
     who = sa.select(p.c.id.label("patient_pk"), c.c.name.label("centre"), p.c.patient_id).join(
         c, c.c.id == p.c.centre_id).subquery("who")
 
-    def with_patient(table: sa.Table, *order: Any) -> sa.Select:
-        cols = [col for col in table.c if col.name != "patient_pk"]
-        return (sa.select(table.c.patient_pk, who.c.centre, who.c.patient_id, *cols)
+    def with_patient(table: sa.Table, columns: tuple[str, ...], *order: Any) -> sa.Select:
+        return (sa.select(table.c.patient_pk, who.c.centre, who.c.patient_id, *[table.c[k] for k in columns])
                 .join(who, who.c.patient_pk == table.c.patient_pk).order_by(*order))
 
+    def count(table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+        return conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
+
+    regimen = (line.c.schedule, line.c.dose_mg_m2, line.c.bsa_m2, line.c.stop_date)
+    migrated = count(t.audit_log, t.audit_log.c.action == "migrate")
+    counts = {name: count(t.metadata.tables[name]) for name in (
+        "centre", "import_batch", "patient", "complication", "change_log", "app_user", "user_centre", "web_session",
+        "login_attempt", "web_setting", "audit_head", "mdt_review", "response_assessment", "pending_upload")}
+    counts |= {
+        "baseline_tumour": count(line, _any(line.c.liver_mets_count, line.c.largest_met_mm, line.c.bilobar,
+                                            line.c.extrahepatic_disease)),
+        "prior_chemotherapy": counts["patient"], "cetuximab_course": counts["patient"],
+        "follow_up": counts["patient"], "surgery": count(proc),
+        "pathology_nontumoral": count(path, _any(path.c.steatosis_pct, path.c.steatohepatitis,
+                                                 path.c.sinusoidal_dilatation_grade, path.c.fibrosis_stage,
+                                                 path.c.nodular_regenerative_hyperplasia)),
+        "pathology_tumoral": count(path, path.c.tumour_regression_grade.is_not(None)),
+        "audit_log": count(t.audit_log) - migrated,
+        "cetuximab_regimen": count(line, _any(*regimen)),
+    }
     return {
         "release": "0.1.0",
-        "audit": {"rows": chain.rows, "head_hash": chain.head_hash},
-        "counts": {name: conn.execute(sa.select(sa.func.count()).select_from(t.metadata.tables[name])).scalar_one()
-                   for name in RELEASE_TABLES},
+        "audit": release_audit_anchor(conn),
+        "counts": {name: counts[name] for name in RELEASE_TABLES},
         "centre": _rows(conn, sa.select(c).order_by(c.c.id)),
         "patient": _rows(conn, sa.select(p.c.id.label("patient_pk"), c.c.name.label("centre"), p.c.patient_id,
-                                         p.c.version, p.c.import_batch_id, t.surgery.c.complications_assessed)
-                         .join(c, c.c.id == p.c.centre_id).outerjoin(t.surgery, t.surgery.c.patient_pk == p.c.id)
+                                         p.c.version, p.c.import_batch_id, proc.c.complications_assessed)
+                         .join(c, c.c.id == p.c.centre_id).outerjoin(proc, proc.c.patient_pk == p.c.id)
                          .order_by(p.c.id)),
         "import_batch": _rows(conn, sa.select(t.import_batch).order_by(t.import_batch.c.id)),
-        "change_log": _rows(conn, with_patient(t.change_log, t.change_log.c.id)),
-        "complication": _rows(conn, with_patient(t.complication, t.complication.c.id)),
-        "mdt_review": _rows(conn, with_patient(t.mdt_review, t.mdt_review.c.id)),
-        "response_assessment": _rows(conn, with_patient(t.response_assessment, t.response_assessment.c.id)),
-        "cetuximab_regimen": _rows(conn, with_patient(t.cetuximab_regimen, t.cetuximab_regimen.c.patient_pk)),
+        "change_log": _rows(conn, with_patient(t.change_log, ("id", "import_batch_id", "field", "old_value",
+                                                              "new_value"), t.change_log.c.id)),
+        "complication": _rows(conn, with_patient(t.complication, ("id", "grade", "grade_rank", "description"),
+                                                 t.complication.c.id)),
+        "mdt_review": _rows(conn, with_patient(t.mdt_review, ("id", "review_date", "decision", "cycles_at_review",
+                                                              "notes"), t.mdt_review.c.id)),
+        "response_assessment": _rows(conn, with_patient(
+            t.response_assessment, ("id", "assessment_date", "category", "baseline_sum_mm", "current_sum_mm",
+                                    "nadir_sum_mm", "new_lesions"), t.response_assessment.c.id)),
+        "cetuximab_regimen": _rows(conn, with_patient(line, ("schedule", "dose_mg_m2", "bsa_m2", "stop_date"),
+                                                      line.c.patient_pk).where(_any(*regimen))),
         "app_user": [row | {"centres": [r[0] for r in conn.execute(
                          sa.select(c.c.name).join(t.user_centre, t.user_centre.c.centre_id == c.c.id)
                          .where(t.user_centre.c.user_id == row["id"]).order_by(c.c.name))]}
                      for row in _rows(conn, sa.select(*[col for col in u.c if col.name != "password_hash"])
                                       .order_by(u.c.id))],
-        "user_centre_rows": conn.execute(sa.select(sa.func.count()).select_from(t.user_centre)).scalar_one(),
+        "user_centre_rows": counts["user_centre"],
         "web_session": _rows(conn, sa.select(u.c.username, t.web_session.c.created_at, t.web_session.c.expires_at)
                              .join(u, u.c.id == t.web_session.c.user_id)
                              .order_by(t.web_session.c.created_at, u.c.username)),
@@ -258,10 +299,23 @@ def compare_json(path: str, expected: Any, actual: Any) -> Iterator[str]:
         yield f"{path}: expected {expected!r}, got {actual!r}"[:300]
 
 
+def _release_rows(audit_csv: str, last_id: int) -> str:
+    """The audit export without the rows later releases appended after the release's last row."""
+    rows = list(csv.DictReader(io.StringIO(audit_csv)))
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["id"]) <= last_id)
+    return out.getvalue()
+
+
 def compare_views(expected: ReleaseView, actual: ReleaseView) -> list[str]:
-    """Every value of ``expected`` that ``actual`` lost or changed (empty = everything kept)."""
+    """Every value of ``expected`` that ``actual`` lost or changed (empty = everything kept); audit rows that
+    later releases appended (their migrations are audited) are not the release's and are left out."""
+    release_audit = _release_rows(actual.audit_csv, expected.tables["audit"]["rows"])
     return [*compare_csv("registry.csv", expected.registry_csv, actual.registry_csv, ("centre", "patient_id")),
-            *compare_csv("audit.csv", expected.audit_csv, actual.audit_csv, ("id",)),
+            *compare_csv("audit.csv", expected.audit_csv, release_audit, ("id",)),
             *compare_json("tables", expected.tables, actual.tables)]
 
 

@@ -17,7 +17,7 @@ from oncosurg.cli import cli
 from oncosurg.export import redcap as rc
 from oncosurg.ingest.csv import read_registry_csv
 from oncosurg.ingest.redcap import parse_redcap_export, read_redcap_export
-from oncosurg.schema import COLUMNS, HEPATECTOMY_COLUMNS, SURGERY_COLUMNS, Stage
+from oncosurg.schema import COLUMNS, FLAT_STAGES, HEPATECTOMY_COLUMNS, SURGERY_COLUMNS
 from oncosurg.store import tables as t
 from oncosurg.store.engine import open_store
 from registry_factory import random_registry
@@ -51,7 +51,7 @@ def test_dictionary_has_one_instrument_per_stage_and_the_record_id_first() -> No
     rows = dictionary()
     assert rows[0]["Variable / Field Name"] == "patient_id"
     forms = list(dict.fromkeys(r["Form Name"] for r in rows))
-    assert forms == [s.value for s in Stage]
+    assert forms == [s.value for s in FLAT_STAGES]
     for r in rows:
         name = r["Variable / Field Name"]
         assert name.islower() and name[0].isalpha() and len(name) <= 100

@@ -14,8 +14,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from oncosurg.store import audit
+from oncosurg.store import tables as t
 from oncosurg.store.engine import open_store
 from release_databases import (
     RELEASE_DATABASES,
@@ -26,6 +28,7 @@ from release_databases import (
     expected_view,
     head_revision,
     old_release_view,
+    release_audit_anchor,
     report,
     restore_postgres,
     stored_revision,
@@ -56,7 +59,12 @@ def test_release_database_opens_with_every_value_kept(db: ReleaseDatabase, reque
         assert chain.ok, f"{db}: audit chain broken after migrating: {chain.problem}"
         expected = expected_view(db)
         anchor = expected.tables["audit"]
-        assert (chain.rows, chain.head_hash) == (anchor["rows"], anchor["head_hash"]), "the audit head moved"
+        with engine.connect() as conn:  # the release's rows are untouched; migrations only append
+            assert release_audit_anchor(conn) == anchor, "the release's audit rows changed"
+            appended = conn.execute(sa.select(t.audit_log.c.action, sa.func.count()).where(
+                t.audit_log.c.id > anchor["rows"]).group_by(t.audit_log.c.action)).all()
+        assert {a for a, _ in appended} <= {"migrate"}
+        assert chain.rows == anchor["rows"] + sum(n for _, n in appended)
         problems = compare_views(expected, old_release_view(engine))
         assert not problems, report(db, problems)
     finally:

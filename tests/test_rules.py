@@ -107,5 +107,6 @@ def test_all_errors_reported_at_once() -> None:
 
 def test_every_rule_has_a_test_or_a_file_level_test() -> None:
     tested = {c[0] for c in CASES} | {"X410"} | {c for c in RULES if c[0] == "E"}  # E6xx: test_pathway_model.py
+    tested |= {"X430", "X431"}  # updates of stored patients: test_store.py
     file_level = {code for code in RULES if code[0] in "FH"} | {"X411"}  # tests/test_ingest_hostile.py, test_store.py
     assert set(RULES) == tested | file_level

@@ -149,6 +149,12 @@ FIELDS: tuple[Field, ...] = (
 )
 del S
 
+#: The stages of the flat registry CSV (its fields' groups), in pathway order; the other Stage members
+#: name the episode tables (oncosurg.pathway.model).
+FLAT_STAGES: tuple[Stage, ...] = (Stage.PATIENT, Stage.BASELINE, Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.SURGERY,
+                                  Stage.COMPLICATIONS, Stage.PATHOLOGY_NONTUMORAL, Stage.PATHOLOGY_TUMORAL,
+                                  Stage.FOLLOW_UP)
+
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS)
 REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required == "yes")

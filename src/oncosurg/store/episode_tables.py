@@ -43,9 +43,8 @@ def sa_type(kind: Kind, max_length: int) -> sa.types.TypeEngine:
 
 def field_columns(spec: EpisodeTable, *, skip: tuple[str, ...] = ()) -> list[sa.Column]:
     """One column per field of ``spec`` (required fields NOT NULL), except ``skip``."""
-    return [sa.Column(f.name, sa_type(f.kind, f.max_length), nullable=f.required != "yes",
-                      comment=f.description or None)
-            for f in spec.fields if f.name not in skip]
+    return [sa.Column(f.name, sa_type(f.kind, f.max_length), nullable=f.required != "yes")
+            for f in spec.fields if f.name not in skip]  # descriptions live in the model and the docs
 
 
 def build(metadata: sa.MetaData, *, patient_extra: tuple[sa.Column, ...] = (),

@@ -101,6 +101,8 @@ def upgrade() -> None:
 
     # ---------------------------------------------------------------- patient: new columns, renamed age
     op.execute("ALTER TABLE patient RENAME COLUMN age_at_cetuximab TO age_at_rescue")
+    if bind.dialect.name == "postgresql":  # descriptions live in the model and the docs, not in column comments
+        op.execute("COMMENT ON COLUMN patient.referral IS NULL")
     op.add_column("patient", sa.Column("birth_year", sa.Integer, nullable=True))
     op.add_column("patient", sa.Column("braf_status", sa.String(32), nullable=True))
     op.add_column("patient", sa.Column("msi_status", sa.String(32), nullable=True))
@@ -164,11 +166,18 @@ def upgrade() -> None:
                          AND s.surgery_date <= f.progression_date THEN 'recurrence' ELSE 'progression' END, 1
         FROM follow_up f LEFT JOIN surgery s ON s.patient_pk = f.patient_pk
         WHERE f.progression_date IS NOT NULL ORDER BY f.patient_pk""")
+    # the last contact, and the death as its own contact when (against the rules) it differs from it
     op.execute("""
         INSERT INTO contact (patient_pk, contact_no, contact_date, vital_status, version)
-        SELECT f.patient_pk, 1, COALESCE(f.death_date, f.last_contact_date),
-               CASE WHEN f.death_date IS NOT NULL THEN 'dead' ELSE 'alive' END, 1
+        SELECT f.patient_pk, 1, COALESCE(f.last_contact_date, f.death_date),
+               CASE WHEN f.death_date IS NOT NULL AND f.death_date = COALESCE(f.last_contact_date, f.death_date)
+                    THEN 'dead' ELSE 'alive' END, 1
         FROM follow_up f WHERE COALESCE(f.death_date, f.last_contact_date) IS NOT NULL ORDER BY f.patient_pk""")
+    op.execute("""
+        INSERT INTO contact (patient_pk, contact_no, contact_date, vital_status, version)
+        SELECT f.patient_pk, 2, f.death_date, 'dead', 1
+        FROM follow_up f WHERE f.death_date IS NOT NULL AND f.last_contact_date IS NOT NULL
+                           AND f.death_date <> f.last_contact_date ORDER BY f.patient_pk""")
 
     # complications, MDT reviews and response assessments: rebuilt with their keys, ids kept
     for name in ("complication", "mdt_review", "response_assessment"):
@@ -295,8 +304,55 @@ def _audit(bind: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    """Back to the one-row-per-patient stages, for an empty registry only (episodes cannot go back)."""
     bind = op.get_bind()
     if bind.execute(sa.text("SELECT COUNT(*) FROM patient")).scalar_one():
         raise RuntimeError("a registry with patients cannot go back to the one-row-per-patient schema (episodes "
                            "would be lost); restore the backup taken before upgrading")
-    raise NotImplementedError("downgrade of an empty registry: recreate it with the older release instead")
+    for name in ("pathology", "complication", "mdt_review", "response_assessment", "disease_event", "contact",
+                 "liver_procedure", "therapy_line"):
+        op.drop_table(name)
+    for column in ("birth_year", "braf_status", "msi_status", "referral_date"):
+        op.execute(f"ALTER TABLE patient DROP COLUMN {column}")
+    op.execute("ALTER TABLE patient RENAME COLUMN age_at_rescue TO age_at_cetuximab")
+
+    def stage(name: str, *columns: sa.Column) -> None:
+        op.create_table(name, sa.Column("patient_pk", sa.Integer(), nullable=False), *columns,
+                        sa.ForeignKeyConstraint(["patient_pk"], ["patient.id"], name=f"fk_{name}_patient_pk_patient",
+                                                ondelete="CASCADE"),
+                        sa.PrimaryKeyConstraint("patient_pk", name=f"pk_{name}"))
+
+    def items(name: str, *columns: sa.Column) -> None:
+        op.create_table(name, sa.Column("id", sa.Integer(), nullable=False),
+                        sa.Column("patient_pk", sa.Integer(), nullable=False), *columns,
+                        sa.ForeignKeyConstraint(["patient_pk"], ["patient.id"], name=f"fk_{name}_patient_pk_patient",
+                                                ondelete="CASCADE"),
+                        sa.PrimaryKeyConstraint("id", name=f"pk_{name}"), **AUTO)
+        op.create_index(f"ix_{name}_patient_pk", name, ["patient_pk"])
+
+    stage("baseline_tumour", sa.Column("liver_mets_count", sa.Integer()), sa.Column("largest_met_mm", sa.Float()),
+          _bool("bilobar"), _bool("extrahepatic_disease"))
+    stage("prior_chemotherapy", sa.Column("prior_chemo_lines", sa.Integer(), nullable=False))
+    stage("cetuximab_course", sa.Column("cetuximab_start", sa.Date(), nullable=False),
+          sa.Column("cetuximab_partner", sa.String(32), nullable=False), sa.Column("cetuximab_cycles", sa.Integer()),
+          sa.Column("best_response", sa.String(32)))
+    stage("surgery", sa.Column("surgery_date", sa.Date()), sa.Column("surgery_type", sa.String(32)),
+          sa.Column("resected_segments", sa.String(24)), _bool("two_stage"), _bool("portal_vein_embolization"),
+          sa.Column("margin", sa.String(32)),
+          sa.Column("complications_assessed", sa.Boolean(), server_default=sa.false(), nullable=False))
+    stage("pathology_nontumoral", sa.Column("steatosis_pct", sa.Float()), _bool("steatohepatitis"),
+          sa.Column("sinusoidal_dilatation_grade", sa.Integer()), sa.Column("fibrosis_stage", sa.Integer()),
+          _bool("nodular_regenerative_hyperplasia"))
+    stage("pathology_tumoral", sa.Column("tumour_regression_grade", sa.Integer()))
+    stage("follow_up", sa.Column("progression_date", sa.Date()), sa.Column("death_date", sa.Date()),
+          sa.Column("last_contact_date", sa.Date(), nullable=False))
+    stage("cetuximab_regimen", sa.Column("schedule", sa.String(16)), sa.Column("dose_mg_m2", sa.Float()),
+          sa.Column("bsa_m2", sa.Float()), sa.Column("stop_date", sa.Date()))
+    items("complication", sa.Column("grade", sa.String(8), nullable=False),
+          sa.Column("grade_rank", sa.Integer(), nullable=False), sa.Column("description", sa.String(200)))
+    items("mdt_review", sa.Column("review_date", sa.Date(), nullable=False),
+          sa.Column("decision", sa.String(32), nullable=False), sa.Column("cycles_at_review", sa.Integer()),
+          sa.Column("notes", sa.String(2000)))
+    items("response_assessment", sa.Column("assessment_date", sa.Date(), nullable=False),
+          sa.Column("category", sa.String(4), nullable=False), sa.Column("baseline_sum_mm", sa.Float()),
+          sa.Column("current_sum_mm", sa.Float()), sa.Column("nadir_sum_mm", sa.Float()), _bool("new_lesions"))
