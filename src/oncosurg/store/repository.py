@@ -1,13 +1,28 @@
 """Writing validated records into the store, in one transaction, and reading them back as rows.
 
-:func:`import_records` is all-or-nothing: it checks every record against the store first
-(already-registered patients, rule ``X411``) and only then writes; any exception rolls back.
-With ``update=True`` an existing patient's changed fields are overwritten, its ``version`` is
-incremented and each change is recorded in ``change_log`` (field, old → new).
+:func:`plan_import` decides, without writing, what a file does to the registry: which rows create
+patients, which update registered ones (field by field) and which are refused, with every reason
+at once.  :func:`import_records` (``oncosurg import``) plans and writes in one transaction — all or
+nothing; the web app's CSV upload plans with the same function.  The rules (``docs/rules.md``):
+
+* a row names a patient by ``(centre, patient_id)``; a row without a centre goes to
+  ``default_centre``, unless the registry holds other (named) centres (``X416``);
+* without ``update`` a registered patient is refused (``X411``); with ``update`` an unregistered
+  one is refused unless ``allow_new`` (``X415``);
+* a new patient whose patient_id differs only in case from one of its centre (``X413``, unless
+  ``case_sensitive_ids``) or is registered in another centre (``X414``, unless
+  ``allow_id_in_other_centre``) is refused as a probable duplicate;
+* an update changes only the columns the file carries (:class:`~oncosurg.ingest.csv.ParsedRecord`);
+  emptying a registered value needs ``allow_clear`` (``X417``); the cross-field rules must hold on
+  the merged record.
+
+Each change enters the hash-chained audit trail and ``change_log`` (field, old → new); an updated
+patient's ``version`` is incremented.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,12 +32,69 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedRecord
-from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
-from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME, FIELDS, Stage
+from oncosurg.rules import (
+    V_REQUIRED,
+    X_ALREADY_REGISTERED,
+    X_CENTRE_MISSING,
+    X_CLEARS_VALUE,
+    X_DUPLICATE_ID,
+    X_ID_CASE,
+    X_ID_OTHER_CENTRE,
+    X_NOT_REGISTERED,
+    Issue,
+    check_record,
+)
+from oncosurg.schema import (
+    CLAVIEN_DINDO,
+    COLUMNS,
+    DEFAULT_POSTOP_WINDOW_DAYS,
+    FIELD_BY_NAME,
+    FIELDS,
+    REQUIRED,
+    Stage,
+)
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 
 _PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
+#: Centre of rows that name none, in a registry without named centres.
+DEFAULT_CENTRE = "main"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    """What an import may do (the flags of ``oncosurg import``)."""
+
+    update: bool = False  # rows of registered patients change them
+    allow_new: bool = False  # with update: rows of unregistered patients create them
+    allow_clear: bool = False  # with update: a present, empty cell empties a registered value
+    case_sensitive_ids: bool = False  # 'pb-1' and 'PB-1' are different patients
+    allow_id_in_other_centre: bool = False  # a patient_id registered in another centre is another patient
+    default_centre: str = DEFAULT_CENTRE
+    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
+
+
+@dataclass(slots=True)
+class PlannedUpdate:
+    """One registered patient an import changes: its stored and merged registry records and the diff."""
+
+    record: ParsedRecord
+    pk: int
+    version: int
+    import_batch_id: int | None
+    old: dict[str, Any]
+    merged: dict[str, Any]
+    diff: list[tuple[str, Any, Any]]  # field, old, new
+
+
+@dataclass(slots=True)
+class ImportPlan:
+    """What a file would do to the registry; refuse it when ``issues`` is non-empty."""
+
+    creates: list[ParsedRecord] = field(default_factory=list)  # centre resolved
+    updates: list[PlannedUpdate] = field(default_factory=list)
+    unchanged: int = 0
+    issues: list[Issue] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -37,6 +109,134 @@ class ImportResult:
     issues: list[Issue] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    pk: int
+    centre: str
+    patient_id: str
+    version: int
+    import_batch_id: int | None
+
+
+def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: ImportOptions) -> ImportPlan:
+    """Check ``records`` against the registry and the rules of the module docstring; writes nothing."""
+    plan = ImportPlan()
+    centres = _all_centres(conn)
+    records = _resolve_centres(records, centres, options.default_centre, plan.issues)
+    registered = _registered(conn, {r.values["patient_id"] for r in records})
+    by_key = {(r.centre, r.patient_id): r for r in registered}
+    by_folded: dict[str, list[_Registered]] = {}
+    for r in registered:
+        by_folded.setdefault(r.patient_id.casefold(), []).append(r)
+    planned: dict[tuple[str, str], int] = {}
+    already = 0
+    for record in records:
+        centre, patient_id = record.values["centre"], record.values["patient_id"]
+        if (centre, patient_id) in planned:  # e.g. one row without a centre, one naming the default centre
+            first = planned[(centre, patient_id)]
+            plan.issues.append(Issue(X_DUPLICATE_ID.code, f"patient_id already used on line {first} (both rows go "
+                                     f"to centre '{centre}')", "give each patient of a centre one row",
+                                     record.line, "patient_id", patient_id))
+            continue
+        planned[(centre, patient_id)] = record.line
+        found = by_key.get((centre, patient_id))
+        if found is not None:
+            if options.update:
+                _plan_update(conn, plan, record, found, options)
+            else:
+                already += 1
+                plan.issues.append(Issue(
+                    X_ALREADY_REGISTERED.code, f"patient already registered in centre '{centre}'",
+                    "use `oncosurg import --update` to change registered patients, or fix the patient_id",
+                    record.line, "patient_id", patient_id))
+            continue
+        problem = _new_patient_problem(record, by_folded.get(patient_id.casefold(), []), options)
+        if problem is not None:
+            plan.issues.append(problem)
+            continue
+        plan.creates.append(record)
+        missing = [c for c in REQUIRED if record.values.get(c) is None]
+        plan.issues += [Issue(V_REQUIRED.code, f"a new patient needs {c}; the file does not carry it",
+                              f"add the {c} of this patient (or register the patient first)", record.line, c, None)
+                        for c in missing]
+        # the file's values with every absent column empty: what the new patient's record will be
+        plan.issues += check_record(dict(record.values), line=record.line,
+                                    postop_window_days=options.postop_window_days, failed=missing)
+    if records and already == len(records):
+        plan.issues.insert(0, Issue(X_ALREADY_REGISTERED.code,
+                                    f"every row of the file ({already}) is already registered: it was imported before",
+                                    "nothing to import; to change registered patients, import with --update"))
+    return plan
+
+
+def _resolve_centres(records: Sequence[ParsedRecord], centres: dict[str, int], default: str,
+                     issues: list[Issue]) -> list[ParsedRecord]:
+    """Rows without a centre go to ``default``, unless the registry holds named centres (``X416``)."""
+    named = sorted(c for c in centres if c != default)
+    blank = [r for r in records if not r.values["centre"]]
+    if not blank:
+        return list(records)
+    if named:
+        shown = ", ".join(repr(c) for c in named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        hint = f"import with --centre NAME (e.g. --centre {named[0]!r}) or fill the 'centre' column"
+        if len(blank) == len(records):
+            issues.append(Issue(X_CENTRE_MISSING.code, f"the registry holds the centres {shown}; the file names "
+                                "no centre (no --centre, no 'centre' column)", hint, None, "centre"))
+        else:
+            issues += [Issue(X_CENTRE_MISSING.code, f"the centre is empty and the registry holds the centres {shown}",
+                             hint, r.line, "centre", "") for r in blank]
+        return [r for r in records if r.values["centre"]]
+    return [dataclasses.replace(r, values={**r.values, "centre": default}) if not r.values["centre"] else r
+            for r in records]
+
+
+def _new_patient_problem(record: ParsedRecord, variants: list[_Registered], options: ImportOptions) -> Issue | None:
+    """Why ``record`` may not create a patient (probable duplicate, or ``--update`` without ``--allow-new``)."""
+    centre, patient_id = record.values["centre"], record.values["patient_id"]
+    same_centre = [v for v in variants if v.centre == centre]  # registered spellings differing in case
+    other = [v for v in variants
+             if v.centre != centre and (v.patient_id == patient_id or not options.case_sensitive_ids)]
+    if same_centre and not options.case_sensitive_ids:
+        spelling = same_centre[0].patient_id
+        return Issue(X_ID_CASE.code, f"differs only in case from {spelling!r}, registered in centre '{centre}' "
+                     "(probably the same patient)",
+                     f"write {spelling!r} if it is the same patient; if they are different patients, pass "
+                     "--case-sensitive-ids", record.line, "patient_id", patient_id)
+    if other and not options.allow_id_in_other_centre:
+        names = sorted({v.centre for v in other})
+        return Issue(X_ID_OTHER_CENTRE.code, f"patient_id {other[0].patient_id!r} is registered in centre "
+                     f"{', '.join(repr(n) for n in names)}, not in '{centre}'",
+                     f"if it is the same patient, import with --centre {names[0]!r} (or correct the centre cell); "
+                     f"if it is another patient of centre '{centre}', pass --allow-id-in-other-centre",
+                     record.line, "patient_id", patient_id)
+    if options.update and not options.allow_new:
+        return Issue(X_NOT_REGISTERED.code, f"no patient {patient_id!r} is registered in centre '{centre}'; "
+                     "--update changes registered patients only",
+                     "correct the patient_id or the centre, or pass --allow-new to register new patients too",
+                     record.line, "patient_id", patient_id)
+    return None
+
+
+def _plan_update(conn: sa.Connection, plan: ImportPlan, record: ParsedRecord, found: _Registered,
+                 options: ImportOptions) -> None:
+    old = read_record(conn, found.pk)
+    carried = [c for c in COLUMNS if c in record.carried and c not in ("centre", "patient_id")]
+    merged = {**old, **{c: record.values[c] for c in carried}}  # a column the file does not carry is kept
+    problems = check_record(merged, line=record.line, postop_window_days=options.postop_window_days)
+    diff = [(c, old[c], merged[c]) for c in carried if old[c] != merged[c]]
+    if not options.allow_clear:
+        problems += [Issue(X_CLEARS_VALUE.code, f"the update would clear {c} (registered: {audit.text(before)})",
+                           "leave the column out of the file to keep the value (a column the file does not carry "
+                           "is left unchanged), or pass --allow-clear to clear it", record.line, c, "")
+                     for c, before, after in diff if after is None]
+    if problems:
+        plan.issues += problems
+    elif diff:
+        plan.updates.append(PlannedUpdate(record, found.pk, found.version, found.import_batch_id, old, merged, diff))
+    else:
+        plan.unchanged += 1
+
+
 def import_records(
     engine: sa.Engine,
     records: Sequence[ParsedRecord],
@@ -47,58 +247,37 @@ def import_records(
     update: bool = False,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     actor: audit.Actor | None = None,
+    options: ImportOptions | None = None,
 ) -> ImportResult:
-    """Write ``records`` in one transaction; refuse everything if any patient is already registered
-    (unless ``update``).
+    """Plan (:func:`plan_import`) and write ``records`` in one transaction; nothing is written when the
+    plan has issues, or when it changes nothing (no import batch either).
 
-    Every change enters the hash-chained audit trail in the same transaction, as ``actor``
-    (default: the operating-system user running the import): one ``create`` row per new patient
-    (its values are the batch's file, identified by its SHA-256) and one ``update`` row per changed
-    field (old → new).
+    ``options`` (default: insert only, or ``update``) says what the import may do.  Every change
+    enters the hash-chained audit trail in the same transaction, as ``actor`` (default: the
+    operating-system user running the import): one ``create`` row per new patient (its values are
+    the batch's file, identified by its SHA-256) and one ``update`` row per changed field (old → new).
     """
+    options = options or ImportOptions(update=update, postop_window_days=postop_window_days)
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
     result = ImportResult()
     with engine.begin() as conn:
-        centre_ids = _centre_ids(conn, {r.values["centre"] for r in records})
-        existing = _existing(conn, records, centre_ids)
-        if not update:
-            for record in records:
-                key = (centre_ids.get(record.values["centre"]), record.values["patient_id"])
-                if key in existing:
-                    result.issues.append(Issue(
-                        X_ALREADY_REGISTERED.code,
-                        f"patient already registered in centre '{record.values['centre']}'",
-                        "use `oncosurg import --update` to change registered patients, or fix the patient_id",
-                        record.line, "patient_id", record.values["patient_id"]))
-        else:
-            # An update may carry only some columns: the cross-field rules must hold on the merged record.
-            for record in records:
-                pk = existing.get((centre_ids.get(record.values["centre"]), record.values["patient_id"]))
-                if pk is not None:
-                    merged = {**read_record(conn, pk), **record.values}
-                    result.issues += check_record(merged, line=record.line, postop_window_days=postop_window_days)
-        if result.issues:
+        plan = plan_import(conn, records, options)
+        result.issues, result.unchanged = plan.issues, plan.unchanged
+        if plan.issues or not (plan.creates or plan.updates):
             return result  # nothing written: the transaction holds no changes
         now = dt.datetime.now(dt.UTC)
         batch_id = conn.execute(
-            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256, mode="update" if update else "insert",
+            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256,
+                                             mode="update" if options.update else "insert",
                                              rows=rows, created=0, updated=0, imported_at=now)
         ).inserted_primary_key[0]
         result.batch_id = batch_id
-        new_rows: list[dict[str, Any]] = []
-        new_values: list[dict[str, Any]] = []
-        updates: list[tuple[int, dict[str, Any]]] = []
-        for record in records:
-            values = record.values
-            centre_id = _ensure_centre(conn, centre_ids, values["centre"])
-            pk = existing.get((centre_id, values["patient_id"]))
-            if pk is None:
-                new_rows.append({"centre_id": centre_id, "patient_id": values["patient_id"],
-                                 "import_batch_id": batch_id, **{c: values.get(c) for c in _PATIENT_COLUMNS}})
-                new_values.append(values)
-            else:
-                updates.append((pk, values))
-        if new_rows:
+        centre_ids = _all_centres(conn)
+        if plan.creates:
+            new_rows = [{"centre_id": _ensure_centre(conn, centre_ids, r.values["centre"]),
+                         "patient_id": r.values["patient_id"], "import_batch_id": batch_id,
+                         **{c: r.values.get(c) for c in _PATIENT_COLUMNS}} for r in plan.creates]
+            new_values = [r.values for r in plan.creates]
             # executemany with RETURNING in parameter order (SQLite >= 3.35, PostgreSQL): one round trip per batch
             pks = conn.execute(sa.insert(t.patient).returning(t.patient.c.id, sort_by_parameter_order=True),
                                new_rows).scalars().all()
@@ -109,20 +288,15 @@ def import_records(
                 {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk,
                  "centre": values["centre"], "patient_id": values["patient_id"], "reason": note, "version": 1}
                 for pk, values in zip(pks, new_values, strict=True)])
-        for pk, values in updates:
-            old = read_record(conn, pk)
-            diff = [(c, old.get(c), values.get(c)) for c in COLUMNS if c in values and old.get(c) != values.get(c)]
-            if not diff:
-                result.unchanged += 1
-                continue
-            merged = {**old, **{c: values[c] for c in values}}
+        note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
+        for planned in plan.updates:
+            pk, merged, values = planned.pk, planned.merged, planned.record.values
             conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(
                 import_batch_id=batch_id, version=t.patient.c.version + 1,
                 **{c: merged.get(c) for c in _PATIENT_COLUMNS}))
             write_stages(conn, pk, merged, source=f"import batch {batch_id}")
             version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
-            note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
-            for column, before, after in diff:
+            for column, before, after in planned.diff:
                 conn.execute(sa.insert(t.change_log).values(
                     import_batch_id=batch_id, patient_pk=pk, field=column,
                     old_value=audit.text(before), new_value=audit.text(after)))
@@ -131,7 +305,7 @@ def import_records(
                 {"action": "update", "entity": FIELD_BY_NAME[column].stage.value, "entity_id": pk, "patient_pk": pk,
                  "centre": values["centre"], "patient_id": values["patient_id"], "field": column,
                  "old_value": before, "new_value": after, "reason": note, "version": version}
-                for column, before, after in diff])
+                for column, before, after in planned.diff])
             result.updated += 1
         conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
                      .values(created=result.created, updated=result.updated))
@@ -145,11 +319,9 @@ def _os_user() -> str:
         return "unknown"
 
 
-def _centre_ids(conn: sa.Connection, names: set[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    rows = conn.execute(sa.select(t.centre.c.name, t.centre.c.id).where(t.centre.c.name.in_(sorted(names))))
-    return {name: cid for name, cid in rows}
+def _all_centres(conn: sa.Connection) -> dict[str, int]:
+    """Every centre of the registry: name → id (a short table)."""
+    return {name: cid for name, cid in conn.execute(sa.select(t.centre.c.name, t.centre.c.id))}
 
 
 def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
@@ -158,16 +330,16 @@ def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
     return ids[name]
 
 
-def _existing(conn: sa.Connection, records: Sequence[ParsedRecord], centre_ids: dict[str, int]
-              ) -> dict[tuple[int | None, str], int]:
-    found: dict[tuple[int | None, str], int] = {}
-    wanted = sorted({r.values["patient_id"] for r in records})
+def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]:
+    """The registered patients whose patient_id equals one of ``patient_ids`` up to case, in any centre."""
+    found: list[_Registered] = []
+    wanted = sorted({p.casefold() for p in patient_ids})
+    p = t.patient
     for chunk in range(0, len(wanted), 500):
-        ids = wanted[chunk : chunk + 500]
-        query = sa.select(t.patient.c.centre_id, t.patient.c.patient_id, t.patient.c.id).where(
-            t.patient.c.patient_id.in_(ids))
-        for centre_id, pid, pk in conn.execute(query):
-            found[(centre_id, pid)] = pk
+        query = (sa.select(p.c.id, t.centre.c.name, p.c.patient_id, p.c.version, p.c.import_batch_id)
+                 .join(t.centre, t.centre.c.id == p.c.centre_id)
+                 .where(sa.func.lower(p.c.patient_id).in_(wanted[chunk:chunk + 500])))
+        found += [_Registered(*row) for row in conn.execute(query)]
     return found
 
 
