@@ -187,19 +187,24 @@ def test_same_patient_id_in_two_centres_round_trips(tmp_path: Path, fmt: str) ->
 
 # ------------------------------------------------------------------ item 2: a partial update never erases
 
-def redcap_selected(path: Path, forms: set[str], changes: dict[str, str]) -> Path:
+def redcap_selected(path: Path, forms: set[str], changes: dict[str, str], only: str = "") -> Path:
     """Keep the columns of ``forms`` (plus the record id) of a REDCap export, as REDCap's 'selected
-    instruments' export writes it, and change some values."""
+    instruments' export writes it, and change some values (of the record ids ending with ``only``)."""
     rows = list(csv.DictReader(path.open(encoding="utf-8")))
-    keep = [c for c in rows[0] if c in (rc.RECORD_ID, rc.REPEAT_INSTRUMENT, rc.REPEAT_INSTANCE)
-            or rc.FIELD_MAP.get(c.partition("___")[0], rc.FIELD_MAP[rc.RECORD_ID]).form in forms
-            and c != rc.RECORD_ID or c.removesuffix("_complete") in forms]
+
+    def kept(column: str) -> bool:
+        if column in (rc.RECORD_ID, rc.REPEAT_INSTRUMENT, rc.REPEAT_INSTANCE):
+            return True
+        field = rc.FIELD_MAP.get(column.partition("___")[0])
+        return (field.form if field else column.removesuffix("_complete")) in forms
+
+    keep = [c for c in rows[0] if kept(c)]
     rows = [r for r in rows if not r[rc.REPEAT_INSTRUMENT] or r[rc.REPEAT_INSTRUMENT] in forms]
     out = path.with_name("selected.csv")
     with out.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keep, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows({**r, **changes} for r in rows)
+        writer.writerows({**r, **changes} if r[rc.RECORD_ID].endswith(only) else r for r in rows)
     return out
 
 
@@ -230,14 +235,25 @@ def test_redcap_selected_fields_without_the_patient_instrument(registry: Registr
     assert registry.rows()[0]["sex"] == "F"
 
 
+def test_redcap_surgery_without_the_complication_instrument_keeps_the_grade(registry: Registry) -> None:
+    full = registry.tmp / "redcap.csv"
+    assert registry.run("export", "--format", "redcap", "--out", str(full)).exit_code == 0
+    selected = redcap_selected(full, {"patient", "surgery"}, {"margin": "R1"}, only="::PB-001")
+    result = registry.imports(selected, "--format", "redcap", "--update")  # any_complication = yes, no grades
+    assert result.exit_code == 0, result.output
+    row = registry.rows()[0]
+    assert (row["margin"], row["clavien_dindo_max"]) == ("R1", "IIIa")
+
+
 def test_fhir_bundle_without_the_procedure_keeps_the_surgery(registry: Registry) -> None:
     before = registry.rows()
     folder = registry.tmp / "bundles"
     assert registry.run("export", "--format", "fhir", "--out", str(folder)).exit_code == 0
     for path in folder.glob("*.json"):
         bundle = json.loads(path.read_text())
-        bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Procedure"
-                           and "partOf" not in e["resource"] or e["resource"]["resourceType"] == "MedicationAdministration"]
+        surgery = {e["fullUrl"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Procedure"}
+        bundle["entry"] = [e for e in bundle["entry"] if e["fullUrl"] not in surgery  # the Procedure and
+                           and not {r["reference"] for r in e["resource"].get("partOf", [])} & surgery]  # its parts
         path.write_text(json.dumps(bundle))
     result = registry.imports(folder, "--format", "fhir", "--update")
     assert result.exit_code == 0, result.output
@@ -276,3 +292,46 @@ def test_excel_partial_sheet_and_empty_cells(registry: Registry) -> None:
     assert registry.imports(registry.tmp / "part.xlsx", "--format", "xlsx", "--update").exit_code == 0
     row = registry.rows()[0]
     assert (row["best_response"], row["margin"], row["surgery_date"]) == ("CR", "R1", "2004-06-15")
+
+
+# ------------------------------------------------------------------ the web upload follows the same rules
+
+def test_web_upload_plans_with_the_import_rules(tmp_path: Path) -> None:
+    from web_helpers import CENTRE_A, Api, add_user, make_app
+
+    app = make_app(f"sqlite:///{tmp_path / 'web.db'}")
+    add_user(app, "dm", "data_manager", CENTRE_A)
+    dm = Api(app, "dm")
+
+    def upload(path: Path, mode: str) -> dict:
+        return dm.client.post("/upload", files={"file": (path.name, path.read_bytes(), "text/csv")},
+                              data={"centre": CENTRE_A, "mode": mode, "csrf_token": dm.csrf}).json()
+
+    staged = upload(csv_file(tmp_path / "first.csv", OPERATED), "insert")
+    assert dm.post("/upload/confirm", {"token": staged["token"]}).json()["created"] == 1
+    second = csv_file(tmp_path / "second.csv", {**OPERATED, "cetuximab_cycles": "7"}, OTHER)
+    refused = upload(second, "update")
+    assert [(e["code"], e["line"]) for e in refused["errors"]] == [("X415", 3)]
+    assert "update+new" in refused["errors"][0]["hint"]
+    planned = upload(second, "update+new")
+    assert (planned["ok"], planned["create"], planned["update"]) == (True, 1, 1)
+    case = upload(csv_file(tmp_path / "case.csv", {**OPERATED, "patient_id": "pb-001"}), "insert")
+    assert [e["code"] for e in case["errors"]] == ["X413"]
+    clears = csv_file(tmp_path / "clears.csv", {**OPERATED, "sex": ""}, columns=(*REQUIRED, "sex"))
+    assert [e["code"] for e in upload(clears, "update")["errors"]] == ["X417"]
+    assert upload(clears, "update+clear")["changes"] == [
+        {"patient_id": "PB-001", "centre": CENTRE_A, "field": "sex", "old": "F", "new": None}]
+    app.state.store.dispose()
+
+
+def test_exports_write_whole_numbers_as_integers(registry: Registry) -> None:
+    row = registry.rows()[0]
+    assert (row["age_at_cetuximab"], row["largest_met_mm"], row["steatosis_pct"]) == ("61", "45", "35")
+    out = registry.tmp / "r.csv"
+    assert registry.run("export", "--format", "redcap", "--out", str(out)).exit_code == 0
+    first = next(csv.DictReader(out.open(encoding="utf-8")))
+    assert (first["age_at_cetuximab"], first["largest_met_mm"]) == ("61", "45")
+    folder = registry.tmp / "fhir"
+    assert registry.run("export", "--format", "fhir", "--out", str(folder)).exit_code == 0
+    text = next(folder.glob("*PB-001.json")).read_text()
+    assert '"value": 61,' in text and "61.0" not in text

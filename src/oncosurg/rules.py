@@ -95,7 +95,8 @@ X_SURGERY_FIELDS = _rule("X405", "surgery-fields-without-surgery",
 X_SURGERY_REQUIRED = _rule("X406", "surgery-field-required",
                            "surgery_type and clavien_dindo_max need a value when surgery_date is given.",
                            ("surgery_date",))
-X_HEPATECTOMY_FIELDS = _rule("X407", "pathology-without-hepatectomy", "Resected segments, margin and pathology are only for a hepatectomy.",
+X_HEPATECTOMY_FIELDS = _rule("X407", "pathology-without-hepatectomy",
+                             "Resected segments, margin and pathology are only for a hepatectomy.",
                              ("surgery_type", "surgery_date"))
 X_GRADE_V = _rule("X408", "clavien-v-without-postop-death",
                   "Clavien-Dindo V needs a death within the postoperative window.",

@@ -61,16 +61,18 @@ def validate_records(
     today: dt.date | None = None,
     file_issues: Iterable[Issue] = (),
     case_sensitive_ids: bool = False,
+    unit: str = "record",
 ) -> ParsedFile:
     """Validate every raw record as the registry CSV reader does; collect all issues.
 
     Only the columns in each record's ``cells`` are read (and carried): a reader puts ``""`` in a
-    column its file carries empty, and leaves out a column its file does not carry.
+    column its file carries empty, and leaves out a column its file does not carry.  ``unit`` names
+    what ``RawRecord.line`` counts in messages (``line``, ``row``, ``record``).
     """
     today = today or dt.date.today()
     result = ParsedFile(source=source, sha256=sha256)
     result.issues += list(file_issues)
-    seen = SeenIds(case_sensitive=case_sensitive_ids, unit="record")
+    seen = SeenIds(case_sensitive=case_sensitive_ids, unit=unit)
     for raw in raws:
         result.rows += 1
         cells = dict(raw.cells)

@@ -84,7 +84,7 @@ class SeenIds:
         key, folded = (centre, patient_id), (centre, patient_id.casefold())
         if key in self.exact:
             return Issue(X_DUPLICATE_ID.code, f"patient_id already used on {self.unit} {self.exact[key]}",
-                         f"give each patient of a centre one {'row' if self.unit == 'line' else 'record'}",
+                         "give each patient of a centre one row (record)",
                          line, "patient_id", patient_id)
         self.exact[key] = line
         other = self.folded.setdefault(folded, (patient_id, line))

@@ -157,10 +157,11 @@ def parse_redcap_export(
             continue
         record = records.setdefault(record_id, _Record(line, cells[key]))
         _merge_row(record, cells, line)
-    raws = [_raw_record(rid, rec, carried) for rid, rec in records.items()]
+    grades = "complication_grade" in columns  # an export without the complication instrument has no grades
+    raws = [_raw_record(rid, rec, carried, grades_exported=grades) for rid, rec in records.items()]
     return validate_records(raws, source=source, sha256=sha256, centre=centre, today=today,
                             postop_window_days=postop_window_days, file_issues=file_issues,
-                            case_sensitive_ids=case_sensitive_ids)
+                            case_sensitive_ids=case_sensitive_ids, unit="line")
 
 
 def _carried(columns: dict[str, int]) -> set[str]:
@@ -257,7 +258,7 @@ def _merge_row(record: _Record, cells: dict[str, str], line: int) -> None:
                                        line, name, value))
 
 
-def _raw_record(record_id: str, rec: _Record, carried: set[str]) -> RawRecord:
+def _raw_record(record_id: str, rec: _Record, carried: set[str], *, grades_exported: bool = True) -> RawRecord:
     raw = RawRecord(line=rec.line, cells={}, record_where=f"record '{record_id}'", issues=list(rec.issues))
     for name, (value, line, event) in rec.values.items():
         if name == "any_complication":
@@ -269,9 +270,9 @@ def _raw_record(record_id: str, rec: _Record, carried: set[str]) -> RawRecord:
     for name, options in rec.checked.items():
         raw.cells[name] = ";".join(sorted(options, key=int))
         raw.lines[name] = min(options.values())
-    _complications(raw, rec)
+    grade_known = _complications(raw, rec, grades_exported=grades_exported)
     _identity(raw, rec)
-    for name in carried:
+    for name in carried - (set() if grade_known else {"clavien_dindo_max"}):
         raw.cells.setdefault(name, "")  # the export has the column, this record leaves it empty
     return raw
 
@@ -293,8 +294,9 @@ def _identity(raw: RawRecord, rec: _Record) -> None:
             raw.covered.add(column)
 
 
-def _complications(raw: RawRecord, rec: _Record) -> None:
-    """``any_complication`` and the repeating complication grades → ``clavien_dindo_max``."""
+def _complications(raw: RawRecord, rec: _Record, *, grades_exported: bool = True) -> bool:
+    """``any_complication`` and the repeating complication grades → ``clavien_dindo_max``; ``False`` when
+    the export cannot tell the grade (a 'yes' answer in an export without the complication instrument)."""
     answer = rec.values.get("any_complication")
     line = answer[1] if answer else (rec.grades[0][1] if rec.grades else rec.line)
     raw.lines["clavien_dindo_max"] = line
@@ -309,6 +311,8 @@ def _complications(raw: RawRecord, rec: _Record) -> None:
         raw.issues.append(Issue(F_LAYOUT.code, f"any_complication is 'no' but {len(rec.grades)} complication "
                                 "instance(s) are recorded", "answer 'yes' or delete the complication instances",
                                 line, "any_complication", "no"))
+    elif answer and answer[0] == "yes" and not grades and not grades_exported:
+        return False
     elif answer and answer[0] == "yes" and not grades and not raw.issues:
         raw.issues.append(Issue(F_LAYOUT.code, "any_complication is 'yes' but no complication grade is recorded",
                                 "add a 'complication' instance with its Clavien-Dindo grade", line,
@@ -322,3 +326,4 @@ def _complications(raw: RawRecord, rec: _Record) -> None:
         raw.cells["clavien_dindo_max"] = max(grades, key=CLAVIEN_DINDO.index)
     elif answer and answer[0] == "no":
         raw.cells["clavien_dindo_max"] = "none"
+    return True

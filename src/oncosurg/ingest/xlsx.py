@@ -108,6 +108,6 @@ def parse_workbook(
         raws.append(RawRecord(line=number, cells={name: row[i] for name, i in columns.items()}))
     parsed = validate_records(raws, source=source, sha256=sha256, centre=centre, today=today,
                               postop_window_days=postop_window_days, file_issues=result.issues,
-                              case_sensitive_ids=case_sensitive_ids)
+                              case_sensitive_ids=case_sensitive_ids, unit="row")
     parsed.rows += refused
     return parsed
