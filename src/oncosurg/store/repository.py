@@ -129,6 +129,7 @@ def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: I
     for r in registered:
         by_folded.setdefault(r.patient_id.casefold(), []).append(r)
     planned: dict[tuple[str, str], int] = {}
+    stored = read_records(conn, [r.pk for r in registered]) if options.update else {}
     already = 0
     for record in records:
         centre, patient_id = record.values["centre"], record.values["patient_id"]
@@ -142,7 +143,7 @@ def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: I
         found = by_key.get((centre, patient_id))
         if found is not None:
             if options.update:
-                _plan_update(conn, plan, record, found, options)
+                _plan_update(plan, record, found, stored[found.pk], options)
             else:
                 already += 1
                 plan.issues.append(Issue(
@@ -159,9 +160,10 @@ def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: I
         plan.issues += [Issue(V_REQUIRED.code, f"a new patient needs {c}; the file does not carry it",
                               f"add the {c} of this patient (or register the patient first)", record.line, c, None)
                         for c in missing]
-        # the file's values with every absent column empty: what the new patient's record will be
-        plan.issues += check_record(dict(record.values), line=record.line,
-                                    postop_window_days=options.postop_window_days, failed=missing)
+        if not record.carried.issuperset(COLUMNS):  # the reader checked the whole record already
+            # the file's values with every absent column empty: what the new patient's record will be
+            plan.issues += check_record(dict(record.values), line=record.line,
+                                        postop_window_days=options.postop_window_days, failed=missing)
     if records and already == len(records):
         plan.issues.insert(0, Issue(X_ALREADY_REGISTERED.code,
                                     f"every row of the file ({already}) is already registered: it was imported before",
@@ -217,9 +219,8 @@ def _new_patient_problem(record: ParsedRecord, variants: list[_Registered], opti
     return None
 
 
-def _plan_update(conn: sa.Connection, plan: ImportPlan, record: ParsedRecord, found: _Registered,
+def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old: dict[str, Any],
                  options: ImportOptions) -> None:
-    old = read_record(conn, found.pk)
     carried = [c for c in COLUMNS if c in record.carried and c not in ("centre", "patient_id")]
     merged = {**old, **{c: record.values[c] for c in carried}}  # a column the file does not carry is kept
     problems = check_record(merged, line=record.line, postop_window_days=options.postop_window_days)
@@ -445,6 +446,16 @@ def registry_select() -> sa.Select:
         joined = joined.outerjoin(table, table.c.patient_pk == p.c.id)
     joined = joined.outerjoin(worst, worst.c.patient_pk == p.c.id)
     return sa.select(p.c.id.label("pk"), *columns).select_from(joined)
+
+
+def read_records(conn: sa.Connection, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The registry columns of many patients, by primary key (one query per 500 patients)."""
+    out: dict[int, dict[str, Any]] = {}
+    wanted = sorted(set(pks))
+    for chunk in range(0, len(wanted), 500):
+        query = registry_select().where(t.patient.c.id.in_(wanted[chunk:chunk + 500]))
+        out.update({row["pk"]: {c: row[c] for c in COLUMNS} for row in conn.execute(query).mappings()})
+    return out
 
 
 def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
