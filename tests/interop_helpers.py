@@ -83,7 +83,7 @@ def registry_row(draw: st.DrawFn, index: int) -> dict[str, str]:
             dead = True
         segments = draw(st.lists(st.integers(1, 8), unique=True, max_size=6))
         row |= {"surgery_date": surgery.isoformat(), "surgery_type": kind, "clavien_dindo_max": grade,
-                "resected_segments": ";".join(map(str, segments)),
+                "resected_segments": ";".join(map(str, segments)) if kind == "hepatectomy" else "",
                 "two_stage": draw(st.sampled_from(YES_NO_EMPTY)),
                 "portal_vein_embolization": draw(st.sampled_from(YES_NO_EMPTY))}
         if kind == "hepatectomy":
@@ -98,6 +98,8 @@ def registry_row(draw: st.DrawFn, index: int) -> dict[str, str]:
         row["progression_date"] = (start + dt.timedelta(days=draw(st.integers(0, (contact - start).days)))).isoformat()
     if dead:
         row["death_date"] = contact.isoformat()
+        if row["surgery_date"] and (contact - dt.date.fromisoformat(row["surgery_date"])).days <= 60:
+            row["clavien_dindo_max"] = "V"  # a postoperative death is grade V (rule X412)
     return row
 
 

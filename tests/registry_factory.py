@@ -61,6 +61,8 @@ def random_registry(n: int, seed: int) -> list[dict[str, str]]:
         row["last_contact_date"] = end.isoformat()
         if dies:
             row["death_date"] = end.isoformat()
+            if surgery is not None and (end - surgery).days <= 60:
+                row["clavien_dindo_max"] = "V"  # a postoperative death is grade V (rule X412)
         if rng.random() < 0.6:
             lo = start if surgery is None else surgery
             gap = (end - lo).days

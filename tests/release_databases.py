@@ -263,6 +263,17 @@ def _csv_rows(text: str, key: tuple[str, ...]) -> tuple[list[str], dict[tuple[st
     return list(reader.fieldnames or []), rows
 
 
+def _same_cell(expected: str, actual: str) -> bool:
+    """The same text, or the same number written differently (0.1.0 wrote a whole float as ``67.0``,
+    today's export writes ``67``)."""
+    if expected == actual:
+        return True
+    try:
+        return float(expected) == float(actual) and "." in expected + actual
+    except ValueError:
+        return False
+
+
 def compare_csv(name: str, expected: str, actual: str, key: tuple[str, ...]) -> list[str]:
     """Every expected row and column must be there with the same value (new columns are allowed)."""
     columns, want = _csv_rows(expected, key)
@@ -274,7 +285,7 @@ def compare_csv(name: str, expected: str, actual: str, key: tuple[str, ...]) -> 
             problems.append(f"{name}: row {'/'.join(k)} is gone")
             continue
         problems += [f"{name}: {'/'.join(k)} {c}: expected {row[c]!r}, got {got[c]!r}"
-                     for c in columns if c in got and got[c] != row[c]]
+                     for c in columns if c in got and not _same_cell(row[c], got[c])]
     problems += [f"{name}: unexpected new row {'/'.join(k)}" for k in have if k not in want]
     return problems
 

@@ -136,7 +136,7 @@ def test_cli_json_errors(tmp_path: Path) -> None:
     payload = json.loads(result.output)
     assert payload["error_count"] == 1
     assert payload["errors"][0] | {} == {"code": "V302", "rule": "date", "line": 2, "column": "cetuximab_start",
-                                         "value": "2005-13-01", "message": "not a valid date",
+                                         "value": "2005-13-01", "message": "there is no month 13",
                                          "hint": payload["errors"][0]["hint"]}
 
 

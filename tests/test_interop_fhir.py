@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,20 @@ def test_invalid_directory_imports_nothing(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert runner.invoke(cli, ["import", "--format", "fhir", str(empty), "--db", db]).exit_code == 2
+
+
+def test_progression_is_the_first_worsening_after_cetuximab_start(tmp_path: Path) -> None:
+    bundle = a_bundle()  # cetuximab_start 2005-01-10, no progression, last contact 2006-01-10
+    status = copy.deepcopy(next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+                                and e["resource"]["code"]["coding"][0]["code"] == "97509-4"))
+    refractory, relapse = copy.deepcopy(status), copy.deepcopy(status)
+    for entry, uid, day in ((refractory, "7d1f4c1e-0000-4000-8000-000000000001", "2004-11-02"),
+                            (relapse, "7d1f4c1e-0000-4000-8000-000000000002", "2005-09-15")):
+        entry["resource"].update(id=uid, effectiveDateTime=day, valueCodeableConcept={"coding": [fx.WORSENED]})
+        entry["fullUrl"] = f"urn:uuid:{uid}"
+        bundle["entry"].append(entry)
+    write(tmp_path, "p.json", bundle)
+    parsed = read_fhir_bundles(tmp_path)
+    assert parsed.ok, [i.format() for i in parsed.issues]
+    # the progression on prior chemotherapy (why cetuximab was given) is not the registry's progression
+    assert parsed.records[0].values["progression_date"] == dt.date(2005, 9, 15)

@@ -49,7 +49,7 @@ def test_dictionary_header_is_redcaps() -> None:
 
 def test_dictionary_has_one_instrument_per_stage_and_the_record_id_first() -> None:
     rows = dictionary()
-    assert rows[0]["Variable / Field Name"] == "patient_id"
+    assert [r["Variable / Field Name"] for r in rows[:2]] == ["record_id", "patient_id"]
     forms = list(dict.fromkeys(r["Form Name"] for r in rows))
     assert forms == [s.value for s in FLAT_STAGES]
     for r in rows:

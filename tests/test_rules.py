@@ -67,13 +67,22 @@ CASES = [
     ("X408", {**OPERATED, "clavien_dindo_max": "V", "death_date": "2005-09-01", "last_contact_date": "2005-09-01"},
      "clavien_dindo_max"),
     ("X409", {"last_contact_date": "2004-12-01"}, "last_contact_date"),
+    ("X412", {**OPERATED, "clavien_dindo_max": "IIIa", "death_date": "2005-06-21", "last_contact_date": "2005-06-21"},
+     "clavien_dindo_max"),
+    ("X412", {**OPERATED, "clavien_dindo_max": "none", "death_date": "2005-06-01", "last_contact_date": "2005-06-01"},
+     "clavien_dindo_max"),
+    ("X407", {**OPERATED, "surgery_type": "exploration_only", "resected_segments": "5;6"}, "resected_segments"),
+    ("V314", {"patient_id": "P2 "}, "patient_id"),
+    ("V314", {"centre": " A"}, "centre"),
 ]
 
 
 @pytest.mark.parametrize(("code", "overrides", "column"), CASES,
                          ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_each_rule_fires_on_one_failing_row(code: str, overrides: dict[str, str], column: str) -> None:
-    issues = issues_of(csv_bytes(VALID, {**VALID, "patient_id": "P2", **overrides}))
+    row = {**VALID, **overrides}
+    row["patient_id"] = "P2" if row["patient_id"] == "P1" else row["patient_id"]
+    issues = issues_of(csv_bytes(VALID, row))
     assert [(i.code, i.line, i.column) for i in issues] == [(code, 3, column)], [i.format() for i in issues]
     issue = issues[0]
     text = issue.format("f.csv")
@@ -106,7 +115,59 @@ def test_all_errors_reported_at_once() -> None:
 
 
 def test_every_rule_has_a_test_or_a_file_level_test() -> None:
-    tested = {c[0] for c in CASES} | {"X410"} | {c for c in RULES if c[0] == "E"}  # E6xx: test_pathway_model.py
-    tested |= {"X430", "X431"}  # updates of stored patients: test_store.py
-    file_level = {code for code in RULES if code[0] in "FH"} | {"X411"}  # tests/test_ingest_hostile.py, test_store.py
-    assert set(RULES) == tested | file_level
+    tested = {c[0] for c in CASES} | {"X410", "X413"} | {c for c in RULES if c[0] == "E"}  # E6xx: test_pathway_model
+    tested |= {"X430"}  # the derived worst grade: test_store.py
+    file_level = {code for code in RULES if code[0] in "FH"}  # tests/test_ingest_hostile.py, test_interop_*.py
+    against_the_registry = {"X411", "X413", "X414", "X415", "X416", "X417"}  # tests/test_import_safety.py
+    assert set(RULES) == tested | file_level | against_the_registry
+
+
+# ------------------------------------------------------------------ issue 9: messages that help
+
+def test_one_wrong_cell_gives_one_error_not_a_cascade() -> None:
+    row = {**OPERATED, "surgery_type": "Hepatectomy", "margin": "R0", "steatosis_pct": "20",
+           "tumour_regression_grade": "2"}
+    issues = issues_of(csv_bytes(row))
+    assert [(i.code, i.column) for i in issues] == [("V306", "surgery_type")]
+    assert issues[0].hint == "write 'hepatectomy'"
+    bad_date = issues_of(csv_bytes({**OPERATED, "surgery_date": "2005-06-31", "margin": "R0"}))
+    assert [(i.code, i.column) for i in bad_date] == [("V302", "surgery_date")]  # no X405 on margin, type, grade
+    bad_death = issues_of(csv_bytes({**OPERATED, "clavien_dindo_max": "V", "death_date": "20/06/2005",
+                                     "last_contact_date": "2005-06-20"}))
+    assert [(i.code, i.column) for i in bad_death] == [("V302", "death_date")]  # no X408, no X404
+
+
+def test_duplicate_ids_come_out_on_the_first_pass_with_the_other_errors() -> None:
+    rows = [VALID, {**VALID, "referral": "inhouse"}, {**VALID, "patient_id": "P3", "cetuximab_start": "bad"}]
+    issues = issues_of(csv_bytes(*rows))
+    assert [(i.code, i.line, i.column) for i in issues] == [
+        ("V306", 3, "referral"), ("X410", 3, "patient_id"), ("V302", 4, "cetuximab_start")]
+
+
+@pytest.mark.parametrize(("value", "message", "hint"), [
+    ("2004-02-30", "February 2004 has 29 days", "check the day (1-29)"),
+    ("2005-02-29", "February 2005 has 28 days", "check the day (1-28)"),
+    ("03/02/2004", "dates are YYYY-MM-DD; 03/02/2004 is ambiguous (3 Feb or 2 Mar)", "2004-02-03 or 2004-03-02"),
+    ("25/02/2004", "dates are YYYY-MM-DD, not DD/MM/YYYY", "write 2004-02-25"),
+    ("38047", "looks like an Excel serial date (2004-03-01?)", "write 2004-03-01"),
+    ("2004-13-01", "there is no month 13", "YYYY-MM-DD"),
+    ("2004-3-1", "dates are YYYY-MM-DD", "write 2004-03-01"),
+])
+def test_date_messages_say_what_is_wrong(value: str, message: str, hint: str) -> None:
+    (issue,) = issues_of(csv_bytes({**VALID, "cetuximab_start": value, "last_contact_date": "2006-01-10"}))
+    assert (issue.code, issue.column, issue.value) == ("V302", "cetuximab_start", value)
+    assert issue.message.startswith(message) and hint in issue.hint, (issue.message, issue.hint)
+
+
+def test_patient_id_with_a_space_has_its_own_message() -> None:
+    (issue,) = issues_of(csv_bytes({**VALID, "patient_id": " PB-001"}))
+    assert (issue.code, issue.message, issue.hint) == ("V314", "patient_id starts with a space",
+                                                       "remove the space: write 'PB-001'")
+
+
+def test_postoperative_death_window_is_the_import_window() -> None:
+    day_61 = {**OPERATED, "death_date": "2005-08-01", "last_contact_date": "2005-08-01"}
+    assert issues_of(csv_bytes(day_61)) == []
+    wide = parse_registry_csv(csv_bytes(day_61), today=TODAY, postop_window_days=90).issues
+    assert [(i.code, i.column) for i in wide] == [("X412", "clavien_dindo_max")]
+    assert "61 day(s) after surgery_date" in wide[0].message and "'V'" in wide[0].hint

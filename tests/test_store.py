@@ -11,7 +11,7 @@ from oncosurg.ingest.csv import parse_registry_csv
 from oncosurg.schema import COLUMNS
 from oncosurg.store import tables as t
 from oncosurg.store.engine import open_store
-from oncosurg.store.repository import import_records, iter_records
+from oncosurg.store.repository import ImportOptions, import_records, iter_records
 
 HEADER = ",".join(COLUMNS)
 
@@ -29,10 +29,10 @@ def parse(*rows: str):  # type: ignore[no-untyped-def]
     return parsed
 
 
-def do_import(engine: sa.Engine, *rows: str, update: bool = False):  # type: ignore[no-untyped-def]
+def do_import(engine: sa.Engine, *rows: str, update: bool = False, **options: bool):  # type: ignore[no-untyped-def]
     parsed = parse(*rows)
     return import_records(engine, parsed.records, source="t.csv", sha256=parsed.sha256, rows=parsed.rows,
-                          update=update)
+                          options=ImportOptions(update=update, **options))
 
 
 def test_migrations_create_every_table(store: sa.Engine) -> None:
@@ -81,15 +81,19 @@ def test_already_registered_is_refused_and_nothing_changes(store: sa.Engine) -> 
         assert [r["patient_id"] for r in iter_records(conn)] == ["P1"]  # P2 was not written either
 
 
-def test_same_id_in_another_centre_is_a_different_patient(store: sa.Engine) -> None:
+def test_same_id_in_another_centre_is_refused_unless_said_to_be_a_different_patient(store: sa.Engine) -> None:
     do_import(store, row())
-    result = do_import(store, row(centre="B"))
+    refused = do_import(store, row(centre="B"))
+    assert [(i.code, i.line, i.column) for i in refused.issues] == [("X414", 2, "patient_id")]
+    assert "'A'" in refused.issues[0].message and "--centre 'A'" in refused.issues[0].hint
+    result = do_import(store, row(centre="B"), allow_id_in_other_centre=True)
     assert result.created == 1
 
 
 def test_update_records_what_changed(store: sa.Engine) -> None:
     do_import(store, row())
-    result = do_import(store, row(cetuximab_cycles="4", death_date="2006-01-10"), row(patient_id="P9"), update=True)
+    result = do_import(store, row(cetuximab_cycles="4", death_date="2006-01-10"), row(patient_id="P9"), update=True,
+                       allow_new=True)
     assert result.updated == 1 and result.created == 1
     assert sorted((c[2], c[3], c[4]) for c in result.changes) == [
         ("cetuximab_cycles", None, 4), ("death_date", None, dt.date(2006, 1, 10))]

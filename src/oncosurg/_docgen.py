@@ -37,9 +37,14 @@ def cli_reference() -> str:
 def rules_reference() -> str:
     parts = [GENERATED, "", "# Validation rules", "",
              "Every rule has a stable code. An error names the file, the line (the header is line 1), "
-             "the column, the value, the rule and how to fix it.", "",
-             "| code | name | what it checks |", "|---|---|---|"]
-    parts += [f"| `{r.code}` | `{r.name}` | {r.description} |" for r in RULES.values()]
+             "the column, the value, the rule and how to fix it. Every error of a file is listed at once "
+             "(exit status 2) and a refused file changes nothing.", "",
+             "`F` file, `H` header, `V` one value, `X` across fields, rows or the registry. A cross-field rule "
+             "is skipped when a cell it reads failed its own check (one wrong cell, one error). `X411` and "
+             "`X413`-`X417` compare the file with the registry at import (`oncosurg import`, the web upload).",
+             "", "| code | name | what it checks | reads |", "|---|---|---|---|"]
+    parts += [f"| `{r.code}` | `{r.name}` | {r.description} | {', '.join(f'`{c}`' for c in r.columns)} |"
+              for r in RULES.values()]
     return "\n".join(parts) + "\n"
 
 

@@ -15,10 +15,11 @@ Codes are stable API (documented in ``docs/rules.md``):
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,18 +36,20 @@ from oncosurg.schema import (
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A validation rule: stable ``code``, short ``name`` and what it checks."""
+    """A validation rule: stable ``code``, short ``name``, what it checks and, for a cross-field rule,
+    the ``columns`` it reads (it is skipped when one of them failed its own check: no cascades)."""
 
     code: str
     name: str
     description: str
+    columns: tuple[str, ...] = ()
 
 
 RULES: dict[str, Rule] = {}
 
 
-def _rule(code: str, name: str, description: str) -> Rule:
-    rule = Rule(code, name, description)
+def _rule(code: str, name: str, description: str, columns: tuple[str, ...] = ()) -> Rule:
+    rule = Rule(code, name, description, columns)
     RULES[code] = rule
     return rule
 
@@ -78,27 +81,49 @@ V_FORMULA = _rule("V310", "formula-like", "A text value starts with = + - @ (spr
 V_SEGMENTS = _rule("V311", "segments", "Resected segments are not Couinaud 1-8 separated by ';'.")
 V_FUTURE = _rule("V312", "future-date", "A date lies after today.")
 V_CONTROL = _rule("V313", "control-characters", "A text value holds control characters.")
-X_SURGERY_BEFORE_START = _rule("X401", "surgery-before-cetuximab", "surgery_date is before cetuximab_start.")
-X_CONTACT_BEFORE_SURGERY = _rule("X402", "contact-before-surgery", "last_contact_date is before surgery_date.")
+V_SPACES = _rule("V314", "identifier-spaces", "patient_id or centre starts or ends with a space.")
+X_SURGERY_BEFORE_START = _rule("X401", "surgery-before-cetuximab", "surgery_date is before cetuximab_start.",
+                               ("surgery_date", "cetuximab_start"))
+X_CONTACT_BEFORE_SURGERY = _rule("X402", "contact-before-surgery", "last_contact_date is before surgery_date.",
+                                 ("last_contact_date", "surgery_date"))
 X_PROGRESSION_WINDOW = _rule(
-    "X403", "progression-window", "progression_date is outside [cetuximab_start, last_contact_date]."
-)
-X_DEATH_CONTACT = _rule("X404", "death-is-last-contact", "death_date differs from last_contact_date.")
+    "X403", "progression-window", "progression_date is outside [cetuximab_start, last_contact_date].",
+    ("progression_date", "cetuximab_start", "last_contact_date"))
+X_DEATH_CONTACT = _rule("X404", "death-is-last-contact", "death_date differs from last_contact_date.",
+                        ("death_date", "last_contact_date"))
 X_SURGERY_FIELDS = _rule("X405", "surgery-fields-without-surgery",
-                         "A surgery column is filled without surgery_date.")
+                         "A surgery column is filled without surgery_date.", ("surgery_date",))
 X_SURGERY_REQUIRED = _rule("X406", "surgery-field-required",
-                           "surgery_type and clavien_dindo_max need a value when surgery_date is given.")
-X_HEPATECTOMY_FIELDS = _rule("X407", "pathology-without-hepatectomy", "Pathology and margin are only for hepatectomy.")
+                           "surgery_type and clavien_dindo_max need a value when surgery_date is given.",
+                           ("surgery_date",))
+X_HEPATECTOMY_FIELDS = _rule("X407", "pathology-without-hepatectomy",
+                             "Resected segments, margin and pathology are only for a hepatectomy.",
+                             ("surgery_type", "surgery_date"))
 X_GRADE_V = _rule("X408", "clavien-v-without-postop-death",
-                  "Clavien-Dindo V needs a death within the postoperative window.")
-X_CONTACT_BEFORE_START = _rule("X409", "contact-before-cetuximab", "last_contact_date is before cetuximab_start.")
+                  "Clavien-Dindo V needs a death within the postoperative window.",
+                  ("clavien_dindo_max", "surgery_date", "death_date"))
+X_CONTACT_BEFORE_START = _rule("X409", "contact-before-cetuximab", "last_contact_date is before cetuximab_start.",
+                               ("last_contact_date", "cetuximab_start"))
 X_DUPLICATE_ID = _rule("X410", "duplicate-patient", "The same patient_id appears twice for one centre in the file.")
 X_ALREADY_REGISTERED = _rule("X411", "already-registered", "The patient_id is already registered in this centre.")
+X_POSTOP_DEATH = _rule("X412", "postop-death-not-grade-v",
+                       "A death within the postoperative window needs Clavien-Dindo V.",
+                       ("death_date", "surgery_date", "clavien_dindo_max"))
+X_ID_CASE = _rule("X413", "id-differs-in-case",
+                  "A patient_id differs only in upper/lower case from another one of the centre, in the file or "
+                  "registered (a probable duplicate; --case-sensitive-ids says they are different patients).")
+X_ID_OTHER_CENTRE = _rule("X414", "id-in-other-centre",
+                          "A new patient's patient_id is already registered in another centre "
+                          "(--allow-id-in-other-centre says it is a different patient).")
+X_NOT_REGISTERED = _rule("X415", "not-registered",
+                         "With --update, a row names a patient that is not registered (--allow-new registers it).")
+X_CENTRE_MISSING = _rule("X416", "centre-not-given",
+                         "The registry holds named centres but the file names none (no --centre, no centre cell).")
+X_CLEARS_VALUE = _rule("X417", "update-clears-value",
+                       "An update would empty a registered value (a present, empty cell; needs --allow-clear).")
 X_DERIVED_GRADE = _rule("X430", "derived-grade",
                         "clavien_dindo_max is the worst of the operation's itemised complications: a lower or empty "
                         "value would delete them.")
-X_CLEARS = _rule("X431", "clear-needs-allow-clear",
-                 "An update would empty stored values: pass --allow-clear, or leave the cells out of the file.")
 
 # Rules across a patient's episodes (checked by oncosurg.pathway.rules).
 E_ORPHAN = _rule("E601", "missing-parent",
@@ -203,6 +228,10 @@ def parse_cell(field: Field, raw: str, *, line: int | None, today: dt.date | Non
                          "remove the leading character; identifiers are plain pseudonyms")
         if _CONTROL_RE.search(raw):
             return issue(V_CONTROL, "text contains control characters", "remove the non-printing characters")
+        if name in ("patient_id", "centre") and raw != raw.strip() and raw.strip() and (
+                name == "centre" or _ID_RE.fullmatch(raw.strip())):
+            return issue(V_SPACES, f"{name} {'starts' if raw[0].isspace() else 'ends'} with a space",
+                         f"remove the space: write {raw.strip()!r}")
         if name == "patient_id" and not _ID_RE.fullmatch(raw):
             return issue(V_PATTERN, "patient_id may only use A-Z a-z 0-9 _ . - (1-64 characters)",
                          "use the centre's pseudonym without spaces or other symbols")
@@ -224,7 +253,7 @@ def parse_cell(field: Field, raw: str, *, line: int | None, today: dt.date | Non
                 raise ValueError
             value = dt.date.fromisoformat(raw)
         except ValueError:
-            return issue(V_DATE, "not a valid date", "write the date as YYYY-MM-DD, e.g. 2005-03-14")
+            return issue(V_DATE, *date_problem(raw))
         if today is not None and value > today:
             return issue(V_FUTURE, f"date is after today ({today.isoformat()})", "check the year and month")
         return value, None
@@ -257,6 +286,62 @@ def parse_cell(field: Field, raw: str, *, line: int | None, today: dt.date | Non
             return issue(V_ENUM, what, f"use {field.describe_type()}")
         return ";".join(c for c in field.choices if c in codes), None
     raise AssertionError(f"unhandled kind {kind}")  # pragma: no cover - schema and parser agree
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+_EXCEL_EPOCH = dt.date(1899, 12, 30)  # serial 1 = 1900-01-01 for every serial after Excel's 1900-02-29
+_ISO_LOOSE_RE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})")
+_DMY_RE = re.compile(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})")
+_SERIAL_RE = re.compile(r"\d{1,6}(\.\d+)?")
+_DATETIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[T ]\d{1,2}:\d{2}.*")
+
+
+def _real_date(year: int, month: int, day: int) -> dt.date | None:
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def date_problem(raw: str) -> tuple[str, str]:
+    """Why ``raw`` is not a ``YYYY-MM-DD`` date, and the fix: ``(message, hint)``.
+
+    Names the impossible day (``2004-02-30``: February 2004 has 29 days), the day/month order that
+    cannot be decided (``03/02/2004``), an Excel serial number (``38047``) and a time of day.
+    """
+    generic = ("not a valid date", "write the date as YYYY-MM-DD, e.g. 2005-03-14")
+    if m := _ISO_LOOSE_RE.fullmatch(raw):
+        year, month, day = (int(g) for g in m.groups())
+        if not 1 <= month <= 12:
+            return f"there is no month {month}", "dates are YYYY-MM-DD: the month comes second (01-12)"
+        last = calendar.monthrange(year, month)[1]
+        if not 1 <= day <= last:
+            return f"{_MONTHS[month - 1]} {year} has {last} days", f"check the day (1-{last}); dates are YYYY-MM-DD"
+        iso = f"{year:04d}-{month:02d}-{day:02d}"
+        return "dates are YYYY-MM-DD, with hyphens and a two-digit month and day", f"write {iso}"
+    if m := _DMY_RE.fullmatch(raw):
+        a, b, year = (int(g) for g in m.groups())
+        day_first, month_first = _real_date(year, b, a), _real_date(year, a, b)
+        if day_first and month_first and a != b:
+            return (f"dates are YYYY-MM-DD; {raw} is ambiguous ({a} {_MONTHS[b - 1][:3]} or {b} {_MONTHS[a - 1][:3]})",
+                    f"write {day_first.isoformat()} or {month_first.isoformat()}")
+        if day_first or month_first:
+            value = day_first or month_first
+            assert value is not None
+            order = "" if a == b else " DD/MM/YYYY" if day_first else " MM/DD/YYYY"
+            return f"dates are YYYY-MM-DD{', not' + order if order else ''}", f"write {value.isoformat()}"
+        return generic
+    if m := _DATETIME_RE.fullmatch(raw):
+        return "a date and a time of day; the registry records the date only", f"write {m.group(1)}"
+    if _SERIAL_RE.fullmatch(raw):
+        serial = float(raw)
+        guess = _EXCEL_EPOCH + dt.timedelta(days=int(serial)) if 1 <= serial < 2958466 else None
+        if guess is not None and 1950 <= guess.year <= 2100:  # a registry-era date
+            return (f"looks like an Excel serial date ({guess.isoformat()}?)",
+                    f"format the spreadsheet column as YYYY-MM-DD dates or text; write {guess.isoformat()} "
+                    "if that is the date")
+    return generic
 
 
 def _check_range(field: Field, value: float, raw: str, line: int | None) -> tuple[Any, Issue | None]:
@@ -296,11 +381,26 @@ def parse_record(
 
 
 def check_record(
-    record: dict[str, Any], *, line: int | None, postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
+    record: dict[str, Any],
+    *,
+    line: int | None,
+    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
+    failed: Collection[str] = (),
 ) -> list[Issue]:
-    """Cross-field rules of DESIGN.md on one parsed record (values that failed to parse are ``None``)."""
+    """Cross-field rules of DESIGN.md on one parsed record (values that failed to parse are ``None``).
+
+    ``failed`` names the columns whose cell failed its own check: a rule reading one of them
+    (:attr:`Rule.columns`) is skipped, so one wrong cell gives one error, not a cascade.  A column
+    absent from ``record`` is not carried by the file (a partial file): a rule reading it is
+    skipped too, and the import checks the whole record (the registered one merged with the file,
+    or the file's values with every absent column empty for a new patient).
+    """
     out: list[Issue] = []
     get = record.get
+    failed = frozenset(failed)
+
+    def applies(rule: Rule, column: str | None = None) -> bool:
+        return all(c in record and c not in failed for c in rule.columns) and column not in failed
 
     def add(rule: Rule, column: str, message: str, hint: str) -> None:
         value = get(column)
@@ -308,50 +408,53 @@ def check_record(
         out.append(Issue(rule.code, message, hint, line, column, shown))
 
     start, surgery, contact = get("cetuximab_start"), get("surgery_date"), get("last_contact_date")
-    progression, death = get("progression_date"), get("death_date")
-    if start and surgery and surgery < start:
+    progression, death, grade = get("progression_date"), get("death_date"), get("clavien_dindo_max")
+    if start and surgery and surgery < start and applies(X_SURGERY_BEFORE_START):
         add(X_SURGERY_BEFORE_START, "surgery_date", f"surgery is before cetuximab_start ({start})",
             "check both dates: surgery must follow the start of cetuximab")
-    if surgery and contact and contact < surgery:
+    if surgery and contact and contact < surgery and applies(X_CONTACT_BEFORE_SURGERY):
         add(X_CONTACT_BEFORE_SURGERY, "last_contact_date", f"last contact is before surgery_date ({surgery})",
             "last_contact_date must be on or after the surgery")
-    if start and contact and contact < start:
+    if start and contact and contact < start and applies(X_CONTACT_BEFORE_START):
         add(X_CONTACT_BEFORE_START, "last_contact_date", f"last contact is before cetuximab_start ({start})",
             "last_contact_date must be on or after cetuximab_start")
-    if progression and ((start and progression < start) or (contact and progression > contact)):
+    if (progression and ((start and progression < start) or (contact and progression > contact))
+            and applies(X_PROGRESSION_WINDOW)):
         add(X_PROGRESSION_WINDOW, "progression_date",
             f"progression is outside [cetuximab_start {start}, last_contact_date {contact}]",
             "progression must fall between the start of cetuximab and the last contact")
-    if death and contact and death != contact:
+    if death and contact and death != contact and applies(X_DEATH_CONTACT):
         add(X_DEATH_CONTACT, "death_date", f"death_date differs from last_contact_date ({contact})",
             "when a patient has died, last_contact_date must equal death_date")
     if surgery is None:
         for column in SURGERY_COLUMNS:
-            if get(column) is not None:
+            if get(column) is not None and applies(X_SURGERY_FIELDS, column):
                 add(X_SURGERY_FIELDS, column, f"{column} is filled but surgery_date is empty",
                     "add the surgery_date or clear this cell")
     else:
         for column in ("surgery_type", "clavien_dindo_max"):
-            if column in record and get(column) is None and not _failed(out, column):
+            if column in record and get(column) is None and applies(X_SURGERY_REQUIRED, column):
                 add(X_SURGERY_REQUIRED, column, f"{column} is required when surgery_date is given",
                     f"fill in {FIELD_BY_NAME[column].describe_type()}")
-    if get("surgery_type") != "hepatectomy":
+    kind = get("surgery_type")
+    if (surgery is None or kind is not None) and kind != "hepatectomy":  # no type yet: X406 says so
         for column in HEPATECTOMY_COLUMNS:
             already = surgery is None and column in SURGERY_COLUMNS  # reported as X405 above
-            if get(column) is not None and not already:
+            if get(column) is not None and not already and applies(X_HEPATECTOMY_FIELDS, column):
                 add(X_HEPATECTOMY_FIELDS, column, f"{column} is only recorded for a hepatectomy",
                     "clear this cell, or set surgery_type to 'hepatectomy' if the liver was resected")
-    if get("clavien_dindo_max") == "V":
-        ok = death is not None and surgery is not None and 0 <= (death - surgery).days <= postop_window_days
-        if not ok:
-            add(X_GRADE_V, "clavien_dindo_max",
-                f"grade V (death) needs a death_date within {postop_window_days} days of surgery_date",
-                "record the death_date, or correct the grade")
+    postop_days = (death - surgery).days if death is not None and surgery is not None else None
+    in_window = postop_days is not None and 0 <= postop_days <= postop_window_days
+    if grade == "V" and not in_window and applies(X_GRADE_V):
+        add(X_GRADE_V, "clavien_dindo_max",
+            f"grade V (death) needs a death_date within {postop_window_days} days of surgery_date",
+            "record the death_date, or correct the grade")
+    if in_window and grade is not None and grade != "V" and applies(X_POSTOP_DEATH):
+        add(X_POSTOP_DEATH, "clavien_dindo_max",
+            f"death on {death} is {postop_days} day(s) after surgery_date ({surgery}), within the "
+            f"{postop_window_days}-day postoperative window, but the worst complication is grade {grade}",
+            "a postoperative death is Clavien-Dindo grade V: write 'V', or correct death_date or surgery_date")
     return out
-
-
-def _failed(issues: Iterable[Issue], column: str) -> bool:
-    return any(i.column == column for i in issues)
 
 
 def clavien_rank(grade: str | None) -> int | None:

@@ -164,9 +164,10 @@ SURGERY_COLUMNS: tuple[str, ...] = (
     "surgery_type", "resected_segments", "two_stage", "portal_vein_embolization", "margin",
     "clavien_dindo_max",
 )
-#: Columns that only make sense for a hepatectomy (margin and the pathology of the specimen).
+#: Columns that only make sense for a hepatectomy (what was resected, the margin and the pathology of
+#: the specimen): an exploration or an ablation resects no segment.
 HEPATECTOMY_COLUMNS: tuple[str, ...] = (
-    "margin", "steatosis_pct", "steatohepatitis", "sinusoidal_dilatation_grade", "fibrosis_stage",
+    "resected_segments", "margin", "steatosis_pct", "steatohepatitis", "sinusoidal_dilatation_grade", "fibrosis_stage",
     "nodular_regenerative_hyperplasia", "tumour_regression_grade",
 )
 

@@ -38,8 +38,9 @@ def format_option(verb: str):  # type: ignore[no-untyped-def]
              "Bundles (one .json per patient); Excel .xlsx workbook.")
 
 
-def read_interop(path: str, fmt: str, centre: str) -> ParsedFile:
-    """Read and validate a REDCap export, a FHIR bundle directory (or file) or an Excel workbook."""
+def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> ParsedFile:
+    """Read and validate a REDCap export, a FHIR bundle directory (or file) or an Excel workbook
+    (``options``: ``case_sensitive_ids``, ``postop_window_days``)."""
     file = Path(path)
     if fmt == "fhir":
         if not file.exists():
@@ -50,15 +51,15 @@ def read_interop(path: str, fmt: str, centre: str) -> ParsedFile:
         if fmt == "redcap":
             from oncosurg.ingest.redcap import read_redcap_export
 
-            return read_redcap_export(file, centre=centre)
+            return read_redcap_export(file, centre=centre, **options)
         if fmt == "fhir":
             from oncosurg.ingest.fhir import read_fhir_bundles
 
-            return read_fhir_bundles(file, centre=centre)
+            return read_fhir_bundles(file, centre=centre, **options)
         if fmt == "xlsx":
             from oncosurg.ingest.xlsx import read_workbook
 
-            return read_workbook(file, centre=centre)
+            return read_workbook(file, centre=centre, **options)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     raise UserError(f"unknown format {fmt!r}")  # pragma: no cover - click.Choice

@@ -11,13 +11,12 @@ import click
 
 from oncosurg.cli import UserError, cli, db_option, json_option
 from oncosurg.cli.interop import DEFAULT_PROTOCOL, export_interop, format_option, read_interop
+from oncosurg.export import cell_text
 from oncosurg.ingest.csv import ParsedFile, read_registry_csv
 from oncosurg.rules import Issue
-from oncosurg.schema import COLUMNS
+from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
 from oncosurg.store.engine import StoreError, open_store
-from oncosurg.store.repository import import_records, iter_records
-
-DEFAULT_CENTRE = "main"
+from oncosurg.store.repository import DEFAULT_CENTRE, ImportOptions, import_records, iter_records
 
 
 def _max_errors_option(f):  # type: ignore[no-untyped-def]
@@ -27,17 +26,32 @@ def _max_errors_option(f):  # type: ignore[no-untyped-def]
 
 def _centre_option(f):  # type: ignore[no-untyped-def]
     return click.option("--centre", default=None, metavar="NAME",
-                        help=f"Centre for rows whose 'centre' cell is empty (default '{DEFAULT_CENTRE}').")(f)
+                        help=f"Centre of the rows whose 'centre' cell is empty (or of every row, without a 'centre' "
+                             f"column). Without it they go to '{DEFAULT_CENTRE}', which import refuses when the "
+                             "registry holds named centres.")(f)
 
 
-def _read(path: str, centre: str | None, fmt: str = "csv") -> ParsedFile:
+def _reading_options(f):  # type: ignore[no-untyped-def]
+    f = click.option("--postop-window-days", "postop_window_days", type=click.IntRange(0),
+                     default=DEFAULT_POSTOP_WINDOW_DAYS, show_default=True,
+                     help="Postoperative window of the Clavien-Dindo V rules (X408, X412), in days: the "
+                          "protocol's postop_window_days.")(f)
+    return click.option("--case-sensitive-ids", "case_sensitive_ids", is_flag=True,
+                        help="patient_ids that differ only in case (pb-001, PB-001) are different patients "
+                             "(without it they are refused as probable duplicates, in the file and against the "
+                             "registry).")(f)
+
+
+def _read(path: str, centre: str | None, fmt: str = "csv", *, case_sensitive_ids: bool = False,
+          postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> ParsedFile:
+    options = {"centre": centre, "case_sensitive_ids": case_sensitive_ids, "postop_window_days": postop_window_days}
     if fmt != "csv":
-        return read_interop(path, fmt, centre or DEFAULT_CENTRE)
+        return read_interop(path, fmt, **options)
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        return read_registry_csv(file, centre=centre or DEFAULT_CENTRE)
+        return read_registry_csv(file, **options)
     except OSError as exc:
         raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
 
@@ -50,7 +64,7 @@ def report_issues(source: str, issues: list[Issue], *, max_errors: int, as_json:
         return
     click.echo(f"{source}: {len(issues)} error(s); nothing was imported.", err=True)
     for issue in issues[:max_errors]:
-        click.echo("  " + issue.format(), err=True)
+        click.echo("  " + issue.format(source), err=True)  # file:line: column 'x' = 'v': … [code rule] — fix: …
     if len(issues) > max_errors:
         click.echo(f"  … and {len(issues) - max_errors} more ({len(issues)} in total; "
                    "raise --max-errors to list them).", err=True)
@@ -61,14 +75,16 @@ def report_issues(source: str, issues: list[Issue], *, max_errors: int, as_json:
 @_centre_option
 @_max_errors_option
 @format_option("Input")
+@_reading_options
 @json_option
-def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_json: bool) -> None:
+def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_json: bool,
+                 case_sensitive_ids: bool = False, postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> None:
     """Check a registry CSV (or --format redcap|fhir|xlsx) against every rule without importing it.
 
     Exit status 0 when the file is valid, 2 when it has errors (all listed at once, each with the
     line — the header is line 1 —, the column, the value, the rule code and how to fix it).
     """
-    parsed = _read(file, centre, fmt)
+    parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
@@ -83,18 +99,35 @@ def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_js
 @db_option
 @_centre_option
 @format_option("Input")
-@click.option("--update", is_flag=True, help="Allow rows for patients already registered; changes are recorded.")
+@click.option("--update", is_flag=True,
+              help="Change registered patients: only the columns the file carries, each change recorded "
+                   "(field, old → new). Rows of patients not registered are refused unless --allow-new.")
+@click.option("--allow-new", "allow_new", is_flag=True, help="With --update: also register the new patients.")
+@click.option("--allow-clear", "allow_clear", is_flag=True,
+              help="With --update: a present, empty cell empties the registered value (without it such an "
+                   "update is refused and the values it would clear are listed).")
+@click.option("--allow-id-in-other-centre", "allow_id_in_other_centre", is_flag=True,
+              help="A new patient whose patient_id is registered in another centre is a different patient "
+                   "(without it the row is refused as a probable duplicate).")
+@_reading_options
 @_max_errors_option
 @json_option
 def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_errors: int, as_json: bool,
-               fmt: str = "csv") -> None:
+               fmt: str = "csv", allow_new: bool = False, allow_clear: bool = False,
+               allow_id_in_other_centre: bool = False, case_sensitive_ids: bool = False,
+               postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> None:
     """Validate a registry CSV (or --format redcap|fhir|xlsx) and import it in one transaction.
 
-    A file with any error changes nothing. A patient_id already registered in the same centre is
-    refused unless --update, which overwrites the changed fields and records each change
-    (field, old → new) in the change log.
+    A file with any error changes nothing, and every error is listed at once (exit status 2). A
+    patient is (centre, patient_id). A patient already registered is refused unless --update, which
+    changes only the columns the file carries — a column the file leaves out is kept, an empty cell
+    clears only with --allow-clear — and records each change (field, old → new). Probable
+    duplicates are refused: ids differing only in case (unless --case-sensitive-ids) and ids
+    registered in another centre (unless --allow-id-in-other-centre).
     """
-    parsed = _read(file, centre, fmt)
+    if (allow_new or allow_clear) and not update:
+        raise UserError("--allow-new and --allow-clear go with --update (a plain import only registers new patients)")
+    parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
@@ -102,8 +135,11 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
         engine = open_store(db)
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    options = ImportOptions(update=update, allow_new=allow_new, allow_clear=allow_clear,
+                            case_sensitive_ids=case_sensitive_ids, allow_id_in_other_centre=allow_id_in_other_centre,
+                            postop_window_days=postop_window_days)
     result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
-                            update=update)
+                            options=options)
     if result.issues:
         issues = parsed.locate(result.issues) if hasattr(parsed, "locate") else result.issues  # FHIR: name the file
         report_issues(file, issues, max_errors=max_errors, as_json=as_json)
@@ -115,6 +151,10 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
+    if result.batch_id is None:
+        click.echo(f"{file}: every row ({result.unchanged}) is already registered with these values; nothing changed."
+                   if result.unchanged else f"{file}: no rows; nothing imported.")
+        return
     click.echo(f"{file}: imported {result.created} new patient(s), updated {result.updated}, "
                f"{result.unchanged} unchanged (batch {result.batch_id}).")
     for change in summary["changes"][:max_errors]:
@@ -123,11 +163,7 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
 
 
 def _s(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+    return None if value is None else cell_text(value)
 
 
 @cli.command("export")

@@ -15,13 +15,16 @@ from oncosurg.schema import COLUMNS
 
 
 def cell_text(value: Any) -> str:
-    """A typed registry value as the registry CSV writes it (empty for ``None``)."""
+    """A typed registry value as the registry CSV writes it (empty for ``None``; a whole number as an
+    integer, ``71`` not ``71.0``, whatever column type stored it)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return str(value)
 
 

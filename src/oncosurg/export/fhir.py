@@ -2,8 +2,10 @@
 
 Resources (each validated with the ``fhir.resources`` models, see :func:`validate_bundle`):
 
-* ``Patient`` — pseudonymous identifier, centre (``managingOrganization.display``), gender,
-  ``deceasedDateTime`` (``deceasedBoolean = false`` when alive at last contact);
+* ``Patient`` — the pseudonym as an identifier in its centre's naming system
+  (:func:`patient_id_system`) and the registry-wide record id ``centre::patient_id``
+  (:data:`RECORD_ID_SYSTEM`, as REDCap's record id), centre (``managingOrganization.display``),
+  gender, ``deceasedDateTime`` (``deceasedBoolean = false`` when alive at last contact);
 * ``Condition`` *PrimaryCancerCondition* — colon (ICD-10 C18.9) or rectum (C20), sidedness as
   ``bodySite``; ``Condition`` *SecondaryCancerCondition* — liver metastases (SNOMED 94381002, ICD-10
   C78.7) with mCODE's ``relatedPrimaryCancerCondition`` extension;
@@ -33,6 +35,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from fhir.resources.R4B.bundle import Bundle
 
@@ -42,6 +45,7 @@ from oncosurg.schema import FIELD_BY_NAME, Kind
 LOCAL = "urn:oncosurg:fhir"
 REGISTRY_FIELD_SYSTEM = f"{LOCAL}:CodeSystem:registry-field"
 PATIENT_ID_SYSTEM = f"{LOCAL}:NamingSystem:patient-id"
+RECORD_ID_SYSTEM = f"{LOCAL}:NamingSystem:record-id"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -104,6 +108,18 @@ UCUM_UNITS = {"years": ("a", "years"), "mm": ("mm", "mm"), "%": ("%", "%")}
 _NS = uuid.uuid5(uuid.NAMESPACE_URL, LOCAL)
 
 
+def patient_id_system(centre: str) -> str:
+    """The naming system of a centre's pseudonyms: ``…:patient-id:<centre, percent-encoded>`` (the
+    bare ``…:patient-id`` without a centre), so one pseudonym in two centres is two identifiers."""
+    return f"{PATIENT_ID_SYSTEM}:{quote(centre, safe='')}" if centre else PATIENT_ID_SYSTEM
+
+
+def centre_of_system(system_uri: str) -> str | None:
+    """The centre named by a :func:`patient_id_system` URI (``None`` for the bare or another system)."""
+    prefix = PATIENT_ID_SYSTEM + ":"
+    return unquote(system_uri[len(prefix):]) if system_uri.startswith(prefix) else None
+
+
 def resource_id(centre: str, patient_id: str, role: str) -> str:
     """A stable UUID for one resource of one patient (same registry record → same ids)."""
     return str(uuid.uuid5(_NS, f"{centre}\x1f{patient_id}\x1f{role}"))
@@ -123,7 +139,8 @@ def _concept(name: str, code: str) -> dict[str, Any]:
 def _quantity(name: str, value: float) -> dict[str, Any]:
     unit = FIELD_BY_NAME[name].unit
     code, shown = UCUM_UNITS.get(unit, ("1", unit or "1"))
-    return {"value": value, "unit": shown, "system": UCUM, "code": code}
+    number = int(value) if float(value).is_integer() and abs(value) < 1e15 else value  # 71, not 71.0
+    return {"value": number, "unit": shown, "system": UCUM, "code": code}
 
 
 class _Builder:
@@ -158,10 +175,12 @@ class _Builder:
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
     def patient(self) -> None:
+        pseudonym: dict[str, Any] = {"system": patient_id_system(self.centre), "value": self.pid}
+        record_id = f"{self.centre}::{self.pid}" if self.centre else self.pid
         patient: dict[str, Any] = {"resourceType": "Patient",
-                                   "identifier": [{"system": PATIENT_ID_SYSTEM, "value": self.pid}]}
+                                   "identifier": [pseudonym, {"system": RECORD_ID_SYSTEM, "value": record_id}]}
         if self.centre:
-            patient["identifier"][0]["assigner"] = {"display": self.centre}
+            pseudonym["assigner"] = {"display": self.centre}
             patient["managingOrganization"] = {"display": self.centre}
         if self.r.get("sex") in GENDER:
             patient["gender"] = GENDER[self.r["sex"]]

@@ -1,7 +1,10 @@
 """The registry as a REDCap project: data dictionary, repeating-instrument setup, flat record export.
 
 The project has one instrument per pathway stage (:class:`oncosurg.schema.Stage`) and keeps the
-registry column names as REDCap variable names, with three differences:
+registry column names as REDCap variable names.  The REDCap record id is ``record_id``, written
+``<centre>::<patient_id>`` (just ``<patient_id>`` for a patient without a centre), so the same
+pseudonym in two centres gives two REDCap records; ``patient_id`` and ``centre`` are ordinary
+fields of the ``patient`` instrument.  Three more differences:
 
 * ``resected_segments`` is a checkbox (REDCap exports it as ``resected_segments___1`` …
   ``resected_segments___8``);
@@ -33,7 +36,9 @@ DICTIONARY_HEADER = (
     "Matrix Ranking?", "Field Annotation",
 )
 
-RECORD_ID = "patient_id"
+RECORD_ID = "record_id"
+#: Separates the centre from the patient_id in a record id (a patient_id never holds ':').
+RECORD_ID_SEPARATOR = "::"
 EVENT = "redcap_event_name"
 REPEAT_INSTRUMENT = "redcap_repeat_instrument"
 REPEAT_INSTANCE = "redcap_repeat_instance"
@@ -61,7 +66,7 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 LABELS: dict[str, str] = {
-    "patient_id": "Patient pseudonym", "centre": "Centre",
+    RECORD_ID: "Record ID (centre::patient_id)", "patient_id": "Patient pseudonym", "centre": "Centre",
     "referral": "Where was cetuximab given?", "sex": "Sex", "age_at_cetuximab": "Age at cetuximab start",
     "primary_site": "Primary tumour site", "primary_side": "Primary tumour side", "ras_status": "RAS status",
     "liver_mets_count": "Number of liver metastases", "largest_met_mm": "Largest liver metastasis",
@@ -155,8 +160,21 @@ def _registry_field(name: str) -> RedcapField:
     return RedcapField(field_type="text", **common)
 
 
+def record_id(record: Mapping[str, Any]) -> str:
+    """The REDCap record id of a registry record: ``centre::patient_id`` (``patient_id`` without a centre)."""
+    centre, patient_id = cell_text(record.get("centre")), cell_text(record.get("patient_id"))
+    return f"{centre}{RECORD_ID_SEPARATOR}{patient_id}" if centre else patient_id
+
+
+def split_record_id(value: str) -> tuple[str | None, str]:
+    """``(centre, patient_id)`` of a record id written by :func:`record_id` (centre ``None`` when absent)."""
+    centre, separator, patient_id = value.rpartition(RECORD_ID_SEPARATOR)
+    return (centre, patient_id) if separator else (None, value)
+
+
 def _project_fields() -> tuple[RedcapField, ...]:
-    out: list[RedcapField] = []
+    out: list[RedcapField] = [RedcapField(RECORD_ID, Stage.PATIENT.value, "text", required=True,
+                                          note="centre::patient_id (unique across centres)")]
     for f in FIELD_BY_NAME.values():
         if f.name == "clavien_dindo_max":
             continue
@@ -222,7 +240,9 @@ def _redcap_values(record: Mapping[str, Any]) -> dict[str, str]:
     for f in FIELDS:
         if f.form == COMPLICATION_FORM:
             continue
-        if f.name == "any_complication":
+        if f.name == RECORD_ID:
+            out[f.name] = record_id(record)
+        elif f.name == "any_complication":
             grade = record.get("clavien_dindo_max")
             out[f.name] = "" if grade is None else ("0" if grade == "none" else "1")
         elif f.field_type == "checkbox":

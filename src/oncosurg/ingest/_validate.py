@@ -19,16 +19,18 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from oncosurg.ingest.csv import ParsedFile, ParsedRecord
-from oncosurg.rules import X_DUPLICATE_ID, Issue, check_record, parse_record
-from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
+from oncosurg.ingest.csv import ParsedFile, ParsedRecord, SeenIds
+from oncosurg.rules import Issue, check_record, parse_record
+from oncosurg.schema import DEFAULT_POSTOP_WINDOW_DAYS
 
 
 @dataclass(slots=True)
 class RawRecord:
     """One patient as read from a file, before validation.
 
-    ``cells`` maps registry columns to text; missing columns count as empty.  ``lines`` points a
+    ``cells`` maps the registry columns the file carries for this record to their text (``""`` =
+    present and empty); a column missing from ``cells`` is absent (an update leaves it unchanged,
+    see :class:`~oncosurg.ingest.csv.ParsedRecord`).  ``lines`` points a
     column at the line its value came from (default ``line``); ``where`` names, per column, the
     place in the file (e.g. ``Procedure/… performedDateTime``) and ``record_where`` the record
     itself — both are prefixed to the messages.  ``issues`` are problems the reader already found;
@@ -58,21 +60,22 @@ def validate_records(
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
     file_issues: Iterable[Issue] = (),
-    every_column: bool = True,
+    case_sensitive_ids: bool = False,
+    unit: str = "record",
 ) -> ParsedFile:
     """Validate every raw record as the registry CSV reader does; collect all issues.
 
-    With ``every_column`` (REDCap, FHIR) a column missing from ``cells`` is empty; without it
-    (Excel, like the registry CSV) only the columns given are read, so ``--update`` with a partial
-    sheet changes only those columns.
+    Only the columns in each record's ``cells`` are read (and carried): a reader puts ``""`` in a
+    column its file carries empty, and leaves out a column its file does not carry.  ``unit`` names
+    what ``RawRecord.line`` counts in messages (``line``, ``row``, ``record``).
     """
     today = today or dt.date.today()
     result = ParsedFile(source=source, sha256=sha256)
     result.issues += list(file_issues)
-    seen: dict[tuple[str, str], int] = {}
+    seen = SeenIds(case_sensitive=case_sensitive_ids, unit=unit)
     for raw in raws:
         result.rows += 1
-        cells = {c: raw.cells.get(c, "") for c in COLUMNS} if every_column else dict(raw.cells)
+        cells = dict(raw.cells)
         if centre is not None and not cells.get("centre", "").strip():
             cells["centre"] = centre
         by_line: dict[int, dict[str, str]] = {}
@@ -84,23 +87,15 @@ def validate_records(
             values, found = parse_record(group, line=line, today=today)
             record.update(values)
             issues += found
-        for issue in check_record(record, line=raw.line, postop_window_days=postop_window_days):
-            if issue.column in raw.covered:
-                continue
+        failed = {i.column for i in issues if i.column} | raw.covered
+        for issue in check_record(record, line=raw.line, postop_window_days=postop_window_days, failed=failed):
             line = raw.lines.get(issue.column or "", issue.line)
             issues.append(dataclasses.replace(issue, line=line))
-        record = {c: record[c] for c in COLUMNS if c in record}  # registry order, whatever the grouping
-        record.setdefault("centre", None)
-        if not issues:
-            key = (str(record["centre"] or ""), str(record["patient_id"]))
-            if key in seen:
-                issues.append(Issue(X_DUPLICATE_ID.code, f"patient_id already used by record {seen[key]}",
-                                    "give each patient of a centre one record", raw.line, "patient_id", key[1]))
-            else:
-                seen[key] = raw.line
+        if "patient_id" not in failed:
+            duplicate = seen.check(raw.line, record.get("centre"), record.get("patient_id"))  # type: ignore[arg-type]
+            issues += [duplicate] if duplicate else []
         if issues:
             result.issues += [locate(i, raw.where.get(i.column or "", raw.record_where)) for i in issues]
         else:
-            record["centre"] = record["centre"] or ""
-            result.records.append(ParsedRecord(raw.line, record))
+            result.records.append(ParsedRecord.of(raw.line, record))
     return result

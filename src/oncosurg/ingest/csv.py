@@ -28,6 +28,7 @@ from oncosurg.rules import (
     V_FORMULA,
     V_LENGTH,
     X_DUPLICATE_ID,
+    X_ID_CASE,
     Issue,
     check_record,
     parse_record,
@@ -40,14 +41,59 @@ _FIELD_LIMIT = 16 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ParsedRecord:
-    """A registry row that passed every rule. ``line`` is its line in the file (header = 1)."""
+    """A registry row that passed every rule. ``line`` is its line in the file (header = 1).
+
+    ``values`` holds every registry column; ``carried`` names the columns the file carries for this
+    record.  A carried column that is ``None`` was *present and empty* (an update clears it); a
+    column not carried is *absent* (its value here is ``None`` and an update leaves it unchanged).
+    Every reader (registry CSV, REDCap, FHIR, Excel) fills both the same way.
+    """
 
     line: int
     values: dict[str, Any]
+    carried: frozenset[str] = frozenset(COLUMNS)
+
+    @classmethod
+    def of(cls, line: int, parsed: dict[str, Any]) -> ParsedRecord:
+        """A record from the parsed values of the columns the file carries (centre ``None`` → ``""``)."""
+        carried = frozenset(parsed) | {"centre"}
+        values = {c: parsed.get(c) for c in COLUMNS}
+        values["centre"] = values["centre"] or ""
+        return cls(line, values, carried)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.values["centre"], self.values["patient_id"])
+
+
+class SeenIds:
+    """Duplicate patient ids within one file: the same id twice for a centre (``X410``), or two ids
+    that differ only in case (``X413``, unless ``case_sensitive``).  Every row whose patient_id
+    parsed is checked, whatever its other errors, so duplicates come out on the first pass."""
+
+    def __init__(self, *, case_sensitive: bool = False, unit: str = "line") -> None:
+        self.case_sensitive = case_sensitive
+        self.unit = unit
+        self.exact: dict[tuple[str, str], int] = {}
+        self.folded: dict[tuple[str, str], tuple[str, int]] = {}
+
+    def check(self, line: int, centre: str | None, patient_id: Any) -> Issue | None:
+        if not isinstance(patient_id, str):
+            return None
+        centre = centre or ""
+        key, folded = (centre, patient_id), (centre, patient_id.casefold())
+        if key in self.exact:
+            return Issue(X_DUPLICATE_ID.code, f"patient_id already used on {self.unit} {self.exact[key]}",
+                         "give each patient of a centre one row (record)",
+                         line, "patient_id", patient_id)
+        self.exact[key] = line
+        other = self.folded.setdefault(folded, (patient_id, line))
+        if other[0] != patient_id and not self.case_sensitive:
+            return Issue(X_ID_CASE.code, f"differs only in case from {other[0]!r} on {self.unit} {other[1]} "
+                         "(probably the same patient)",
+                         f"write {other[0]!r} if it is the same patient; if they are different patients, "
+                         "pass --case-sensitive-ids", line, "patient_id", patient_id)
+        return None
 
 
 @dataclass(slots=True)
@@ -71,11 +117,13 @@ def read_registry_csv(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> ParsedFile:
     """Read and validate a registry CSV file. See :func:`parse_registry_csv`."""
     path = Path(path)
     return parse_registry_csv(path.read_bytes(), source=str(path), centre=centre,
-                              postop_window_days=postop_window_days, today=today)
+                              postop_window_days=postop_window_days, today=today,
+                              case_sensitive_ids=case_sensitive_ids)
 
 
 def parse_registry_csv(
@@ -85,11 +133,13 @@ def parse_registry_csv(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> ParsedFile:
     """Validate registry CSV bytes.
 
     ``centre`` fills empty ``centre`` cells (and the column when absent).  ``today`` refuses
-    dates in the future (defaults to the current date).
+    dates in the future (defaults to the current date).  Ids that differ only in case are refused
+    as probable duplicates unless ``case_sensitive_ids``.
     """
     today = today or dt.date.today()
     result = ParsedFile(source=source, sha256=hashlib.sha256(data).hexdigest())
@@ -111,7 +161,7 @@ def parse_registry_csv(
     columns = _check_header(header, result)
     if columns is None:
         return result
-    seen: dict[tuple[str, str], int] = {}
+    seen = SeenIds(case_sensitive=case_sensitive_ids)
     while True:
         line = reader.line_num + 1
         try:
@@ -134,20 +184,15 @@ def parse_registry_csv(
         if centre is not None and not cells.get("centre", "").strip():
             cells["centre"] = centre
         record, issues = parse_record(cells, line=line, today=today)
-        issues += check_record(record, line=line, postop_window_days=postop_window_days)
-        record.setdefault("centre", None)
-        if not issues:
-            key = (record["centre"] or "", record["patient_id"])
-            if key in seen:
-                issues.append(Issue(X_DUPLICATE_ID.code, f"patient_id already used on line {seen[key]}",
-                                    "give each patient of a centre one row", line, "patient_id", key[1]))
-            else:
-                seen[key] = line
+        issues += check_record(record, line=line, postop_window_days=postop_window_days,
+                               failed={i.column for i in issues if i.column})
+        if not any(i.column == "patient_id" for i in issues):
+            duplicate = seen.check(line, record.get("centre"), record.get("patient_id"))
+            issues += [duplicate] if duplicate else []
         if issues:
             result.issues += issues
         else:
-            record["centre"] = record["centre"] or ""
-            result.records.append(ParsedRecord(line, record))
+            result.records.append(ParsedRecord.of(line, record))
     return result
 
 

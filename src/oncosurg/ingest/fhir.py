@@ -10,6 +10,13 @@ progression, latest = last contact).  A resource the mapping does not use is ign
 
 "Record N" in messages is the N-th bundle file in name order; every message names the file and,
 where a value came from a resource, the resource and element.
+
+A bundle carries the registry columns of the resources it holds (:meth:`_Reader.carry`): the
+Patient carries sex and, with ``deceased[x]``, death_date; the primary-cancer Condition the primary
+site and side; the cetuximab MedicationAdministration the cetuximab columns and referral; the
+liver Procedure every surgery column; an Observation its column (an Observation with only a
+``dataAbsentReason`` carries it empty); disease-status Observations progression and last contact.
+A column of a resource the bundle does not hold is not carried, so an update leaves it unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from oncosurg.export import fhir as fx
 from oncosurg.ingest._validate import RawRecord, locate, validate_records
 from oncosurg.ingest.csv import ParsedFile
 from oncosurg.rules import F_FHIR, F_LAYOUT, V_REQUIRED, Issue
-from oncosurg.schema import CLAVIEN_DINDO, DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME
+from oncosurg.schema import CLAVIEN_DINDO, DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME, SURGERY_COLUMNS
 
 #: File names skipped in a bundle directory (the de-identification manifest lives beside the bundles).
 SKIPPED = ("deidentification-manifest.json",)
@@ -68,6 +75,7 @@ def read_fhir_bundles(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> BundleFile:
     """Read and validate every bundle of a directory (or one bundle file)."""
     paths = bundle_paths(path)
@@ -92,7 +100,8 @@ def read_fhir_bundles(
         file_issues.append(Issue(F_FHIR.code, f"no *.json bundle in {path}",
                                  "give the directory written by `oncosurg export --format fhir`"))
     parsed = validate_records(raws, source=str(path), sha256=digest.hexdigest(), centre=centre, today=today,
-                              postop_window_days=postop_window_days, file_issues=file_issues)
+                              postop_window_days=postop_window_days, file_issues=file_issues,
+                              case_sensitive_ids=case_sensitive_ids)
     return BundleFile(source=parsed.source, sha256=parsed.sha256, rows=parsed.rows + len(paths) - len(names),
                       records=parsed.records, issues=parsed.issues, files=names)
 
@@ -131,6 +140,11 @@ def _local(concept: Mapping[str, Any] | None, name: str) -> str | None:
     return next((code for sys_, code in _codings(concept) if sys_ == fx.system(name)), None)
 
 
+def _pseudonym_system(uri: str) -> bool:
+    """A centre's pseudonym naming system (:func:`oncosurg.export.fhir.patient_id_system`)."""
+    return uri == fx.PATIENT_ID_SYSTEM or uri.startswith(fx.PATIENT_ID_SYSTEM + ":")
+
+
 def _date(value: Any) -> str:
     return value[:10] if isinstance(value, str) and len(value) > 10 and value[10] == "T" else str(value)
 
@@ -143,6 +157,7 @@ class _Reader:
         self.raw = RawRecord(line=index, cells={}, record_where=name)
         self.resources = [e.get("resource") or {} for e in bundle.get("entry", [])]
         self.complication_grade: tuple[str, Mapping[str, Any]] | None = None
+        self.operated = False
 
     def set(self, column: str, value: str, resource: Mapping[str, Any], element: str) -> None:
         where = f"{self.name} {resource.get('resourceType')}/{resource.get('id', '?')} {element}"
@@ -153,6 +168,11 @@ class _Reader:
             return
         self.raw.cells[column] = value
         self.raw.where[column] = where
+
+    def carry(self, *columns: str) -> None:
+        """The bundle holds the resource of ``columns``: those it gives no value are carried empty."""
+        for column in columns:
+            self.raw.cells.setdefault(column, "")
 
     def of_type(self, kind: str) -> list[Mapping[str, Any]]:
         return [r for r in self.resources if r.get("resourceType") == kind]
@@ -172,11 +192,12 @@ class _Reader:
 
     def patient(self, p: Mapping[str, Any]) -> None:
         identifiers = p.get("identifier", [])
-        ident = next((i for i in identifiers if i.get("system") == fx.PATIENT_ID_SYSTEM),
+        ident = next((i for i in identifiers if _pseudonym_system(str(i.get("system", "")))),
                      identifiers[0] if identifiers else None)
         self.set("patient_id", ident.get("value", "") if ident else str(p.get("id", "")), p, "identifier")
-        centre = (p.get("managingOrganization") or {}).get("display") or ((ident or {}).get("assigner") or {}).get(
-            "display")
+        centre = ((p.get("managingOrganization") or {}).get("display")
+                  or ((ident or {}).get("assigner") or {}).get("display")
+                  or fx.centre_of_system(str((ident or {}).get("system", ""))))
         if centre:
             self.set("centre", centre, p, "managingOrganization")
         gender = p.get("gender")
@@ -187,6 +208,9 @@ class _Reader:
         elif p.get("deceasedBoolean") is True:
             self.raw.issues.append(Issue(V_REQUIRED.code, f"{self.name} Patient: deceasedBoolean is true but the date "
                                          "of death is unknown", "give Patient.deceasedDateTime", None, "death_date"))
+        if "deceasedBoolean" in p:
+            self.carry("death_date")
+        self.carry("sex")
 
     def conditions(self) -> None:
         related = {ext.get("valueReference", {}).get("reference") for c in self.of_type("Condition")
@@ -203,6 +227,7 @@ class _Reader:
                 side = _local(site, "primary_side")
                 if side:
                     self.set("primary_side", side, c, "bodySite")
+            self.carry("primary_site", "primary_side")
 
     def medications(self) -> None:
         starts: list[tuple[str, Mapping[str, Any]]] = []
@@ -229,6 +254,7 @@ class _Reader:
             partner = ("both" if {"irinotecan", "oxaliplatin"} <= partners else "other" if "other" in partners
                        else next(iter(partners), "none"))
             self.set("cetuximab_partner", partner, m, "(partner MedicationAdministration)")
+            self.carry("cetuximab_cycles", "referral")
 
     def procedure(self) -> None:
         surgeries = [p for p in self.of_type("Procedure") if _local(p.get("code"), "surgery_type")
@@ -255,6 +281,7 @@ class _Reader:
             grades = [g for c in p.get("complication", []) if (g := _local(c, "clavien_dindo_max"))]
             if grades and all(g in CLAVIEN_DINDO for g in grades):
                 self.complication_grade = (max(grades, key=CLAVIEN_DINDO.index), p)
+            self.operated = True
 
     def observations(self) -> None:
         statuses: list[tuple[str, bool, Mapping[str, Any]]] = []
@@ -274,13 +301,19 @@ class _Reader:
         if "clavien_dindo_max" not in self.raw.cells and self.complication_grade:
             grade, p = self.complication_grade
             self.set("clavien_dindo_max", grade, p, "complication")
-        worsened = [s for s in statuses if s[1]]
+        if self.operated:
+            self.carry("surgery_date", *SURGERY_COLUMNS)
+        start = self.raw.cells.get("cetuximab_start", "")
+        # progression_date is the first worsening on or after cetuximab_start: the progression that
+        # made the disease chemo-refractory, before cetuximab, is not this registry's progression
+        worsened = [s for s in statuses if s[1] and s[0] >= start]
         if worsened:
             date, _, o = min(worsened, key=lambda s: s[0])
             self.set("progression_date", date, o, "effectiveDateTime (first worsening)")
         if statuses:
             date, _, o = max(statuses, key=lambda s: s[0])
             self.set("last_contact_date", date, o, "effectiveDateTime (latest disease status)")
+            self.carry("progression_date")
 
     def value(self, column: str, o: Mapping[str, Any]) -> str:
         """The registry text of an observation's value (unknown codes as given, so the rules name them)."""

@@ -11,6 +11,12 @@ The rows of one record are merged (a field given twice with different values is 
 repeating ``complication`` instances give ``clavien_dindo_max`` (the worst grade), and the result
 is validated by the registry's rules (:mod:`oncosurg.ingest._validate`).  Issues name the line of
 the row the value came from.
+
+The record id is ``record_id`` (``centre::patient_id``, see :mod:`oncosurg.export.redcap`); exports
+of older projects whose record id is ``patient_id`` are read too.  ``patient_id`` and ``centre``
+come from their fields, else from the record id.  A field whose column the export does not have
+(an export of *selected instruments or fields*) is not carried: an update leaves it unchanged; a
+column present with an empty cell is carried empty.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from oncosurg.rules import (
     V_SEGMENTS,
     Issue,
 )
-from oncosurg.schema import CLAVIEN_DINDO, DEFAULT_POSTOP_WINDOW_DAYS
+from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
 
 _IGNORED = "<ignored>"
 _SPECIAL_LABELS = {"Event Name": rc.EVENT, "Repeat Instrument": rc.REPEAT_INSTRUMENT,
@@ -71,6 +77,7 @@ class _Record:
     """The rows of one REDCap record, merged."""
 
     line: int
+    record_id: str
     values: dict[str, tuple[str, int, str]] = field(default_factory=dict)  # name → (value, line, event)
     checked: dict[str, dict[str, int]] = field(default_factory=dict)  # checkbox → {code: line}
     grades: list[tuple[str, int]] = field(default_factory=list)
@@ -83,11 +90,13 @@ def read_redcap_export(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> ParsedFile:
     """Read and validate a REDCap flat CSV export. See :func:`parse_redcap_export`."""
     path = Path(path)
     return parse_redcap_export(path.read_bytes(), source=str(path), centre=centre,
-                               postop_window_days=postop_window_days, today=today)
+                               postop_window_days=postop_window_days, today=today,
+                               case_sensitive_ids=case_sensitive_ids)
 
 
 def parse_redcap_export(
@@ -97,6 +106,7 @@ def parse_redcap_export(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> ParsedFile:
     """Validate the bytes of a REDCap flat CSV record export (raw or labels)."""
     sha256 = hashlib.sha256(data).hexdigest()
@@ -119,6 +129,8 @@ def parse_redcap_export(
     columns = _check_header(header, probe.issues)
     if columns is None:
         return probe
+    key = rc.RECORD_ID if rc.RECORD_ID in columns else "patient_id"  # older projects: patient_id
+    carried = _carried(columns)
     records: dict[str, _Record] = {}
     file_issues = probe.issues
     while True:
@@ -138,16 +150,31 @@ def parse_redcap_export(
                                      "export the records again; do not edit the export by hand", line))
             continue
         cells = {name: row[i] for name, i in columns.items()}
-        record_id = cells[rc.RECORD_ID].strip()
+        record_id = cells[key].strip()
         if not record_id:
             file_issues.append(Issue(V_REQUIRED.code, "the record id is empty", "every row needs its record id",
-                                     line, rc.RECORD_ID, ""))
+                                     line, key, ""))
             continue
-        record = records.setdefault(record_id, _Record(line))
+        record = records.setdefault(record_id, _Record(line, cells[key]))
         _merge_row(record, cells, line)
-    raws = [_raw_record(rid, rec) for rid, rec in records.items()]
+    grades = "complication_grade" in columns  # an export without the complication instrument has no grades
+    raws = [_raw_record(rid, rec, carried, grades_exported=grades) for rid, rec in records.items()]
     return validate_records(raws, source=source, sha256=sha256, centre=centre, today=today,
-                            postop_window_days=postop_window_days, file_issues=file_issues)
+                            postop_window_days=postop_window_days, file_issues=file_issues,
+                            case_sensitive_ids=case_sensitive_ids, unit="line")
+
+
+def _carried(columns: dict[str, int]) -> set[str]:
+    """The registry columns an export's header carries (``clavien_dindo_max`` through ``any_complication``;
+    the complication instances alone carry it only for records that have some, see :func:`_complications`)."""
+    carried = {"patient_id"}
+    for column in columns:
+        name = column.partition("___")[0]
+        if name in COLUMNS:
+            carried.add(name)
+        elif name == "any_complication":
+            carried.add("clavien_dindo_max")
+    return carried
 
 
 def _check_header(header: list[str], issues: list[Issue]) -> dict[str, int] | None:
@@ -174,7 +201,8 @@ def _check_header(header: list[str], issues: list[Issue]) -> dict[str, int] | No
             ok = False
         else:
             columns[column] = i
-    if rc.RECORD_ID not in columns and not any(i.column == rc.RECORD_ID for i in issues):
+    if rc.RECORD_ID not in columns and "patient_id" not in columns and not any(
+            i.column == rc.RECORD_ID for i in issues):
         issues.append(Issue(H_MISSING.code, f"the record id column '{rc.RECORD_ID}' is missing",
                             f"export the records with the record id field '{rc.RECORD_ID}'", 1, rc.RECORD_ID))
         ok = False
@@ -230,7 +258,7 @@ def _merge_row(record: _Record, cells: dict[str, str], line: int) -> None:
                                        line, name, value))
 
 
-def _raw_record(record_id: str, rec: _Record) -> RawRecord:
+def _raw_record(record_id: str, rec: _Record, carried: set[str], *, grades_exported: bool = True) -> RawRecord:
     raw = RawRecord(line=rec.line, cells={}, record_where=f"record '{record_id}'", issues=list(rec.issues))
     for name, (value, line, event) in rec.values.items():
         if name == "any_complication":
@@ -239,16 +267,36 @@ def _raw_record(record_id: str, rec: _Record) -> RawRecord:
         raw.lines[name] = line
         if event:
             raw.where[name] = f"record '{record_id}', event '{event}'"
-    raw.cells[rc.RECORD_ID] = record_id
     for name, options in rec.checked.items():
         raw.cells[name] = ";".join(sorted(options, key=int))
         raw.lines[name] = min(options.values())
-    _complications(raw, rec)
+    grade_known = _complications(raw, rec, grades_exported=grades_exported)
+    _identity(raw, rec)
+    for name in carried - (set() if grade_known else {"clavien_dindo_max"}):
+        raw.cells.setdefault(name, "")  # the export has the column, this record leaves it empty
     return raw
 
 
-def _complications(raw: RawRecord, rec: _Record) -> None:
-    """``any_complication`` and the repeating complication grades → ``clavien_dindo_max``."""
+def _identity(raw: RawRecord, rec: _Record) -> None:
+    """``patient_id`` and ``centre`` from their fields, else from the record id ``centre::patient_id``."""
+    id_centre, id_patient = rc.split_record_id(rec.record_id)
+    given = {"patient_id": raw.cells.get("patient_id", ""), "centre": raw.cells.get("centre", "")}
+    for column, from_id in (("patient_id", id_patient), ("centre", id_centre)):
+        if from_id is None:
+            continue
+        if not given[column].strip():
+            raw.cells[column] = from_id
+            raw.lines[column] = rec.line
+        elif given[column] != from_id:
+            raw.issues.append(Issue(F_LAYOUT.code, f"the record id {rec.record_id!r} names {column} {from_id!r}",
+                                    f"keep the record id as centre::patient_id ({rc.record_id(given)!r})",
+                                    raw.lines.get(column, rec.line), column, given[column]))
+            raw.covered.add(column)
+
+
+def _complications(raw: RawRecord, rec: _Record, *, grades_exported: bool = True) -> bool:
+    """``any_complication`` and the repeating complication grades → ``clavien_dindo_max``; ``False`` when
+    the export cannot tell the grade (a 'yes' answer in an export without the complication instrument)."""
     answer = rec.values.get("any_complication")
     line = answer[1] if answer else (rec.grades[0][1] if rec.grades else rec.line)
     raw.lines["clavien_dindo_max"] = line
@@ -263,6 +311,8 @@ def _complications(raw: RawRecord, rec: _Record) -> None:
         raw.issues.append(Issue(F_LAYOUT.code, f"any_complication is 'no' but {len(rec.grades)} complication "
                                 "instance(s) are recorded", "answer 'yes' or delete the complication instances",
                                 line, "any_complication", "no"))
+    elif answer and answer[0] == "yes" and not grades and not grades_exported:
+        return False
     elif answer and answer[0] == "yes" and not grades and not raw.issues:
         raw.issues.append(Issue(F_LAYOUT.code, "any_complication is 'yes' but no complication grade is recorded",
                                 "add a 'complication' instance with its Clavien-Dindo grade", line,
@@ -276,3 +326,4 @@ def _complications(raw: RawRecord, rec: _Record) -> None:
         raw.cells["clavien_dindo_max"] = max(grades, key=CLAVIEN_DINDO.index)
     elif answer and answer[0] == "no":
         raw.cells["clavien_dindo_max"] = "none"
+    return True

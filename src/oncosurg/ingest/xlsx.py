@@ -45,11 +45,13 @@ def read_workbook(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> ParsedFile:
     """Read and validate a registry workbook. See :func:`parse_workbook`."""
     path = Path(path)
     return parse_workbook(path.read_bytes(), source=str(path), centre=centre,
-                          postop_window_days=postop_window_days, today=today)
+                          postop_window_days=postop_window_days, today=today,
+                          case_sensitive_ids=case_sensitive_ids)
 
 
 def parse_workbook(
@@ -59,8 +61,10 @@ def parse_workbook(
     centre: str | None = None,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
+    case_sensitive_ids: bool = False,
 ) -> ParsedFile:
-    """Validate the bytes of an .xlsx registry workbook."""
+    """Validate the bytes of an .xlsx registry workbook (a column the sheet does not have is not
+    carried: an update leaves it unchanged)."""
     from openpyxl import load_workbook
 
     sha256 = hashlib.sha256(data).hexdigest()
@@ -104,6 +108,6 @@ def parse_workbook(
         raws.append(RawRecord(line=number, cells={name: row[i] for name, i in columns.items()}))
     parsed = validate_records(raws, source=source, sha256=sha256, centre=centre, today=today,
                               postop_window_days=postop_window_days, file_issues=result.issues,
-                              every_column=False)
+                              case_sensitive_ids=case_sensitive_ids, unit="row")
     parsed.rows += refused
     return parsed

@@ -1,22 +1,36 @@
-r"""Writing validated records into the store, in one transaction, and reading them back.
+"""Writing validated records into the store, in one transaction, and reading them back as rows.
 
-Two entry points write, both all-or-nothing (any refusal or exception rolls the whole file back):
+:func:`plan_import` decides, without writing, what a file does to the registry: which rows create
+patients, which update registered ones (field by field) and which are refused, with every reason
+at once.  :func:`import_records` (``oncosurg import``) plans and writes in one transaction — all or
+nothing; the web app's CSV upload plans with the same function.  The rules (``docs/rules.md``):
 
-* :func:`import_records` takes flat registry rows (the 33-column CSV and the formats that map onto it):
-  a new patient becomes its episodes (:func:`oncosurg.pathway.flat.from_flat`); an update changes the
-  episodes of the flat projection (:func:`oncosurg.pathway.update.flat_update_plan`);
-* :func:`import_patients` takes :class:`~oncosurg.pathway.flat.PatientRecord`\ s (the long format and
-  the episode formats); an update changes only what the record carries
-  (:func:`oncosurg.pathway.update.plan_update`).
+* a row names a patient by ``(centre, patient_id)``; a row without a centre goes to
+  ``default_centre``, unless the registry holds other (named) centres (``X416``);
+* without ``update`` a registered patient is refused (``X411``); with ``update`` an unregistered
+  one is refused unless ``allow_new`` (``X415``);
+* a new patient whose patient_id differs only in case from one of its centre (``X413``, unless
+  ``case_sensitive_ids``) or is registered in another centre (``X414``, unless
+  ``allow_id_in_other_centre``) is refused as a probable duplicate;
+* an update changes only the columns the file carries (:class:`~oncosurg.ingest.csv.ParsedRecord`);
+  emptying a registered value needs ``allow_clear`` (``X417``); the cross-field rules must hold on
+  the merged record.
 
-Records are written in batches of patients inside the one transaction; every stored patient an update
-touches is checked with the rules on the merged result before anything is written for it.  Each change
-enters the hash-chained audit trail and ``change_log``; a new patient's audit row carries its whole
-record.  :func:`registry_select` is the flat row of every patient (the SQL projection).
+The store holds episodes (:mod:`oncosurg.pathway.model`); the flat registry row is their
+projection (:func:`registry_select`).  A new flat row becomes its episodes
+(:func:`oncosurg.pathway.flat.from_flat`); an update changes the episodes the flat row shows
+(:func:`oncosurg.pathway.update.flat_update_plan`: the rescue line, the operation with its
+complications and pathology, the first disease event, the last contact) and never the others.
+:func:`import_patients` does the same for records with episodes (the long format): an update
+changes only the tables and columns the source carries (:func:`oncosurg.pathway.update.plan_update`).
+
+Each change enters the hash-chained audit trail and ``change_log`` (field, old → new); an updated
+patient's ``version`` is incremented; a new patient's audit row carries its whole record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -27,18 +41,72 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedRecord
-from oncosurg.pathway.flat import PatientRecord, from_flat, to_flat
+from oncosurg.pathway.flat import PatientRecord, from_flat
 from oncosurg.pathway.model import TABLE_BY_NAME, Table
 from oncosurg.pathway.rules import check_patient
-from oncosurg.pathway.update import Change, UpdatePlan, flat_update_plan, merged, plan_update
-from oncosurg.rules import X_ALREADY_REGISTERED, X_CLEARS, X_DERIVED_GRADE, Issue, check_record
-from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
+from oncosurg.pathway.update import Change, UpdatePlan, flat_update_plan, plan_update
+from oncosurg.pathway.update import merged as merged_episodes
+from oncosurg.rules import (
+    V_REQUIRED,
+    X_ALREADY_REGISTERED,
+    X_CENTRE_MISSING,
+    X_CLEARS_VALUE,
+    X_DERIVED_GRADE,
+    X_DUPLICATE_ID,
+    X_ID_CASE,
+    X_ID_OTHER_CENTRE,
+    X_NOT_REGISTERED,
+    Issue,
+    check_record,
+)
+from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, REQUIRED
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.episodes import apply_update, insert_records, read_records
+from oncosurg.store.episodes import apply_update, insert_records
+from oncosurg.store.episodes import read_records as read_patient_records
 from oncosurg.store.projection import flat_select
 
+#: Patients per batch of :func:`import_patients` (records are consumed, checked and written batch by batch).
 BATCH = 1000
+#: Centre of rows that name none, in a registry without named centres.
+DEFAULT_CENTRE = "main"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOptions:
+    """What an import may do (the flags of ``oncosurg import``)."""
+
+    update: bool = False  # rows of registered patients change them
+    allow_new: bool = False  # with update: rows of unregistered patients create them
+    allow_clear: bool = False  # with update: a present, empty cell empties a registered value
+    case_sensitive_ids: bool = False  # 'pb-1' and 'PB-1' are different patients
+    allow_id_in_other_centre: bool = False  # a patient_id registered in another centre is another patient
+    default_centre: str = DEFAULT_CENTRE
+    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
+
+
+@dataclass(slots=True)
+class PlannedUpdate:
+    """One registered patient an import changes: its stored and merged registry records and the diff."""
+
+    record: ParsedRecord
+    pk: int
+    version: int
+    import_batch_id: int | None
+    old: dict[str, Any]
+    merged: dict[str, Any]
+    diff: list[tuple[str, Any, Any]]  # field, old, new
+    episodes: UpdatePlan  # what changes in the episode tables
+
+
+@dataclass(slots=True)
+class ImportPlan:
+    """What a file would do to the registry; refuse it when ``issues`` is non-empty."""
+
+    creates: list[ParsedRecord] = field(default_factory=list)  # centre resolved
+    updates: list[PlannedUpdate] = field(default_factory=list)
+    unchanged: int = 0
+    issues: list[Issue] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -53,6 +121,149 @@ class ImportResult:
     issues: list[Issue] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    pk: int
+    centre: str
+    patient_id: str
+    version: int
+    import_batch_id: int | None
+
+
+def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: ImportOptions) -> ImportPlan:
+    """Check ``records`` against the registry and the rules of the module docstring; writes nothing."""
+    plan = ImportPlan()
+    centres = _all_centres(conn)
+    records = _resolve_centres(records, centres, options.default_centre, plan.issues)
+    registered = _registered(conn, {r.values["patient_id"] for r in records})
+    by_key = {(r.centre, r.patient_id): r for r in registered}
+    by_folded: dict[str, list[_Registered]] = {}
+    for r in registered:
+        by_folded.setdefault(r.patient_id.casefold(), []).append(r)
+    planned: dict[tuple[str, str], int] = {}
+    stored = read_records(conn, [r.pk for r in registered]) if options.update else {}
+    stored_episodes = read_patient_records(conn, t.EPISODES, t.centre, [r.pk for r in registered]
+                                           ) if options.update else {}
+    already = 0
+    for record in records:
+        centre, patient_id = record.values["centre"], record.values["patient_id"]
+        if (centre, patient_id) in planned:  # e.g. one row without a centre, one naming the default centre
+            first = planned[(centre, patient_id)]
+            plan.issues.append(Issue(X_DUPLICATE_ID.code, f"patient_id already used on line {first} (both rows go "
+                                     f"to centre '{centre}')", "give each patient of a centre one row",
+                                     record.line, "patient_id", patient_id))
+            continue
+        planned[(centre, patient_id)] = record.line
+        found = by_key.get((centre, patient_id))
+        if found is not None:
+            if options.update:
+                _plan_update(plan, record, found, stored[found.pk], stored_episodes[found.pk], options)
+            else:
+                already += 1
+                plan.issues.append(Issue(
+                    X_ALREADY_REGISTERED.code, f"patient already registered in centre '{centre}'",
+                    "use `oncosurg import --update` to change registered patients, or fix the patient_id",
+                    record.line, "patient_id", patient_id))
+            continue
+        problem = _new_patient_problem(record, by_folded.get(patient_id.casefold(), []), options)
+        if problem is not None:
+            plan.issues.append(problem)
+            continue
+        plan.creates.append(record)
+        missing = [c for c in REQUIRED if record.values.get(c) is None]
+        plan.issues += [Issue(V_REQUIRED.code, f"a new patient needs {c}; the file does not carry it",
+                              f"add the {c} of this patient (or register the patient first)", record.line, c, None)
+                        for c in missing]
+        if not record.carried.issuperset(COLUMNS):  # the reader checked the whole record already
+            # the file's values with every absent column empty: what the new patient's record will be
+            plan.issues += check_record(dict(record.values), line=record.line,
+                                        postop_window_days=options.postop_window_days, failed=missing)
+    if records and already == len(records):
+        plan.issues.insert(0, Issue(X_ALREADY_REGISTERED.code,
+                                    f"every row of the file ({already}) is already registered: it was imported before",
+                                    "nothing to import; to change registered patients, import with --update"))
+    return plan
+
+
+def _resolve_centres(records: Sequence[ParsedRecord], centres: dict[str, int], default: str,
+                     issues: list[Issue]) -> list[ParsedRecord]:
+    """Rows without a centre go to ``default``, unless the registry holds named centres (``X416``)."""
+    named = sorted(c for c in centres if c != default)
+    blank = [r for r in records if not r.values["centre"]]
+    if not blank:
+        return list(records)
+    if named:
+        shown = ", ".join(repr(c) for c in named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        hint = f"import with --centre NAME (e.g. --centre {named[0]!r}) or fill the 'centre' column"
+        if len(blank) == len(records):
+            issues.append(Issue(X_CENTRE_MISSING.code, f"the registry holds the centres {shown}; the file names "
+                                "no centre (no --centre, no 'centre' column)", hint, None, "centre"))
+        else:
+            issues += [Issue(X_CENTRE_MISSING.code, f"the centre is empty and the registry holds the centres {shown}",
+                             hint, r.line, "centre", "") for r in blank]
+        return [r for r in records if r.values["centre"]]
+    return [dataclasses.replace(r, values={**r.values, "centre": default}) if not r.values["centre"] else r
+            for r in records]
+
+
+def _new_patient_problem(record: ParsedRecord, variants: list[_Registered], options: ImportOptions) -> Issue | None:
+    """Why ``record`` may not create a patient (probable duplicate, or ``--update`` without ``--allow-new``)."""
+    return _new_patient_issue(record.values["centre"], record.values["patient_id"], record.line, variants, options)
+
+
+def _new_patient_issue(centre: str, patient_id: str, line: int | None, variants: list[_Registered],
+                       options: ImportOptions) -> Issue | None:
+    """Why a record may not create a patient (probable duplicate, or ``--update`` without ``--allow-new``)."""
+    same_centre = [v for v in variants if v.centre == centre]  # registered spellings differing in case
+    other = [v for v in variants
+             if v.centre != centre and (v.patient_id == patient_id or not options.case_sensitive_ids)]
+    if same_centre and not options.case_sensitive_ids:
+        spelling = same_centre[0].patient_id
+        return Issue(X_ID_CASE.code, f"differs only in case from {spelling!r}, registered in centre '{centre}' "
+                     "(probably the same patient)",
+                     f"write {spelling!r} if it is the same patient; if they are different patients, pass "
+                     "--case-sensitive-ids", line, "patient_id", patient_id)
+    if other and not options.allow_id_in_other_centre:
+        names = sorted({v.centre for v in other})
+        return Issue(X_ID_OTHER_CENTRE.code, f"patient_id {other[0].patient_id!r} is registered in centre "
+                     f"{', '.join(repr(n) for n in names)}, not in '{centre}'",
+                     f"if it is the same patient, import with --centre {names[0]!r} (or correct the centre cell); "
+                     f"if it is another patient of centre '{centre}', pass --allow-id-in-other-centre",
+                     line, "patient_id", patient_id)
+    if options.update and not options.allow_new:
+        return Issue(X_NOT_REGISTERED.code, f"no patient {patient_id!r} is registered in centre '{centre}'; "
+                     "--update changes registered patients only",
+                     "correct the patient_id or the centre, or pass --allow-new to register new patients too",
+                     line, "patient_id", patient_id)
+    return None
+
+
+def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old: dict[str, Any],
+                 episodes: PatientRecord, options: ImportOptions) -> None:
+    carried = [c for c in COLUMNS if c in record.carried and c not in ("centre", "patient_id")]
+    merged = {**old, **{c: record.values[c] for c in carried}}  # a column the file does not carry is kept
+    problems = check_record(merged, line=record.line, postop_window_days=options.postop_window_days)
+    diff = [(c, old[c], merged[c]) for c in carried if old[c] != merged[c]]
+    changes = flat_update_plan(episodes, {c: record.values[c] for c in carried})
+    problems += [Issue(X_DERIVED_GRADE.code, message, hint, record.line, column,
+                       audit.text(record.values.get(column))) for column, message, hint in changes.refusals]
+    if not problems:  # the episodes the flat row does not show must stay coherent with the change
+        problems += [dataclasses.replace(i, line=record.line) for i in check_patient(
+            merged_episodes(episodes, changes), postop_window_days=options.postop_window_days)]
+    if not options.allow_clear:
+        problems += [Issue(X_CLEARS_VALUE.code, f"the update would clear {c} (registered: {audit.text(before)})",
+                           "leave the column out of the file to keep the value (a column the file does not carry "
+                           "is left unchanged), or pass --allow-clear to clear it", record.line, c, "")
+                     for c, before, after in diff if after is None]
+    if problems:
+        plan.issues += problems
+    elif diff:
+        plan.updates.append(PlannedUpdate(record, found.pk, found.version, found.import_batch_id, old, merged, diff,
+                                          changes))
+    else:
+        plan.unchanged += 1
+
+
 def import_records(
     engine: sa.Engine,
     records: Sequence[ParsedRecord],
@@ -61,23 +272,57 @@ def import_records(
     sha256: str,
     rows: int,
     update: bool = False,
-    allow_clear: bool = True,
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     actor: audit.Actor | None = None,
+    options: ImportOptions | None = None,
 ) -> ImportResult:
-    """Write flat registry rows in one transaction; refuse everything if any patient is already
-    registered (unless ``update``) or any merged record breaks a rule.
+    """Plan (:func:`plan_import`) and write ``records`` in one transaction; nothing is written when the
+    plan has issues, or when it changes nothing (no import batch either).
 
-    With ``update`` a row changes only the columns it carries (``record.values``): the episodes of
-    the patient's flat projection, never the episodes the flat row cannot show.
+    ``options`` (default: insert only, or ``update``) says what the import may do.  Every change
+    enters the hash-chained audit trail in the same transaction, as ``actor`` (default: the
+    operating-system user running the import): one ``create`` row per new patient (its values are
+    the batch's file, identified by its SHA-256) and one ``update`` row per changed field (old → new).
     """
-    def patients() -> Iterator[_Incoming]:
-        for record in records:
-            values = record.values
-            yield _Incoming(values["centre"], values["patient_id"], record.line, flat=values)
-
-    return _import(engine, patients(), source=source, sha256=sha256, rows=rows, update=update,
-                   allow_clear=allow_clear, postop_window_days=postop_window_days, actor=actor)
+    options = options or ImportOptions(update=update, postop_window_days=postop_window_days)
+    actor = actor or audit.Actor(None, f"cli:{_os_user()}")
+    result = ImportResult()
+    with engine.begin() as conn:
+        plan = plan_import(conn, records, options)
+        result.issues, result.unchanged = plan.issues, plan.unchanged
+        if plan.issues or not (plan.creates or plan.updates):
+            return result  # nothing written: the transaction holds no changes
+        now = dt.datetime.now(dt.UTC)
+        batch_id = conn.execute(
+            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256,
+                                             mode="update" if options.update else "insert",
+                                             rows=rows, created=0, updated=0, imported_at=now)
+        ).inserted_primary_key[0]
+        result.batch_id = batch_id
+        centre_ids = _all_centres(conn)
+        if plan.creates:
+            records_new = [from_flat(r.values) for r in plan.creates]
+            for r in records_new:
+                _ensure_centre(conn, centre_ids, r.centre)
+            pks = insert_records(conn, t.EPISODES, records_new, centre_ids=centre_ids,
+                                 patient_extra={"import_batch_id": batch_id})
+            result.created = len(pks)
+            note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
+            audit.append(conn, actor=actor, entries=[
+                {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": r.centre,
+                 "patient_id": r.patient_id, "new_value": snapshot(r), "reason": note, "version": 1}
+                for pk, r in zip(pks, records_new, strict=True)])
+        note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
+        for planned in plan.updates:
+            values = planned.record.values
+            write_plan(conn, planned.pk, planned.episodes, actor=actor, centre=values["centre"],
+                       patient_id=values["patient_id"], reason=note, batch_id=batch_id, log=planned.diff)
+            result.changes += [(values["centre"], values["patient_id"], c, before, after)
+                               for c, before, after in planned.diff]
+            result.updated += 1
+        conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
+                     .values(created=result.created, updated=result.updated))
+    return result
 
 
 def import_patients(
@@ -87,150 +332,177 @@ def import_patients(
     source: str,
     sha256: str,
     rows: int,
-    update: bool = False,
-    allow_clear: bool = True,
-    postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
+    options: ImportOptions | None = None,
     actor: audit.Actor | None = None,
 ) -> ImportResult:
-    """Write patients with their episodes in one transaction (see :func:`import_records`); records
-    are consumed once, in batches, so a large file never sits in memory."""
-    def patients() -> Iterator[_Incoming]:
-        for record in records:
-            where = record.where.get((Table.PATIENT, (record.patient_id,)), (None, None))
-            yield _Incoming(record.centre, record.patient_id, where[1], record=record)
+    """Write patients with their episodes (the long format and the episode formats) in one
+    transaction, under the rules of :func:`plan_import`; an update changes only the tables and
+    columns a record carries (``PatientRecord.carried``) and keeps every episode it does not list.
 
-    return _import(engine, patients(), source=source, sha256=sha256, rows=rows, update=update,
-                   allow_clear=allow_clear, postop_window_days=postop_window_days, actor=actor)
-
-
-@dataclass(slots=True)
-class _Incoming:
-    centre: str
-    patient_id: str
-    line: int | None
-    flat: dict[str, Any] | None = None
-    record: PatientRecord | None = None
-
-    def complete(self) -> PatientRecord:
-        return self.record if self.record is not None else from_flat(self.flat or {})
-
-
-def _import(engine: sa.Engine, incoming: Iterable[_Incoming], *, source: str, sha256: str, rows: int,
-            update: bool, allow_clear: bool, postop_window_days: int, actor: audit.Actor | None) -> ImportResult:
+    ``records`` are consumed once, :data:`BATCH` patients at a time — checked against the registry,
+    then written while no issue has been found — so a large file never sits in memory; the first
+    issue stops the writing, every later batch is still checked, and the transaction is rolled
+    back.
+    """
+    options = options or ImportOptions()
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
     result = ImportResult()
-    with engine.begin() as conn:
-        now = dt.datetime.now(dt.UTC)
-        batch_id = conn.execute(
-            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256, mode="update" if update else "insert",
-                                             rows=rows, created=0, updated=0, imported_at=now)
-        ).inserted_primary_key[0]
-        writer = _Writer(conn, actor, batch_id, source, sha256, update=update, allow_clear=allow_clear,
-                         window=postop_window_days, result=result)
-        chunk: list[_Incoming] = []
-        for item in incoming:
-            chunk.append(item)
-            if len(chunk) >= BATCH:
-                writer.batch(chunk)
-                chunk = []
-        writer.batch(chunk)
-        if result.issues:
-            conn.rollback()
-            result.batch_id = None
-            return result
-        result.batch_id = batch_id
-        conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
-                     .values(created=result.created, updated=result.updated))
+    try:
+        with engine.begin() as conn:
+            batch_id = conn.execute(sa.insert(t.import_batch).values(
+                source=source[:500], sha256=sha256, mode="update" if options.update else "insert", rows=rows,
+                created=0, updated=0, imported_at=dt.datetime.now(dt.UTC))).inserted_primary_key[0]
+            writer = _PatientWriter(conn, options, actor, batch_id, source, sha256, result)
+            chunk: list[PatientRecord] = []
+            for record in records:
+                chunk.append(record)
+                if len(chunk) >= BATCH:
+                    writer.batch(chunk)
+                    chunk = []
+            writer.batch(chunk)
+            if writer.seen and writer.already == writer.seen and not options.update:
+                result.issues.insert(0, Issue(
+                    X_ALREADY_REGISTERED.code, f"every patient of the file ({writer.seen}) is already registered: "
+                    "it was imported before", "nothing to import; to change registered patients, import with --update"))
+            if result.issues or not (result.created or result.updated):
+                raise _Refused
+            conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
+                         .values(created=result.created, updated=result.updated))
+            result.batch_id = batch_id
+    except _Refused:
+        result.batch_id = None
     return result
 
 
-class _Writer:
-    """Writes batches of incoming patients; once an issue is found it only keeps checking."""
+class _Refused(Exception):
+    """Raised inside the import transaction to roll it back (the issues are in the result)."""
 
-    def __init__(self, conn: sa.Connection, actor: audit.Actor, batch_id: int, source: str, sha256: str, *,
-                 update: bool, allow_clear: bool, window: int, result: ImportResult) -> None:
-        self.conn, self.actor, self.batch_id = conn, actor, batch_id
-        self.update, self.allow_clear, self.window, self.result = update, allow_clear, window, result
-        self.note = f"import batch {batch_id}{' (--update)' if update else ''}: {source[:200]} (sha256 {sha256[:12]})"
-        self.centre_ids: dict[str, int] = {}
 
-    def batch(self, chunk: list[_Incoming]) -> None:
+class _PatientWriter:
+    """Checks and writes batches of :class:`PatientRecord`; after the first issue it only checks."""
+
+    def __init__(self, conn: sa.Connection, options: ImportOptions, actor: audit.Actor, batch_id: int, source: str,
+                 sha256: str, result: ImportResult) -> None:
+        self.conn, self.options, self.actor, self.batch_id, self.result = conn, options, actor, batch_id, result
+        self.note = (f"import batch {batch_id}{' (--update)' if options.update else ''}: {source[:200]} "
+                     f"(sha256 {sha256[:12]})")
+        self.centres = _all_centres(conn)
+        self.seen = self.already = 0
+
+    def batch(self, chunk: list[PatientRecord]) -> None:
         if not chunk:
             return
-        conn, result = self.conn, self.result
-        self.centre_ids.update(_centre_ids(conn, {i.centre for i in chunk} - set(self.centre_ids)))
-        existing = _existing_keys(conn, [(self.centre_ids.get(i.centre), i.patient_id) for i in chunk])
-        new: list[_Incoming] = []
-        old: list[tuple[_Incoming, int]] = []
-        for item in chunk:
-            pk = existing.get((self.centre_ids.get(item.centre), item.patient_id))
-            if pk is None:
-                new.append(item)
-            elif not self.update:
+        conn, options, result = self.conn, self.options, self.result
+        chunk = self._centres(chunk)
+        self.seen += len(chunk)
+        registered = _registered(conn, {r.patient_id for r in chunk})
+        by_key = {(r.centre, r.patient_id): r for r in registered}
+        folded: dict[str, list[_Registered]] = {}
+        for r in registered:
+            folded.setdefault(r.patient_id.casefold(), []).append(r)
+        found = {id(r): by_key.get((r.centre, r.patient_id)) for r in chunk}
+        stored = read_patient_records(conn, t.EPISODES, t.centre, [f.pk for f in found.values() if f is not None]
+                                      ) if options.update else {}
+        creates: list[PatientRecord] = []
+        updates: list[tuple[PatientRecord, int, UpdatePlan]] = []
+        for record in chunk:
+            line = record.where.get((Table.PATIENT, (record.patient_id,)), (None, None))[1]
+            hit = found[id(record)]
+            if hit is None:
+                problem = _new_patient_issue(record.centre, record.patient_id, line,
+                                             folded.get(record.patient_id.casefold(), []), options)
+                if problem is not None:
+                    result.issues.append(problem)
+                else:
+                    creates.append(record)
+                continue
+            if not options.update:
+                self.already += 1
                 result.issues.append(Issue(
-                    X_ALREADY_REGISTERED.code, f"patient already registered in centre '{item.centre}'",
+                    X_ALREADY_REGISTERED.code, f"patient already registered in centre '{record.centre}'",
                     "use `oncosurg import --update` to change registered patients, or fix the patient_id",
-                    item.line, "patient_id", item.patient_id))
+                    line, "patient_id", record.patient_id))
+                continue
+            plan = plan_update(stored[hit.pk], record)
+            if plan.clears and not options.allow_clear:
+                result.issues += [Issue(X_CLEARS_VALUE.code, f"the update would clear {column} (registered: "
+                                        f"{audit.text(before)})", "leave the column or file out to keep the value "
+                                        "(what the file does not carry is left unchanged), or pass --allow-clear",
+                                        line, column, "") for column, before in plan.clears]
+            result.issues += check_patient(merged_episodes(stored[hit.pk], plan),
+                                           postop_window_days=options.postop_window_days)
+            if plan:
+                updates.append((record, hit.pk, plan))
             else:
-                old.append((item, pk))
-        plans = self._plans(old)
+                result.unchanged += 1
         if result.issues:
             return
-        if new:
-            records = [i.complete() for i in new]
-            for name in {r.centre for r in records}:
-                _ensure_centre(conn, self.centre_ids, name)
-            pks = insert_records(conn, t.EPISODES, records, centre_ids=self.centre_ids,
+        if creates:
+            for r in creates:
+                _ensure_centre(conn, self.centres, r.centre)
+            pks = insert_records(conn, t.EPISODES, creates, centre_ids=self.centres,
                                  patient_extra={"import_batch_id": self.batch_id})
-            result.created += len(pks)
             audit.append(conn, actor=self.actor, entries=[
                 {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": r.centre,
                  "patient_id": r.patient_id, "new_value": snapshot(r), "reason": self.note, "version": 1}
-                for pk, r in zip(pks, records, strict=True)])
-        for (item, pk), (plan, flat_before, flat_after) in zip(old, plans, strict=True):
-            if not plan:
-                result.unchanged += 1
-                continue
-            flat_diff = [(c, flat_before.get(c), flat_after.get(c)) for c in COLUMNS
-                         if flat_before.get(c) != flat_after.get(c)]
-            log = flat_diff if item.flat is not None else None
-            write_plan(conn, pk, plan, actor=self.actor, centre=item.centre, patient_id=item.patient_id,
-                       reason=self.note, batch_id=self.batch_id, log=log)
-            result.changes += [(item.centre, item.patient_id, c, old, new) for c, old, new in flat_diff]
+                for pk, r in zip(pks, creates, strict=True)])
+            result.created += len(pks)
+        for record, pk, plan in updates:
+            write_plan(conn, pk, plan, actor=self.actor, centre=record.centre, patient_id=record.patient_id,
+                       reason=self.note, batch_id=self.batch_id)
+            result.changes += [(record.centre, record.patient_id, f"{c.table.value}.{c.column or '*'}", c.old, c.new)
+                               for c in plan.changes]
             result.updated += 1
 
-    def _plans(self, old: list[tuple[_Incoming, int]]) -> list[tuple[UpdatePlan, dict[str, Any], dict[str, Any]]]:
-        """Plan every update of the batch and check the merged records (issues go to the result)."""
-        if not old:
-            return []
-        stored = read_records(self.conn, t.EPISODES, t.centre, [pk for _, pk in old])
+    def _centres(self, chunk: list[PatientRecord]) -> list[PatientRecord]:
+        """Records without a centre go to the default centre unless the registry holds named ones (X416)."""
+        default = self.options.default_centre
+        named = sorted(c for c in self.centres if c != default)
         out = []
-        for item, pk in old:
-            before = stored[pk]
-            plan = flat_update_plan(before, item.flat) if item.flat is not None else plan_update(before, item.record)
-            after = merged(before, plan)
-            flat_before, flat_after = to_flat(before), to_flat(after)
-            for column, message, hint in plan.refusals:
-                self.result.issues.append(Issue(X_DERIVED_GRADE.code, message, hint, item.line, column,
-                                                audit.text((item.flat or {}).get(column))))
-            if plan.clears and not self.allow_clear:
-                listed = ", ".join(f"{c} ({audit.text(v)})" for c, v in plan.clears)
-                self.result.issues.append(Issue(
-                    X_CLEARS.code, f"the update would clear {len(plan.clears)} stored value(s): {listed}",
-                    "leave the cells out of the file to keep the values, or pass --allow-clear to empty them",
-                    item.line, plan.clears[0][0]))
-            if item.flat is not None:  # the flat rules judge the row the user sees: the stored row overlaid
-                overlay = {**flat_before, **item.flat}
-                self.result.issues += check_record(overlay, line=item.line, postop_window_days=self.window)
-            self.result.issues += [i for i in check_patient(after, postop_window_days=self.window)
-                                   if item.flat is None or not _shown_by_flat(i)]
-            out.append((plan, flat_before, flat_after))
+        for record in chunk:
+            if not record.centre:
+                if named:
+                    line = record.where.get((Table.PATIENT, (record.patient_id,)), (None, None))[1]
+                    self.result.issues.append(Issue(
+                        X_CENTRE_MISSING.code, f"the centre is empty and the registry holds the centres "
+                        f"{', '.join(repr(c) for c in named[:5])}",
+                        f"import with --centre NAME (e.g. --centre {named[0]!r}) or fill the 'centre' column",
+                        line, "centre", ""))
+                    continue
+                record = dataclasses.replace(record, centre=default)
+            out.append(record)
         return out
 
 
-def _shown_by_flat(issue: Issue) -> bool:
-    """Whether an episode rule's finding is already a flat rule's (the flat row checks its own columns)."""
-    return issue.code in ("E604", "E608", "E609")
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def _all_centres(conn: sa.Connection) -> dict[str, int]:
+    """Every centre of the registry: name → id (a short table)."""
+    return {name: cid for name, cid in conn.execute(sa.select(t.centre.c.name, t.centre.c.id))}
+
+
+def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
+    if name not in ids:
+        ids[name] = conn.execute(sa.insert(t.centre).values(name=name)).inserted_primary_key[0]
+    return ids[name]
+
+
+def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]:
+    """The registered patients whose patient_id equals one of ``patient_ids`` up to case, in any centre."""
+    found: list[_Registered] = []
+    wanted = sorted({p.casefold() for p in patient_ids})
+    p = t.patient
+    for chunk in range(0, len(wanted), 500):
+        query = (sa.select(p.c.id, t.centre.c.name, p.c.patient_id, p.c.version, p.c.import_batch_id)
+                 .join(t.centre, t.centre.c.id == p.c.centre_id)
+                 .where(sa.func.lower(p.c.patient_id).in_(wanted[chunk:chunk + 500])))
+        found += [_Registered(*row) for row in conn.execute(query)]
+    return found
 
 
 def snapshot(record: PatientRecord) -> str:
@@ -286,38 +558,6 @@ def _row_json(table: Table, row: Mapping[str, Any] | None) -> str:
                       separators=(",", ":"), ensure_ascii=False)
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "unknown"
-
-
-def _centre_ids(conn: sa.Connection, names: set[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    rows = conn.execute(sa.select(t.centre.c.name, t.centre.c.id).where(t.centre.c.name.in_(sorted(names))))
-    return {name: cid for name, cid in rows}
-
-
-def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
-    if name not in ids:
-        ids[name] = conn.execute(sa.insert(t.centre).values(name=name)).inserted_primary_key[0]
-    return ids[name]
-
-
-def _existing_keys(conn: sa.Connection, keys: Sequence[tuple[int | None, str]]) -> dict[tuple[int | None, str], int]:
-    found: dict[tuple[int | None, str], int] = {}
-    wanted = sorted({pid for _, pid in keys})
-    for start in range(0, len(wanted), 500):
-        ids = wanted[start : start + 500]
-        query = sa.select(t.patient.c.centre_id, t.patient.c.patient_id, t.patient.c.id).where(
-            t.patient.c.patient_id.in_(ids))
-        for centre_id, pid, pk in conn.execute(query):
-            found[(centre_id, pid)] = pk
-    return found
-
-
 def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, actor: audit.Actor | None = None,
                  source: str = "registry CSV") -> UpdatePlan:
     """Bring a patient's flat projection to ``record`` (the flat columns it holds; the web app's cards),
@@ -339,14 +579,24 @@ def registry_select() -> sa.Select:
     return flat_select(t.EPISODES, t.centre)
 
 
+def read_records(conn: sa.Connection, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The registry columns of many patients, by primary key (one query per 500 patients)."""
+    out: dict[int, dict[str, Any]] = {}
+    wanted = sorted(set(pks))
+    for chunk in range(0, len(wanted), 500):
+        query = registry_select().where(t.patient.c.id.in_(wanted[chunk:chunk + 500]))
+        out.update({row["pk"]: {c: row[c] for c in COLUMNS} for row in conn.execute(query).mappings()})
+    return out
+
+
 def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
-    """The flat registry columns of one patient."""
+    """The registry columns of one patient."""
     row = conn.execute(registry_select().where(t.patient.c.id == pk)).mappings().one()
     return {c: row[c] for c in COLUMNS}
 
 
 def iter_records(conn: sa.Connection, *, centre: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every patient's flat registry columns, ordered by centre then patient_id."""
+    """Every patient's registry columns, ordered by centre then patient_id."""
     query = registry_select().order_by(t.centre.c.name, t.patient.c.patient_id)
     if centre is not None:
         query = query.where(t.centre.c.name == centre)

@@ -118,7 +118,8 @@ def validate_registry(current: Mapping[str, Any], form: Mapping[str, str], names
         if name in form:
             cells[name] = str(form[name])
     record, issues = parse_record(cells, line=None, today=today)
-    issues += check_record(record, line=None, postop_window_days=postop_window_days)
+    issues += check_record(record, line=None, postop_window_days=postop_window_days,
+                           failed={i.column for i in issues if i.column})
     return record, [issue_dict(i) for i in issues]
 
 

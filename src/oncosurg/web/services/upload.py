@@ -1,26 +1,29 @@
 """CSV upload in two steps: validate and show the report, then import what was shown on confirmation.
 
 Step 1 (:func:`stage`) runs the registry CSV reader (:func:`oncosurg.ingest.csv.parse_registry_csv`,
-every rule of an import), refuses centres the user was not granted and patients already registered
-(unless the mode is ``update``), and keeps the file in ``pending_upload`` under a one-time token.
+every rule of an import), refuses centres the user was not granted, plans the import with the
+command line's :func:`oncosurg.store.repository.plan_import` (the same rules: ``insert`` refuses
+registered patients; ``update`` changes only them and only the columns the file carries, ``+new``
+also registers new patients, ``+clear`` lets an empty cell clear a value), and keeps the file in
+``pending_upload`` under a one-time token.
 Step 2 (:func:`confirm`) validates the kept file again against the store as it is now and writes it
 in one transaction: all or nothing, every field audited.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from oncosurg.ingest.csv import ParsedFile, ParsedRecord, parse_registry_csv
-from oncosurg.rules import X_ALREADY_REGISTERED, Issue, check_record
-from oncosurg.schema import COLUMNS, FIELD_BY_NAME
+from oncosurg.ingest.csv import ParsedFile, parse_registry_csv
+from oncosurg.rules import X_ALREADY_REGISTERED, X_CLEARS_VALUE, X_NOT_REGISTERED, Issue
+from oncosurg.schema import FIELD_BY_NAME
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.repository import write_stages
+from oncosurg.store.repository import ImportOptions, plan_import, write_stages
 from oncosurg.web import security
 from oncosurg.web.errors import Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import issue_dict
@@ -30,25 +33,23 @@ from oncosurg.web.services.patients import (
     create_patient,
     created_at,
     is_locked,
-    read_registry_record,
 )
 from oncosurg.web.services.users import utcnow
 
 MAX_BYTES = 20 * 1024 * 1024
-MODES = ("insert", "update")
+#: ``insert`` | ``update`` with ``+new`` (register new patients too) and ``+clear`` (empty cells clear values).
+MODES = ("insert", "update", "update+new", "update+clear", "update+new+clear")
+_WEB_HINTS = {  # the command line's fixes name its flags; the upload's are modes
+    X_ALREADY_REGISTERED.code: "choose an 'update' mode to change registered patients, or fix the patient_id",
+    X_NOT_REGISTERED.code: "correct the patient_id, or choose the mode 'update+new' to register new patients too",
+    X_CLEARS_VALUE.code: "leave the column out of the file to keep the value, or choose a '+clear' mode to clear it",
+}
 
 
-def _existing(conn: sa.Connection, records: Sequence[ParsedRecord]) -> dict[tuple[str, str], dict[str, Any]]:
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    ids = sorted({r.values["patient_id"] for r in records})
-    for i in range(0, len(ids), 500):
-        rows = conn.execute(sa.select(t.patient.c.id, t.patient.c.patient_id, t.patient.c.version,
-                                      t.patient.c.import_batch_id, t.centre.c.name)
-                            .join(t.centre, t.centre.c.id == t.patient.c.centre_id)
-                            .where(t.patient.c.patient_id.in_(ids[i:i + 500]))).mappings()
-        for row in rows:
-            found[(row["name"], row["patient_id"])] = dict(row)
-    return found
+def _options(mode: str, *, ctx: Context, centre: str) -> ImportOptions:
+    parts = mode.split("+")
+    return ImportOptions(update=parts[0] == "update", allow_new="new" in parts, allow_clear="clear" in parts,
+                         default_centre=centre, postop_window_days=ctx.postop_window_days)
 
 
 def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str
@@ -67,38 +68,23 @@ def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre
     plan: dict[str, Any] = {"create": [], "update": [], "unchanged": 0, "locked": 0}
     if parsed.issues:
         return parsed, plan
-    existing = _existing(conn, parsed.records)
+    granted = []
     for record in parsed.records:
-        values = record.values
-        if not ctx.user.sees(values["centre"]):
-            parsed.issues.append(Issue("V306", f"centre '{values['centre']}' is not granted to you",
+        if ctx.user.sees(record.values["centre"]):
+            granted.append(record)
+        else:
+            parsed.issues.append(Issue("V306", f"centre '{record.values['centre']}' is not granted to you",
                                        "upload only patients of your centres", record.line, "centre",
-                                       values["centre"]))
-            continue
-        found = existing.get((values["centre"], values["patient_id"]))
-        if found is None:
-            plan["create"].append(record)
-            continue
-        if mode == "insert":
-            parsed.issues.append(Issue(X_ALREADY_REGISTERED.code,
-                                       f"patient already registered in centre '{values['centre']}'",
-                                       "choose the 'update' mode to change registered patients, or fix the patient_id",
-                                       record.line, "patient_id", values["patient_id"]))
-            continue
-        old = read_registry_record(conn, found["id"])
-        merged = {**old, **values}
-        problems = check_record(merged, line=record.line, postop_window_days=ctx.postop_window_days)
-        if problems:
-            parsed.issues += problems
-            continue
-        diff = [(c, old.get(c), merged.get(c)) for c in COLUMNS if c != "centre" and old.get(c) != merged.get(c)]
-        if not diff:
-            plan["unchanged"] += 1
-            continue
-        locked = is_locked(created_at(conn, pk=found["id"], import_batch_id=found["import_batch_id"]),
+                                       record.values["centre"]))
+    planned = plan_import(conn, granted, _options(mode, ctx=ctx, centre=centre))
+    parsed.issues += [dataclasses.replace(i, hint=_WEB_HINTS.get(i.code, i.hint)) for i in planned.issues]
+    plan["create"], plan["unchanged"] = planned.creates, planned.unchanged
+    for update in planned.updates:
+        locked = is_locked(created_at(conn, pk=update.pk, import_batch_id=update.import_batch_id),
                            today=ctx.today, lock_days=ctx.lock_days)
         plan["locked"] += locked
-        plan["update"].append((record, found, merged, diff))
+        found = {"id": update.pk, "version": update.version, "import_batch_id": update.import_batch_id}
+        plan["update"].append((update.record, found, update.merged, update.diff))
     return parsed, plan
 
 
