@@ -563,7 +563,7 @@ def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, act
     """Bring a patient's flat projection to ``record`` (the flat columns it holds; the web app's cards),
     changing only the episodes the flat row shows.  Refusals (``plan.refusals``) are the caller's to
     report; with an ``actor`` the changes enter the audit trail here."""
-    stored = read_records(conn, t.EPISODES, t.centre, [pk])[pk]
+    stored = read_patient_records(conn, t.EPISODES, t.centre, [pk])[pk]
     plan = flat_update_plan(stored, {k: v for k, v in record.items() if k in COLUMNS})
     if plan.refusals or not plan:
         return plan
