@@ -28,6 +28,7 @@ nothing after the last contact).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +106,14 @@ def build_pathway(flat: Mapping[str, Any], draw: Draw, plan: Plan = Plan()) -> P
     return _Story(flat, draw, plan).build()
 
 
+@functools.lru_cache(maxsize=256)
+def _canonical(codes: str, vocabulary: tuple[str, ...]) -> str:
+    """A ';'-list in the vocabulary's (storage) order."""
+    return join_list(codes.split(";"), vocabulary)
+
+
 def _pick_sites(draw: Draw, options: tuple[tuple[str, float], ...]) -> str:
-    return join_list(draw.weighted(options).split(";"), SITES)
+    return _canonical(draw.weighted(options), SITES)
 
 
 class _Story:
@@ -184,15 +191,16 @@ class _Story:
         sequence = [last, OXA if last == IRI else IRI, third] + ["other"] * max(0, self.prior - 3)
         anchor = self.start
         given = "elsewhere" if self.referred else "centre"
-        if self.plan.detail < 1 and not draw.chance(self.plan.detail):
-            return
+        dated = self.plan.detail >= 1 or draw.chance(self.plan.detail)  # else only the count is known
         for number in range(self.prior, 0, -1):
             agents = sequence[self.prior - number]
             if agents in (IRI, OXA) and draw.chance(0.3):
                 agents = "bevacizumab;" + agents
-            agents = join_list(agents.split(";"), AGENTS)
+            agents = _canonical(agents, AGENTS)
             if number <= self.plan.undated_lines:
                 pw.line({"line_number": number, "agents": agents, "intent": "palliative", "given_at": given})
+                continue
+            if not dated:
                 continue
             progression = anchor - days(draw.integer(14, 35))
             stop = progression - days(draw.integer(7, 21))
@@ -232,6 +240,8 @@ class _Story:
                 stop = None  # still on treatment at the last contact
             else:
                 reason = "completed"
+        elif self.progression is not None:  # the cycles were not counted; the line ended with the progression
+            stop, reason = max(start, self.progression - days(draw.integer(7, 21))), "progression"
         if stop is not None:
             line["stop_date"], line["stop_reason"] = stop, reason
             self.busy_until = stop
@@ -531,7 +541,7 @@ class _Story:
             cycles -= 1
         if cycles < 3:
             return
-        agents = self.rescue["agents"] if draw.chance(0.5) else join_list(OXA.split(";"), AGENTS)
+        agents = self.rescue["agents"] if draw.chance(0.5) else _canonical(OXA, AGENTS)
         stop = start + days(14 * (cycles - 1))
         self.pw.line({"line_number": self.next_number, "start_date": start, "stop_date": stop, "agents": agents,
                       "intent": "adjuvant", "given_at": self._given_at(start), "cycles": cycles,
@@ -634,7 +644,7 @@ class _Story:
                 progression = stop + days(draw.integer(7, 21))
                 reason = "progression"
             pw.line({"line_number": self.next_number, "start_date": start, "stop_date": stop,
-                     "agents": join_list(agents.split(";"), AGENTS), "intent": "palliative",
+                     "agents": _canonical(agents, AGENTS), "intent": "palliative",
                      "given_at": self._given_at(start), "cycles": cycles,
                      "best_response": draw.weighted((("PR", 0.15), ("SD", 0.5), ("PD", 0.35))),
                      "stop_reason": reason})
