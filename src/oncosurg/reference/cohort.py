@@ -15,6 +15,11 @@ Two layers (see ``docs/reference-cohort.md``):
   constrain: calendar placement of each operated patient inside the accrual window, demographics
   and tumour burden, the normal-range pathology values, and the whole course of the 124
   non-operated patients (BOND-era survival), plus a few deliberately empty optional cells.
+
+These rows are the flat *projection* of the cohort: :mod:`oncosurg.reference.episodes` writes each
+patient's whole pathway (earlier and later lines, reviews, assessments, procedures, complications,
+events, contacts) around its row without changing it, and :func:`oncosurg.reference.reference_records`
+returns the result.
 """
 
 from __future__ import annotations
