@@ -245,7 +245,8 @@ EPISODE_TABLES: tuple[EpisodeTable, ...] = TABLES[1:]
 
 def join_list(values: list[str] | tuple[str, ...] | set[str], vocabulary: tuple[str, ...]) -> str:
     """Canonical ``;``-joined text of a set of codes, in vocabulary order."""
-    return ";".join(v for v in vocabulary if v in set(values))
+    chosen = set(values)
+    return ";".join(v for v in vocabulary if v in chosen)
 
 
 def split_list(text: str | None) -> tuple[str, ...]:
