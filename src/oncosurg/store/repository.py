@@ -531,7 +531,7 @@ def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.A
     audit.append(conn, actor=actor, entries=entries)
     if batch_id is not None:
         rows = ([(f, audit.text(o), audit.text(n)) for f, o, n in log] if log is not None else
-                [(e["entity"] + "." + (e["field"] or "*"), e["old_value"], e["new_value"]) for e in entries])
+                [(e["entity"] + "." + (e["field"] or "*"), e.get("old_value"), e.get("new_value")) for e in entries])
         if rows:
             conn.execute(sa.insert(t.change_log), [{"import_batch_id": batch_id, "patient_pk": pk, "field": f,
                                                     "old_value": o, "new_value": n} for f, o, n in rows])

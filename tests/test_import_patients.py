@@ -1,0 +1,129 @@
+"""Importing records with episodes (the long format's path): all or nothing, the import rules of issue 9
+(registered, allow-new, centres, case, clears), partial updates that change only what they carry, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from oncosurg.pathway.flat import PatientRecord, to_flat
+from oncosurg.pathway.model import Table
+from oncosurg.reference import reference_records
+from oncosurg.reference.random_registry import random_registry
+from oncosurg.store import audit
+from oncosurg.store import tables as t
+from oncosurg.store.episodes import iter_records as iter_patients
+from oncosurg.store.repository import ImportOptions, import_patients, iter_records
+
+D = dt.date
+
+
+def _import(engine: sa.Engine, records: list[PatientRecord], **options: object):  # type: ignore[no-untyped-def]
+    return import_patients(engine, records, source="test", sha256="0" * 64, rows=len(records),
+                           options=ImportOptions(**options))  # type: ignore[arg-type]
+
+
+def _stored(engine: sa.Engine) -> dict[tuple[str, str], PatientRecord]:
+    with engine.connect() as conn:
+        return {(r.centre, r.patient_id): r for _, r in iter_patients(conn, t.EPISODES, t.centre)}
+
+
+def _same(a: PatientRecord, b: PatientRecord) -> bool:
+    def norm(record: PatientRecord) -> tuple:
+        episodes = {k: sorted((tuple(sorted((c, x) for c, x in r.items() if x is not None)) for r in v), key=repr)
+                    for k, v in record.episodes.items() if v}
+        return record.centre, {k: v for k, v in record.patient.items() if v is not None}, episodes
+    return norm(a) == norm(b)
+
+
+def test_reference_records_import_whole_and_project_onto_the_flat_cohort(store: sa.Engine) -> None:
+    records = reference_records()
+    result = _import(store, records)
+    assert not result.issues and result.created == 151
+    stored = _stored(store)
+    assert all(_same(stored[(r.centre, r.patient_id)], r) for r in records)
+    with store.connect() as conn:
+        flat = {(r["centre"], r["patient_id"]): r for r in iter_records(conn)}
+        assert audit.verify(conn).ok
+    assert all(flat[(r.centre, r.patient_id)] == to_flat(r) for r in records)
+
+
+def test_the_rules_of_issue_9_hold_for_records(store: sa.Engine) -> None:
+    records = random_registry(30, seed=3, centres=2)
+    assert _import(store, records).created == 30
+    again = _import(store, records)
+    assert again.batch_id is None and again.issues[0].code == "X411" and "every patient" in again.issues[0].message
+    new = random_registry(31, seed=3, centres=2)[30:]
+    refused = _import(store, new, update=True)
+    assert [i.code for i in refused.issues] == ["X415"]
+    assert _import(store, new, update=True, allow_new=True).created == 1
+    twin = PatientRecord(records[0].centre, {**records[0].patient, "patient_id": records[0].patient_id.lower()},
+                         records[0].episodes)
+    assert [i.code for i in _import(store, [twin]).issues] == ["X413"]
+    nameless = PatientRecord("", dict(new[0].patient, patient_id="NEW-9"), new[0].episodes)
+    assert [i.code for i in _import(store, [nameless]).issues] == ["X416"]
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 31
+
+
+def test_a_partial_update_changes_only_what_it_carries(store: sa.Engine) -> None:
+    (record,) = [r for r in reference_records() if len(r.rows(Table.LIVER_PROCEDURE)) >= 2][:1]
+    _import(store, [record])
+    before = _stored(store)[(record.centre, record.patient_id)]
+    contact_no = max(c["contact_no"] for c in before.rows(Table.CONTACT)) + 1
+    last = max(c["contact_date"] for c in before.rows(Table.CONTACT))
+    update = PatientRecord(record.centre, {"patient_id": record.patient_id, "msi_status": "mss"}, {
+        Table.CONTACT: [{"contact_no": contact_no, "contact_date": last, "vital_status": "alive"}]},
+        carried={Table.PATIENT: frozenset({"patient_id", "msi_status"}),
+                 Table.CONTACT: frozenset({"contact_no", "contact_date", "vital_status"})})
+    # the same date as the last contact: a probable duplicate (E603), refused and nothing written
+    assert [i.code for i in _import(store, [update], update=True).issues] == ["E603"]
+    update.rows(Table.CONTACT)[0]["contact_date"] = last + dt.timedelta(days=30)
+    result = _import(store, [update], update=True)
+    assert not result.issues and result.updated == 1
+    after = _stored(store)[(record.centre, record.patient_id)]
+    assert after.patient["msi_status"] == "mss" and after.patient["sex"] == before.patient["sex"]
+    assert len(after.rows(Table.CONTACT)) == len(before.rows(Table.CONTACT)) + 1
+    for table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE, Table.COMPLICATION, Table.PATHOLOGY):
+        assert after.rows(table) == before.rows(table)  # not carried: unchanged
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(t.audit_log.c.action, t.audit_log.c.entity, t.audit_log.c.field)
+                            .where(t.audit_log.c.patient_id == record.patient_id).order_by(t.audit_log.c.id)).all()
+        assert audit.verify(conn).ok
+    assert [tuple(r) for r in rows][1:] == [("update", "patient", "msi_status"), ("create", "contact", None)]
+
+
+def test_clearing_needs_allow_clear_and_breaking_a_rule_writes_nothing(store: sa.Engine) -> None:
+    record = reference_records()[0]
+    _import(store, [record])
+    clear = PatientRecord(record.centre, {"patient_id": record.patient_id, "sex": None},
+                          carried={Table.PATIENT: frozenset({"patient_id", "sex"})})
+    refused = _import(store, [clear], update=True)
+    assert [(i.code, i.column) for i in refused.issues] == [("X417", "patient.sex")]
+    assert _import(store, [clear], update=True, allow_clear=True).updated == 1
+    death = min(c["contact_date"] for c in record.rows(Table.CONTACT)) - dt.timedelta(days=1)
+    dead = PatientRecord(record.centre, {"patient_id": record.patient_id},
+                         {Table.CONTACT: [{"contact_no": 99, "contact_date": death, "vital_status": "dead"}]},
+                         carried={Table.PATIENT: frozenset({"patient_id"}),
+                                  Table.CONTACT: frozenset({"contact_no", "contact_date", "vital_status"})})
+    assert {i.code for i in _import(store, [dead], update=True).issues} == {"E609"}
+    assert _stored(store)[(record.centre, record.patient_id)].rows(Table.CONTACT) == record.rows(Table.CONTACT)
+
+
+@pytest.mark.slow
+def test_a_failure_in_a_late_batch_rolls_back_the_earlier_batches(store: sa.Engine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from oncosurg.store import repository
+
+    monkeypatch.setattr(repository, "BATCH", 10)
+    records = random_registry(35, seed=5)
+    bad = PatientRecord(records[-1].centre, dict(records[-1].patient), dict(records[-1].episodes))
+    bad.patient["patient_id"] = records[0].patient_id  # a duplicate in the last batch
+    bad = PatientRecord(records[0].centre, bad.patient, bad.episodes)
+    result = _import(store, [*records, bad])
+    assert result.batch_id is None and [i.code for i in result.issues] == ["X411"]
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.import_batch)).scalar_one() == 0
