@@ -158,3 +158,5 @@ HEPATECTOMY_COLUMNS: tuple[str, ...] = (
 DAYS_PER_MONTH = 30.4375
 #: Default postoperative mortality window, days (Paul Brousse tradition; a protocol parameter).
 DEFAULT_POSTOP_WINDOW_DAYS = 60
+#: Centre of rows that name none, in a registry without named centres.
+DEFAULT_CENTRE = "main"

@@ -22,7 +22,7 @@ from oncosurg.protocol.expr import Compiler
 from oncosurg.protocol.model import Protocol, ProtocolError
 from oncosurg.report.spec import CoxSpec, KMSpec, ReportSpec, report_spec
 from oncosurg.report.table_one import Variable, table_one
-from oncosurg.report.text import TIME_AXIS, code_label, column_label, fmt_date
+from oncosurg.report.text import TIME_AXIS, code_label, column_label, display_path, fmt_date
 from oncosurg.schema import FIELD_BY_NAME, Stage
 from oncosurg.stats import coxph, kaplan_meier, logrank_test
 
@@ -377,7 +377,7 @@ def _last_import(conn: sa.Connection) -> dict[str, Any] | None:
         return None
     if row is None:
         return None
-    return {"source": row[0], "sha256": row[1], "rows": row[2],
+    return {"source": display_path(row[0]), "sha256": row[1], "rows": row[2],
             "imported_at": row[3].isoformat() if hasattr(row[3], "isoformat") else str(row[3])}
 
 

@@ -47,6 +47,7 @@ from oncosurg.rules import (
 from oncosurg.schema import (
     CLAVIEN_DINDO,
     COLUMNS,
+    DEFAULT_CENTRE,
     DEFAULT_POSTOP_WINDOW_DAYS,
     FIELD_BY_NAME,
     FIELDS,
@@ -57,8 +58,6 @@ from oncosurg.store import audit
 from oncosurg.store import tables as t
 
 _PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
-#: Centre of rows that name none, in a registry without named centres.
-DEFAULT_CENTRE = "main"
 
 
 @dataclass(frozen=True, slots=True)
