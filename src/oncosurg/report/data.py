@@ -277,6 +277,8 @@ def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[s
             "long enough to reach that stage, so the comparison favours them by construction; it is "
             "descriptive only. Use a landmark analysis or a time-varying covariate (split_at_exposure) to "
             "compare.")
+    if not groups:
+        warnings.append("No patient in this population has the data: not estimable (n = 0).")
     for g in groups:
         if g["median"] is None and grouping is not None:  # single curves: the endpoint's warning says it
             warnings.append(f"{g['label']}: median not reached ({g['events']} event(s) among {g['n']}).")
