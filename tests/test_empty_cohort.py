@@ -18,7 +18,9 @@ from click.testing import CliRunner
 
 from oncosurg.cli import cli
 from oncosurg.protocol.model import resolve_protocol
-from oncosurg.report.terminal import NOT_ESTIMABLE, format_estimate
+from oncosurg.report.terminal import format_estimate
+
+NOT_ESTIMABLE = "not estimable (n = 0)"
 
 SEED_TEXT = resolve_protocol("rescue-cetuximab-2007").read_text(encoding="utf-8")
 
