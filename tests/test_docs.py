@@ -110,3 +110,46 @@ def test_documented_commands_are_in_the_cli_reference_with_their_options() -> No
         for arg in args[len(path):]:
             if arg.startswith("--"):
                 assert arg.split("=")[0] in options, f"{source}: `{title}` has no option {arg}"
+
+
+# ------------------------------------------------------------------ citations: only files that ship
+_SHIPPED = ["README.md", "Makefile", "pyproject.toml", "docs", "src", "studies", "benchmarks", "tests"]
+
+
+def _shipped_text_files() -> list[Path]:
+    files = []
+    for name in _SHIPPED:
+        path = ROOT / name
+        candidates = [path] if path.is_file() else sorted(path.rglob("*"))
+        files += [p for p in candidates if p.is_file() and p.suffix in {".md", ".py", ".toml", ".R", ".j2", ".html", ""}
+                  and "__pycache__" not in p.parts]
+    return files
+
+
+def test_no_file_cites_documents_that_are_not_in_the_repository() -> None:
+    this = Path(__file__).resolve()
+    for path in _shipped_text_files():
+        if path.resolve() == this:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for name in ("DESIGN" + ".md", "domain" + ".md", "HELPERS" + ".md", "/work/" + "shared"):
+            assert name not in text, f"{path.relative_to(ROOT)} cites {name}, which users do not have"
+
+
+def test_cited_repository_paths_exist() -> None:
+    pattern = re.compile(r"(?<![\w/.-])((?:docs|studies|benchmarks|tests)/[A-Za-z0-9_./-]*[a-z0-9_-]"
+                         r"\.(?:md|toml|py|R|png))")
+    for path in _shipped_text_files():
+        if path.is_relative_to(ROOT / "tests"):
+            continue
+        for cited in pattern.findall(path.read_text(encoding="utf-8", errors="replace")):
+            assert (ROOT / cited).exists(), f"{path.relative_to(ROOT)} cites {cited}, which does not exist"
+
+
+def test_markdown_links_resolve() -> None:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to {target}, which does not exist"

@@ -97,7 +97,8 @@ def test_the_report_prints_no_absolute_local_path(tmp_path: Path, reference_csv:
     assert result.exit_code == 0, result.output
     html = (out / "index.html").read_text(encoding="utf-8")
     assert str(tmp_path) not in html
-    relative = "a-rather-long-folder-name/with-another-long-folder-name-inside/data/registry-of-the-hepatobiliary-centre.db"
+    relative = ("a-rather-long-folder-name/with-another-long-folder-name-inside/data/"
+                "registry-of-the-hepatobiliary-centre.db")
     assert f"sqlite:///{relative}" in html
     assert "rescue-cetuximab-2007.toml" in html and "/src/oncosurg/" not in html
     text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO((out / "report.pdf").read_bytes())).pages)

@@ -127,14 +127,17 @@ def demo_cmd(out: str, as_json: bool) -> None:
     the published value, writes OUT/results.json and the study report (OUT/index.html,
     OUT/report.pdf, OUT/figures/, OUT/tables/, as `oncosurg report`).
     """
-    from oncosurg.cli.report import make_report
+    from oncosurg.cli.report import make_report, progress_lines
+
+    started = time.perf_counter()
+    step = progress_lines("demo", started) if not as_json else (lambda _msg: None)
+    step("building the synthetic reference cohort (151 patients)")
     from oncosurg.ingest.csv import read_registry_csv
     from oncosurg.reference import REFERENCE_DESCRIPTION, write_reference_csv
     from oncosurg.report.terminal import render_results
     from oncosurg.store.engine import open_store
     from oncosurg.store.repository import import_records
 
-    started = time.perf_counter()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = write_reference_csv(folder / "reference-cohort.csv")
@@ -145,16 +148,22 @@ def demo_cmd(out: str, as_json: bool) -> None:
     if parsed.issues:  # the reference cohort must satisfy every rule; say so loudly if it does not
         report_issues(str(csv_path), parsed.issues, max_errors=20, as_json=False)
         raise click.ClickException("the bundled reference cohort fails validation (a bug in oncosurg)")
+    step(f"importing it into {db_path}")
     engine = open_store(f"sqlite:///{db_path}")
     import_records(engine, parsed.records, source=str(csv_path), sha256=parsed.sha256, rows=parsed.rows)
     provenance = {"source": str(csv_path), "records": parsed.rows, "sha256": parsed.sha256, "synthetic": True,
                   "note": REFERENCE_DESCRIPTION}
+    from oncosurg.stats.compiled import kernels_cached
+
+    step(f"running the protocol {SEED_PROTOCOL}" + ("" if kernels_cached() else
+         " (first run: compiling the survival kernels, cached for later runs)"))
     results = _analyze(engine, SEED_PROTOCOL, provenance)
     (folder / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     if not as_json:
         click.echo("SYNTHETIC DATA — the reference cohort is computer-generated; no real patients.")
         render_results(results)
-    make_report(engine, _load(SEED_PROTOCOL), results, folder, show_progress=not as_json)
+    step("writing the study report")
+    make_report(engine, _load(SEED_PROTOCOL), results, folder, show_progress=not as_json, since=started)
     engine.dispose()
     if as_json:
         click.echo(json.dumps(results, indent=2))

@@ -31,9 +31,16 @@ def _formats(value: str) -> tuple[str, ...]:
     return parts
 
 
+def progress_lines(label: str, since: float | None = None) -> Callable[[str], None]:
+    """One line per step on stderr, with the time since ``since`` (default: now): ``[  3.2 s] report: Table 1``."""
+    started = time.perf_counter() if since is None else since
+    return lambda msg: click.echo(f"[{time.perf_counter() - started:5.1f} s] {label}: {msg}", err=True)
+
+
 @contextmanager
-def progress_display(enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A rich spinner with the current step and the elapsed time, on stderr; silent when disabled."""
+def progress_display(enabled: bool = True, since: float | None = None) -> Iterator[Callable[[str], None]]:
+    """The current step on stderr: a rich spinner with the elapsed time on a terminal, else one line per
+    step (a log, ``make demo`` piped); silent when disabled."""
     if not enabled:
         yield lambda _msg: None
         return
@@ -41,6 +48,9 @@ def progress_display(enabled: bool = True) -> Iterator[Callable[[str], None]]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        yield progress_lines("report", since)
+        return
     with Progress(SpinnerColumn(), TextColumn("[bold]report[/bold] {task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
@@ -48,12 +58,13 @@ def progress_display(enabled: bool = True) -> Iterator[Callable[[str], None]]:
 
 
 def make_report(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], out: str | Path, *,
-                formats: tuple[str, ...] = ("html", "pdf"), show_progress: bool = True) -> Any:
+                formats: tuple[str, ...] = ("html", "pdf"), show_progress: bool = True,
+                since: float | None = None) -> Any:
     """Write the report; protocol problems in the ``[report]`` table become a :class:`UserError`."""
     from oncosurg.protocol.model import ProtocolError
     from oncosurg.report.build import write_report
 
-    with progress_display(show_progress) as step:
+    with progress_display(show_progress, since) as step:
         try:
             return write_report(out, engine, protocol, results, formats=formats, progress=step)
         except ProtocolError as exc:

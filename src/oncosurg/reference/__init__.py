@@ -1,8 +1,8 @@
 """The synthetic reference cohort reconstructed from the seed study.
 
 :func:`build_reference_rows` returns 151 registry rows (dicts keyed by the registry CSV columns of
-DESIGN.md, values as CSV cell strings) whose analysis with the seed protocol reproduces every figure
-published by Adam et al., J Clin Oncol 2007;25:4593-602.  The data are **synthetic**; see
+``docs/registry-columns.md``, values as CSV cell strings) whose analysis with the seed protocol
+reproduces every figure published by Adam et al., J Clin Oncol 2007;25:4593-602.  The data are **synthetic**; see
 :data:`REFERENCE_DESCRIPTION` and ``docs/reference-cohort.md``.
 """
 
@@ -46,7 +46,7 @@ REFERENCE_DESCRIPTION: str = (
 def build_reference_rows(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
     """The 151 synthetic registry rows, identical for identical seeds.
 
-    Each row has exactly the registry CSV columns (DESIGN.md order); values are CSV cell strings
+    Each row has exactly the registry CSV columns (in schema order); values are CSV cell strings
     (ISO dates, ``yes``/``no``, enum spellings, ``""`` for unknown/not applicable).  The published
     figures hold for every seed; the seed only changes what the publication leaves free.
     """
@@ -54,7 +54,7 @@ def build_reference_rows(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
 
 
 def write_reference_csv(path: str | Path, seed: int = DEFAULT_SEED) -> Path:
-    """Write the reference cohort as a UTF-8 registry CSV (header in DESIGN.md order); return the path."""
+    """Write the reference cohort as a UTF-8 registry CSV (header in schema order); return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8", newline="") as fh:

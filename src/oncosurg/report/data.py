@@ -25,8 +25,10 @@ from oncosurg.report.table_one import Variable, table_one
 from oncosurg.report.text import TIME_AXIS, code_label, column_label, display_path, fmt_date
 from oncosurg.schema import FIELD_BY_NAME, Stage
 from oncosurg.stats import coxph, kaplan_meier, logrank_test
+from oncosurg.stats.compiled import kernels_cached
 
 Progress = Callable[[str], None]
+_FIRST_RUN = " (first run: compiling the {} kernels, cached for later runs)"
 
 #: Registry stages recorded after cetuximab starts: splitting on them is splitting on the future.
 _POST_BASELINE_STAGES = {Stage.SURGERY, Stage.COMPLICATIONS, Stage.PATHOLOGY_NONTUMORAL, Stage.PATHOLOGY_TUMORAL,
@@ -400,11 +402,12 @@ def report_data(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
         out["table_one"] = table_one_data(conn, cp, spec)
         out["km"] = []
         for km in spec.km:
-            step(f"Kaplan-Meier: {km.id}")
+            step(f"Kaplan-Meier: {km.id}" + (_FIRST_RUN.format("log-rank") if km.by and not kernels_cached("logrank")
+                                              else ""))
             out["km"].append(km_figure(conn, cp, km))
         out["cox"] = []
         for cox in spec.cox:
-            step(f"Cox model: {cox.title}")
+            step(f"Cox model: {cox.title}" + ("" if kernels_cached("_cox_kernels") else _FIRST_RUN.format("Cox")))
             out["cox"].append(cox_model(conn, cp, cox))
         out["last_import"] = _last_import(conn)
     out["results_template"] = spec.results

@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from oncosurg.stats.compiled import ensure_writable_cache
+
+ensure_writable_cache()  # before any kernel module imports numba
+
 #: Public name → the module that defines it.
 _WHERE = {
     "SurvivalInputError": "_checks",

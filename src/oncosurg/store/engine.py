@@ -14,13 +14,15 @@ older Alembic revision) is always migrated to the current schema when opened, ei
 from __future__ import annotations
 
 import os
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DEFAULT_URL = "sqlite:///oncosurg.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -56,6 +58,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -104,8 +108,43 @@ def has_registry(engine: sa.Engine) -> bool:
         return sa.inspect(conn).has_table("alembic_version")
 
 
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=\s*(None|['\"]([^'\"]+)['\"])", re.MULTILINE)
+
+
+@cache
+def _head_from_files() -> str | None:
+    """The head revision read from the migration files' headers, without importing Alembic.
+
+    None when the history is not one plain chain (several heads, merges, an unreadable header):
+    :func:`upgrade` then asks Alembic.
+    """
+    revisions: dict[str, str | None] = {}
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        found = dict((key, rev) for key, _raw, rev in _REVISION.findall(path.read_text(encoding="utf-8")))
+        if "revision" not in found or "down_revision" not in found:
+            return None
+        revisions[found["revision"]] = found["down_revision"] or None
+    heads = set(revisions) - {down for down in revisions.values() if down}
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(engine: sa.Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.DBAPIError:
+        return None
+
+
 def upgrade(engine: sa.Engine) -> None:
-    """Run pending Alembic migrations (cheap when the schema is already at head)."""
+    """Run pending Alembic migrations; a registry already at head is recognised without importing Alembic."""
+    head = _head_from_files()
+    if head is not None and _current_revision(engine) == head:
+        return
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.begin() as connection:
