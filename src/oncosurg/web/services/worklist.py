@@ -26,7 +26,7 @@ from oncosurg.web.services.users import User
 
 RESPONDED = ("PR", "CR")
 #: Default of the ``review_horizon_weeks`` setting.
-REVIEW_HORIZON_WEEKS = 26
+REVIEW_HORIZON_WEEKS = 52
 
 
 def last_news(last_contact: dt.date | None, last_review: dt.date | None) -> dt.date | None:
