@@ -99,8 +99,10 @@ def install(tmp: Path) -> list[tuple[str, float, float, int]]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--upgrade", "pip"], check=True)
-        subprocess.run([*pip, target], check=True)
+        for args in (["--upgrade", "pip"], [target]):  # pip's output only when it fails
+            done = subprocess.run([*pip, *args], capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"pip install {' '.join(args)} failed:\n{done.stderr[-3000:]}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall = time.perf_counter() - started
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
