@@ -1,27 +1,37 @@
 # oncosurg — two commands on a fresh machine: `make demo` and `make test`.
 VENV   ?= .venv
 PYTHON ?= python3
-STAMP  := $(VENV)/.installed-stamp
+# two stamps: the runtime dependencies only (what `pip install .` gives, enough for `make demo`),
+# then the `test` extra (pytest, Playwright, lifelines, ...) that `make test` adds
+STAMP      := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-startup clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e .
 	@touch $(STAMP)
 
-demo: $(STAMP)  ## build the synthetic reference registry and reproduce the seed study
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	@touch $(TEST_STAMP)
+
+demo: $(STAMP)  ## build the synthetic reference registry and reproduce the seed study (runtime dependencies only)
 	$(VENV)/bin/oncosurg demo
 
-test: $(STAMP)  ## every test: fast, slow and PostgreSQL (started by the fixture)
+test: $(TEST_STAMP)  ## every test: fast, slow and PostgreSQL (started by the fixture)
 	$(VENV)/bin/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(VENV)/bin/python benchmarks/bench_survival.py
+
+bench-startup: $(STAMP)  ## start-up of the CLI and the first demo (runtime dependencies only)
+	$(VENV)/bin/python benchmarks/bench_startup.py --first-demo
 
 clean:
 	rm -rf $(VENV) oncosurg-demo .pytest_cache

@@ -100,8 +100,15 @@ def test_analyze_refuses_bad_protocol(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown population 'nobody'" in result.output
 
 
-def test_analyze_on_empty_registry_gives_empty_results(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["analyze", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"])
+def test_analyze_on_an_empty_registry_refuses_unless_allow_empty(tmp_path: Path) -> None:
+    from oncosurg.store.engine import open_store
+
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    open_store(db).dispose()  # a registry with no patient (as `oncosurg user add` leaves it)
+    refused = CliRunner().invoke(cli, ["analyze", "--db", db, "--json"])
+    assert refused.exit_code == 3
+    assert "the registry holds no patient" in refused.output
+    result = CliRunner().invoke(cli, ["analyze", "--db", db, "--json", "--allow-empty"])
     assert result.exit_code == 0, result.output
     ep = json.loads(result.output)["endpoints"]
     assert ep["evaluated"]["n"] == 0 and ep["os_median"]["median"] is None

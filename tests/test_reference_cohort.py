@@ -21,7 +21,7 @@ from oncosurg.reference import (
     write_reference_csv,
 )
 
-# DESIGN.md "The registry CSV", in DESIGN.md order.
+# The registry CSV columns in schema order (docs/registry-columns.md).
 DESIGN_COLUMNS = [
     "patient_id", "centre", "referral", "sex", "age_at_cetuximab", "primary_site", "primary_side",
     "ras_status", "liver_mets_count", "largest_met_mm", "bilobar", "extrahepatic_disease",
@@ -231,7 +231,7 @@ def test_write_csv(tmp_path, rows):
 
 
 # ---------------------------------------------------------------------------------------------
-# DESIGN.md rules, every row
+# The registry rules (docs/rules.md), every row
 # ---------------------------------------------------------------------------------------------
 
 

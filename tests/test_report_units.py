@@ -77,7 +77,7 @@ def test_table_one_rows_from_counts() -> None:
     assert rows[("sex", None)]["missing"] == [2, 0]
     assert rows[("bilobar", None)]["cells"] == ["2 (50)", "4 (100)"]
     age = rows[("age", None)]
-    assert age["cells"] == ["55 (50–60)", "70.0 (70.0–70.5)"]
+    assert age["cells"] == ["55.0 (50.0–60.0)", "70.0 (70.0–70.5)"]  # one number of decimals per row
     a, b = np.repeat([50.0, 60.0], 2), np.array([70.0, 70, 70, 72])
     assert age["p"] == pytest.approx(stats.mannwhitneyu(a, b, method="asymptotic").pvalue)
     assert age["test"] == "Wilcoxon"

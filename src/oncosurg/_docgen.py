@@ -23,13 +23,25 @@ def command_names() -> list[str]:
     return sorted(cli.commands)
 
 
+def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and sub-command, depth first: ``()``, ``("analyze",)``, …, ``("user", "add")``."""
+    paths = [prefix]
+    for name in sorted(group.commands):
+        command = group.commands[name]
+        if isinstance(command, click.Group):
+            paths += command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
 def cli_reference() -> str:
     runner = CliRunner()
     parts = [GENERATED, "", "# CLI reference", "",
              "Every command of `oncosurg`, with its `--help` text.", ""]
-    for args in [[]] + [[name] for name in command_names()]:
+    for args in command_paths():
         title = " ".join(["oncosurg", *args])
-        result = runner.invoke(cli, [*args, "--help"], terminal_width=100)
+        result = runner.invoke(cli, [*args, "--help"], prog_name="oncosurg", terminal_width=100)
         parts += [f"## `{title}`", "", "```", result.output.rstrip(), "```", ""]
     return "\n".join(parts)
 

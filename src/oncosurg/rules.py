@@ -387,7 +387,7 @@ def check_record(
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     failed: Collection[str] = (),
 ) -> list[Issue]:
-    """Cross-field rules of DESIGN.md on one parsed record (values that failed to parse are ``None``).
+    """The cross-field rules (docs/rules.md) on one parsed record (values that failed to parse are ``None``).
 
     ``failed`` names the columns whose cell failed its own check: a rule reading one of them
     (:attr:`Rule.columns`) is skipped, so one wrong cell gives one error, not a cascade.  A column

@@ -1,8 +1,8 @@
 """The pathway data model: one place for every registry field, its type, enum, range and unit.
 
-The registry CSV (``docs/registry-csv.md``), the validation rules (:mod:`oncosurg.rules`), the
+The registry CSV (``docs/registry-columns.md``), the validation rules (:mod:`oncosurg.rules`), the
 store tables (:mod:`oncosurg.store.tables`) and the analysis view all read this module, so a field
-is declared once.  Order follows DESIGN.md, which is also the column order of exported CSV files.
+is declared once.  The order of :data:`FIELDS` is the column order of exported CSV files.
 """
 
 from __future__ import annotations
@@ -171,7 +171,9 @@ HEPATECTOMY_COLUMNS: tuple[str, ...] = (
     "nodular_regenerative_hyperplasia", "tumour_regression_grade",
 )
 
-#: Days per month used for every month figure (DESIGN.md: months = days / 30.4375).
+#: Days per month used for every month figure (docs/analysis-view.md: months = days / 30.4375).
 DAYS_PER_MONTH = 30.4375
 #: Default postoperative mortality window, days (Paul Brousse tradition; a protocol parameter).
 DEFAULT_POSTOP_WINDOW_DAYS = 60
+#: Centre of rows that name none, in a registry without named centres.
+DEFAULT_CENTRE = "main"

@@ -6,22 +6,33 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlalchemy as sa
 
-from oncosurg.cli import SEED_PROTOCOL, UserError, cli, csv_source_option, db_option, json_option, protocol_option
+from oncosurg.cli import (
+    SEED_PROTOCOL,
+    EmptyCohort,
+    UserError,
+    allow_empty_option,
+    cli,
+    csv_source_option,
+    db_option,
+    json_option,
+    open_registry,
+    protocol_option,
+)
 from oncosurg.cli.registry import DEFAULT_CENTRE, report_issues
-from oncosurg.ingest.csv import read_registry_csv
-from oncosurg.protocol.engine import run_protocol
-from oncosurg.protocol.model import ProtocolError, load_protocol
-from oncosurg.report.terminal import render_results
-from oncosurg.store.engine import StoreError, open_store
-from oncosurg.store.repository import count_patients, import_records
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from oncosurg.protocol.model import Protocol
 
 
-def _load(protocol: str):  # type: ignore[no-untyped-def]
+def _load(protocol: str) -> Protocol:
+    from oncosurg.protocol.model import ProtocolError, load_protocol
+
     try:
         return load_protocol(protocol)
     except ProtocolError as exc:
@@ -30,6 +41,10 @@ def _load(protocol: str):  # type: ignore[no-untyped-def]
 
 def _store_from_csv(path: str, *, max_errors: int = 50) -> tuple[sa.Engine, dict[str, Any]]:
     """A temporary in-memory store holding the validated CSV (refused files exit with status 2)."""
+    from oncosurg.ingest.csv import read_registry_csv
+    from oncosurg.store.engine import open_store
+    from oncosurg.store.repository import import_records
+
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file")
     parsed = read_registry_csv(path, centre=DEFAULT_CENTRE)
@@ -41,7 +56,24 @@ def _store_from_csv(path: str, *, max_errors: int = 50) -> tuple[sa.Engine, dict
     return engine, {"source": path, "records": parsed.rows, "sha256": parsed.sha256}
 
 
+def registry_source(db: str | None, csv_file: str | None) -> tuple[sa.Engine, dict[str, Any]]:
+    """The store to analyse and its provenance: ``--csv`` through memory, else the registry at ``--db``."""
+    from oncosurg.store.repository import count_patients
+
+    if csv_file and db:
+        raise UserError("give either --db or --csv, not both")
+    if csv_file:
+        return _store_from_csv(csv_file)
+    engine = open_registry(db)
+    with engine.connect() as conn:
+        provenance = {"source": engine.url.render_as_string(hide_password=True), "records": count_patients(conn)}
+    return engine, provenance
+
+
 def _analyze(engine: sa.Engine, protocol: str, provenance: dict[str, Any]) -> dict[str, Any]:
+    from oncosurg.protocol.engine import run_protocol
+    from oncosurg.protocol.model import ProtocolError
+
     proto = _load(protocol)
     try:
         return run_protocol(engine, proto, provenance=provenance)
@@ -49,34 +81,38 @@ def _analyze(engine: sa.Engine, protocol: str, provenance: dict[str, Any]) -> di
         raise UserError(str(exc)) from None
 
 
+def refuse_empty(results: dict[str, Any], allow_empty: bool) -> None:
+    """Exit with status 3 when the cohort holds no patient, unless ``--allow-empty``."""
+    if results["cohort"]["n"] or allow_empty:
+        return
+    why = next((w["message"] for w in results["warnings"] if w["code"] == "cohort-empty"), "the cohort is empty")
+    raise EmptyCohort(f"{why}. Nothing can be estimated (n = 0); pass --allow-empty to accept an empty cohort.")
+
+
 @cli.command("analyze")
 @db_option
 @csv_source_option("Analyse")
 @protocol_option
+@allow_empty_option
 @json_option
-def analyze_cmd(db: str | None, csv_file: str | None, protocol: str, as_json: bool) -> None:
+def analyze_cmd(db: str | None, csv_file: str | None, protocol: str, allow_empty: bool, as_json: bool) -> None:
     """Compute every endpoint of a study protocol from the patient-level records.
 
     Prints a table (estimate, 95% CI, n, and the published value where the protocol lists one)
-    and the warnings a biostatistician would raise; --json prints the results object.
+    and the warnings a biostatistician would raise; --json prints the results object. An empty
+    cohort is printed, then refused with exit status 3 unless --allow-empty.
     """
-    if csv_file and db:
-        raise UserError("give either --db or --csv, not both")
-    if csv_file:
-        engine, provenance = _store_from_csv(csv_file)
-    else:
-        try:
-            engine = open_store(db)
-        except StoreError as exc:
-            raise UserError(str(exc)) from None
-        with engine.connect() as conn:
-            provenance = {"source": engine.url.render_as_string(hide_password=True),
-                          "records": count_patients(conn)}
+    from oncosurg.report.terminal import render_results
+
+    _load(protocol)  # a bad protocol is refused before any database is opened
+    engine, provenance = registry_source(db, csv_file)
     results = _analyze(engine, protocol, provenance)
+    engine.dispose()
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
         render_results(results)
+    refuse_empty(results, allow_empty)
 
 
 @cli.command("demo")
@@ -91,10 +127,17 @@ def demo_cmd(out: str, as_json: bool) -> None:
     the published value, writes OUT/results.json and the study report (OUT/index.html,
     OUT/report.pdf, OUT/figures/, OUT/tables/, as `oncosurg report`).
     """
-    from oncosurg.cli.report import make_report
-    from oncosurg.reference import REFERENCE_DESCRIPTION, write_reference_csv
+    from oncosurg.cli.report import make_report, progress_lines
 
     started = time.perf_counter()
+    step = progress_lines("demo", started) if not as_json else (lambda _msg: None)
+    step("building the synthetic reference cohort (151 patients)")
+    from oncosurg.ingest.csv import read_registry_csv
+    from oncosurg.reference import REFERENCE_DESCRIPTION, write_reference_csv
+    from oncosurg.report.terminal import render_results
+    from oncosurg.store.engine import open_store
+    from oncosurg.store.repository import import_records
+
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = write_reference_csv(folder / "reference-cohort.csv")
@@ -105,16 +148,22 @@ def demo_cmd(out: str, as_json: bool) -> None:
     if parsed.issues:  # the reference cohort must satisfy every rule; say so loudly if it does not
         report_issues(str(csv_path), parsed.issues, max_errors=20, as_json=False)
         raise click.ClickException("the bundled reference cohort fails validation (a bug in oncosurg)")
+    step(f"importing it into {db_path}")
     engine = open_store(f"sqlite:///{db_path}")
     import_records(engine, parsed.records, source=str(csv_path), sha256=parsed.sha256, rows=parsed.rows)
     provenance = {"source": str(csv_path), "records": parsed.rows, "sha256": parsed.sha256, "synthetic": True,
                   "note": REFERENCE_DESCRIPTION}
+    from oncosurg.stats.compiled import kernels_cached
+
+    step(f"running the protocol {SEED_PROTOCOL}" + ("" if kernels_cached() else
+         " (first run: compiling the survival kernels, cached for later runs)"))
     results = _analyze(engine, SEED_PROTOCOL, provenance)
     (folder / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     if not as_json:
         click.echo("SYNTHETIC DATA — the reference cohort is computer-generated; no real patients.")
         render_results(results)
-    make_report(engine, _load(SEED_PROTOCOL), results, folder, show_progress=not as_json)
+    step("writing the study report")
+    make_report(engine, _load(SEED_PROTOCOL), results, folder, show_progress=not as_json, since=started)
     engine.dispose()
     if as_json:
         click.echo(json.dumps(results, indent=2))

@@ -12,10 +12,9 @@ import json
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlalchemy as sa
 
 from oncosurg.cli import UserError, cli
 from oncosurg.export import record_texts
@@ -23,7 +22,9 @@ from oncosurg.export import redcap as redcap_export
 from oncosurg.ingest import _validate  # noqa: F401  (registers the F106-F108 rules for every command)
 from oncosurg.ingest.csv import ParsedFile
 from oncosurg.schema import COLUMNS
-from oncosurg.store.repository import iter_records
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 FORMATS = ("csv", "redcap", "fhir", "xlsx")
 DEFAULT_PROTOCOL = "rescue-cetuximab-2007"
@@ -107,6 +108,8 @@ def export_interop(
                         "`python -c 'import secrets; print(secrets.token_hex(32))' > K`)")
     if key_file and not deidentify:
         raise UserError("--key-file is only used with --deidentify")
+    from oncosurg.store.repository import iter_records
+
     with engine.connect() as conn:
         records: list[dict[str, Any]] = list(iter_records(conn, centre=centre))
     manifest: dict[str, Any] | None = None

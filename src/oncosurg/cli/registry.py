@@ -6,17 +6,18 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from oncosurg.cli import UserError, cli, db_option, json_option
+from oncosurg.cli import UserError, cli, create_registry, db_option, json_option, open_registry
 from oncosurg.cli.interop import DEFAULT_PROTOCOL, export_interop, format_option, read_interop
 from oncosurg.export import cell_text
 from oncosurg.ingest.csv import ParsedFile, read_registry_csv
-from oncosurg.rules import Issue
-from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
-from oncosurg.store.engine import StoreError, open_store
-from oncosurg.store.repository import DEFAULT_CENTRE, ImportOptions, import_records, iter_records
+from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS
+
+if TYPE_CHECKING:
+    from oncosurg.rules import Issue
 
 
 def _max_errors_option(f):  # type: ignore[no-untyped-def]
@@ -125,16 +126,15 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     duplicates are refused: ids differing only in case (unless --case-sensitive-ids) and ids
     registered in another centre (unless --allow-id-in-other-centre).
     """
+    from oncosurg.store.repository import ImportOptions, import_records
+
     if (allow_new or allow_clear) and not update:
         raise UserError("--allow-new and --allow-clear go with --update (a plain import only registers new patients)")
     parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
-    try:
-        engine = open_store(db)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    engine = create_registry(db)
     options = ImportOptions(update=update, allow_new=allow_new, allow_clear=allow_clear,
                             case_sensitive_ids=case_sensitive_ids, allow_id_in_other_centre=allow_id_in_other_centre,
                             postop_window_days=postop_window_days)
@@ -189,10 +189,9 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
     keyed pseudonyms, shifts each patient's dates by one keyed offset (intervals and the protocol's
     cohort unchanged) and caps ages at 90; the manifest says what was removed.
     """
-    try:
-        engine = open_store(db)
-    except StoreError as exc:
-        raise UserError(str(exc)) from None
+    from oncosurg.store.repository import iter_records
+
+    engine = open_registry(db)
     if fmt != "csv" or deidentify or key_file:
         export_interop(engine, out=out, fmt=fmt, centre=centre, deidentify=deidentify, key_file=key_file,
                        protocol=protocol)

@@ -6,14 +6,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlalchemy as sa
-from rich.console import Console
 
-from oncosurg.cli import UserError, cli, csv_source_option, db_option, protocol_option
-from oncosurg.protocol.model import Protocol, ProtocolError
+from oncosurg.cli import UserError, allow_empty_option, cli, csv_source_option, db_option, protocol_option
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from oncosurg.protocol.model import Protocol
 
 DEFAULT_OUT = "oncosurg-report"
 
@@ -29,15 +31,26 @@ def _formats(value: str) -> tuple[str, ...]:
     return parts
 
 
+def progress_lines(label: str, since: float | None = None) -> Callable[[str], None]:
+    """One line per step on stderr, with the time since ``since`` (default: now): ``[  3.2 s] report: Table 1``."""
+    started = time.perf_counter() if since is None else since
+    return lambda msg: click.echo(f"[{time.perf_counter() - started:5.1f} s] {label}: {msg}", err=True)
+
+
 @contextmanager
-def progress_display(enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A rich spinner with the current step and the elapsed time, on stderr; silent when disabled."""
+def progress_display(enabled: bool = True, since: float | None = None) -> Iterator[Callable[[str], None]]:
+    """The current step on stderr: a rich spinner with the elapsed time on a terminal, else one line per
+    step (a log, ``make demo`` piped); silent when disabled."""
     if not enabled:
         yield lambda _msg: None
         return
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        yield progress_lines("report", since)
+        return
     with Progress(SpinnerColumn(), TextColumn("[bold]report[/bold] {task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
@@ -45,11 +58,13 @@ def progress_display(enabled: bool = True) -> Iterator[Callable[[str], None]]:
 
 
 def make_report(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], out: str | Path, *,
-                formats: tuple[str, ...] = ("html", "pdf"), show_progress: bool = True) -> Any:
+                formats: tuple[str, ...] = ("html", "pdf"), show_progress: bool = True,
+                since: float | None = None) -> Any:
     """Write the report; protocol problems in the ``[report]`` table become a :class:`UserError`."""
+    from oncosurg.protocol.model import ProtocolError
     from oncosurg.report.build import write_report
 
-    with progress_display(show_progress) as step:
+    with progress_display(show_progress, since) as step:
         try:
             return write_report(out, engine, protocol, results, formats=formats, progress=step)
         except ProtocolError as exc:
@@ -64,35 +79,29 @@ def make_report(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
               metavar="DIR", help="Folder for index.html, report.pdf, results.json, figures/ and tables/.")
 @click.option("--format", "fmt", default="html,pdf", show_default=True, metavar="LIST",
               help="Documents to write: html, pdf or both (results.json, figures and Table 1 files always).")
-def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fmt: str) -> None:
+@allow_empty_option
+def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fmt: str, allow_empty: bool) -> None:
     """Write the study report: results paragraph, cohort flow, Table 1, endpoints, Kaplan-Meier plots.
 
     Every number is computed from the records by the protocol (results.json is the `analyze --json`
     object) and each figure is written as PNG (300 dpi) and SVG; Table 1 as CSV, XLSX and DOCX.
     index.html is self-contained (no network); report.pdf is made without a browser. The protocol's
     optional [report] table chooses Table 1 groups, Kaplan-Meier figures, Cox models and the wording
-    of the results paragraph (docs/report.md).
+    of the results paragraph (docs/report.md). A cohort of 0 patients writes nothing and exits
+    with status 3 unless --allow-empty.
     """
-    from oncosurg.cli.analyze import _analyze, _load, _store_from_csv
-    from oncosurg.store.engine import StoreError, open_store
-    from oncosurg.store.repository import count_patients
+    from oncosurg.cli.analyze import _analyze, _load, refuse_empty, registry_source
 
     formats = _formats(fmt)
     started = time.perf_counter()
     if csv_file and db:
         raise UserError("give either --db or --csv, not both")
     proto = _load(protocol)
-    if csv_file:
-        engine, provenance = _store_from_csv(csv_file)
-    else:
-        try:
-            engine = open_store(db)
-        except StoreError as exc:
-            raise UserError(str(exc)) from None
-        with engine.connect() as conn:  # the same provenance as `oncosurg analyze`
-            provenance = {"source": engine.url.render_as_string(hide_password=True),
-                          "records": count_patients(conn)}
+    engine, provenance = registry_source(db, csv_file)  # the same provenance as `oncosurg analyze`
     results = _analyze(engine, protocol, provenance)
+    if not results["cohort"]["n"] and not allow_empty:
+        engine.dispose()
+        refuse_empty(results, allow_empty)  # writes nothing
     files = make_report(engine, proto, results, out, formats=formats, show_progress=True)
     engine.dispose()
     folder = files.folder

@@ -11,12 +11,14 @@ import csv
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from oncosurg.cli import cli
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MISSING = {"", "na", "nan", "null", "none", "<na>", "."}
 
@@ -48,6 +50,8 @@ def _need(header: list[str], col: str, path: str) -> None:
 
 
 def _numeric(rows: list[dict[str, str]], col: str) -> np.ndarray:
+    import numpy as np
+
     out = np.empty(len(rows), dtype=np.float64)
     for i, r in enumerate(rows):
         v = (r.get(col) or "").strip()
@@ -112,6 +116,8 @@ def analyse(
     conf_level: float = 0.95,
 ) -> dict[str, Any]:
     """Everything ``oncosurg survival`` reports, as the JSON-ready dict of issue 3."""
+    import numpy as np
+
     from oncosurg.stats import logrank_test, rmst
     from oncosurg.stats._checks import SurvivalData, check_survival_input
     from oncosurg.stats.km import _fit
@@ -211,6 +217,8 @@ def analyse(
 def _cox(
     rows: list[dict[str, str]], covariates: list[str], data: Any, names: dict[str, Any], conf_level: float
 ) -> dict[str, Any]:
+    import numpy as np
+
     try:
         from oncosurg.stats.cox import coxph
     except ImportError:  # pragma: no cover - cox module is part of the package
@@ -366,7 +374,8 @@ def _print_rich(res: dict[str, Any], path: str) -> None:
 @click.option("--at", "at_text", metavar="T1,T2,...", help="Report S(t) and numbers at risk at these times.")
 @click.option("--rmst-tau", type=float, metavar="T", help="Restricted mean survival time up to T.")
 @click.option(
-    "--conf-level", type=float, default=0.95, show_default=True, help="Confidence level of all CIs."
+    "--conf-level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95, show_default=True,
+    help="Confidence level of all CIs, strictly between 0 and 1 (R conf.int).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (R's NA = null) instead of tables.")
 def survival_command(

@@ -11,12 +11,13 @@ import click
 from oncosurg.cli import UserError, cli, db_option
 
 
-def _store(db: str | None):  # type: ignore[no-untyped-def]
+def _store(db: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """The web app's store; only ``user add`` creates a registry (``create=True``)."""
     from oncosurg.store.engine import StoreError
     from oncosurg.web.db import WebStore
 
     try:
-        return WebStore(db)
+        return WebStore(db, create=create)
     except StoreError as exc:
         raise UserError(str(exc)) from None
 
@@ -53,12 +54,15 @@ def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure
     """
     import uvicorn
 
-    from oncosurg.store.engine import StoreError
+    from oncosurg.store.engine import RegistryMissing, StoreError
     from oncosurg.web import Settings, create_app
 
     try:
         settings = Settings.from_env(db_url=db, protocol=protocol, secure_cookies=secure_cookies)
-        app = create_app(settings)
+        app = create_app(settings, create=False)
+    except RegistryMissing as exc:
+        raise UserError(f"{exc} (or `oncosurg user add NAME --role admin --all-centres --db ...` to start an "
+                        "empty registry)") from None
     except (StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None
     with app.state.store.read() as conn:
@@ -106,7 +110,7 @@ def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, .
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    store = _store(db)
+    store = _store(db, create=True)
     try:
         with store.write() as conn:
             user_id = create_user(conn, username=username, password=password, role=role, centres=centres,

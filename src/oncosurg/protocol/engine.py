@@ -25,6 +25,8 @@ from oncosurg.stats import kaplan_meier, proportion_ci
 
 #: A Kaplan-Meier median reached with fewer patients than this at risk earns a warning.
 FEW_AT_RISK = 5
+#: A cohort that excludes more than this share of the registered patients earns a warning.
+MOST_EXCLUDED = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,12 @@ def run_protocol(engine: sa.Engine, protocol: Protocol, *, provenance: Mapping[s
     warnings: list[dict[str, Any]] = []
     with engine.connect() as conn:
         flow = _flow(conn, cp)
+        warnings += _cohort_warnings(conn, cp, flow)
         endpoints = {ep.id: _endpoint(conn, cp, ep, warnings) for ep in protocol.endpoints}
+        if flow[-1]["n"]:  # an empty cohort is one warning, not one per endpoint
+            warnings += [_warning(ep, "not-estimable", f"{ep.id}: no patient of the cohort is in population "
+                                  f"'{ep.population}' with the data it needs; not estimable (n = 0)")
+                         for ep in protocol.endpoints if _n(endpoints[ep.id]) == 0]
         data_cut = conn.execute(sa.select(sa.func.max(cp.view.subquery.c.last_contact_date))
                                 .where(cp.cohort)).scalar()
     if hasattr(data_cut, "isoformat"):
@@ -146,6 +153,50 @@ def _flow(conn: sa.Connection, cp: CompiledProtocol) -> list[dict[str, Any]]:
                      "reason": f"not ({compiled.text})"})
         previous = n
     return flow
+
+
+def _cohort_warnings(conn: sa.Connection, cp: CompiledProtocol, flow: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A cohort that is empty, or excludes most registered patients, said out loud with the steps that did it."""
+    total, kept = flow[0]["n"], flow[-1]["n"]
+    if total == 0:
+        return [{"endpoint": None, "code": "cohort-empty", "message": "the cohort is empty: the registry holds no "
+                 "patient"}]
+    excluded = total - kept
+    if excluded <= MOST_EXCLUDED * total:
+        return []
+    why = "; ".join(f"{step['excluded']} by '{step['label']}'{_step_hint(conn, cp, step)}"
+                    for step in flow[1:] if step["excluded"])
+    if kept == 0:
+        return [{"endpoint": None, "code": "cohort-empty",
+                 "message": f"the cohort is empty: all {total} registered patient(s) were excluded ({why})"}]
+    return [{"endpoint": None, "code": "cohort-most-excluded",
+             "message": f"the cohort keeps {kept} of {total} registered patient(s): {excluded} "
+                        f"({100 * excluded / total:.0f}%) were excluded ({why})"}]
+
+
+def _step_hint(conn: sa.Connection, cp: CompiledProtocol, step: dict[str, Any]) -> str:
+    """For the accrual step: the protocol's window beside the registry's range of dates."""
+    p = cp.protocol
+    if not step["label"].endswith("within the accrual window"):
+        return ""
+    column = cp.view.subquery.c[p.accrual_column]
+    low, high, unknown = conn.execute(sa.select(sa.func.min(column), sa.func.max(column),
+                                                sa.func.sum(sa.case((column.is_(None), 1), else_=0)))).one()
+    window = f"{p.accrual_start or '…'} to {p.accrual_end or '…'}"
+    seen = f"the registry's dates run from {_iso(low)} to {_iso(high)}" if low is not None else "no date recorded"
+    missing = f", {int(unknown)} with none" if unknown else ""
+    return f": the protocol's window is {window}; {seen}{missing}"
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat()[:10] if hasattr(value, "isoformat") else str(value)[:10]
+
+
+def _n(result: Mapping[str, Any]) -> int | None:
+    """Patients behind an estimate (None for counts, which are never 'not estimable')."""
+    if result["kind"] == "count":
+        return None
+    return int(result["denominator"] if result["kind"] == "proportion" else result["n"])
 
 
 def _population(cp: CompiledProtocol, name: str) -> sa.ColumnElement[bool]:

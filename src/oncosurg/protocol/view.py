@@ -2,7 +2,7 @@
 
 Built as a SQLAlchemy subquery so every endpoint runs as a query inside the database, on SQLite
 and PostgreSQL alike.  Date differences use :class:`days_between`, compiled per dialect.  Derived
-columns (DESIGN.md): operated, hepatectomy, major_hepatectomy, any_complication, postop_death,
+columns (docs/analysis-view.md): operated, hepatectomy, major_hepatectomy, any_complication, postop_death,
 os_days/os_months/os_event, pfs_days/pfs_months/pfs_event, followup_from_surgery_days/_months,
 alive_at_last_contact, disease_free_at_last_contact, and the protocol's own derived predicates
 (e.g. liver_abnormality).  Months are days / 30.4375.

@@ -3,10 +3,10 @@
 :func:`reference_records` returns the 151 patients of the reference cohort as episode records
 (:class:`~oncosurg.pathway.flat.PatientRecord`: several therapy lines, MDT reviews, response
 assessments, liver procedures with complications and pathology, disease events, contacts).  Their
-flat projection, :func:`build_reference_rows` (dicts keyed by the registry CSV columns of DESIGN.md,
-values as CSV cell strings), reproduces every figure published by Adam et al., J Clin Oncol
-2007;25:4593-602.  :func:`random_registry` makes large valid multi-centre registries for tests and
-benchmarks.  The data are **synthetic**; see :data:`REFERENCE_DESCRIPTION` and
+flat projection, :func:`build_reference_rows` (dicts keyed by the registry CSV columns of
+``docs/registry-columns.md``, values as CSV cell strings), reproduces every figure published by
+Adam et al., J Clin Oncol 2007;25:4593-602.  :func:`random_registry` makes large valid
+multi-centre registries for tests and benchmarks.  The data are **synthetic**; see :data:`REFERENCE_DESCRIPTION` and
 ``docs/reference-cohort.md``.
 """
 
@@ -98,7 +98,7 @@ def flat_texts(values: Mapping[str, Any]) -> dict[str, str]:
 def build_reference_rows(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
     """The 151 synthetic registry rows: the flat projection of :func:`reference_records`.
 
-    Each row has exactly the registry CSV columns (DESIGN.md order); values are CSV cell strings
+    Each row has exactly the registry CSV columns (in schema order); values are CSV cell strings
     (ISO dates, ``yes``/``no``, enum spellings, ``""`` for unknown/not applicable).  The published
     figures hold for every seed; the seed only changes what the publication leaves free.
     """
@@ -106,7 +106,7 @@ def build_reference_rows(seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
 
 
 def write_reference_csv(path: str | Path, seed: int = DEFAULT_SEED) -> Path:
-    """Write the reference cohort as a UTF-8 registry CSV (header in DESIGN.md order); return the path."""
+    """Write the reference cohort as a UTF-8 registry CSV (header in schema order); return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8", newline="") as fh:

@@ -1,7 +1,7 @@
 """Construction of the synthetic reference cohort (151 patients, Reference Centre (synthetic)).
 
 The cohort is *synthetic*: no row describes a real patient.  It is built so that every figure
-published by the seed study (Adam et al., J Clin Oncol 2007;25:4593-602; see DESIGN.md) comes out of
+published by the seed study (Adam et al., J Clin Oncol 2007;25:4593-602; see docs/seed-study.md) comes out of
 the patient-level records when they are analysed with the seed protocol.
 
 Two layers (see ``docs/reference-cohort.md``):
@@ -62,7 +62,7 @@ class Operated:
     Times are months from cetuximab start: ``surgery`` (start -> operation), ``progression``
     (start -> first progression/recurrence, None = none recorded) and ``last`` (start -> last
     contact, which is the death when ``dead``).  ``liver`` is ``"normal"`` (all non-tumoral
-    findings below the DESIGN.md thresholds) or the name of an abnormal profile in
+    findings below the seed protocol's thresholds) or the name of an abnormal profile in
     :data:`_ABNORMAL_LIVER`.
     """
 
@@ -138,7 +138,7 @@ OPERATED: tuple[Operated, ...] = (
     Operated("X2", _REF, _X, 3.8, 6.0, 14.0, False, 4, "other", 2, "I", "SD"),
 )
 
-# Non-tumoral liver profiles that meet the DESIGN.md abnormality predicate (steatosis_pct > 30 or
+# Non-tumoral liver profiles that meet the seed protocol's abnormality predicate (steatosis_pct > 30 or
 # steatohepatitis or sinusoidal dilatation grade >= 2 or fibrosis stage >= 2 or NRH):
 # (steatosis_pct, steatohepatitis, sinusoidal_dilatation_grade, fibrosis_stage, NRH)
 _ABNORMAL_LIVER: dict[str, tuple[int, str, int, int, str]] = {

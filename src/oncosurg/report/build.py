@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from oncosurg import __version__
 from oncosurg.protocol.model import Protocol
-from oncosurg.report.text import fmt_date, results_segments
+from oncosurg.report.text import display_path, fmt_date, results_segments
 
 Progress = Callable[[str], None]
 FORMATS = ("html", "pdf")
@@ -133,9 +133,15 @@ def notes(results: dict[str, Any], data: dict[str, Any], figures: Sequence[dict[
     out: list[dict[str, str]] = []
     pooled = [w["endpoint"] for w in results["warnings"] if w["code"] == "pooled-referral"]
     for w in results["warnings"]:
-        if w["code"] != "pooled-referral":
+        if w["code"] == "pooled-referral":
+            continue
+        if w.get("endpoint"):
             out.append({"code": w["code"], "message": w["message"], "href": f"#ep-{w['endpoint']}",
                         "ref": "Table 2"})
+        else:  # the cohort's warnings point at the flow diagram
+            number = numbers.get("flow")
+            out.append({"code": w["code"], "message": w["message"], "href": f"#figure-{number}" if number else "",
+                        "ref": f"Figure {number}" if number else ""})
     if pooled:
         out.append({"code": "pooled-referral", "href": "#endpoints", "ref": "Table 2",
                     "message": f"{len(pooled)} endpoints ({', '.join(pooled)}) have denominators that mix in-house "
@@ -165,13 +171,18 @@ def build_model(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
                 figures: list[dict[str, Any]]) -> dict[str, Any]:
     from oncosurg.report.text import endpoint_rows
 
+    paragraphs = results_segments(results, data.get("results_template"))
+    if not results["cohort"]["n"]:  # said out loud instead of a paragraph of "not estimable"
+        why = next((w["message"] for w in results["warnings"] if w["code"] == "cohort-empty"), "the cohort is empty")
+        paragraphs = [[("text", f"No estimate: {why}. Every endpoint is not estimable (n = 0).")]]
     return {
         "results": results, "data": data, "figures": figures,
-        "paragraphs": results_segments(results, data.get("results_template")),
+        "paragraphs": paragraphs,
         "endpoint_rows": endpoint_rows(results), "methods": methods(results, data),
         "notes": notes(results, data, figures),
         "meta": {"generated_at": _generated_at(), "oncosurg_version": __version__, "versions": _versions(),
-                 "protocol_path": protocol.source, "protocol_sha256": _sha256(protocol.source),
+                 "protocol_path": display_path(protocol.source), "protocol_sha256": _sha256(protocol.source),
+                 "source": display_path(results["provenance"].get("source")),
                  "description": protocol.description,
                  "synthetic": _synthetic(engine, results)},
     }

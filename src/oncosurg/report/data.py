@@ -22,11 +22,13 @@ from oncosurg.protocol.expr import Compiler
 from oncosurg.protocol.model import Protocol, ProtocolError
 from oncosurg.report.spec import CoxSpec, KMSpec, ReportSpec, report_spec
 from oncosurg.report.table_one import Variable, table_one
-from oncosurg.report.text import TIME_AXIS, code_label, column_label, fmt_date
+from oncosurg.report.text import TIME_AXIS, code_label, column_label, display_path, fmt_date
 from oncosurg.schema import FIELD_BY_NAME, Stage
 from oncosurg.stats import coxph, kaplan_meier, logrank_test
+from oncosurg.stats.compiled import kernels_cached
 
 Progress = Callable[[str], None]
+_FIRST_RUN = " (first run: compiling the {} kernels, cached for later runs)"
 
 #: Registry stages recorded after cetuximab starts: splitting on them is splitting on the future.
 _POST_BASELINE_STAGES = {Stage.SURGERY, Stage.COMPLICATIONS, Stage.PATHOLOGY_NONTUMORAL, Stage.PATHOLOGY_TUMORAL,
@@ -277,6 +279,8 @@ def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[s
             "long enough to reach that stage, so the comparison favours them by construction; it is "
             "descriptive only. Use a landmark analysis or a time-varying covariate (split_at_exposure) to "
             "compare.")
+    if not groups:
+        warnings.append("No patient in this population has the data: not estimable (n = 0).")
     for g in groups:
         if g["median"] is None and grouping is not None:  # single curves: the endpoint's warning says it
             warnings.append(f"{g['label']}: median not reached ({g['events']} event(s) among {g['n']}).")
@@ -377,7 +381,7 @@ def _last_import(conn: sa.Connection) -> dict[str, Any] | None:
         return None
     if row is None:
         return None
-    return {"source": row[0], "sha256": row[1], "rows": row[2],
+    return {"source": display_path(row[0]), "sha256": row[1], "rows": row[2],
             "imported_at": row[3].isoformat() if hasattr(row[3], "isoformat") else str(row[3])}
 
 
@@ -398,11 +402,12 @@ def report_data(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
         out["table_one"] = table_one_data(conn, cp, spec)
         out["km"] = []
         for km in spec.km:
-            step(f"Kaplan-Meier: {km.id}")
+            step(f"Kaplan-Meier: {km.id}" + (_FIRST_RUN.format("log-rank") if km.by and not kernels_cached("logrank")
+                                              else ""))
             out["km"].append(km_figure(conn, cp, km))
         out["cox"] = []
         for cox in spec.cox:
-            step(f"Cox model: {cox.title}")
+            step(f"Cox model: {cox.title}" + ("" if kernels_cached("_cox_kernels") else _FIRST_RUN.format("Cox")))
             out["cox"].append(cox_model(conn, cp, cox))
         out["last_import"] = _last_import(conn)
     out["results_template"] = spec.results

@@ -16,7 +16,7 @@ def _header(table: dict[str, Any]) -> list[str]:
 
 def _row(table: dict[str, Any], row: dict[str, Any]) -> list[str]:
     label = ("    " + row["label"]) if row["kind"] == "level" else row["label"]
-    missing = "" if row["missing_total"] in (None, 0) else str(row["missing_total"])
+    missing = row["missing_text"]  # the total, then each group's count
     extra = [missing, row["smd_text"], row["p_text"], row["test"]] if len(table["groups"]) > 1 else [missing]
     return [label, *row["cells"], *extra]
 

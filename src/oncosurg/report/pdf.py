@@ -10,6 +10,7 @@ applies), a footer with "page n of N", and the PDF has an outline (bookmarks) of
 from __future__ import annotations
 
 import io
+import re
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,32 @@ def _styles() -> dict[str, ParagraphStyle]:
     }
 
 
+KEY_W = 22 * mm  # the key column of the provenance tables
+
+
+def path_markup(path: Any, width: float, *, font: str = "Mono", size: float = 6.8) -> str:
+    """A path or URL as paragraph markup whose lines break after a ``/`` (never inside a name).
+
+    ReportLab breaks a word with no space anywhere; the lines are laid out here instead, greedily,
+    at separators, measured in ``font`` at ``size`` points to fit ``width``.  Only a single name
+    wider than the whole line is cut.
+    """
+    text = str(path or "")
+    parts = [p for p in re.split(r"(?<=[/\\])", text) if p]
+    lines: list[str] = []
+    for part in parts:
+        if lines and pdfmetrics.stringWidth(lines[-1] + part, font, size) <= width:
+            lines[-1] += part
+            continue
+        while pdfmetrics.stringWidth(part, font, size) > width:  # a name longer than the line
+            cut = max(1, next(i for i in range(len(part), 0, -1)
+                              if pdfmetrics.stringWidth(part[:i], font, size) <= width))
+            lines.append(part[:cut])
+            part = part[cut:]
+        lines.append(part)
+    return f"<font name='{font}' size='{size}'>" + "<br/>".join(_e(line) for line in lines) + "</font>"
+
+
 def _p(text: str, style: ParagraphStyle) -> Paragraph:
     return Paragraph(text, style)
 
@@ -179,7 +206,7 @@ def _table_one(t: dict[str, Any], suffix: str, st: dict[str, ParagraphStyle]) ->
         else:
             label = _p(_e(r["label"]), st["cell"])
         row = [label] + [_p(_e(c), st["cell_r"]) for c in r["cells"]]
-        row.append(_p(_e(r["missing_total"] or ""), st["cell_r"]))
+        row.append(_p(_e(r["missing_text"]), st["cell_r"]))
         if many:
             row += [_p(_e(r["smd_text"]), st["cell_r"]), _p(_e(r["p_text"]), st["cell_r"]),
                     _p(f"<font color='#5b6470'>{_e(r['test'])}</font>", st["cell_r"])]
@@ -301,7 +328,7 @@ def render_pdf(model: dict[str, Any]) -> bytes:
 
     def kv(items: list[tuple[str, str]], width: float) -> list[Flowable]:
         grid = Table([[_p(f"<font color='#5b6470'>{_e(k)}</font>", st["small"]), _p(v, st["small"])]
-                      for k, v in items], colWidths=[22 * mm, width - 22 * mm])
+                      for k, v in items], colWidths=[KEY_W, width - KEY_W])
         grid.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                   ("RIGHTPADDING", (0, 0), (-1, -1), 4), ("TOPPADDING", (0, 0), (-1, -1), 0.6),
                                   ("BOTTOMPADDING", (0, 0), (-1, -1), 0.6)]))
@@ -314,15 +341,17 @@ def render_pdf(model: dict[str, Any]) -> bytes:
                 ("Data cut", f"{_e(fmt_date(results['cohort'].get('data_cut')))} (latest last contact)"),
                 ("Cohort size", f"{results['cohort']['n']} patients")], col_w)
     sha = prov.get("sha256")
-    items = [("Source", f"<font name='Mono' size='6.8'>{_e(prov.get('source'))}</font>"),
+    value_w = col_w - KEY_W - 4  # the value column of kv(), less its right padding
+    items = [("Source", path_markup(meta["source"], value_w)),
              ("Records", _e(prov.get("records")))]
     if sha:
         items.append(("SHA-256", f"<font name='Mono' size='6.4'>{_e(sha)}</font>"))
     if data.get("last_import"):
         li = data["last_import"]
-        items.append(("Last import", f"{_e(li['source'])}, {li['rows']} rows, sha256 "
+        items.append(("Last import", f"{path_markup(li['source'], value_w, size=7.6, font='Sans')}<br/>"
+                                     f"{li['rows']} rows, sha256 "
                                      f"<font name='Mono' size='6.4'>{_e(li['sha256'][:16])}…</font>"))
-    items.append(("Protocol file", f"<font name='Mono' size='6.8'>{_e(meta['protocol_path'])}</font>"))
+    items.append(("Protocol file", path_markup(meta["protocol_path"], value_w)))
     items.append(("Software", _e(f"oncosurg {meta['oncosurg_version']}; "
                                  + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))))
     if prov.get("note"):

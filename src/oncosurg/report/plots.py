@@ -128,6 +128,9 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
         xmax = max(tmax, data_max)
         handles, labels = [], []
         ticks_omitted = False
+        if not groups:  # an empty population: said on the figure, not an empty frame
+            ax.text(0.5, 0.5, "No patient: not estimable (n = 0)", transform=ax.transAxes, ha="center",
+                    va="center", color=INK)
         for i, g in enumerate(groups):
             color = PALETTE[i % len(PALETTE)]
             c = g["curve"]

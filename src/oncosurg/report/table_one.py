@@ -46,6 +46,22 @@ def _pct(k: int, n: int) -> str:
     return f"{math.floor(100 * k / n + 0.5):.0f}"
 
 
+#: The cell of a group in which no patient has a value (never "0 (—)" or an empty median).
+NOT_RECORDED = "not recorded"
+
+
+def _unrecorded(group_n: int) -> str:
+    return NOT_RECORDED if group_n else "—"
+
+
+def _missing_text(missing: Sequence[int] | None) -> str:
+    """The Missing column: the total, then each group's count (``7 (2 / 5)``); empty when none is missing."""
+    if not missing or not sum(missing):
+        return ""
+    total = str(sum(missing))
+    return total if len(missing) == 1 else f"{total} ({' / '.join(str(m) for m in missing)})"
+
+
 def _fmt_value(x: float, integer: bool) -> str:
     if integer and float(x).is_integer():
         return f"{x:.0f}"
@@ -117,6 +133,7 @@ def table_one(variables: Sequence[Variable], counts: Mapping[str, Mapping[Any, M
     ``groups`` lists ``(key, label, n)`` in column order.
     """
     keys = [g[0] for g in groups]
+    sizes = [int(g[2]) for g in groups]
     rows: list[dict[str, Any]] = [{"variable": "n", "label": "Patients, n", "level": None, "kind": "n",
                                    "cells": [str(g[2]) for g in groups], "missing": None, "smd": None, "p": None,
                                    "test": ""}]
@@ -133,14 +150,12 @@ def table_one(variables: Sequence[Variable], counts: Mapping[str, Mapping[Any, M
                 vals = np.asarray(list(vc), dtype=float)
                 samples.append(np.repeat(vals, np.asarray(list(vc.values()), dtype=np.int64)))
             integer = all(float(v).is_integer() for s in samples for v in np.unique(s))
-            cells = []
-            for s in samples:
-                if s.size == 0:
-                    cells.append("—")
-                    continue
-                q = np.quantile(s, [0.25, 0.5, 0.75])
-                whole = integer and all(float(x).is_integer() for x in q)
-                cells.append(f"{_fmt_value(q[1], whole)} ({_fmt_value(q[0], whole)}–{_fmt_value(q[2], whole)})")
+            quartiles = [np.quantile(s, [0.25, 0.5, 0.75]) if s.size else None for s in samples]
+            # one number of decimals per row: whole numbers only when every group's quartiles are whole
+            whole = integer and all(float(x).is_integer() for q in quartiles if q is not None for x in q)
+            cells = [_unrecorded(sizes[j]) if q is None else
+                     f"{_fmt_value(q[1], whole)} ({_fmt_value(q[0], whole)}–{_fmt_value(q[2], whole)})"
+                     for j, q in enumerate(quartiles)]
             smd = _max_pairwise([smd_numeric(a, b) for i, a in enumerate(samples) for b in samples[i + 1:]]) \
                 if len(samples) > 1 else None
             p, test = numeric_test(samples) if len(samples) > 1 else (None, "")
@@ -169,21 +184,28 @@ def table_one(variables: Sequence[Variable], counts: Mapping[str, Mapping[Any, M
             fisher_skipped = True
         tests_used.add(test)
         if var.kind == "binary":
-            cells = [f"{int(table[0, j])} ({_pct(int(table[0, j]), int(known[j]))})" for j in range(len(keys))]
+            cells = [f"{int(table[0, j])} ({_pct(int(table[0, j]), int(known[j]))})" if known[j]
+                     else _unrecorded(sizes[j]) for j in range(len(keys))]
             rows.append({"variable": var.name, "label": f"{var.label}, n (%)", "level": None, "kind": "binary",
                          "cells": cells, "missing": missing, "smd": smd, "p": p, "test": test})
             continue
         rows.append({"variable": var.name, "label": f"{var.label}, n (%)", "level": None, "kind": "categorical",
-                     "cells": ["" for _ in keys], "missing": missing, "smd": smd, "p": p, "test": test})
+                     "cells": ["" if known[j] else _unrecorded(sizes[j]) for j in range(len(keys))],
+                     "missing": missing, "smd": smd, "p": p, "test": test})
         for i, lv in enumerate(levels):
-            cells = [f"{int(table[i, j])} ({_pct(int(table[i, j]), int(known[j]))})" for j in range(len(keys))]
+            cells = [f"{int(table[i, j])} ({_pct(int(table[i, j]), int(known[j]))})" if known[j] else ""
+                     for j in range(len(keys))]
             rows.append({"variable": var.name, "label": code_label(lv), "level": str(lv), "kind": "level",
                          "cells": cells, "missing": None, "smd": None, "p": None, "test": ""})
     for row in rows:
         row["missing_total"] = None if row["missing"] is None else sum(row["missing"])
+        row["missing_text"] = _missing_text(row["missing"])
         row["smd_text"] = "" if row["smd"] is None else f"{row['smd']:.2f}"
         row["p_text"] = "" if row["p"] is None else fmt_p(row["p"])
-    notes.append("Percentages are of patients with a recorded value; missing values are counted separately.")
+    notes.append("Percentages are of patients with a recorded value; missing values are counted separately"
+                 + (" (Missing: the total, then each group in column order)." if len(keys) > 1 else ".")
+                 + (" 'not recorded': no patient of the group has a value." if any(
+                     c == NOT_RECORDED for r in rows for c in r["cells"]) else ""))
     if len(keys) > 1:
         used = sorted(t for t in tests_used if t)
         names = {"chi-square": "chi-square test (Yates' correction for 2 × 2 tables, as R chisq.test)",

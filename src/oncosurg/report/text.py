@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from pathlib import Path
 from typing import Any
 
 from oncosurg.report.spec import PLACEHOLDER_RE
-from oncosurg.report.terminal import format_estimate
+from oncosurg.report.terminal import NOT_ESTIMABLE, format_estimate
 
 Segment = tuple[str, ...]
 
@@ -56,6 +57,31 @@ def fmt_date(iso: str | None) -> str:
     return f"{d.day} {d:%b %Y}"
 
 
+def display_path(value: Any, *, cwd: Path | None = None) -> str:
+    """A file or database location as a report shows it: relative to the working folder, else the file name.
+
+    ``sqlite:////home/me/registry.db`` run from ``/home/me`` → ``sqlite:///registry.db``; a path outside
+    the working folder keeps only its name (a report never prints the author's folders); a file
+    bundled with oncosurg is ``name (bundled with oncosurg)``; other URLs (PostgreSQL) are unchanged.
+    """
+    text = "" if value is None else str(value)
+    if text.startswith("sqlite:///"):
+        return "sqlite:///" + display_path(text[len("sqlite:///"):], cwd=cwd) if text[len("sqlite:///"):] else text
+    if not text or "://" in text:
+        return text
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        return text
+    here = (cwd or Path.cwd()).resolve()
+    resolved = path.resolve()
+    if resolved.is_relative_to(here):
+        return resolved.relative_to(here).as_posix()
+    package = Path(__file__).resolve().parents[1]
+    if resolved.is_relative_to(package) or resolved.parent == (package / "studies").resolve():
+        return f"{path.name} (bundled with oncosurg)"
+    return path.name
+
+
 def unit_word(unit: str | None, value: float | None = None) -> str:
     unit = unit or ""
     if unit in ("months", "cycles") and value is not None and float(value) == 1:
@@ -64,6 +90,8 @@ def unit_word(unit: str | None, value: float | None = None) -> str:
 
 
 def _median_text(ep: dict[str, Any]) -> str:
+    if not ep.get("n"):
+        return NOT_ESTIMABLE
     if ep.get("median") is None:
         return "not reached"
     value = ep["median"]
@@ -77,6 +105,8 @@ def _ci_text(ep: dict[str, Any]) -> str:
         if not ep["denominator"]:
             return ""
         return f"{level} CI {100 * ep['ci_low']:.1f}–{100 * ep['ci_high']:.1f}%"
+    if not ep.get("n"):
+        return ""
     low = "not estimable" if ep.get("ci_low") is None else f"{ep['ci_low']:.1f}"
     high = "not reached" if ep.get("ci_high") is None else f"{ep['ci_high']:.1f}"
     if ep.get("ci_low") is None and ep.get("ci_high") is None:
@@ -92,17 +122,19 @@ def placeholder(ep: dict[str, Any], field: str | None) -> str:
         return {"words": number_words(n), "Words": number_words(n).capitalize()}.get(field or "n", str(n))
     if kind == "proportion":
         num, den = ep["numerator"], ep["denominator"]
-        pct = "—" if not den else f"{100 * ep['estimate']:.1f}%"
+        pct = NOT_ESTIMABLE if not den else f"{100 * ep['estimate']:.1f}%"
         values = {
             "numerator": str(num), "denominator": str(den), "pct": pct, "ci": _ci_text(ep),
             "frac": f"{num}/{den}", "n_pct": f"{num} ({pct})", "numerator_words": number_words(num),
             "Numerator_words": number_words(num).capitalize(),
-            "full": f"{num}/{den} ({pct}; {_ci_text(ep)})" if den else f"{num}/{den}",
+            "full": f"{num}/{den} ({pct}; {_ci_text(ep)})" if den else NOT_ESTIMABLE,
         }
-        return values.get(field or "", f"{num}/{den} ({pct})")
+        if not den:
+            values |= {"n_pct": NOT_ESTIMABLE, "ci": NOT_ESTIMABLE}
+        return values.get(field or "", f"{num}/{den} ({pct})" if den else NOT_ESTIMABLE)
     if kind == "median":
         if ep.get("median") is None:
-            return "not available"
+            return str(ep.get("n", 0)) if field == "n" else NOT_ESTIMABLE
         med = ep["median"]
         digits = 0 if all(float(ep[k]).is_integer() for k in ("q1", "q3", "median")) else 1
         words = number_words(int(med)) if float(med).is_integer() else _median_text(ep)
@@ -114,6 +146,8 @@ def placeholder(ep: dict[str, Any], field: str | None) -> str:
         return values.get(field or "", _median_text(ep))
     values = {"median": _median_text(ep), "ci": _ci_text(ep), "n": str(ep["n"]), "events": str(ep["events"]),
               "full": f"{_median_text(ep)} ({_ci_text(ep)})"}
+    if not ep.get("n"):
+        values |= {"ci": NOT_ESTIMABLE, "full": NOT_ESTIMABLE}
     if field is None:
         return values["full"] if ep.get("median") is not None else values["median"]
     return values[field]

@@ -1,19 +1,28 @@
-"""Engine creation and schema migrations (Alembic), run on first use.
+"""Engine creation and schema migrations (Alembic).
 
 ``sqlite:///oncosurg.db`` is the default URL; ``--db`` and ``ONCOSURG_DB`` override it.
 PostgreSQL URLs (``postgresql://...``) use psycopg 3.
+
+Opening a store either *creates* a registry (``create=True``: ``oncosurg import``, ``oncosurg
+user add``, the web app's tests) or *requires* one (``create=False``: every command that only
+reads).  A required registry must already exist: a missing SQLite file, or a database without the
+oncosurg tables (an empty SQLite file, a new PostgreSQL database), is refused with
+:class:`RegistryMissing` and nothing is created.  A registry written by an earlier release (an
+older Alembic revision) is always migrated to the current schema when opened, either way.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DEFAULT_URL = "sqlite:///oncosurg.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -21,6 +30,14 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 
 class StoreError(Exception):
     """The store cannot be opened or migrated (bad URL, unreachable server)."""
+
+
+class RegistryMissing(StoreError):
+    """A command that only reads was pointed at a database that holds no registry."""
+
+
+def _missing(where: str, detail: str = "") -> RegistryMissing:
+    return RegistryMissing(f"no registry at {where}{detail}; run `oncosurg import` first, or check --db")
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -41,35 +58,93 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
-def open_store(url: str | None = None, *, migrate: bool = True) -> sa.Engine:
-    """Create the engine for ``url`` and bring the schema to the latest migration."""
+def open_store(url: str | None = None, *, migrate: bool = True, create: bool = True) -> sa.Engine:
+    """Create the engine for ``url`` and bring the schema to the latest migration.
+
+    ``create=False`` (commands that only read) refuses, with :class:`RegistryMissing`, a SQLite
+    file that does not exist (creating neither it nor its folders) and a database with no oncosurg
+    schema (which it leaves untouched); a registry at an older revision is still migrated.
+    """
     url = resolve_url(url)
     try:
         engine = sa.create_engine(url, future=True)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise StoreError(f"cannot use database URL {url!r}: {exc}") from exc
+    shown = engine.url.render_as_string(hide_password=True)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         database = engine.url.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    if migrate:
-        try:
+        if database and database != ":memory:" and not engine.url.query.get("uri"):
+            path = Path(database).expanduser()
+            shown = database
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.is_file():
+                engine.dispose()
+                raise _missing(database)
+    try:
+        if not create and not has_registry(engine):
+            engine.dispose()
+            raise _missing(shown, " (the database holds no oncosurg tables)")
+        if migrate:
             upgrade(engine)
-        except sa.exc.OperationalError as exc:
-            raise StoreError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: "
-                             f"{exc.orig}") from exc
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open database {shown}: {exc.orig}") from exc
     return engine
 
 
+def has_registry(engine: sa.Engine) -> bool:
+    """Whether the database holds an oncosurg schema (the Alembic version table); reads only."""
+    with engine.connect() as conn:
+        return sa.inspect(conn).has_table("alembic_version")
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=\s*(None|['\"]([^'\"]+)['\"])", re.MULTILINE)
+
+
+@cache
+def _head_from_files() -> str | None:
+    """The head revision read from the migration files' headers, without importing Alembic.
+
+    None when the history is not one plain chain (several heads, merges, an unreadable header):
+    :func:`upgrade` then asks Alembic.
+    """
+    revisions: dict[str, str | None] = {}
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        found = dict((key, rev) for key, _raw, rev in _REVISION.findall(path.read_text(encoding="utf-8")))
+        if "revision" not in found or "down_revision" not in found:
+            return None
+        revisions[found["revision"]] = found["down_revision"] or None
+    heads = set(revisions) - {down for down in revisions.values() if down}
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _current_revision(engine: sa.Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.DBAPIError:
+        return None
+
+
 def upgrade(engine: sa.Engine) -> None:
-    """Run pending Alembic migrations (cheap when the schema is already at head)."""
+    """Run pending Alembic migrations; a registry already at head is recognised without importing Alembic."""
+    head = _head_from_files()
+    if head is not None and _current_revision(engine) == head:
+        return
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.begin() as connection:

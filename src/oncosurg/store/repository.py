@@ -59,7 +59,7 @@ from oncosurg.rules import (
     Issue,
     check_record,
 )
-from oncosurg.schema import COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS, REQUIRED
+from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS, REQUIRED
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.episodes import apply_update, insert_records
@@ -68,8 +68,6 @@ from oncosurg.store.projection import flat_select
 
 #: Patients per batch of :func:`import_patients` (records are consumed, checked and written batch by batch).
 BATCH = 1000
-#: Centre of rows that name none, in a registry without named centres.
-DEFAULT_CENTRE = "main"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,11 @@ from oncosurg.web.settings import SETTINGS, Settings
 __all__ = ["SETTINGS", "Settings", "create_app"]
 
 
-def create_app(settings: Settings | None = None):  # type: ignore[no-untyped-def]
-    """Build the FastAPI app (imported lazily so ``import oncosurg.web`` stays cheap)."""
+def create_app(settings: Settings | None = None, *, create: bool = True):  # type: ignore[no-untyped-def]
+    """Build the FastAPI app (imported lazily so ``import oncosurg.web`` stays cheap).
+
+    ``create=False`` (``oncosurg serve``) refuses a database that holds no registry.
+    """
     from oncosurg.web.app import create_app as _create
 
-    return _create(settings)
+    return _create(settings, create=create)

@@ -31,9 +31,10 @@ dashboard.  Every page has a JSON twin (the same path with `.json`); errors are
 token (`GET /me.json`) in the `csrf_token` form field or the `X-CSRF-Token` header."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, create: bool = True) -> FastAPI:
+    """The app on ``settings.db_url``; ``create=False`` (``oncosurg serve``) requires an existing registry."""
     settings = settings or Settings.from_env()
-    store = WebStore(settings.db_url)
+    store = WebStore(settings.db_url, create=create)
     app = FastAPI(title="oncosurg registry", version=__version__, description=DESCRIPTION, docs_url=None,
                   redoc_url=None, openapi_url="/openapi.json",
                   responses={k: {"model": ErrorBody} for k in (400, 401, 403, 404, 409, 422, 429)})

@@ -38,8 +38,8 @@ def _sqlite_begin_immediate(conn: sa.Connection) -> None:
 class WebStore:
     """Reader engine, writer engine and the write lock for one database URL."""
 
-    def __init__(self, url: str | None) -> None:
-        self.engine = open_store(url)
+    def __init__(self, url: str | None, *, create: bool = True) -> None:
+        self.engine = open_store(url, create=create)
         self.dialect = self.engine.dialect.name
         self._lock = threading.Lock()
         if self.dialect == "sqlite":

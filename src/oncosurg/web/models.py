@@ -83,6 +83,8 @@ class Worklist(_Open):
     review_due: list[dict[str, Any]]
     review_due_total: int
     awaiting_surgery: list[dict[str, Any]]
+    status_unknown: list[dict[str, Any]]
+    status_unknown_total: int
     followup_overdue: list[dict[str, Any]]
     followup_overdue_total: int
 

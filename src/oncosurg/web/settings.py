@@ -32,6 +32,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("review_cycles", 4, "an MDT resectability review is due after this many cetuximab cycles "
                                 "since the start or the last review"),
     Setting("review_weeks", 8, "… or after this many weeks since the start or the last review"),
+    Setting("review_horizon_weeks", 52, "a cetuximab line without a stop date and with no news (last contact or "
+                                        "MDT review) for longer than this is 'status unknown', not due for review"),
     Setting("followup_overdue_months", 6, "follow-up is overdue when the last contact is older than this"),
     Setting("session_hours", 12, "a session expires this many hours after sign-in"),
     Setting("login_max_failures", 5, "failed sign-ins per user name or client within the window before refusal"),
@@ -52,6 +54,7 @@ class Settings:
     lock_days: int = 30
     review_cycles: int = 4
     review_weeks: int = 8
+    review_horizon_weeks: int = 52
     followup_overdue_months: int = 6
     session_hours: int = 12
     login_max_failures: int = 5

@@ -19,7 +19,7 @@ router = APIRouter(tags=["overview"])
 def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
     with store.read() as conn:
         data = build_worklist(conn, user=user, today=settings.today(), review_cycles=settings.review_cycles,
-                              review_weeks=settings.review_weeks,
+                              review_weeks=settings.review_weeks, review_horizon_weeks=settings.review_horizon_weeks,
                               followup_overdue_months=settings.followup_overdue_months)
     return page(request, "worklist.html", data)
 

@@ -64,21 +64,39 @@ def patient_list(request: Request, user: CurrentUser, store: StoreDep, settings:
                  stage: Text = "", centre: Text = "", page: PageNo = 1) -> Any:
     with store.read() as conn:
         data = patients.list_patients(conn, user=user, q=q, stage=stage, centre=centre, page=page,
-                                      page_size=settings.page_size)
+                                      page_size=settings.page_size, today=settings.today(),
+                                      horizon_weeks=settings.review_horizon_weeks)
         data |= {"centres": visible_centres(conn, user=user), "stages": patients.STAGE_FILTERS}
     return respond(request, "patients.html", data)
 
 
+def error_summary(errors: list[dict[str, Any]], rows: list[dict[str, Any]], fallback: str) -> list[dict[str, str]]:
+    """The banner's list: each error linked to its field (``#f-NAME``), else to its form (``fallback``).
+
+    The first field with an error gets ``autofocus``, so the browser opens the page at it (no script).
+    """
+    at_field = {row["name"] for row in rows}
+    first = next((row for row in rows if row["errors"]), None)
+    if first is not None:
+        first["autofocus"] = True
+    return [{"href": f"#f-{e['column']}" if e.get("column") in at_field else fallback,
+             "column": str(e.get("column") or ""), "message": str(e.get("message") or "")} for e in errors]
+
+
 def _register_view(request: Request, user: Any, store: Any, values: dict[str, str], errors: list[dict[str, Any]],
-                   status: int = 200) -> Response:
+                   status: int = 200, message: str | None = None) -> Response:
     with store.read() as conn:
         centres = visible_centres(conn, user=user)
     general = [e for e in errors if e.get("column") not in {f.name for f in (*REGISTER_FIELDS, *REGIMEN_FIELDS)}
                and e.get("column") != "centre"]
+    rows, regimen_rows = form_rows(REGISTER_FIELDS, values, errors), form_rows(REGIMEN_FIELDS, values, errors)
+    centre_row = {"name": "centre", "errors": [e for e in errors if e.get("column") == "centre"]}
+    summary = error_summary(errors, [centre_row, *rows, *regimen_rows], "#register")
     return render(request, "patient_new.html", {
-        "rows": form_rows(REGISTER_FIELDS, values, errors), "regimen_rows": form_rows(REGIMEN_FIELDS, values, errors),
+        "rows": rows, "regimen_rows": regimen_rows,
         "centres": centres, "centre": values.get("centre", centres[0] if len(centres) == 1 else ""),
-        "centre_errors": [e for e in errors if e.get("column") == "centre"], "general": general}, status=status)
+        "centre_errors": centre_row["errors"], "centre_autofocus": centre_row.get("autofocus", False),
+        "general": general, "message": message, "summary": summary}, status=status)
 
 
 @router.get("/patients/new", include_in_schema=False)
@@ -101,7 +119,7 @@ async def register(request: Request, user: Writer, store: StoreDep, settings: Se
     except Invalid as exc:
         if wants_json(request) or "text/html" not in request.headers.get("accept", ""):
             raise
-        return _register_view(request, user, store, form, exc.errors, status=422)
+        return _register_view(request, user, store, form, exc.errors, status=422, message=exc.message)
     if "text/html" in request.headers.get("accept", ""):
         return see_other(f"/patients/{pk}")
     return JSONResponse({"ok": True, "pk": pk, "version": 1}, status_code=201)
@@ -111,7 +129,8 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
                   error: WebError | None = None, submitted: dict[str, str] | None = None, status: int = 200
                   ) -> Response:
     with store.read() as conn:
-        data = patients.read_patient(conn, user=user, pk=pk)
+        data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
+                                     horizon_weeks=settings.review_horizon_weeks)
     values = {**data["record"], **data["regimen"]}
     errors = error.errors if isinstance(error, Invalid) else []
     cards = []
@@ -139,10 +158,20 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
                                   and k in values and (text(values[k]) or "") != v}}
     locked = _locked(data, settings)
     delete_errors = errors if target == "delete" else []
+    summary: list[dict[str, str]] = []
+    if errors:  # the banner links each error to its field, where it is shown; the page opens at the first
+        if target and target.startswith("stage:"):
+            card = next(c for c in cards if c["key"] == target.split(":", 1)[1])
+            rows, fallback = card["rows"], f"#stage-{card['key']}"
+        elif target and target.startswith("add:"):
+            rows, fallback = items[target.split(":", 1)[1]]["rows"], f"#{target.split(':', 1)[1]}"
+        else:
+            rows, fallback = [], f"#{target}" if target else ""
+        summary = error_summary(errors, rows, fallback)
     return render(request, "patient.html", data | {
         "cards": cards, "items": items, "conflict": conflict, "locked": locked, "target": target,
         "message": error.message if error is not None and not isinstance(error, Conflict) else None,
-        "delete_errors": delete_errors}, status=status)
+        "summary": summary, "delete_errors": delete_errors}, status=status)
 
 
 def _locked(data: dict[str, Any], settings: Any) -> bool:
@@ -154,7 +183,8 @@ def _locked(data: dict[str, Any], settings: Any) -> bool:
 @router.get("/patients/{pk}.json", response_model=Patient, summary="A patient's whole pathway")
 def patient_json(pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
     with store.read() as conn:
-        data = patients.read_patient(conn, user=user, pk=pk)
+        data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
+                                     horizon_weeks=settings.review_horizon_weeks)
     return data | {"locked": _locked(data, settings)}
 
 

@@ -34,6 +34,7 @@ from oncosurg.web.services.forms import (
     web_error,
 )
 from oncosurg.web.services.users import User, ensure_centre
+from oncosurg.web.services.worklist import REVIEW_HORIZON_WEEKS, last_news, status_unknown
 
 PATIENT_COLUMNS: tuple[str, ...] = tuple(
     f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name != "centre")
@@ -41,7 +42,8 @@ REGIMEN_COLUMNS: tuple[str, ...] = tuple(f.name for f in REGIMEN_FIELDS)
 
 #: Pathway-stage filters of the patient list (name → label).
 STAGE_FILTERS: dict[str, str] = {
-    "on_cetuximab": "on cetuximab (not operated, alive, not stopped)",
+    "on_cetuximab": "on cetuximab (not operated, alive, not stopped, news within the review horizon)",
+    "status_unknown": "cetuximab status unknown (no stop date, no news for longer than the review horizon)",
     "operated": "operated",
     "resected": "hepatectomy",
     "progressed": "progression recorded",
@@ -123,8 +125,13 @@ def is_locked(created: dt.datetime | None, *, today: dt.date, lock_days: int) ->
     return created is None or (today - created.date()).days > lock_days
 
 
-def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> str:
-    """Where the patient is on the pathway, in a few words."""
+def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any], *, last_review: dt.date | None = None,
+                today: dt.date | None = None, horizon_weeks: int | None = None) -> str:
+    """Where the patient is on the pathway, in a few words.
+
+    With ``today`` and ``horizon_weeks``, a line without a stop date and without news (last contact or
+    ``last_review``) for longer than the horizon is "cetuximab status unknown", not "on cetuximab".
+    """
     if record.get("death_date"):
         return "deceased"
     if record.get("surgery_date"):
@@ -132,14 +139,25 @@ def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any]) -> str:
         return "hepatectomy, follow-up" if kind == "hepatectomy" else f"{kind.replace('_', ' ')}, follow-up"
     if regimen.get("stop_date"):
         return "cetuximab stopped"
+    if today is not None and horizon_weeks is not None and status_unknown(
+            last_news(record.get("last_contact_date"), last_review), today=today, horizon_weeks=horizon_weeks):
+        return "cetuximab status unknown"
     return "on cetuximab"
 
 
 def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = "", centre: str = "",
-                  page: int = 1, page_size: int = 50) -> dict[str, Any]:
+                  page: int = 1, page_size: int = 50, today: dt.date | None = None,
+                  horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
     """One page of the user's patients, filtered by search text, pathway stage and centre."""
+    today = today or dt.date.today()
     base = _registry().subquery("r")
     reg = t.therapy_line
+    last_review = (sa.select(sa.func.max(t.mdt_review.c.review_date)).where(t.mdt_review.c.patient_pk == base.c.pk)
+                   .scalar_subquery())
+    horizon = today - dt.timedelta(weeks=horizon_weeks)
+    news_within = sa.or_(sa.and_(base.c.last_contact_date.is_not(None), base.c.last_contact_date >= horizon),
+                         sa.and_(last_review.is_not(None), last_review >= horizon))  # never NULL, so `not` works
+    line_open = sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None), reg.c.stop_date.is_(None))
     where: list[sa.ColumnElement[bool]] = []
     if not user.all_centres:
         where.append(base.c.centre.in_(sorted(user.centres)))
@@ -151,8 +169,8 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
         where.append(sa.func.lower(base.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
     if stage:
         cond = {
-            "on_cetuximab": sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None),
-                                    reg.c.stop_date.is_(None)),
+            "on_cetuximab": sa.and_(line_open, news_within),
+            "status_unknown": sa.and_(line_open, sa.not_(news_within)),
             "operated": base.c.surgery_date.is_not(None),
             "resected": base.c.surgery_type == "hepatectomy",
             "progressed": base.c.progression_date.is_not(None),
@@ -167,7 +185,8 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
     joined = base.outerjoin(reg, reg.c.id == base.c.rescue_line_pk)
     total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
     page = max(1, page)
-    rows = conn.execute(sa.select(base, reg.c.stop_date).select_from(joined).where(*where)
+    rows = conn.execute(sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined)
+                        .where(*where)
                         .order_by(base.c.centre, base.c.patient_id)
                         .limit(page_size).offset((page - 1) * page_size)).mappings().all()
     patients = []
@@ -177,13 +196,15 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
             "pk": row["pk"], "patient_id": row["patient_id"], "centre": row["centre"],
             "referral": row["referral"], "cetuximab_start": audit.text(row["cetuximab_start"]),
             "surgery_date": audit.text(row["surgery_date"]), "last_contact_date": audit.text(row["last_contact_date"]),
-            "stage": stage_label(record, {"stop_date": row["stop_date"]}),
+            "stage": stage_label(record, {"stop_date": row["stop_date"]}, last_review=row["last_review"],
+                                 today=today, horizon_weeks=horizon_weeks),
         })
     return {"patients": patients, "total": int(total), "page": page, "page_size": page_size,
             "pages": max(1, -(-int(total) // page_size)), "filters": {"q": q, "stage": stage, "centre": centre}}
 
 
-def read_patient(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
+def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | None = None,
+                 horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
     """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
     from oncosurg.web.services import pathway
 
@@ -199,7 +220,9 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
         "created_at": created.isoformat() + "Z" if created else None,
         "record": record, "regimen": regimen, "complications": complications,
         "cci": pathway.comprehensive_complication_index([c["grade"] for c in complications]),
-        "reviews": reviews, "responses": responses, "stage": stage_label(record, regimen),
+        "reviews": reviews, "responses": responses,
+        "stage": stage_label(record, regimen, last_review=max((r["review_date"] for r in reviews), default=None),
+                             today=today or dt.date.today(), horizon_weeks=horizon_weeks),
         "dose_per_administration_mg": pathway.dose_mg(regimen),
         "timeline": pathway.timeline(record, regimen, complications, reviews, responses),
     }
