@@ -99,7 +99,8 @@ class EpisodeTable:
     @property
     def columns(self) -> tuple[str, ...]:
         """Columns of the long-format file, in order: centre, patient_id, the key, then the fields."""
-        return ("centre", "patient_id", *self.key, *(f.name for f in self.fields if f.name not in self.key))
+        head = ("centre", "patient_id", *self.key)
+        return tuple(dict.fromkeys((*head, *(f.name for f in self.fields))))
 
     @property
     def field_by_name(self) -> dict[str, Field]:

@@ -65,6 +65,8 @@ def check_patient(
 
     ``where(table, row)`` gives the (file, line) of a row; ``failed`` lists cells (table, column,
     line) that already failed their own single-value check, whose consequences are not reported.
+    A value that failed (``None`` in the record) is unknown: no rule compares it, and while a
+    parent's key is unknown no child of that table is called an orphan (it may name that parent).
     """
     out: list[Issue] = []
     bad_cells = {(table, column, line) for table, column, line in failed}
@@ -77,23 +79,26 @@ def check_patient(
 
     rows = record.rows
     _keys(record, add)
-    procedures = {p["procedure_no"]: p for p in rows(Table.LIVER_PROCEDURE)}
+    procedures = {p["procedure_no"]: p for p in rows(Table.LIVER_PROCEDURE) if p.get("procedure_no") is not None}
     line_numbers = {ln["line_number"] for ln in rows(Table.THERAPY_LINE)}
+    unknown_procedure = len(procedures) < len(rows(Table.LIVER_PROCEDURE))
     for table in (Table.COMPLICATION, Table.PATHOLOGY):
         for row in rows(table):
-            if row.get("procedure_no") not in procedures:
+            if row.get("procedure_no") not in procedures and not unknown_procedure:
                 add(E_ORPHAN, table, row, "procedure_no",
                     f"procedure {row.get('procedure_no')} is not a liver procedure of this patient",
                     "add the procedure to liver_procedures, or correct procedure_no")
     for table in (Table.MDT_REVIEW, Table.RESPONSE_ASSESSMENT):
         for row in rows(table):
-            if row.get("line_number") is not None and row["line_number"] not in line_numbers:
+            number = row.get("line_number")
+            if number is not None and number not in line_numbers and None not in line_numbers:
                 add(E_ORPHAN, table, row, "line_number",
                     f"therapy line {row['line_number']} is not a line of this patient",
                     "add the line to therapy_lines, or correct line_number")
     _lines(record, add)
     _procedures(record, procedures, add)
-    _contacts_and_order(record, procedures, add, postop_window_days)
+    _contacts_and_order(record, {n: p for n, p in procedures.items() if p.get("procedure_date") is not None}, add,
+                        postop_window_days)
     _referral(record, add)
     return out
 
@@ -126,7 +131,8 @@ def _keys(record: PatientRecord, add: Callable[..., None]) -> None:
 
 
 def _lines(record: PatientRecord, add: Callable[..., None]) -> None:
-    lines = sorted(record.rows(Table.THERAPY_LINE), key=lambda ln: ln["line_number"])
+    lines = sorted((ln for ln in record.rows(Table.THERAPY_LINE) if ln.get("line_number") is not None),
+                   key=lambda ln: ln["line_number"])
     dated = [ln for ln in lines if ln.get("start_date") is not None]
     last_dated = dated[-1]["line_number"] if dated else None
     for ln in lines:
@@ -152,14 +158,16 @@ def _lines(record: PatientRecord, add: Callable[..., None]) -> None:
 
 def _procedures(record: PatientRecord, procedures: Mapping[int, Mapping[str, Any]],
                 add: Callable[..., None]) -> None:
+    dated = {n: p for n, p in procedures.items() if p.get("procedure_date") is not None}
     for p in procedures.values():
-        if p.get("margin") is not None and not is_resection(p.get("procedure_type"), p.get("resected_segments")):
+        if p.get("margin") is not None and p.get("procedure_type") is not None and not is_resection(
+                p.get("procedure_type"), p.get("resected_segments")):
             add(E_RESECTION_ONLY, Table.LIVER_PROCEDURE, p, "margin",
                 f"a margin is recorded for a procedure of type {p.get('procedure_type')}",
                 "clear the margin, or correct the procedure type if liver was resected")
         second = p.get("procedure_type")
-        if second in FIRST_STAGE_OF:
-            firsts = [q for q in procedures.values() if q.get("procedure_type") == FIRST_STAGE_OF[second]]
+        if second in FIRST_STAGE_OF and p.get("procedure_date") is not None:
+            firsts = [q for q in dated.values() if q.get("procedure_type") == FIRST_STAGE_OF[second]]
             if firsts and all(q["procedure_date"] >= p["procedure_date"] for q in firsts):
                 add(E_ORDER, Table.LIVER_PROCEDURE, p, "procedure_date",
                     f"the {second.replace('_', ' ')} is not after its first stage "
@@ -167,20 +175,24 @@ def _procedures(record: PatientRecord, procedures: Mapping[int, Mapping[str, Any
                     "a second stage follows its first stage: check both dates and types")
     for row in record.rows(Table.PATHOLOGY):
         p = procedures.get(row.get("procedure_no"))
-        if p is not None and not is_resection(p.get("procedure_type"), p.get("resected_segments")):
+        if p is not None and p.get("procedure_type") is not None and not is_resection(
+                p.get("procedure_type"), p.get("resected_segments")):
             add(E_RESECTION_ONLY, Table.PATHOLOGY, row, "procedure_no",
                 f"pathology is recorded for procedure {row['procedure_no']}, a {p.get('procedure_type')}",
                 "attach the pathology to the resection it comes from")
     for row in record.rows(Table.COMPLICATION):
-        p = procedures.get(row.get("procedure_no"))
+        p = dated.get(row.get("procedure_no"))
         date = row.get("complication_date")
         if p is not None and date is not None and date < p["procedure_date"]:
             add(E_ORDER, Table.COMPLICATION, row, "complication_date",
                 f"the complication is dated before its procedure ({p['procedure_date']})",
                 "check the date, or attach the complication to the right procedure")
-    resections = sorted(p["procedure_date"] for p in procedures.values()
+    resections = sorted(p["procedure_date"] for p in dated.values()
                         if is_resection(p.get("procedure_type"), p.get("resected_segments"))
                         or p.get("procedure_type") == "ablation")
+    if len(dated) < len(record.rows(Table.LIVER_PROCEDURE)) or any(
+            p.get("procedure_type") is None for p in dated.values()):
+        return  # a procedure of unknown date or type may be the resection a recurrence follows
     for event in record.rows(Table.DISEASE_EVENT):
         if event.get("event_kind") == "recurrence" and event.get("event_date") is not None and not any(
                 d <= event["event_date"] for d in resections):
@@ -224,11 +236,11 @@ def _contacts_and_order(record: PatientRecord, procedures: Mapping[int, Mapping[
         value = row[column]
         if death is not None and value > death:
             add(E_ORDER, table, row, column, f"dated after the death ({death})", "check the date")
-        elif last is not None and value > last:
+        elif last is not None and value > last and len(contacts) == len(record.rows(Table.CONTACT)):
             add(E_ORDER, table, row, column, f"dated after the last contact ({last})",
                 "add a contact on or after this date (the last contact is the last date the patient was known "
                 "alive)")
-    grades_v = {c["procedure_no"] for c in record.rows(Table.COMPLICATION) if c.get("grade") == "V"}
+    grades_v = {c.get("procedure_no") for c in record.rows(Table.COMPLICATION) if c.get("grade") == "V"}
     for row in record.rows(Table.COMPLICATION):
         p = procedures.get(row.get("procedure_no"))
         if row.get("grade") != "V" or p is None:
@@ -243,7 +255,8 @@ def _contacts_and_order(record: PatientRecord, procedures: Mapping[int, Mapping[
                   and 0 <= (death - p["procedure_date"]).days <= window]
     if operations:
         last_op = max(operations, key=lambda p: p["procedure_date"])
-        if not any(p["procedure_no"] in grades_v for p in operations):
+        unknown_grade = any(c.get("grade") is None for c in record.rows(Table.COMPLICATION))
+        if not unknown_grade and not any(p["procedure_no"] in grades_v for p in operations):
             add(E_POSTOP_DEATH, Table.LIVER_PROCEDURE, last_op, "procedure_date",
                 f"death on {death}, {(death - last_op['procedure_date']).days} days after this procedure, "
                 f"within the postoperative window ({window} days), but no grade V complication is recorded",
