@@ -64,6 +64,12 @@ F_FHIR = _rule("F107", "fhir-invalid",
                "A FHIR file is not JSON, not a valid FHIR R4 Bundle, or its bundle has no Patient.")
 F_LAYOUT = _rule("F108", "record-layout",
                  "The rows (REDCap) or resources (FHIR) of one record contradict each other or are misplaced.")
+F_LONG_FILES = _rule("F109", "long-registry-files",
+                     "A long registry (folder or .zip) lacks patients.csv, or holds a file it does not define "
+                     "(misnamed, in a sub-folder, or not one of its CSV files).")
+F_ARCHIVE = _rule("F110", "unsafe-archive",
+                  "A .zip cannot be read safely: not a zip, encrypted, too large once unpacked (zip bomb), too "
+                  "many members, or a member path that leaves the archive.")
 H_UNKNOWN = _rule("H201", "unknown-column", "A header names a column the registry does not have.")
 H_MISSING = _rule("H202", "missing-column", "A required column is absent from the header.")
 H_DUPLICATE = _rule("H203", "duplicate-column", "A column appears twice in the header.")
