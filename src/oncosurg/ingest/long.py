@@ -75,7 +75,6 @@ FILES = {spec.file: spec for spec in TABLES}
 _TAB = {spec.table: i for i, spec in enumerate(TABLES)}
 _CHUNK = 1 << 20  # bytes read at a time
 _FIELD_LIMIT = 16 * 1024 * 1024  # largest CSV cell read at all (longer: F104)
-_SLOTS = max(len(spec.fields) for spec in TABLES)  # cells per staged row (patient_id has its own column)
 _BATCH_ROWS, _BATCH_CHARS = 5000, 8 << 20
 _STORED_BATCH = 500  # patients per call of the stored-record lookup
 _CACHE = 50_000  # parsed values remembered per column
@@ -309,16 +308,22 @@ def _check_header(header: list[str], spec: EpisodeTable, file: str, issues: _Iss
 
 @dataclass(slots=True)
 class _Plan:
-    """How a table's staged cells map to its fields: (stage column, name, field, cache, strip, required)."""
+    """How a table's staged cells map to its fields (in the order of ``names``), with a cache per field
+    of the values already parsed (most cells repeat: dates, codes, small numbers)."""
 
     spec: EpisodeTable
-    slots: list[tuple[int, str, Any, dict[str, Any], bool, bool]]
+    names: tuple[str, ...]
+    fields: tuple[Any, ...]
+    caches: tuple[dict[str, Any], ...]
+    misses: tuple[object, ...]
     template: dict[str, Any]
+    complete: bool  # every field of the table is a column of the file
 
 
-_STAGE = (f"CREATE TABLE stage (centre TEXT, patient_id TEXT, tab INTEGER, line INTEGER, bad TEXT, "
-          f"{', '.join(f'c{i} TEXT' for i in range(_SLOTS))})")
-_INSERT = f"INSERT INTO stage VALUES ({', '.join('?' * (5 + _SLOTS))})"
+#: The staging table: a row's cells are joined by NUL, which no accepted file contains (F103).
+_STAGE = "CREATE TABLE stage (centre TEXT, patient_id TEXT, tab INTEGER, line INTEGER, bad TEXT, cells TEXT)"
+_INSERT = "INSERT INTO stage VALUES (?, ?, ?, ?, ?, ?)"
+_SEP = "\x00"
 
 
 def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, centre: str | None,
@@ -360,7 +365,6 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
                 return None, 0, False
             names = [f.name for f in spec.fields if f.name in columns and f.name != "patient_id"]
             picks = [columns[n] for n in names]
-            pad = (None,) * (_SLOTS - len(picks))
             limits = [(columns[f.name], f) for f in spec.fields if f.name in columns]
             if "centre" in columns:
                 limits.append((columns["centre"], _CENTRE))
@@ -377,12 +381,12 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
                                           "check for an unquoted comma or a missing cell", file, line))
                         rows += 1
                         continue
-                    size = sum(map(len, row))
-                    if not size or not "".join(row).strip():
+                    longest = max(map(len, row), default=0)
+                    if not longest or not "".join(row).strip():
                         continue
                     rows += 1
                     bad = None
-                    if size > 64:
+                    if longest > 64:
                         long = [f.name for i, f in limits if len(row[i]) > max(f.max_length, 64)]
                         for name in long:
                             f = spec.field_by_name.get(name, _CENTRE)
@@ -400,8 +404,8 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
                     c = row[ci] if ci is not None else ""
                     if not c.strip():
                         c = centre or ""
-                    batch.append((c, row[pi], tab, line, bad, *[row[i] for i in picks], *pad))
-                    chars += size
+                    batch.append((c, row[pi], tab, line, bad, _SEP.join([row[i] for i in picks])))
+                    chars += longest
                     if len(batch) >= _BATCH_ROWS or chars > _BATCH_CHARS:
                         db.executemany(_INSERT, batch)
                         batch, chars = [], 0
@@ -491,43 +495,25 @@ class LongRegistry:
     def _build(self, centre: str, patient_id: str, staged: list[tuple[Any, ...]], sink: _Issues | None) -> _Built:
         built = _Built(PatientRecord(centre, {}))
         episodes = built.record.episodes
-        today = self._today
         for srow in staged:
             tab, line, bad = srow[2], srow[3], srow[4]
             plan = self._plans[tab]
             spec = plan.spec
             file = spec.file
-            row = dict(plan.template)
-            if bad:
-                for name in bad.split(";"):
+            cells = srow[5].split(_SEP) if plan.names else []
+            values = list(map(dict.get, plan.caches, cells, plan.misses))
+            if _MISS in values or bad:
+                skip = bad.split(";") if bad else ()
+                for name in skip:
                     built.failed.append((spec.table, name, line))
-            for ci, name, fld, cache, strip, required in plan.slots:
-                raw = srow[ci]
-                if raw is None:
-                    continue
-                value = cache.get(raw, _MISS)
-                if value is not _MISS:
-                    row[name] = value
-                    continue
-                text = raw.strip() if strip else raw
-                if not text.strip():
-                    if required and (not bad or name not in bad.split(";")):
-                        built.failed.append((spec.table, name, line))
-                        if sink is not None:
-                            sink.add(_issue(V_REQUIRED, "required value is empty",
-                                            f"fill in {fld.describe_type()}", file, line, name, raw))
-                    elif not required and len(cache) < _CACHE:
-                        cache[raw] = None
-                    continue
-                value, problem = parse_cell(fld, text, line=line, today=today)
-                if problem is not None:
-                    built.failed.append((spec.table, name, line))
-                    if sink is not None:
-                        sink.add(dataclasses.replace(problem, file=file))
-                    continue
-                row[name] = value
-                if len(cache) < _CACHE:
-                    cache[raw] = value
+                for i, value in enumerate(values):
+                    if value is _MISS:
+                        values[i] = self._convert(plan, i, cells[i], file, line, skip, built, sink)
+            if plan.complete:
+                row = dict(zip(plan.names, values, strict=False))  # split() gives one cell per name
+            else:
+                row = dict(plan.template)
+                row.update(zip(plan.names, values, strict=False))
             if spec.table is Table.PATIENT:
                 row["patient_id"] = patient_id
                 if built.patient_line is None:
@@ -544,6 +530,32 @@ class LongRegistry:
             built.record.patient = {"patient_id": patient_id}
         built.record.carried = self._carried(built.patient_line is not None)
         return built
+
+    def _convert(self, plan: _Plan, i: int, raw: str, file: str, line: int, skip: Sequence[str], built: _Built,
+                 sink: _Issues | None) -> Any:
+        """Parse one cell not met before (remembering its value); report it to ``sink`` when it fails."""
+        fld, cache = plan.fields[i], plan.caches[i]
+        name = fld.name
+        text = raw if fld.kind is Kind.TEXT else raw.strip()
+        if not text.strip():
+            if fld.required != "yes":
+                if len(cache) < _CACHE:
+                    cache[raw] = None
+            elif name not in skip:
+                built.failed.append((plan.spec.table, name, line))
+                if sink is not None:
+                    sink.add(_issue(V_REQUIRED, "required value is empty", f"fill in {fld.describe_type()}",
+                                    file, line, name, raw))
+            return None
+        value, problem = parse_cell(fld, text, line=line, today=self._today)
+        if problem is not None:
+            built.failed.append((plan.spec.table, name, line))
+            if sink is not None:
+                sink.add(dataclasses.replace(problem, file=file))
+            return None
+        if len(cache) < _CACHE:
+            cache[raw] = value
+        return value
 
 
 @dataclass(slots=True)
@@ -572,10 +584,10 @@ def _plans(files: Mapping[str, frozenset[str]]) -> dict[int, _Plan]:
     plans: dict[int, _Plan] = {}
     for file, columns in files.items():
         spec = FILES[file]
-        names = [f.name for f in spec.fields if f.name in columns and f.name != "patient_id"]
-        slots = [(5 + i, n, spec.field_by_name[n], {}, spec.field_by_name[n].kind is not Kind.TEXT,
-                  spec.field_by_name[n].required == "yes") for i, n in enumerate(names)]
-        plans[_TAB[spec.table]] = _Plan(spec, slots, dict.fromkeys(f.name for f in spec.fields))
+        fields = tuple(f for f in spec.fields if f.name in columns and f.name != "patient_id")
+        plans[_TAB[spec.table]] = _Plan(spec, tuple(f.name for f in fields), fields, tuple({} for _ in fields),
+                                        (_MISS,) * len(fields), dict.fromkeys(f.name for f in spec.fields),
+                                        all(f.name in columns for f in spec.fields))
     return plans
 
 

@@ -103,14 +103,19 @@ def check_patient(
     return out
 
 
+#: Per episode table: its key columns and the columns compared for a duplicate (all but its own key).
+_KEY_AND_BODY = {spec.table: (spec.key, tuple(f.name for f in spec.fields if f.name not in spec.key[-1:]))
+                 for spec in TABLE_BY_NAME.values() if spec.table is not Table.PATIENT}
+
+
 def _keys(record: PatientRecord, add: Callable[..., None]) -> None:
-    for spec in TABLE_BY_NAME.values():
-        if spec.table is Table.PATIENT:
-            continue
+    for table, rows in record.episodes.items():
+        spec = TABLE_BY_NAME[table]
+        key_columns, body_columns = _KEY_AND_BODY[table]
         seen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         content: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-        for row in record.rows(spec.table):
-            key = tuple(row.get(k) for k in spec.key)
+        for row in rows:
+            key = tuple(map(row.get, key_columns))
             if None in key:
                 continue
             if key in seen:
@@ -121,7 +126,7 @@ def _keys(record: PatientRecord, add: Callable[..., None]) -> None:
             seen[key] = row
             if spec.date is None:
                 continue
-            body = tuple(row.get(f.name) for f in spec.fields if f.name not in spec.key[-1:])
+            body = tuple(map(row.get, body_columns))
             if body in content and row.get(spec.date) is not None:
                 first = content[body]
                 add(E_DUPLICATE_EPISODE, spec.table, row, spec.own_key,
