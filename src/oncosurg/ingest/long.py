@@ -639,9 +639,10 @@ def _read_zip(handle: IO[bytes], source: str, *, max_errors: int | None = 10_000
         return _read(source, _zip_members(archive, issues), issues, max_errors=max_errors, **kw)
 
 
-def _read(source: str, members: list[_Member], issues: _Issues, *, centre: str | None, today: dt.date | None,
-          postop_window_days: int, max_errors: int | None, stored: StoredLookup | None,
-          workdir: str | Path | None, layout_only: bool = False) -> LongRegistry:
+def _read(source: str, members: list[_Member], issues: _Issues, *, centre: str | None = None,
+          today: dt.date | None = None, postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
+          max_errors: int | None = 10_000, stored: StoredLookup | None = None, workdir: str | Path | None = None,
+          layout_only: bool = False) -> LongRegistry:
     result = LongRegistry(source)
     result._today = today or dt.date.today()
     if not layout_only and not any(m.file == PATIENT.file for m in members):
