@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from episode_factory import canonical, patient_records, registries, same
 from oncosurg.export.long import cell_text, write_long
 from oncosurg.ingest.csv import read_registry_csv
-from oncosurg.ingest.long import parse_long, read_long
+from oncosurg.ingest.long import StoredLookup, parse_long, read_long
 from oncosurg.pathway.flat import PatientRecord, from_flat
 from oncosurg.pathway.model import TABLE_BY_NAME, TABLES, Table
 from oncosurg.pathway.rules import check_patient
@@ -162,8 +163,8 @@ def test_centre_fills_empty_cells_and_absent_columns(tmp_path: Path) -> None:
     assert record.centre == "Default" and record.rows(Table.CONTACT)[0]["contact_date"] == dt.date(2008, 1, 1)
 
 
-def _stored(record: PatientRecord):  # noqa: ANN202
-    def lookup(keys):  # noqa: ANN001, ANN202
+def _stored(record: PatientRecord) -> StoredLookup:
+    def lookup(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PatientRecord]:
         return {k: record for k in keys if k == (record.centre, record.patient_id)}
     return lookup
 

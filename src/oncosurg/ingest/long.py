@@ -35,6 +35,7 @@ import stat
 import tempfile
 import weakref
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -148,12 +149,13 @@ def _folder_members(folder: Path, issues: _Issues) -> list[_Member]:
     return members
 
 
-def _zip_members(archive: zipfile.ZipFile, issues: _Issues) -> list[_Member]:
+def _zip_members(archive: zipfile.ZipFile, issues: _Issues) -> list[_Member] | None:
+    """The registry's members of a zip (``None`` when the whole archive is refused)."""
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
         issues.add(_issue(F_ARCHIVE, f"the archive holds {len(infos)} members (at most {MAX_MEMBERS})",
                           "zip only the registry's CSV files", None))
-        return []
+        return None
     wanted: list[tuple[PurePosixPath, zipfile.ZipInfo]] = []
     total = 0
     for info in infos:
@@ -172,7 +174,7 @@ def _zip_members(archive: zipfile.ZipFile, issues: _Issues) -> list[_Member]:
         if info.file_size > MAX_UNPACKED or total > MAX_UNPACKED:
             issues.add(_issue(F_ARCHIVE, f"the archive unpacks to more than {MAX_UNPACKED >> 30} GiB",
                               "split the registry, or check that this is the file you meant", raw))
-            return []
+            return None
         if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             issues.add(_issue(F_ARCHIVE, f"'{raw}' unpacks {info.file_size // max(info.compress_size, 1)} times its "
                               f"packed size (at most {MAX_RATIO}): a zip bomb, not a registry",
@@ -401,6 +403,7 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
                             row = ["" if i in cut else c for i, c in enumerate(row)]
                             if "patient_id" in long or "centre" in long:
                                 state["broken"] = True  # the row's patient is unknown: no rule across rows
+                                continue
                     c = row[ci] if ci is not None else ""
                     if not c.strip():
                         c = centre or ""
@@ -416,7 +419,7 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
             if batch:
                 db.executemany(_INSERT, batch)
             return frozenset(columns), rows, not state["broken"]
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         issues.add(_issue(F_ARCHIVE, f"cannot read {file} ({type(exc).__name__}: {exc})"[:300],
                           "re-create the archive or copy the file again", file))
         return None, rows, False
@@ -636,7 +639,8 @@ def _read_zip(handle: IO[bytes], source: str, *, max_errors: int | None = 10_000
                           "give the folder of CSV files, or a .zip of them", None))
         return _read(source, [], issues, max_errors=max_errors, layout_only=True, **kw)
     with archive:
-        return _read(source, _zip_members(archive, issues), issues, max_errors=max_errors, **kw)
+        members = _zip_members(archive, issues)
+        return _read(source, members or [], issues, max_errors=max_errors, layout_only=members is None, **kw)
 
 
 def _read(source: str, members: list[_Member], issues: _Issues, *, centre: str | None = None,

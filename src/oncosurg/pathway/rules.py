@@ -78,7 +78,8 @@ def check_patient(
         out.append(Issue(rule.code, message, hint, line, column, _text(row.get(column)), file))
 
     rows = record.rows
-    _keys(record, add)
+    failed_lines = {(table, line) for table, _, line in bad_cells}
+    _keys(record, add, lambda table, row: (table, where(table, row)[1]) in failed_lines)
     procedures = {p["procedure_no"]: p for p in rows(Table.LIVER_PROCEDURE) if p.get("procedure_no") is not None}
     line_numbers = {ln["line_number"] for ln in rows(Table.THERAPY_LINE)}
     unknown_procedure = len(procedures) < len(rows(Table.LIVER_PROCEDURE))
@@ -108,7 +109,8 @@ _KEY_AND_BODY = {spec.table: (spec.key, tuple(f.name for f in spec.fields if f.n
                  for spec in TABLE_BY_NAME.values() if spec.table is not Table.PATIENT}
 
 
-def _keys(record: PatientRecord, add: Callable[..., None]) -> None:
+def _keys(record: PatientRecord, add: Callable[..., None], failed: Callable[[Table, Mapping[str, Any]], bool]
+          ) -> None:
     for table, rows in record.episodes.items():
         spec = TABLE_BY_NAME[table]
         key_columns, body_columns = _KEY_AND_BODY[table]
@@ -127,6 +129,8 @@ def _keys(record: PatientRecord, add: Callable[..., None]) -> None:
             if spec.date is None:
                 continue
             body = tuple(map(row.get, body_columns))
+            if failed(table, row):
+                continue  # a value that failed its own check is unknown: no duplicate to speak of
             if body in content and row.get(spec.date) is not None:
                 first = content[body]
                 add(E_DUPLICATE_EPISODE, spec.table, row, spec.own_key,
