@@ -217,3 +217,87 @@ def test_corrupt_zip_member_is_reported() -> None:
     data[middle:middle + 8] = bytes(b ^ 0xFF for b in data[middle:middle + 8])
     with parse_long(bytes(data)) as registry:
         assert ("F110", "mdt_reviews.csv") in [(i.code, i.file) for i in registry.issues]
+
+
+# ------------------------------------------------------------------------------------------ rules across episodes
+
+PROC = PROCEDURES + "C,P1,1,2005-06-01,hepatectomy,5;6,R0\n"
+EVENTS = "centre,patient_id,event_no,event_date,event_kind\n"
+DEAD = "centre,patient_id,contact_no,contact_date,vital_status\nC,P1,1,2007-01-01,dead\n"
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"contacts.csv": CONTACTS + "C,P2,1,2008-01-01,alive\n"}, ("E601", "contacts.csv", 3, "patient_id")),
+    ({"liver_procedures.csv": PROC, "complications.csv": COMPLICATIONS + "C,P1,9,1,II,\n"},
+     ("E601", "complications.csv", 2, "procedure_no")),
+    ({"mdt_reviews.csv": "centre,patient_id,review_no,review_date,decision,line_number\n"
+                         "C,P1,1,2005-01-01,resectable,4\n"}, ("E601", "mdt_reviews.csv", 2, "line_number")),
+    ({"contacts.csv": CONTACTS + "C,P1,1,2008-02-01,alive\n"}, ("E602", "contacts.csv", 3, "contact_no")),
+    ({"disease_events.csv": EVENTS + "C,P1,1,2006-01-01,progression\nC,P1,2,2006-01-01,progression\n"},
+     ("E603", "disease_events.csv", 3, "event_no")),
+    ({"liver_procedures.csv": PROCEDURES + "C,P1,1,2005-09-01,two_stage_first,,\n"
+                              "C,P1,2,2005-08-01,two_stage_second,,\n"},
+     ("E604", "liver_procedures.csv", 3, "procedure_date")),
+    ({"liver_procedures.csv": PROC, "complications.csv": COMPLICATIONS + "C,P1,1,1,II,2005-05-01\n"},
+     ("E604", "complications.csv", 2, "complication_date")),
+    ({"disease_events.csv": EVENTS + "C,P1,1,2009-01-01,progression\n"}, ("E604", "disease_events.csv", 2,
+                                                                          "event_date")),
+    ({"contacts.csv": DEAD, "disease_events.csv": EVENTS + "C,P1,1,2007-02-01,progression\n"},
+     ("E604", "disease_events.csv", 2, "event_date")),
+    ({"therapy_lines.csv": LINES + "C,P1,2,2004-01-01,irinotecan\n"}, ("E605", "therapy_lines.csv", 3, "start_date")),
+    ({"therapy_lines.csv": LINES + "C,P1,2,,irinotecan\n"}, ("E605", "therapy_lines.csv", 3, "start_date")),
+    ({"liver_procedures.csv": PROCEDURES + "C,P1,1,2005-06-01,ablation,,R0\n"},
+     ("E606", "liver_procedures.csv", 2, "margin")),
+    ({"liver_procedures.csv": PROCEDURES + "C,P1,1,2005-06-01,pve,,\n",
+      "pathology.csv": "centre,patient_id,procedure_no,steatosis_pct\nC,P1,1,20\n"},
+     ("E606", "pathology.csv", 2, "procedure_no")),
+    ({"patients.csv": "centre,patient_id,referral,referral_date\nC,P1,referred,2005-03-01\n",
+      "therapy_lines.csv": "centre,patient_id,line_number,start_date,agents,given_at\n"
+                           "C,P1,1,2005-01-10,cetuximab,centre\n"},
+     ("E607", "therapy_lines.csv", 2, "start_date")),
+    ({"patients.csv": "centre,patient_id,referral,referral_date\nC,P1,in_house,2005-03-01\n"},
+     ("E607", "patients.csv", 2, "referral_date")),
+    ({"liver_procedures.csv": PROC, "complications.csv": COMPLICATIONS + "C,P1,1,1,V,\n"},
+     ("E608", "complications.csv", 2, "grade")),
+    ({"contacts.csv": DEAD + "C,P1,2,2008-01-01,alive\n"}, ("E609", "contacts.csv", 3, "contact_date")),
+    ({"contacts.csv": DEAD + "C,P1,2,2006-01-01,dead\n"}, ("E609", "contacts.csv", 3, "vital_status")),
+    ({"contacts.csv": "centre,patient_id,contact_no,contact_date,vital_status\n"},
+     ("E609", "patients.csv", 2, "patient_id")),
+    ({"disease_events.csv": EVENTS + "C,P1,1,2006-01-01,recurrence\n"},
+     ("E610", "disease_events.csv", 2, "event_kind")),
+    ({"patients.csv": PATIENTS + "C,P1,referred\n"}, ("X410", "patients.csv", 3, "patient_id")),
+])
+def test_each_rule_across_episodes_names_file_and_line(tmp_path: Path, files: dict[str, str],
+                                                       expected: tuple[str, str, int, str]) -> None:
+    got = found(tmp_path, files)
+    assert expected in got
+    text = next(m for m in messages(tmp_path, files) if f"[{expected[0]} " in m)
+    assert text.startswith(f"{expected[1]}:{expected[2]}: column '{expected[3]}'")
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    # an unreadable procedure date: its complication and the recurrence after it are not judged
+    ({"liver_procedures.csv": PROCEDURES + "C,P1,1,2005-06-31,hepatectomy,5;6,R0\n",
+      "complications.csv": COMPLICATIONS + "C,P1,1,1,II,2005-05-01\n",
+      "disease_events.csv": EVENTS + "C,P1,1,2006-01-01,recurrence\n"},
+     [("V302", "liver_procedures.csv", 2, "procedure_date")]),
+    # an unreadable procedure number: complications naming procedure 1 are no orphans
+    ({"liver_procedures.csv": PROCEDURES + "C,P1,one,2005-06-01,hepatectomy,5;6,R0\n",
+      "complications.csv": COMPLICATIONS + "C,P1,1,1,II,2005-06-02\n"},
+     [("V303", "liver_procedures.csv", 2, "procedure_no")]),
+    # an unreadable contact date: nothing is "after the last contact"
+    ({"contacts.csv": CONTACTS + "C,P1,2,2009-02-30,alive\n",
+      "disease_events.csv": EVENTS + "C,P1,1,2008-06-01,progression\n"},
+     [("V302", "contacts.csv", 3, "contact_date")]),
+    # an unknown procedure type: neither the margin nor the pathology is judged
+    ({"liver_procedures.csv": PROCEDURES + "C,P1,1,2005-06-01,hepatectomie,5;6,R0\n",
+      "pathology.csv": "centre,patient_id,procedure_no,steatosis_pct\nC,P1,1,20\n"},
+     [("V306", "liver_procedures.csv", 2, "procedure_type")]),
+    # an invalid patient_id: no orphan report for the patient's rows
+    ({"contacts.csv": CONTACTS + "C,P 2,1,2008-01-01,alive\n"}, [("V308", "contacts.csv", 3, "patient_id")]),
+    # a broken file: no rule across files (its rows are missing, not wrong)
+    ({"contacts.csv": 'centre,patient_id,contact_no,contact_date,vital_status\nC,P1,1,"2008-01-01,alive\n'},
+     [("F104", "contacts.csv", 2, None)]),
+])
+def test_no_cascade_from_a_value_that_failed(tmp_path: Path, files: dict[str, str], expected: Found) -> None:
+    assert found(tmp_path, files) == expected
