@@ -239,3 +239,41 @@ def test_records_are_ordered_by_centre_then_patient_id(tmp_path: Path) -> None:
 
 def test_table_key_columns_match_the_model() -> None:
     assert TABLE_BY_NAME[Table.PATIENT].columns.count("patient_id") == 1
+
+
+# ------------------------------------------------------------------------------------------ docs/registry-long.md
+
+DOC = (ROOT / "docs" / "registry-long.md").read_text(encoding="utf-8")
+
+
+def test_the_worked_example_shows_the_example_files() -> None:
+    import re
+
+    shown = dict(re.findall(r"^`(\w+\.csv)`.*?```csv\n(.*?)```", DOC, flags=re.S | re.M))
+    assert sorted(shown) == sorted(spec.file for spec in TABLES)
+    for name, text in shown.items():
+        assert (EXAMPLE / name).read_text(encoding="utf-8") == text, name
+
+
+def test_the_documented_error_is_what_the_reader_says(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    shutil.copytree(EXAMPLE, tmp_path / "registry")
+    path = tmp_path / "registry" / "complications.csv"
+    path.write_text(path.read_text().replace("2005-04-14", "2005-03-30"))
+    with read_long(tmp_path / "registry") as registry:
+        (issue,) = registry.issues
+    documented = re.search(r"```text\n(registry/complications.csv.*?)\n```", DOC).group(1)
+    assert issue.format("registry") == documented
+
+
+def test_the_worked_example_projection_is_as_described() -> None:
+    from oncosurg.pathway.flat import dropped_by_flat, to_flat
+
+    first = _read(EXAMPLE)[0]
+    flat = to_flat(first)
+    assert (flat["prior_chemo_lines"], flat["cetuximab_partner"], flat["surgery_type"], flat["two_stage"],
+            flat["clavien_dindo_max"], flat["progression_date"], flat["death_date"]) == (
+        1, "irinotecan", "hepatectomy", True, "IIIa", dt.date(2006, 11, 20), dt.date(2009, 2, 14))
+    assert dropped_by_flat(first)

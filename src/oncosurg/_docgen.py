@@ -1,12 +1,14 @@
 """Generate the reference parts of ``docs/`` from the code (like cog): CLI help, rules, registry columns.
 
-Run ``python -m oncosurg._docgen`` after changing a command, a rule or a field;
+Run ``python -m oncosurg._docgen`` after changing a command, a rule or a field (``registry-long.md`` keeps
+its prose and gets its column tables between two markers);
 ``tests/test_docs.py`` fails when the committed docs differ from what this prints.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -86,15 +88,56 @@ def view_reference() -> str:
     return "\n".join(parts) + "\n"
 
 
+BEGIN, END = "<!-- begin generated columns -->", "<!-- end generated columns -->"
+
+
+def long_columns_reference() -> str:
+    """The files and columns of the long registry format (:mod:`oncosurg.pathway.model`)."""
+    from oncosurg.pathway.model import TABLE_BY_NAME, TABLES
+
+    parts = [BEGIN, GENERATED, ""]
+    for spec in TABLES:
+        parent = f"; parent: `{TABLE_BY_NAME[spec.parent].file}`" if spec.parent else ""
+        dated = f"; dated by `{spec.date}`" if spec.date else ""
+        parts += [f"### `{spec.file}` — {spec.title}", "",
+                  f"One row per {'patient' if spec.parent is None and spec.key == ('patient_id',) else 'episode'}; "
+                  f"key: `centre`, `patient_id`" + "".join(f", `{k}`" for k in spec.key if k != "patient_id")
+                  + f"{parent}{dated}.", "",
+                  "| column | accepted values | required | notes |", "|---|---|---|---|",
+                  "| `centre` | text of at most 120 characters | | empty: the centre given to the command |"]
+        for name in spec.columns[1:]:
+            if name not in spec.field_by_name:  # patient_id of an episode table
+                parts.append(f"| `{name}` | {TABLES[0].field_by_name[name].describe_type()} | key | "
+                             "the patient's row in `patients.csv` |")
+                continue
+            f = spec.field_by_name[name]
+            required = "key" if name in spec.key else {"yes": "yes", "no": ""}[f.required]
+            notes = "; ".join(x for x in (f.description, f"unit: {f.unit}" if f.unit else "") if x)
+            parts.append(f"| `{name}` | {f.describe_type()} | {required} | {notes} |")
+        parts.append("")
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def _spliced(name: str, make: Callable[[], str]) -> Callable[[], str]:
+    """A doc whose prose is written by hand around a generated block (between BEGIN and END)."""
+    def render() -> str:
+        text = (Path(__file__).resolve().parents[2] / "docs" / name).read_text(encoding="utf-8")
+        head, rest = text.split(BEGIN, 1)
+        return head + make() + rest.split(END, 1)[1]
+    return render
+
+
 OUTPUTS = {"cli.md": cli_reference, "rules.md": rules_reference, "registry-columns.md": columns_reference,
-           "analysis-view.md": view_reference}
+           "analysis-view.md": view_reference, "registry-long.md": _spliced("registry-long.md", long_columns_reference)}
 
 
 def main(argv: list[str] | None = None) -> int:
     docs = Path(argv[0] if argv else "docs")
     docs.mkdir(exist_ok=True)
     for name, make in OUTPUTS.items():
-        (docs / name).write_text(make(), encoding="utf-8")
+        text = make()  # before writing: a spliced doc reads its prose from docs/
+        (docs / name).write_text(text, encoding="utf-8")
         click.echo(f"wrote {docs / name}")
     return 0
 
