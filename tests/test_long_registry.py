@@ -277,3 +277,34 @@ def test_the_worked_example_projection_is_as_described() -> None:
             flat["clavien_dindo_max"], flat["progression_date"], flat["death_date"]) == (
         1, "irinotecan", "hepatectomy", True, "IIIa", dt.date(2006, 11, 20), dt.date(2009, 2, 14))
     assert dropped_by_flat(first)
+
+
+# ------------------------------------------------------------------------ oncosurg validate --format long
+
+def test_cli_validate_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from oncosurg.cli import cli
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["validate", "--format", "long", str(EXAMPLE)])
+    assert ok.exit_code == 0 and "2 patient(s), 26 row(s) in 9 file(s), no errors" in ok.output
+    shutil.make_archive(str(tmp_path / "example"), "zip", EXAMPLE)
+    assert runner.invoke(cli, ["validate", "--format", "long", str(tmp_path / "example.zip")]).exit_code == 0
+    shutil.copytree(EXAMPLE, tmp_path / "bad")
+    (tmp_path / "bad" / "patients.csv").unlink()
+    bad = runner.invoke(cli, ["validate", "--format", "long", "--json", str(tmp_path / "bad")])
+    assert bad.exit_code == 2
+    report = json.loads(bad.output)
+    assert report["error_count"] == 1 and report["errors"][0]["file"] == "patients.csv"
+    assert report["errors"][0]["code"] == "F109"
+    missing = runner.invoke(cli, ["validate", "--format", "long", str(tmp_path / "nothing")])
+    assert missing.exit_code != 0 and "no such folder or file" in missing.output
+    assert list(scratch.iterdir()) == []  # the staging database is gone: validate creates nothing

@@ -31,12 +31,15 @@ DEFAULT_PROTOCOL = "rescue-cetuximab-2007"
 MANIFEST = "deidentification-manifest.json"
 
 
-def format_option(verb: str):  # type: ignore[no-untyped-def]
-    """``--format csv|redcap|fhir|xlsx`` for ``import`` (``verb='Input'``) and ``export``."""
+def format_option(verb: str, *, long: bool = False):  # type: ignore[no-untyped-def]
+    """``--format csv|redcap|fhir|xlsx`` for ``import`` (``verb='Input'``) and ``export`` (``long``: and the
+    long registry, a folder or .zip of one CSV per table)."""
     return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True,
+        "--format", "fmt", type=click.Choice(FORMATS + ("long",) * long), default="csv", show_default=True,
         help=f"{verb} format: registry CSV; REDCap flat CSV record export; a directory of FHIR R4 "
-             "Bundles (one .json per patient); Excel .xlsx workbook.")
+             "Bundles (one .json per patient); Excel .xlsx workbook"
+             + ("; long registry (a folder or .zip of CSV files, one per table: docs/registry-long.md)." if long
+                else "."))
 
 
 def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> ParsedFile:

@@ -57,17 +57,21 @@ def _read(path: str, centre: str | None, fmt: str = "csv", *, case_sensitive_ids
         raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
 
 
-def report_issues(source: str, issues: list[Issue], *, max_errors: int, as_json: bool) -> None:
-    """Print every issue (capped at ``max_errors``) and the total, to stderr (JSON to stdout)."""
+def report_issues(source: str, issues: list[Issue], *, max_errors: int, as_json: bool,
+                  total: int | None = None) -> None:
+    """Print every issue (capped at ``max_errors``) and the total, to stderr (JSON to stdout).
+
+    ``total`` counts issues beyond those given (a reader that keeps only the first ones)."""
+    total = len(issues) if total is None else total
     if as_json:
-        click.echo(json.dumps({"ok": False, "source": source, "error_count": len(issues),
+        click.echo(json.dumps({"ok": False, "source": source, "error_count": total,
                                "errors": [i.to_dict() for i in issues]}, indent=2))
         return
-    click.echo(f"{source}: {len(issues)} error(s); nothing was imported.", err=True)
+    click.echo(f"{source}: {total} error(s); nothing was imported.", err=True)
     for issue in issues[:max_errors]:
         click.echo("  " + issue.format(source), err=True)  # file:line: column 'x' = 'v': … [code rule] — fix: …
-    if len(issues) > max_errors:
-        click.echo(f"  … and {len(issues) - max_errors} more ({len(issues)} in total; "
+    if total > max_errors:
+        click.echo(f"  … and {total - max_errors} more ({total} in total; "
                    "raise --max-errors to list them).", err=True)
 
 
@@ -75,16 +79,20 @@ def report_issues(source: str, issues: list[Issue], *, max_errors: int, as_json:
 @click.argument("file", type=click.Path())
 @_centre_option
 @_max_errors_option
-@format_option("Input")
+@format_option("Input", long=True)
 @_reading_options
 @json_option
 def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_json: bool,
                  case_sensitive_ids: bool = False, postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> None:
-    """Check a registry CSV (or --format redcap|fhir|xlsx) against every rule without importing it.
+    """Check a registry CSV (or --format redcap|fhir|xlsx|long) against every rule without importing it.
 
     Exit status 0 when the file is valid, 2 when it has errors (all listed at once, each with the
-    line — the header is line 1 —, the column, the value, the rule code and how to fix it).
+    line — the header is line 1 —, the column, the value, the rule code and how to fix it). A long
+    registry is a folder or .zip of CSV files; its errors also name the file.
     """
+    if fmt == "long":
+        _validate_long(file, centre, max_errors, as_json, postop_window_days)
+        return
     parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
@@ -93,6 +101,28 @@ def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_js
         click.echo(json.dumps({"ok": True, "source": file, "rows": parsed.rows, "error_count": 0, "errors": []}))
     else:
         click.echo(f"{file}: {parsed.rows} row(s), no errors.")
+
+
+def _validate_long(path: str, centre: str | None, max_errors: int, as_json: bool, postop_window_days: int) -> None:
+    from oncosurg.ingest.long import read_long
+
+    try:
+        registry = read_long(path, centre=centre or DEFAULT_CENTRE, postop_window_days=postop_window_days)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such folder or file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    with registry:
+        if not registry.ok:
+            report_issues(path, registry.issues, max_errors=max_errors, as_json=as_json, total=registry.error_count)
+            sys.exit(2)
+        files = sorted(registry.files)
+        if as_json:
+            click.echo(json.dumps({"ok": True, "source": path, "files": files, "patients": registry.patients,
+                                   "rows": registry.rows, "error_count": 0, "errors": []}))
+        else:
+            click.echo(f"{path}: {registry.patients} patient(s), {registry.rows} row(s) in {len(files)} file(s), "
+                       "no errors.")
 
 
 @cli.command("import")
