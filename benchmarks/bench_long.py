@@ -23,6 +23,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import random
 import resource
 import statistics
@@ -51,8 +52,8 @@ def generate(folder: Path, patients: int, seed: int = 20241130) -> int:
     for centre, pid in keys:
         w = writers
         start = dt.date(2000, 1, 1) + rng.randrange(3650) * day
-        w["patients.csv"].writerow([centre, pid, rng.choice("FM"), rng.randrange(1930, 1980), f"{rng.uniform(30, 85):.1f}",
-                                    "colon", "left", "wild_type", "", "", "in_house", ""])
+        w["patients.csv"].writerow([centre, pid, rng.choice("FM"), rng.randrange(1930, 1980),
+                                    f"{rng.uniform(30, 85):.1f}", "colon", "left", "wild_type", "", "", "in_house", ""])
         d = start
         for n in (1, 2, 3):
             stop = d + rng.randrange(30, 200) * day
@@ -67,8 +68,9 @@ def generate(folder: Path, patients: int, seed: int = 20241130) -> int:
             ("hepatectomy", "5;6")]
         for no, (kind, segments) in enumerate(procedures, start=1):
             d += rng.randrange(20, 60) * day
-            w["liver_procedures.csv"].writerow([centre, pid, no, d, kind, segments, "R0" if no == len(procedures) else "",
-                                                "open", "yes" if len(procedures) == 2 else "no", "no", "yes"])
+            margin = "R0" if no == len(procedures) else ""
+            w["liver_procedures.csv"].writerow([centre, pid, no, d, kind, segments, margin, "open",
+                                                "yes" if len(procedures) == 2 else "no", "no", "yes"])
             for c in range(1, rng.randrange(2, 4)):
                 w["complications.csv"].writerow([centre, pid, no, c, rng.choice(("I", "II", "IIIa")),
                                                  d + c * day, "bile leak" if c == 1 else ""])
@@ -86,7 +88,7 @@ def generate(folder: Path, patients: int, seed: int = 20241130) -> int:
 
 
 def _child(mode: str, path: str) -> dict[str, float]:
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     rows = 0
     if mode == "csv anchor":
         from oncosurg.pathway.model import TABLES
@@ -105,7 +107,8 @@ def _child(mode: str, path: str) -> dict[str, float]:
             if mode == "records":
                 rows = sum(1 for _ in registry.records())
     seconds = time.perf_counter() - began
-    return {"seconds": seconds, "rows": rows, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": seconds, "cpu": time.process_time() - cpu, "rows": rows,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> int:
@@ -142,12 +145,16 @@ def main() -> int:
                                      capture_output=True, text=True).stdout
                 results.setdefault(mode, []).append(json.loads(out))
     anchor = statistics.median(r["seconds"] for r in results["csv anchor"])
-    print(f"\n{'step':<12} {'median s':>9} {'x anchor':>9} {'episode rows/s':>15} {'peak RSS MiB':>13}")
+    print(f"\n{'step':<12} {'median s':>9} {'cpu s':>7} {'x anchor':>9} {'episode rows/s':>15} {'peak RSS MiB':>13}")
     for mode, runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs)
         rss = max(r["rss_mib"] for r in runs)
-        print(f"{mode:<12} {seconds:>9.2f} {seconds / anchor:>9.2f} {episodes / seconds:>15,.0f} {rss:>13.0f}")
-    print(f"\n(median of {args.runs} run(s); 'records' includes read_long; each run in its own process)")
+        print(f"{mode:<12} {seconds:>9.2f} {cpu:>7.2f} {seconds / anchor:>9.2f} {episodes / seconds:>15,.0f} "
+              f"{rss:>13.0f}")
+    print(f"\n(median of {args.runs} run(s); 'records' includes read_long; each run in its own process; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: wall time above CPU time is waiting "
+          "for a CPU)")
     return 0
 
 
