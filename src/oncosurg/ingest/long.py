@@ -655,7 +655,7 @@ def _read(source: str, members: list[_Member], issues: _Issues, *, centre: str |
                           PATIENT.file))
     tmp = tempfile.mkdtemp(prefix="oncosurg-long-", dir=workdir)
     result._cleanup = weakref.finalize(result, shutil.rmtree, tmp, True)
-    db = sqlite3.connect(Path(tmp) / "stage.sqlite3")
+    db = sqlite3.connect(Path(tmp) / "stage.sqlite3", check_same_thread=False)  # used by one caller at a time
     result._db = db
     for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-65536"):
         db.execute(f"PRAGMA {pragma}")
