@@ -84,6 +84,15 @@ MAX_MEMBERS = 64
 MAX_UNPACKED = 8 << 30
 MAX_RATIO = 200
 _CENTRE = FIELD_BY_NAME["centre"]
+
+
+def _key_getter(key: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    get = itemgetter(*key)
+    return (lambda row: (get(row),)) if len(key) == 1 else get  # type: ignore[return-value]
+
+
+#: A row's key tuple, per table (rows of a valid registry have no empty key).
+_KEY_OF = {spec.table: _key_getter(spec.key) for spec in TABLES}
 _ID = PATIENT.field_by_name["patient_id"]
 _MISS = object()
 
@@ -314,6 +323,9 @@ class _Plan:
     of the values already parsed (most cells repeat: dates, codes, small numbers)."""
 
     spec: EpisodeTable
+    table: Table
+    file: str
+    patient: bool
     names: tuple[str, ...]
     fields: tuple[Any, ...]
     caches: tuple[dict[str, Any], ...]
@@ -482,8 +494,7 @@ class LongRegistry:
             built = self._build(centre, patient_id, staged, None)
             record = built.record
             for table, rows in record.episodes.items():
-                spec = TABLES[_TAB[table]]
-                rows.sort(key=lambda r, k=spec.key: tuple((v is None, v) for v in (r[c] for c in k)))
+                rows.sort(key=_KEY_OF[table])
             record.where = {(table, key): loc for (table, key), loc in built.keyed_where().items()}
             yield record
 
@@ -498,17 +509,18 @@ class LongRegistry:
     def _build(self, centre: str, patient_id: str, staged: list[tuple[Any, ...]], sink: _Issues | None) -> _Built:
         built = _Built(PatientRecord(centre, {}))
         episodes = built.record.episodes
+        where = built.where
+        plans = self._plans
         for srow in staged:
-            tab, line, bad = srow[2], srow[3], srow[4]
-            plan = self._plans[tab]
-            spec = plan.spec
-            file = spec.file
-            cells = srow[5].split(_SEP) if plan.names else []
+            _, _, tab, line, bad, joined = srow
+            plan = plans[tab]
+            file = plan.file
+            cells = joined.split(_SEP) if plan.names else []
             values = list(map(dict.get, plan.caches, cells, plan.misses))
             if _MISS in values or bad:
                 skip = bad.split(";") if bad else ()
                 for name in skip:
-                    built.failed.append((spec.table, name, line))
+                    built.failed.append((plan.table, name, line))
                 for i, value in enumerate(values):
                     if value is _MISS:
                         values[i] = self._convert(plan, i, cells[i], file, line, skip, built, sink)
@@ -517,7 +529,7 @@ class LongRegistry:
             else:
                 row = dict(plan.template)
                 row.update(zip(plan.names, values, strict=False))
-            if spec.table is Table.PATIENT:
+            if plan.patient:
                 row["patient_id"] = patient_id
                 if built.patient_line is None:
                     built.record.patient = row
@@ -527,8 +539,11 @@ class LongRegistry:
                     sink.add(_issue(X_DUPLICATE_ID, f"patient_id already used on line {built.patient_line}",
                                     "give each patient of a centre one row", file, line, "patient_id", patient_id))
                 continue
-            episodes.setdefault(spec.table, []).append(row)
-            built.where[id(row)] = (file, line)
+            rows = episodes.get(plan.table)
+            if rows is None:
+                rows = episodes[plan.table] = []
+            rows.append(row)
+            where[id(row)] = (file, line)
         if built.patient_line is None:
             built.record.patient = {"patient_id": patient_id}
         built.record.carried = self._carried(built.patient_line is not None)
@@ -577,9 +592,9 @@ class _Built:
         if self.patient_line is not None:
             out[(Table.PATIENT, (record.patient_id,))] = (PATIENT.file, self.patient_line)
         for table, rows in record.episodes.items():
-            spec = TABLES[_TAB[table]]
+            key_of = _KEY_OF[table]
             for row in rows:
-                out.setdefault((table, tuple(row[k] for k in spec.key)), self.where[id(row)])
+                out.setdefault((table, key_of(row)), self.where[id(row)])
         return out
 
 
@@ -588,7 +603,8 @@ def _plans(files: Mapping[str, frozenset[str]]) -> dict[int, _Plan]:
     for file, columns in files.items():
         spec = FILES[file]
         fields = tuple(f for f in spec.fields if f.name in columns and f.name != "patient_id")
-        plans[_TAB[spec.table]] = _Plan(spec, tuple(f.name for f in fields), fields, tuple({} for _ in fields),
+        plans[_TAB[spec.table]] = _Plan(spec, spec.table, spec.file, spec.table is Table.PATIENT,
+                                        tuple(f.name for f in fields), fields, tuple({} for _ in fields),
                                         (_MISS,) * len(fields), dict.fromkeys(f.name for f in spec.fields),
                                         all(f.name in columns for f in spec.fields))
     return plans
