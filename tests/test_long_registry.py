@@ -308,3 +308,28 @@ def test_cli_validate_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     missing = runner.invoke(cli, ["validate", "--format", "long", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and "no such folder or file" in missing.output
     assert list(scratch.iterdir()) == []  # the staging database is gone: validate creates nothing
+
+
+@settings(max_examples=60, deadline=None)
+@given(stored=patient_records(centre="C", patient_id="P1"), source=patient_records(centre="C", patient_id="P1"),
+       data=st.data())
+def test_overlay_is_what_the_store_update_leaves(stored: PatientRecord, source: PatientRecord,
+                                                 data: st.DataObject) -> None:
+    """The reader checks updates on ``overlay``; the store writes ``plan_update``: the same patient."""
+    import copy
+
+    from oncosurg.pathway.merge import overlay
+    from oncosurg.pathway.update import merged, plan_update
+
+    carried: dict[Table, frozenset[str]] = {}
+    for spec in TABLES:
+        if data.draw(st.booleans()):
+            optional = [f.name for f in spec.fields if f.name not in spec.key]
+            kept = data.draw(st.lists(st.sampled_from(optional), unique=True)) if optional else []
+            carried[spec.table] = frozenset((*spec.key, *kept))
+    incoming = PatientRecord("C", {c: v for c, v in source.patient.items()
+                                   if Table.PATIENT in carried and c in carried[Table.PATIENT]} | {"patient_id": "P1"},
+                             {t: [{c: v for c, v in row.items() if c in carried[t]} for row in rows]
+                              for t, rows in source.episodes.items() if t in carried}, carried)
+    expected = merged(stored, plan_update(stored, copy.deepcopy(incoming)))
+    assert same(overlay(stored, copy.deepcopy(incoming)), expected)
