@@ -22,7 +22,7 @@ from oncosurg.pathway.rules import check_patient
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRIES = sorted((ROOT / "tests" / "reference" / "registries").glob("*.csv"))
 EXAMPLE = ROOT / "docs" / "examples" / "long-registry"
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                               HealthCheck.too_slow])
 
 
@@ -310,7 +310,7 @@ def test_cli_validate_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert list(scratch.iterdir()) == []  # the staging database is gone: validate creates nothing
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(stored=patient_records(centre="C", patient_id="P1"), source=patient_records(centre="C", patient_id="P1"),
        data=st.data())
 def test_overlay_is_what_the_store_update_leaves(stored: PatientRecord, source: PatientRecord,

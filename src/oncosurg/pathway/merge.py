@@ -4,8 +4,8 @@ The long registry format (and any source that carries only some tables or column
 stored patient by key: a table or column the source did not carry stays as stored, a row whose key
 is stored replaces the carried columns of that row, a new key adds a row, and a stored row that the
 source does not list is kept.  The rules across episodes are checked on the result, so a child in
-the file may name a parent that is only in the store.  :func:`oncosurg.store.episodes.plan_update`
-applies the same semantics when writing.
+the file may name a parent that is only in the store.  :func:`oncosurg.pathway.update.plan_update`
+(what the store writes) has the same semantics; a test keeps the two equal.
 """
 
 from __future__ import annotations
