@@ -295,6 +295,9 @@ def test_each_rule_across_episodes_names_file_and_line(tmp_path: Path, files: di
      [("V306", "liver_procedures.csv", 2, "procedure_type")]),
     # an invalid patient_id: no orphan report for the patient's rows
     ({"contacts.csv": CONTACTS + "C,P 2,1,2008-01-01,alive\n"}, [("V308", "contacts.csv", 3, "patient_id")]),
+    # a ragged row is left out: its patient is not judged incomplete (no "no contact")
+    ({"contacts.csv": "centre,patient_id,contact_no,contact_date,vital_status\nC,P1,1,2008-01-01,alive,x\n"},
+     [("F105", "contacts.csv", 2, None)]),
     # a broken file: no rule across files (its rows are missing, not wrong)
     ({"contacts.csv": 'centre,patient_id,contact_no,contact_date,vital_status\nC,P1,1,"2008-01-01,alive\n'},
      [("F104", "contacts.csv", 2, None)]),

@@ -394,6 +394,7 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
                         issues.add(_issue(F_ROW_WIDTH, f"row has {len(row)} cells, the header has {width}",
                                           "check for an unquoted comma or a missing cell", file, line))
                         rows += 1
+                        state["broken"] = True  # a row left out: its patient would look incomplete
                         continue
                     longest = max(map(len, row), default=0)
                     if not longest or not "".join(row).strip():
@@ -419,8 +420,9 @@ def _stage_file(db: sqlite3.Connection, member: _Member, spec: EpisodeTable, *, 
                     c = row[ci] if ci is not None else ""
                     if not c.strip():
                         c = centre or ""
-                    batch.append((c, row[pi], tab, line, bad, _SEP.join([row[i] for i in picks])))
-                    chars += longest
+                    joined = _SEP.join([row[i] for i in picks])
+                    batch.append((c, row[pi], tab, line, bad, joined))
+                    chars += len(joined)
                     if len(batch) >= _BATCH_ROWS or chars > _BATCH_CHARS:
                         db.executemany(_INSERT, batch)
                         batch, chars = [], 0
