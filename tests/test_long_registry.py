@@ -333,3 +333,23 @@ def test_overlay_is_what_the_store_update_leaves(stored: PatientRecord, source: 
                               for t, rows in source.episodes.items() if t in carried}, carried)
     expected = merged(stored, plan_update(stored, copy.deepcopy(incoming)))
     assert same(overlay(stored, copy.deepcopy(incoming)), expected)
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_registry(tmp_path: Path) -> None:
+    """Python's heap while reading, validating and iterating 4x more patients stays about the same."""
+    import sys
+    import tracemalloc
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_long import generate
+
+    peaks = []
+    for patients in (500, 2000):
+        generate(tmp_path / str(patients), patients)
+        tracemalloc.start()
+        with read_long(tmp_path / str(patients), today=dt.date(2030, 1, 1)) as registry:
+            assert registry.ok and sum(1 for _ in registry.records()) == patients
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 2 * peaks[0], peaks  # held in memory as Python objects, it would be 4x
