@@ -2,7 +2,7 @@
 
 This is :func:`oncosurg.pathway.flat.to_flat` as one ``SELECT`` (window functions, no per-patient
 round trips), so the analysis view, the flat export and every protocol written against the flat
-columns run inside the database on SQLite and PostgreSQL alike.  ``tests/test_store_projection.py``
+columns run inside the database on SQLite and PostgreSQL alike.  ``tests/test_store_episodes.py``
 keeps the two definitions in step on random multi-episode registries.
 
 * rescue line: the lowest-numbered conversion line with cetuximab among its agents, else the
