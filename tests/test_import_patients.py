@@ -127,3 +127,28 @@ def test_a_failure_in_a_late_batch_rolls_back_the_earlier_batches(store: sa.Engi
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(t.import_batch)).scalar_one() == 0
+
+
+def test_cli_imports_and_exports_the_long_registry(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from oncosurg.cli import cli
+    from oncosurg.export.long import write_long
+
+    records = sorted(reference_records(), key=lambda r: (r.centre, r.patient_id))
+    write_long(records, tmp_path / "in")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    done = runner.invoke(cli, ["import", "--format", "long", str(tmp_path / "in"), "--db", db])
+    assert done.exit_code == 0 and "imported 151 new patient(s)" in done.output, done.output
+    back = runner.invoke(cli, ["export", "--format", "long", "--db", db, "--out", str(tmp_path / "out.zip")])
+    assert back.exit_code == 0, back.output
+    write_long(records, tmp_path / "in.zip")
+    assert (tmp_path / "out.zip").read_bytes() == (tmp_path / "in.zip").read_bytes()  # long → registry → long
+    flat = runner.invoke(cli, ["export", "--db", db, "--out", str(tmp_path / "flat.csv")])
+    assert flat.exit_code == 0 and "151 patient(s) hold episodes" in flat.output
+    again = runner.invoke(cli, ["import", "--format", "long", str(tmp_path / "in"), "--db", db])
+    assert again.exit_code == 2 and "in/patients.csv:2" in again.output and "X411" in again.output
+    missing = runner.invoke(cli, ["import", "--format", "long", "--update", str(tmp_path / "in"),
+                                  "--db", f"sqlite:///{tmp_path / 'missing.db'}"])
+    assert missing.exit_code != 0 and not (tmp_path / "missing.db").exists()  # an update needs a registry

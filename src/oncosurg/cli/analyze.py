@@ -122,37 +122,46 @@ def analyze_cmd(db: str | None, csv_file: str | None, protocol: str, allow_empty
 def demo_cmd(out: str, as_json: bool) -> None:
     """Build the synthetic reference registry and reproduce the seed study (Adam et al., JCO 2007).
 
-    Writes OUT/reference-cohort.csv (151 synthetic patients), imports it into a fresh SQLite
-    registry OUT/oncosurg.db, runs the rescue-cetuximab-2007 protocol, prints each endpoint beside
-    the published value, writes OUT/results.json and the study report (OUT/index.html,
-    OUT/report.pdf, OUT/figures/, OUT/tables/, as `oncosurg report`).
+    Writes the reference cohort (151 synthetic patients with every episode of their pathway) as a
+    long registry OUT/reference-cohort/ (one CSV per table) and as its flat projection
+    OUT/reference-cohort.csv, imports the long registry into a fresh SQLite registry OUT/oncosurg.db,
+    runs the rescue-cetuximab-2007 protocol, prints each endpoint beside the published value, writes
+    OUT/results.json and the study report (OUT/index.html, OUT/report.pdf, OUT/figures/,
+    OUT/tables/, as `oncosurg report`).
     """
     from oncosurg.cli.report import make_report, progress_lines
 
     started = time.perf_counter()
     step = progress_lines("demo", started) if not as_json else (lambda _msg: None)
-    step("building the synthetic reference cohort (151 patients)")
-    from oncosurg.ingest.csv import read_registry_csv
-    from oncosurg.reference import REFERENCE_DESCRIPTION, write_reference_csv
+    step("building the synthetic reference cohort (151 patients and their episodes)")
+    from oncosurg.export.long import write_long
+    from oncosurg.ingest.long import read_long
+    from oncosurg.reference import REFERENCE_DESCRIPTION, reference_records, write_reference_csv
     from oncosurg.report.terminal import render_results
     from oncosurg.store.engine import open_store
-    from oncosurg.store.repository import import_records
+    from oncosurg.store.repository import import_patients
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = write_reference_csv(folder / "reference-cohort.csv")
+    long_path = folder / "reference-cohort"
+    write_long(sorted(reference_records(), key=lambda r: (r.centre, r.patient_id)), long_path, overwrite=True)
     db_path = folder / "oncosurg.db"
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    parsed = read_registry_csv(csv_path)
-    if parsed.issues:  # the reference cohort must satisfy every rule; say so loudly if it does not
-        report_issues(str(csv_path), parsed.issues, max_errors=20, as_json=False)
-        raise click.ClickException("the bundled reference cohort fails validation (a bug in oncosurg)")
-    step(f"importing it into {db_path}")
-    engine = open_store(f"sqlite:///{db_path}")
-    import_records(engine, parsed.records, source=str(csv_path), sha256=parsed.sha256, rows=parsed.rows)
-    provenance = {"source": str(csv_path), "records": parsed.rows, "sha256": parsed.sha256, "synthetic": True,
-                  "note": REFERENCE_DESCRIPTION}
+    with read_long(long_path) as registry:
+        if not registry.ok:  # the reference cohort must satisfy every rule; say so loudly if it does not
+            report_issues(str(long_path), registry.issues, max_errors=20, as_json=False)
+            raise click.ClickException("the bundled reference cohort fails validation (a bug in oncosurg)")
+        step(f"importing it into {db_path}")
+        engine = open_store(f"sqlite:///{db_path}")
+        result = import_patients(engine, registry.records(), source=str(long_path), sha256=registry.sha256,
+                                 rows=registry.patients)
+        if result.issues:
+            report_issues(str(long_path), result.issues, max_errors=20, as_json=False)
+            raise click.ClickException("the bundled reference cohort cannot be imported (a bug in oncosurg)")
+        provenance = {"source": str(long_path), "records": registry.patients, "sha256": registry.sha256,
+                      "synthetic": True, "note": REFERENCE_DESCRIPTION}
     from oncosurg.stats.compiled import kernels_cached
 
     step(f"running the protocol {SEED_PROTOCOL}" + ("" if kernels_cached() else
@@ -168,7 +177,7 @@ def demo_cmd(out: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    click.echo(f"\nRegistry: {csv_path}  Database: {db_path}  Results: {folder / 'results.json'}")
+    click.echo(f"\nRegistry: {long_path}/ (flat: {csv_path})  Database: {db_path}  Results: {folder / 'results.json'}")
     click.echo(f"Report: {folder / 'index.html'}  PDF: {folder / 'report.pdf'}  Figures: {folder / 'figures'}/  "
                f"Table 1: {folder / 'tables'}/  ({time.perf_counter() - started:.1f} s)")
 

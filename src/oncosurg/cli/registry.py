@@ -17,7 +17,10 @@ from oncosurg.ingest.csv import ParsedFile, read_registry_csv
 from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from oncosurg.rules import Issue
+    from oncosurg.store.repository import ImportOptions, ImportResult
 
 
 def _max_errors_option(f):  # type: ignore[no-untyped-def]
@@ -129,7 +132,7 @@ def _validate_long(path: str, centre: str | None, max_errors: int, as_json: bool
 @click.argument("file", type=click.Path())
 @db_option
 @_centre_option
-@format_option("Input")
+@format_option("Input", long=True)
 @click.option("--update", is_flag=True,
               help="Change registered patients: only the columns the file carries, each change recorded "
                    "(field, old → new). Rows of patients not registered are refused unless --allow-new.")
@@ -147,7 +150,7 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
                fmt: str = "csv", allow_new: bool = False, allow_clear: bool = False,
                allow_id_in_other_centre: bool = False, case_sensitive_ids: bool = False,
                postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> None:
-    """Validate a registry CSV (or --format redcap|fhir|xlsx) and import it in one transaction.
+    """Validate a registry CSV (or --format redcap|fhir|xlsx|long) and import it in one transaction.
 
     A file with any error changes nothing, and every error is listed at once (exit status 2). A
     patient is (centre, patient_id). A patient already registered is refused unless --update, which
@@ -160,21 +163,56 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
 
     if (allow_new or allow_clear) and not update:
         raise UserError("--allow-new and --allow-clear go with --update (a plain import only registers new patients)")
+    options = ImportOptions(update=update, allow_new=allow_new, allow_clear=allow_clear,
+                            case_sensitive_ids=case_sensitive_ids, allow_id_in_other_centre=allow_id_in_other_centre,
+                            postop_window_days=postop_window_days)
+    if fmt == "long":
+        _import_long(file, db, centre, options, max_errors=max_errors, as_json=as_json)
+        return
     parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     engine = create_registry(db)
-    options = ImportOptions(update=update, allow_new=allow_new, allow_clear=allow_clear,
-                            case_sensitive_ids=case_sensitive_ids, allow_id_in_other_centre=allow_id_in_other_centre,
-                            postop_window_days=postop_window_days)
     result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
                             options=options)
     if result.issues:
         issues = parsed.locate(result.issues) if hasattr(parsed, "locate") else result.issues  # FHIR: name the file
         report_issues(file, issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
-    summary = {"ok": True, "source": file, "sha256": parsed.sha256, "batch": result.batch_id,
+    _import_summary(file, parsed.sha256, result, max_errors=max_errors, as_json=as_json)
+
+
+def _import_long(path: str, db: str | None, centre: str | None, options: ImportOptions, *, max_errors: int,
+                 as_json: bool) -> None:
+    """``import --format long``: validate the whole folder or .zip (with the stored patients an update
+    changes), then write it patient batch by patient batch in one transaction."""
+    from oncosurg.ingest.long import read_long
+    from oncosurg.store.repository import import_patients, stored_lookup
+
+    engine = open_registry(db) if options.update else None  # an update needs the registry; read it first
+    try:
+        registry = read_long(path, centre=centre, postop_window_days=options.postop_window_days,
+                             stored=None if engine is None else stored_lookup(engine))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such folder or file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    with registry:
+        if not registry.ok:
+            report_issues(path, registry.issues, max_errors=max_errors, as_json=as_json, total=registry.error_count)
+            sys.exit(2)
+        engine = engine or create_registry(db)
+        result = import_patients(engine, registry.records(), source=path, sha256=registry.sha256,
+                                 rows=registry.patients, options=options)
+    if result.issues:
+        report_issues(path, result.issues, max_errors=max_errors, as_json=as_json)
+        sys.exit(2)
+    _import_summary(path, registry.sha256, result, max_errors=max_errors, as_json=as_json)
+
+
+def _import_summary(file: str, sha256: str, result: ImportResult, *, max_errors: int, as_json: bool) -> None:
+    summary = {"ok": True, "source": file, "sha256": sha256, "batch": result.batch_id,
                "created": result.created, "updated": result.updated, "unchanged": result.unchanged,
                "changes": [{"centre": c, "patient_id": p, "field": f, "old": _s(o), "new": _s(n)}
                            for c, p, f, o, n in result.changes]}
@@ -199,9 +237,10 @@ def _s(value: object) -> str | None:
 @cli.command("export")
 @db_option
 @click.option("--out", "out", type=click.Path(), default="-", show_default=True,
-              help="Output file ('-' = standard output); a directory for --format fhir.")
+              help="Output file ('-' = standard output); a directory for --format fhir; a folder or .zip for "
+                   "--format long.")
 @click.option("--centre", default=None, metavar="NAME", help="Only this centre.")
-@format_option("Output")
+@format_option("Output", long=True)
 @click.option("--deidentify", is_flag=True,
               help="Keyed pseudonyms, one date shift per patient, age capped at 90; a manifest of what was "
                    "removed is written beside the output.")
@@ -213,15 +252,23 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
                key_file: str | None = None, protocol: str = DEFAULT_PROTOCOL) -> None:
     """Write the registry as a registry CSV (the import format; columns in registry order).
 
+    The registry CSV holds one row per patient: the rescue line, the operation that follows it, the
+    first disease event and the last contact (a projection of the episodes); a warning counts the
+    patients whose other episodes it leaves out. --format long writes every episode: a folder (or a
+    .zip) of one CSV per table (docs/registry-long.md).
+
     --format redcap writes REDCap's flat record CSV (its import and export format), fhir one FHIR R4
     transaction Bundle per patient into the --out directory, xlsx an Excel workbook with a
     data-dictionary sheet and cell validation lists. --deidentify (with --key-file) replaces ids by
     keyed pseudonyms, shifts each patient's dates by one keyed offset (intervals and the protocol's
     cohort unchanged) and caps ages at 90; the manifest says what was removed.
     """
-    from oncosurg.store.repository import iter_records
+    from oncosurg.store.repository import iter_records, patients_beyond_flat
 
     engine = open_registry(db)
+    if fmt == "long" and not (deidentify or key_file):
+        _export_long(engine, out, centre)
+        return
     if fmt != "csv" or deidentify or key_file:
         export_interop(engine, out=out, fmt=fmt, centre=centre, deidentify=deidentify, key_file=key_file,
                        protocol=protocol)
@@ -233,6 +280,29 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
         with engine.connect() as conn:
             for record in iter_records(conn, centre=centre):
                 writer.writerow(["" if record[c] is None else _s(record[c]) for c in COLUMNS])
+            beyond = patients_beyond_flat(conn, centre=centre)
     finally:
         if handle is not sys.stdout:
             handle.close()
+    if beyond:
+        click.echo(f"note: {beyond} patient(s) hold episodes or fields that the registry CSV cannot show (other "
+                   "therapy lines, procedures, disease events or contacts, MDT reviews, response assessments, "
+                   "itemised complications, fields of the episode model); `oncosurg export --format long` "
+                   "writes them all.", err=True)
+
+
+def _export_long(engine: sa.Engine, out: str, centre: str | None) -> None:
+    from oncosurg.export.long import write_long
+    from oncosurg.store import tables as t
+    from oncosurg.store.episodes import iter_records as iter_patients
+
+    if out == "-":
+        raise UserError("--format long writes a folder or a .zip: give --out PATH")
+    with engine.connect() as conn:
+        try:
+            written = write_long((r for _, r in iter_patients(conn, t.EPISODES, t.centre, centre_name=centre)),
+                                 out)
+        except FileExistsError as exc:
+            raise UserError(f"{exc}; choose another --out") from None
+    click.echo(f"{out}: {written.patients} patient(s), {sum(written.rows.values())} row(s) in {len(written.rows)} "
+               "file(s).", err=True)

@@ -34,7 +34,7 @@ import dataclasses
 import datetime as dt
 import getpass
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,13 +404,13 @@ class _PatientWriter:
         creates: list[PatientRecord] = []
         updates: list[tuple[PatientRecord, int, UpdatePlan]] = []
         for record in chunk:
-            line = record.where.get((Table.PATIENT, (record.patient_id,)), (None, None))[1]
+            file, line = record.where.get((Table.PATIENT, (record.patient_id,)), (None, None))
             hit = found[id(record)]
             if hit is None:
                 problem = _new_patient_issue(record.centre, record.patient_id, line,
                                              folded.get(record.patient_id.casefold(), []), options)
                 if problem is not None:
-                    result.issues.append(problem)
+                    result.issues.append(dataclasses.replace(problem, file=file))
                 else:
                     creates.append(record)
                 continue
@@ -419,14 +419,14 @@ class _PatientWriter:
                 result.issues.append(Issue(
                     X_ALREADY_REGISTERED.code, f"patient already registered in centre '{record.centre}'",
                     "use `oncosurg import --update` to change registered patients, or fix the patient_id",
-                    line, "patient_id", record.patient_id))
+                    line, "patient_id", record.patient_id, file))
                 continue
             plan = plan_update(stored[hit.pk], record)
             if plan.clears and not options.allow_clear:
                 result.issues += [Issue(X_CLEARS_VALUE.code, f"the update would clear {column} (registered: "
                                         f"{audit.text(before)})", "leave the column or file out to keep the value "
                                         "(what the file does not carry is left unchanged), or pass --allow-clear",
-                                        line, column, "") for column, before in plan.clears]
+                                        line, column, "", file) for column, before in plan.clears]
             result.issues += check_patient(merged_episodes(stored[hit.pk], plan),
                                            postop_window_days=options.postop_window_days)
             if plan:
@@ -600,6 +600,55 @@ def iter_records(conn: sa.Connection, *, centre: str | None = None) -> Iterator[
         query = query.where(t.centre.c.name == centre)
     for row in conn.execute(query).mappings():
         yield {c: row[c] for c in COLUMNS}
+
+
+def stored_lookup(engine: sa.Engine) -> Callable[[Sequence[tuple[str, str]]], dict[tuple[str, str], PatientRecord]]:
+    """``(centre, patient_id)`` keys → the stored records (the long reader checks an update on them)."""
+    def lookup(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PatientRecord]:
+        if not keys:
+            return {}
+        p = t.patient
+        wanted = sa.tuple_(t.centre.c.name, p.c.patient_id).in_([tuple(k) for k in keys])
+        with engine.connect() as conn:
+            pks = conn.execute(sa.select(p.c.id).join(t.centre, t.centre.c.id == p.c.centre_id).where(wanted)
+                               ).scalars().all()
+            found = read_patient_records(conn, t.EPISODES, t.centre, pks)
+        return {(r.centre, r.patient_id): r for r in found.values()}
+    return lookup
+
+
+def patients_beyond_flat(conn: sa.Connection, *, centre: str | None = None) -> int:
+    """How many patients hold something the flat registry row cannot show: more than one therapy line,
+    procedure, disease event or contact, any MDT review or response assessment, complications beyond
+    one undated, undescribed complication per operation, pathology beyond the flat columns, or a
+    patient field of the episode model (birth year, BRAF, MSI, referral date)."""
+    p = t.patient
+
+    def more_than(table: sa.Table, n: int) -> sa.ColumnElement[bool]:
+        return sa.select(sa.func.count()).select_from(table).where(table.c.patient_pk == p.c.id
+                                                                   ).scalar_subquery() > n
+
+    c, path = t.complication, t.pathology
+    line = t.therapy_line
+    beyond = sa.or_(
+        more_than(line, 1), more_than(t.liver_procedure, 1), more_than(t.disease_event, 1), more_than(t.contact, 1),
+        more_than(t.mdt_review, 0), more_than(t.response_assessment, 0), more_than(c, 1),
+        sa.exists().where(c.c.patient_pk == p.c.id, sa.or_(c.c.description.is_not(None),
+                                                           c.c.complication_date.is_not(None))),
+        sa.exists().where(path.c.patient_pk == p.c.id, sa.or_(path.c.lesion_count.is_not(None),
+                                                              path.c.largest_lesion_mm.is_not(None),
+                                                              path.c.margin_mm.is_not(None))),
+        sa.exists().where(line.c.patient_pk == p.c.id, sa.or_(line.c.stop_date.is_not(None),
+                                                              line.c.stop_reason.is_not(None),
+                                                              line.c.schedule.is_not(None),
+                                                              line.c.dose_mg_m2.is_not(None),
+                                                              line.c.bsa_m2.is_not(None))),
+        p.c.birth_year.is_not(None), p.c.braf_status.is_not(None), p.c.msi_status.is_not(None),
+        p.c.referral_date.is_not(None))
+    query = sa.select(sa.func.count()).select_from(p.join(t.centre, t.centre.c.id == p.c.centre_id)).where(beyond)
+    if centre is not None:
+        query = query.where(t.centre.c.name == centre)
+    return int(conn.execute(query).scalar_one())
 
 
 def count_patients(conn: sa.Connection) -> int:
