@@ -503,12 +503,34 @@ def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]
     return found
 
 
+def _texts(row: Mapping[str, Any]) -> dict[str, str]:
+    """A row's non-empty values as trail text (:func:`oncosurg.store.audit.text`; a fast path for the
+    common types, since a large import writes one snapshot per patient)."""
+    out: dict[str, str] = {}
+    for k, v in row.items():
+        if v is None:
+            continue
+        kind = type(v)
+        if kind is str:
+            out[k] = v
+        elif kind is int:
+            out[k] = str(v)
+        elif kind is dt.date:
+            out[k] = v.isoformat()
+        elif kind is bool:
+            out[k] = "yes" if v else "no"
+        else:
+            out[k] = audit.text(v)  # type: ignore[assignment]
+    return out
+
+
 def snapshot(record: PatientRecord) -> str:
-    """A patient's whole record as canonical JSON (the audit trail's value of a created patient)."""
-    body: dict[str, Any] = {"patient": {k: audit.text(v) for k, v in record.patient.items()}}
+    """A patient's whole record as canonical JSON, empty values left out (the audit trail's value of a
+    created patient)."""
+    body: dict[str, Any] = {"patient": _texts(record.patient)}
     for table, rows in sorted(record.episodes.items()):
         if rows:
-            body[table.value] = [{k: audit.text(v) for k, v in row.items()} for row in rows]
+            body[table.value] = [_texts(row) for row in rows]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
