@@ -124,6 +124,12 @@ class Replay:
             return
         if not isinstance(current, dict):
             return  # unknown values (or a row after a delete): nothing to check
+        if action == "update" and field is not None:  # a registry column (entity = its stage) or the regimen
+            if entity == "cetuximab_regimen":
+                self._set(current, "regimen", field, row["new_value"])
+            elif entity in _STAGES or field in RECORD_COLUMNS:
+                self._set(current, "record", field, row["new_value"])
+            return
         if entity in ITEMS:
             items = current[entity]
             key = str(row["entity_id"])
@@ -131,12 +137,6 @@ class Replay:
                 items.setdefault(key, {})[field] = row["new_value"]
             elif action == "delete":
                 items.pop(key, None)
-            return
-        if action == "update" and field is not None:
-            if entity == "cetuximab_regimen":
-                self._set(current, "regimen", field, row["new_value"])
-            elif entity in _STAGES or field in RECORD_COLUMNS:
-                self._set(current, "record", field, row["new_value"])
 
     @staticmethod
     def _set(state: dict[str, Any], part: str, field: str, value: str | None) -> None:

@@ -7,8 +7,8 @@ body is read, and the access log (one line per request, with the user name).
    everything else) is refused with 413 before a byte of the body is read;
 2. outside the sign-in pages, the session is checked (401) and a cross-site ``Origin`` refused (403)
    before the body is read; the CSRF token is checked from the ``X-CSRF-Token`` header, or, for a
-   multipart upload, from its first part (``csrf_token``, which the upload form sends first), so a
-   forged or signed-out upload is refused after at most 64 KiB;
+   multipart upload, from its text fields before the first file (the upload form sends
+   ``csrf_token`` first), so a forged or signed-out upload is refused after at most 64 KiB;
 3. bodies without a length (chunked) are counted as they stream, and refused with 413 as soon as
    they pass the limit.
 
@@ -146,7 +146,7 @@ def _counting(receive: Receive, limit: int) -> Receive:
 
 
 async def _peek_csrf(receive: Receive, content_type: str) -> tuple[str, Receive]:
-    """The value of the first multipart part if it is ``csrf_token`` ('' otherwise), reading at most
+    """The value of the ``csrf_token`` part if it precedes the first file ('' otherwise), reading at most
     :data:`PEEK_BYTES`; and a ``receive`` that replays what was read."""
     boundary = ""
     for param in content_type.split(";")[1:]:
@@ -179,25 +179,34 @@ async def _peek_csrf(receive: Receive, content_type: str) -> tuple[str, Receive]
 
 
 def _first_part(data: bytes, boundary: bytes) -> str | None:
-    """``csrf_token``'s value when it is the first part; '' when another part comes first; ``None`` when
-    more bytes are needed."""
+    """``csrf_token``'s value if it comes before the first file part; '' when a file part (or anything
+    malformed) comes first; ``None`` when more bytes are needed."""
     if not boundary:
         return ""
-    start = b"--" + boundary + b"\r\n"
-    if len(data) < len(start):
+    delimiter = b"--" + boundary
+    if len(data) < len(delimiter) + 2:
         return None
-    if not data.startswith(start):
+    if not data.startswith(delimiter + b"\r\n"):
         return ""
-    head_end = data.find(b"\r\n\r\n", len(start))
-    if head_end < 0:
-        return None
-    headers = data[len(start):head_end].decode("latin-1").lower()
-    if 'name="csrf_token"' not in headers:
-        return ""
-    value_end = data.find(b"\r\n--" + boundary, head_end + 4)
-    if value_end < 0:
-        return None
-    return data[head_end + 4:value_end].decode("latin-1").strip()
+    at = len(delimiter) + 2
+    while True:
+        head_end = data.find(b"\r\n\r\n", at)
+        if head_end < 0:
+            return None
+        headers = data[at:head_end].decode("latin-1").lower()
+        if "filename=" in headers:
+            return ""
+        value_end = data.find(b"\r\n" + delimiter, head_end + 4)
+        if value_end < 0:
+            return None
+        if 'name="csrf_token"' in headers:
+            return data[head_end + 4:value_end].decode("latin-1").strip()
+        at = value_end + 2 + len(delimiter)
+        if data[at:at + 2] == b"--":
+            return ""  # the last part, and no token
+        if len(data) < at + 2:
+            return None
+        at += 2  # the CRLF after the delimiter
 
 
 async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:

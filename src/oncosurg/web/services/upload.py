@@ -34,6 +34,7 @@ from oncosurg.web.services.patients import (
     create_patient,
     created_at,
     is_locked,
+    stored_entries,
 )
 from oncosurg.web.services.users import utcnow
 
@@ -146,12 +147,13 @@ def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") 
         version = found["version"] + 1
         conn.execute(sa.update(t.patient).where(t.patient.c.id == found["id"]).values(
             version=t.patient.c.version + 1, **{c: merged.get(c) for c in PATIENT_COLUMNS}))
-        write_stages(conn, found["id"], merged, source="registry CSV")
+        synced = write_stages(conn, found["id"], merged, source="registry CSV")
         head = {"id": found["id"], "centre": merged["centre"], "patient_id": merged["patient_id"]}
         entries = []
         for field, old, new in diff:
             entries += _entries(head, version, "update", FIELD_BY_NAME[field].stage.value, found["id"],
                                 [(field, old, new)], reason or note)
+        entries += stored_entries(head, version, synced, reason or note)
         audit.append(conn, actor=ctx.actor, entries=entries)
     return {"ok": True, "source": row["source"], "created": len(plan["create"]), "updated": len(plan["update"]),
             "unchanged": plan["unchanged"]}
