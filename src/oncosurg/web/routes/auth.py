@@ -302,8 +302,8 @@ def me(request: Request, user: CurrentUser) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- reset links
 
-@router.get("/reset/{token}.json", summary="A password-reset link: whose it is, and the form's CSRF token")
 @router.get("/reset/{token}", include_in_schema=False)
+@router.get("/reset/{token}.json", summary="A password-reset link: whose it is, and the form's CSRF token")
 def reset_page(request: Request, token: ResetToken, store: StoreDep, settings: SettingsDep) -> Any:
     with store.read() as conn:
         target = accounts.reset_target(conn, token=token, now=settings.now())
