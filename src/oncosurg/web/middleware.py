@@ -221,7 +221,7 @@ async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
         await send({"type": "http.response.start", "status": 303, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
-    body = json.dumps(error_body(message, [], status)).encode()
+    body = json.dumps(error_body(message, [], status), separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
