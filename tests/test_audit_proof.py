@@ -5,7 +5,6 @@ every change path carries its values; the 0004 migration adds a baseline on data
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,7 +86,7 @@ def test_every_change_path_can_be_replayed_from_the_trail(app: FastAPI) -> None:
     _every_path(app)
     result = verify_chain(app)
     assert result.ok, result
-    assert result.patients_checked == 5 and result.patients_unchecked == 0  # WEB-GONE: deleted in both
+    assert result.patients_checked == 4 and result.patients_unchecked == 0  # WEB-GONE: deleted in both
 
 
 @pytest.mark.parametrize("edit", ["stage_value", "patient_row", "review_deleted", "complication_grade",
@@ -218,65 +217,61 @@ def test_checkpoint_commands(app: FastAPI, tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------- old releases
 
-def _old_database(store_url: str, tmp_path: Path) -> str:
-    """A registry written by oncosurg 0.1.0 (tests/fixtures/releases/0.1.0), on the backend under test."""
-    fixture = ROOT / "tests" / "fixtures" / "releases" / "0.1.0" / "i10a-web-registry.sqlite"
-    copy = tmp_path / "old.sqlite"
-    shutil.copy(fixture, copy)
-    if store_url.startswith("sqlite"):
-        return f"sqlite:///{copy}"
-    from alembic import command
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_database_of_0_1_0_gets_a_state_baseline(backend: str, request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """The committed 0.1.0 registry (tests/fixtures/releases/0.1.0): its create rows of command-line
+    imports carry no values; after the 0004 migration every patient's state is checked anyway."""
+    from release_databases import RELEASE_DATABASES, copy_sqlite, restore_postgres
 
-    from oncosurg.store.engine import alembic_config
-
-    engine = sa.create_engine(store_url)
-    cfg = alembic_config(store_url)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-    old = sa.create_engine(f"sqlite:///{copy}")
-    meta = sa.MetaData()
-    meta.reflect(old)
-    with old.connect() as src, engine.begin() as dst:
-        dst.execute(sa.text("DELETE FROM audit_head"))
-        for table in meta.sorted_tables:
-            if table.name == "alembic_version":
-                continue
-            rows = [dict(r) for r in src.execute(sa.select(table)).mappings()]
-            if rows:
-                dst.execute(sa.table(table.name, *[sa.column(c) for c in rows[0]]).insert(), rows)
-            if "id" in table.c and rows:
-                dst.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                                    f"(SELECT max(id) FROM {table.name}))"))
-    old.dispose()
-    engine.dispose()
-    return store_url
-
-
-def test_a_database_of_0_1_0_migrates_with_a_state_baseline(store_url: str, tmp_path: Path) -> None:
-    url = _old_database(store_url, tmp_path)
-    before_engine = sa.create_engine(url)
-    from oncosurg.store.repository import iter_records
-
-    with before_engine.connect() as conn:
-        before = list(iter_records(conn))
+    db = next(d for d in RELEASE_DATABASES if d.registry == "reference" and d.backend == backend)
+    url = copy_sqlite(db, tmp_path) if backend == "sqlite" else restore_postgres(
+        db, request.getfixturevalue("postgres_server"))
+    old = sa.create_engine(url)
+    with old.connect() as conn:  # read without migrating: what 0.1.0 left
         rows_before = conn.execute(sa.select(sa.func.count()).select_from(t.audit_log)).scalar_one()
-    before_engine.dispose()
+        patients = conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one()
+        valueless = conn.execute(sa.select(sa.func.count()).select_from(t.audit_log).where(
+            t.audit_log.c.action == "create", t.audit_log.c.entity == "patient", t.audit_log.c.field.is_(None))
+        ).scalar_one()
+    old.dispose()
+    assert valueless > 100  # the imported cohort: nothing to replay from before the baseline
     app = make_app(url)  # migrates to head
     with app.state.store.read() as conn:
-        assert list(iter_records(conn)) == before  # every value kept
-        baselines = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.action == "baseline")).mappings().all()
-    assert len(baselines) == len(before) and baselines[0]["id"] == rows_before + 1
+        baselines = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.action == "baseline")
+                                 .order_by(t.audit_log.c.id)).mappings().all()
+    assert len(baselines) == patients and baselines[0]["id"] == rows_before + 1
+    assert json.loads(baselines[0]["new_value"])["record"]["patient_id"] == baselines[0]["patient_id"]
     result = verify_chain(app)
     assert result.ok, result
-    assert result.patients_checked == len(before) and result.patients_unchecked == 0
-    # the old accounts still sign in, and changes are checked from the baseline on
-    dm = Api(app, "dm")
-    pk = next(p["pk"] for p in dm.get("/patients.json").json()["patients"] if p["patient_id"] == "WEB-1")
-    assert dm.save(pk, "follow_up", last_contact_date="2024-03-02", reason="corrected").status_code == 200
-    assert verify_chain(app).ok
+    assert result.patients_checked == patients and result.patients_unchecked == 0
+    # a later direct edit of an imported patient, which 0.1.0's trail could not have caught, is caught
     with app.state.store.engine.begin() as conn:
-        conn.execute(sa.update(t.follow_up).where(t.follow_up.c.patient_pk == pk).values(death_date=None,
-                                                                                         last_contact_date=None))
-    assert not verify_chain(app).ok
+        conn.execute(sa.update(t.cetuximab_course).where(t.cetuximab_course.c.patient_pk == 1)
+                     .values(cetuximab_cycles=99))
+    broken = verify_chain(app)
+    assert not broken.ok and broken.mismatches[0]["field"] == "cetuximab_cycles"
     app.state.store.dispose()
+
+
+def test_patients_without_values_in_the_trail_are_reported_not_checkable() -> None:
+    """A create row without values (command-line imports before 0.2) and no baseline yet: not checkable;
+    a baseline row makes the patient checkable from there on."""
+    from oncosurg.store.audit_state import Replay, compare, empty
+
+    def row(pk: int, action: str, field: str | None = None, value: str | None = None, entity: str = "patient"
+            ) -> dict:
+        return {"patient_pk": pk, "entity": entity, "action": action, "field": field, "new_value": value,
+                "entity_id": pk, "centre": "C", "patient_id": f"P{pk}"}
+
+    replay = Replay()
+    for r in (row(1, "create"), row(2, "create"), row(1, "update", "cetuximab_cycles", "4", "cetuximab_course")):
+        replay.apply(r)
+    state = empty() | {"record": {"patient_id": "P2", "cetuximab_cycles": "6"}}
+    replay.apply(row(2, "baseline", "state", json.dumps(state)))
+    tables = {pk: {"centre": "C", "patient_id": f"P{pk}", "state": empty() | {
+        "record": {"patient_id": f"P{pk}", "cetuximab_cycles": "7"}}} for pk in (1, 2)}
+    mismatches, checked, unchecked = compare(replay, tables)
+    assert (checked, unchecked) == (1, 1)
+    assert [(m["patient_id"], m["field"], m["trail"], m["table"]) for m in mismatches] == [("P2", "cetuximab_cycles",
+                                                                                           "6", "7")]
