@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from oncosurg.cli import cli
 from web_helpers import CENTRE_A, CENTRE_B, Api, add_user, make_app, verify_chain
@@ -122,7 +123,7 @@ def test_access_log_lines_name_the_user(app: FastAPI, caplog: pytest.LogCaptureF
     pk = dm.register(patient_id="PB-1")
     with caplog.at_level(logging.INFO, logger="oncosurg.web.access"):
         dm.get(f"/patients/{pk}.json")
-        dm.client.get("/me.json", cookies={"oncosurg_session": "nope"})
+        TestClient(app).get("/me.json")
     lines = [r.getMessage() for r in caplog.records if r.name == "oncosurg.web.access"]
     assert any(f' - dm "GET /patients/{pk}.json HTTP/1.1" 200 ' in line for line in lines), lines
     assert any(' - - "GET /me.json HTTP/1.1" 401 ' in line for line in lines), lines
