@@ -14,7 +14,6 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-MIN_PASSWORD_LENGTH = 12
 SESSION_COOKIE = "oncosurg_session"
 PRELOGIN_COOKIE = "oncosurg_prelogin"
 #: Set after a successful sign-in; lets that browser through the throttling of other clients' failures.

@@ -180,15 +180,16 @@ def _login_again(request: Request, settings: Any, message: str, status: int) -> 
 def _pending(request: Request, store: Any, settings: Any, kind: str) -> tuple[str, dict[str, Any], str]:
     """The pending sign-in of this browser (token, session row, user name), or :class:`NotSignedIn`."""
     token = session_token(request)
-    row = None
+    row, name = None, None
     if token:
         with store.read() as conn:
             row = users.session_row(conn, token=token, now=settings.now(), idle_minutes=users.PENDING_MINUTES)
-            name = users.username_of(conn, user_id=int(row["user_id"])) if row else None
-    if row is None or row["pending"] != kind or not name:
+            if row is not None and row["pending"] == kind:
+                name = users.username_of(conn, user_id=int(row["user_id"]))
+    if token is None or row is None or name is None:
         raise NotSignedIn("sign in with your password first (the sign-in expired after "
                           f"{users.PENDING_MINUTES} minutes)")
-    return token, row, name  # type: ignore[return-value]
+    return token, row, name
 
 
 @router.get("/login/totp.json", response_model=LoginForm, summary="CSRF token of the second-factor form")
