@@ -4,6 +4,7 @@ one-time password-reset links."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -133,7 +134,7 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Any
         return _login_again(request, settings, "Wrong user name or password.", 401)
     next_url = safe_next(form.get("next"))
     if step is not None:  # the password was right; a code is still needed
-        where = f"/login/{step}?next={next_url}"
+        where = f"/login/{step}?next={quote(next_url)}"
         response: Response = see_other(where) if _html(request) else JSONResponse(
             {"ok": True, "second_factor": step, "next": f"/login/{step}",
              "csrf_token": security.csrf_token(request.app.state.secret, token)})
