@@ -138,10 +138,33 @@ RELEASE_TABLES = ("centre", "import_batch", "patient", "baseline_tumour", "prior
                   "audit_head", "mdt_review", "response_assessment", "cetuximab_regimen", "pending_upload")
 
 
+#: Columns added after 0.1.0 (left out of the view; migration 0004_accounts_security).
+LATER_COLUMNS = {"app_user": {"totp_secret", "totp_last_step", "password_changed_at"}, "login_attempt": {"device"}}
+#: Settings and audit rows written by later migrations themselves (0004: the audit-state baseline).
+LATER_SETTINGS = {"audit_baseline"}
+
+
+def release_chain(conn: sa.Connection) -> tuple[int, str]:
+    """The audit chain as the release left it: the rows before the first row a later migration appended
+    (``baseline`` rows of 0004), and the hash of the last of them."""
+    first_later = conn.execute(sa.select(sa.func.min(t.audit_log.c.id))
+                               .where(t.audit_log.c.action == "baseline")).scalar()
+    if first_later is None:
+        chain = audit.verify(conn, state=False)
+        return chain.rows, chain.head_hash
+    rows = first_later - 1
+    head = conn.execute(sa.select(t.audit_log.c.hash).where(t.audit_log.c.id == rows)).scalar() or audit.GENESIS
+    return rows, head
+
+
+def _release_columns(table: sa.Table, *drop: str) -> list[Any]:
+    return [col for col in table.c if col.name not in {*drop, *LATER_COLUMNS.get(table.name, ())}]
+
+
 def tables_view(conn: sa.Connection) -> dict[str, Any]:
     """Everything the registry CSV does not carry, in release 0.1.0's shape (``expected/*/tables.json``);
     password and token hashes left out, secrets as their sha256."""
-    chain = audit.verify(conn)
+    rows, head_hash = release_chain(conn)
     p, c, u = t.patient, t.centre, t.app_user
     who = sa.select(p.c.id.label("patient_pk"), c.c.name.label("centre"), p.c.patient_id).join(
         c, c.c.id == p.c.centre_id).subquery("who")
@@ -153,8 +176,9 @@ def tables_view(conn: sa.Connection) -> dict[str, Any]:
 
     return {
         "release": "0.1.0",
-        "audit": {"rows": chain.rows, "head_hash": chain.head_hash},
-        "counts": {name: conn.execute(sa.select(sa.func.count()).select_from(t.metadata.tables[name])).scalar_one()
+        "audit": {"rows": rows, "head_hash": head_hash},
+        "counts": {name: conn.execute(sa.select(sa.func.count()).select_from(t.metadata.tables[name])
+                                      .where(*_release_rows(name))).scalar_one()
                    for name in RELEASE_TABLES},
         "centre": _rows(conn, sa.select(c).order_by(c.c.id)),
         "patient": _rows(conn, sa.select(p.c.id.label("patient_pk"), c.c.name.label("centre"), p.c.patient_id,
@@ -170,21 +194,40 @@ def tables_view(conn: sa.Connection) -> dict[str, Any]:
         "app_user": [row | {"centres": [r[0] for r in conn.execute(
                          sa.select(c.c.name).join(t.user_centre, t.user_centre.c.centre_id == c.c.id)
                          .where(t.user_centre.c.user_id == row["id"]).order_by(c.c.name))]}
-                     for row in _rows(conn, sa.select(*[col for col in u.c if col.name != "password_hash"])
-                                      .order_by(u.c.id))],
+                     for row in _rows(conn, sa.select(*_release_columns(u, "password_hash")).order_by(u.c.id))],
         "user_centre_rows": conn.execute(sa.select(sa.func.count()).select_from(t.user_centre)).scalar_one(),
         "web_session": _rows(conn, sa.select(u.c.username, t.web_session.c.created_at, t.web_session.c.expires_at)
                              .join(u, u.c.id == t.web_session.c.user_id)
                              .order_by(t.web_session.c.created_at, u.c.username)),
-        "login_attempt": _rows(conn, sa.select(t.login_attempt).order_by(t.login_attempt.c.id)),
+        "login_attempt": _rows(conn, sa.select(*_release_columns(t.login_attempt)).order_by(t.login_attempt.c.id)),
         "web_setting": [{"key": r.key, "value_sha256": _sha(r.value)}
-                        for r in conn.execute(sa.select(t.web_setting).order_by(t.web_setting.c.key))],
+                        for r in conn.execute(sa.select(t.web_setting).where(*_release_rows("web_setting"))
+                                              .order_by(t.web_setting.c.key))],
         "pending_upload": [{"username": r.username, "created_at": _plain(r.created_at), "source": r.source,
                             "centre": r.centre, "mode": r.mode, "data_sha256": _sha(r.data)}
                            for r in conn.execute(sa.select(t.pending_upload, u.c.username)
                                                  .join(u, u.c.id == t.pending_upload.c.user_id)
                                                  .order_by(t.pending_upload.c.created_at))],
     }
+
+
+def _release_rows(name: str) -> list[sa.ColumnElement[bool]]:
+    if name == "audit_log":
+        return [t.audit_log.c.action != "baseline"]
+    if name == "web_setting":
+        return [t.web_setting.c.key.not_in(sorted(LATER_SETTINGS))]
+    return []
+
+
+def _without_later_audit_rows(text: str) -> str:
+    """``oncosurg audit export`` less the rows later migrations appended (as 0.1.0 would have exported it)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return text
+    action = rows[0].index("action")
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([rows[0], *[r for r in rows[1:] if r[action] != "baseline"]])
+    return buffer.getvalue()
 
 
 def _cli_file(*args: str) -> str:
@@ -201,7 +244,8 @@ def old_release_view(engine: sa.Engine) -> ReleaseView:
     url = engine.url.render_as_string(hide_password=False)
     with engine.connect() as conn:
         tables = tables_view(conn)
-    return ReleaseView(_cli_file("export", "--db", url), _cli_file("audit", "export", "--db", url), tables)
+    return ReleaseView(_cli_file("export", "--db", url),
+                       _without_later_audit_rows(_cli_file("audit", "export", "--db", url)), tables)
 
 
 def expected_view(db: ReleaseDatabase) -> ReleaseView:

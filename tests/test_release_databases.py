@@ -14,8 +14,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from oncosurg.store import audit
+from oncosurg.store import tables as t
 from oncosurg.store.engine import open_store
 from release_databases import (
     RELEASE_DATABASES,
@@ -26,6 +28,7 @@ from release_databases import (
     expected_view,
     head_revision,
     old_release_view,
+    release_chain,
     report,
     restore_postgres,
     stored_revision,
@@ -53,10 +56,17 @@ def test_release_database_opens_with_every_value_kept(db: ReleaseDatabase, reque
         assert stored_revision(url) == head_revision(), "migrations did not run to head"
         with engine.connect() as conn:
             chain = audit.verify(conn)
+            kept = release_chain(conn)
+            later = conn.execute(sa.select(t.audit_log.c.action, t.audit_log.c.username)
+                                 .where(t.audit_log.c.id > kept[0])).all()
+            patients = conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one()
         assert chain.ok, f"{db}: audit chain broken after migrating: {chain.problem}"
         expected = expected_view(db)
         anchor = expected.tables["audit"]
-        assert (chain.rows, chain.head_hash) == (anchor["rows"], anchor["head_hash"]), "the audit head moved"
+        assert kept == (anchor["rows"], anchor["head_hash"]), "the release's audit chain changed"
+        # what migrations appended after it: one state baseline per patient (0004), by "migration"
+        assert set(later) <= {("baseline", "migration")} and len(later) == patients
+        assert chain.patients_checked == patients and not chain.mismatches
         problems = compare_views(expected, old_release_view(engine))
         assert not problems, report(db, problems)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -151,9 +152,12 @@ def test_imports_enter_the_hash_chained_audit_trail(store: sa.Engine) -> None:
         check = audit.verify(conn)
     assert check.ok and check.rows == 3
     assert [(e["action"], e["patient_id"], e["field"]) for e in entries] == [
-        ("create", "P1", None), ("create", "P2", None), ("update", "P1", "cetuximab_cycles")]
+        ("create", "P1", "record"), ("create", "P2", "record"), ("update", "P1", "cetuximab_cycles")]
     assert entries[2]["old_value"] is None and entries[2]["new_value"] == "4" and entries[2]["version"] == 2
     assert entries[0]["username"].startswith("cli:") and "import batch 1" in entries[0]["reason"]
+    # a create row carries the patient's values, so verify can recompute the state from the trail
+    assert json.loads(entries[0]["new_value"])["cetuximab_start"] == "2005-01-10"
+    assert check.patients_checked == 2 and not check.mismatches
 
 
 def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> None:

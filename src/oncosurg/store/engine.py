@@ -152,3 +152,7 @@ def upgrade(engine: sa.Engine) -> None:
             return
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+        # data steps that need the code of the schema at head (e.g. the audit-state baseline of 0004)
+        from oncosurg.store.audit_state import write_pending_baselines
+
+        write_pending_baselines(connection)

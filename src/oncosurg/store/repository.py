@@ -54,7 +54,7 @@ from oncosurg.schema import (
     REQUIRED,
     Stage,
 )
-from oncosurg.store import audit
+from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
 
 _PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
@@ -254,8 +254,11 @@ def import_records(
 
     ``options`` (default: insert only, or ``update``) says what the import may do.  Every change
     enters the hash-chained audit trail in the same transaction, as ``actor`` (default: the
-    operating-system user running the import): one ``create`` row per new patient (its values are
-    the batch's file, identified by its SHA-256) and one ``update`` row per changed field (old → new).
+    operating-system user running the import): one ``create`` row per new patient carrying its
+    values (field ``record``, the record as JSON; the reason names the batch's file and its SHA-256),
+    one ``update`` row per changed field (old → new), and a row per complication created or removed
+    to match the worst grade, so the patient's state can be recomputed from the trail
+    (:mod:`oncosurg.store.audit_state`).
     """
     options = options or ImportOptions(update=update, postop_window_days=postop_window_days)
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
@@ -281,20 +284,25 @@ def import_records(
             # executemany with RETURNING in parameter order (SQLite >= 3.35, PostgreSQL): one round trip per batch
             pks = conn.execute(sa.insert(t.patient).returning(t.patient.c.id, sort_by_parameter_order=True),
                                new_rows).scalars().all()
-            _insert_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
+            made = _insert_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
             result.created = len(pks)
             note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
+            by_pk = {pk: values for pk, values in zip(pks, new_values, strict=True)}
             audit.append(conn, actor=actor, entries=[
                 {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk,
-                 "centre": values["centre"], "patient_id": values["patient_id"], "reason": note, "version": 1}
-                for pk, values in zip(pks, new_values, strict=True)])
+                 "centre": values["centre"], "patient_id": values["patient_id"], "field": "record",
+                 "new_value": audit_state.dumps(audit_state.record_values(values)), "reason": note, "version": 1}
+                for pk, values in by_pk.items()] + [
+                entry | {"centre": by_pk[entry["patient_pk"]]["centre"],
+                         "patient_id": by_pk[entry["patient_pk"]]["patient_id"], "reason": note, "version": 1}
+                for entry in complication_entries(made)])
         note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
         for planned in plan.updates:
             pk, merged, values = planned.pk, planned.merged, planned.record.values
             conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(
                 import_batch_id=batch_id, version=t.patient.c.version + 1,
                 **{c: merged.get(c) for c in _PATIENT_COLUMNS}))
-            write_stages(conn, pk, merged, source=f"import batch {batch_id}")
+            synced = write_stages(conn, pk, merged, source=f"import batch {batch_id}")
             version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
             for column, before, after in planned.diff:
                 conn.execute(sa.insert(t.change_log).values(
@@ -305,7 +313,9 @@ def import_records(
                 {"action": "update", "entity": FIELD_BY_NAME[column].stage.value, "entity_id": pk, "patient_pk": pk,
                  "centre": values["centre"], "patient_id": values["patient_id"], "field": column,
                  "old_value": before, "new_value": after, "reason": note, "version": version}
-                for column, before, after in planned.diff])
+                for column, before, after in planned.diff] + [
+                entry | {"centre": values["centre"], "patient_id": values["patient_id"], "reason": note,
+                         "version": version} for entry in complication_entries(synced)])
             result.updated += 1
         conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
                      .values(created=result.created, updated=result.updated))
@@ -353,10 +363,15 @@ def upsert_stage(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, A
         conn.execute(sa.insert(table).values(patient_pk=pk, **row))
 
 
-def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, source: str = "registry CSV") -> None:
+def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, source: str = "registry CSV"
+                 ) -> list[tuple[str, int, int, dict[str, Any]]]:
     """Bring an existing patient's stage tables to a validated registry record (the patient row is the
     caller's).  Stages left empty are removed; complications recorded one by one (web app) are kept
-    as long as their worst grade still equals the record's ``clavien_dindo_max``."""
+    as long as their worst grade still equals the record's ``clavien_dindo_max``.
+
+    Returns the complication rows created or removed to match that grade, as
+    ``(action, patient_pk, complication id, values)``, for the caller's audit rows
+    (:func:`complication_entries`)."""
     for stage, table in t.STAGE_TABLES.items():
         row = {f.name: record.get(f.name) for f in FIELDS if f.stage is stage}
         if stage is Stage.SURGERY:
@@ -368,22 +383,38 @@ def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, sou
             conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
             continue
         upsert_stage(conn, table, pk, row)
-    _sync_complications(conn, pk, record.get("clavien_dindo_max"), source)
+    return _sync_complications(conn, pk, record.get("clavien_dindo_max"), source)
 
 
-def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str) -> None:
-    """Make the complication rows agree with a worst grade (``none``/empty = no complication rows)."""
+def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str
+                        ) -> list[tuple[str, int, int, dict[str, Any]]]:
+    """Make the complication rows agree with a worst grade (``none``/empty = no complication rows);
+    returns what was deleted and created."""
     c = t.complication
     rank = None if grade is None else CLAVIEN_DINDO.index(grade)
+    doomed = c.c.patient_pk == pk if not rank else sa.and_(c.c.patient_pk == pk, c.c.grade_rank > rank)
+    changes: list[tuple[str, int, int, dict[str, Any]]] = [
+        ("delete", pk, row["id"], {"grade": row["grade"], "description": row["description"]})
+        for row in conn.execute(sa.select(c.c.id, c.c.grade, c.c.description).where(doomed).order_by(c.c.id)
+                                ).mappings()]
+    if changes:
+        conn.execute(sa.delete(c).where(doomed))
     if not rank:
-        conn.execute(sa.delete(c).where(c.c.patient_pk == pk))
-        return
-    conn.execute(sa.delete(c).where(c.c.patient_pk == pk, c.c.grade_rank > rank))
+        return changes
     present = conn.execute(sa.select(sa.func.count()).select_from(c)
                            .where(c.c.patient_pk == pk, c.c.grade_rank == rank)).scalar_one()
     if not present:
-        conn.execute(sa.insert(c).values(patient_pk=pk, grade=grade, grade_rank=rank,
-                                         description=f"worst complication ({source})"))
+        values = {"grade": grade, "description": f"worst complication ({source})"}
+        cid = conn.execute(sa.insert(c).values(patient_pk=pk, grade_rank=rank, **values)).inserted_primary_key[0]
+        changes.append(("create", pk, int(cid), values))
+    return changes
+
+
+def complication_entries(changes: Sequence[tuple[str, int, int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Audit rows (one per field, without who/why) for complications created or removed by the store."""
+    return [{"action": action, "entity": "complication", "entity_id": cid, "patient_pk": pk, "field": field,
+             "old_value": value if action == "delete" else None, "new_value": value if action == "create" else None}
+            for action, pk, cid, values in changes for field, value in values.items() if value is not None]
 
 
 def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str, Any]]]:
@@ -405,15 +436,24 @@ def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str
     return out
 
 
-def _insert_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]) -> None:
-    """Insert stage rows grouped by table (executemany)."""
+def _insert_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]
+                   ) -> list[tuple[str, int, int, dict[str, Any]]]:
+    """Insert stage rows grouped by table (executemany); returns the complications created
+    (as :func:`write_stages` does)."""
     grouped: dict[sa.Table, list[dict[str, Any]]] = {}
     for rows in per_patient:
         for table, items in rows.items():
             grouped.setdefault(table, []).extend(items)
-    for table in [*t.STAGE_TABLES.values(), t.complication]:
+    for table in t.STAGE_TABLES.values():
         if grouped.get(table):
             conn.execute(sa.insert(table), grouped[table])
+    made = grouped.get(t.complication) or []
+    if not made:
+        return []
+    c = t.complication
+    ids = conn.execute(sa.insert(c).returning(c.c.id, sort_by_parameter_order=True), made).scalars().all()
+    return [("create", row["patient_pk"], int(cid), {"grade": row["grade"], "description": row["description"]})
+            for row, cid in zip(made, ids, strict=True)]
 
 
 def registry_select() -> sa.Select:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.rules import clavien_rank
-from oncosurg.schema import CLAVIEN_DINDO
+from oncosurg.schema import CLAVIEN_DINDO, FIELD_BY_NAME
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.web.errors import Invalid, NotFound
@@ -219,13 +219,25 @@ def add_complication(conn: sa.Connection, *, ctx: Context, pk: int, form: Mappin
         raise Invalid(f"{len(errors)} problem(s): the complication was not recorded", errors=errors)
     why = _reason(ctx, conn, head, reason)
     version = bump_version(conn, head=head, version=None)
+    worst_before = read_registry_record(conn, pk).get("clavien_dindo_max")
     cid = int(conn.execute(sa.insert(t.complication).values(
         patient_pk=pk, grade=values["grade"], grade_rank=CLAVIEN_DINDO.index(values["grade"]),
         description=values.get("description"))).inserted_primary_key[0])
     conn.execute(sa.update(t.surgery).where(t.surgery.c.patient_pk == pk).values(complications_assessed=True))
     changes = [(k, None, v) for k, v in values.items() if v is not None]
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, version, "create", "complication", cid, changes, why))
+    audit.append(conn, actor=ctx.actor, entries=_entries(head, version, "create", "complication", cid, changes, why)
+                 + _worst_grade(conn, head, version, worst_before, why))
     return cid
+
+
+def _worst_grade(conn: sa.Connection, head: Mapping[str, Any], version: int, before: str | None,
+                 why: str | None) -> list[dict[str, Any]]:
+    """An update row for the registry's worst Clavien-Dindo grade when a complication moved it."""
+    after = read_registry_record(conn, head["id"]).get("clavien_dindo_max")
+    if after == before:
+        return []
+    entity = FIELD_BY_NAME["clavien_dindo_max"].stage.value
+    return _entries(head, version, "update", entity, head["id"], [("clavien_dindo_max", before, after)], why)
 
 
 _DELETABLE = {"complication": t.complication, "mdt_review": t.mdt_review, "response_assessment": t.response_assessment}
@@ -248,9 +260,12 @@ def delete_item(conn: sa.Connection, *, ctx: Context, pk: int, entity: str, item
             raise Invalid("the complication cannot be removed", errors=errors)
     why = _reason(ctx, conn, head, reason)
     new_version = bump_version(conn, head=head, version=version)
+    worst_before = read_registry_record(conn, pk).get("clavien_dindo_max") if entity == "complication" else None
     conn.execute(sa.delete(table).where(table.c.id == item_id))
     changes = [(k, row[k], None) for k in row if k not in ("id", "patient_pk", "grade_rank") and row[k] is not None]
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, new_version, "delete", entity, item_id, changes, why))
+    worst = _worst_grade(conn, head, new_version, worst_before, why) if entity == "complication" else []
+    audit.append(conn, actor=ctx.actor, entries=_entries(head, new_version, "delete", entity, item_id, changes, why)
+                 + worst)
 
 
 def best_of(categories: Sequence[str]) -> str | None:

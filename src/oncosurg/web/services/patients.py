@@ -20,7 +20,7 @@ from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.repository import registry_select, upsert_stage, write_stages
+from oncosurg.store.repository import complication_entries, registry_select, upsert_stage, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -275,6 +275,13 @@ def _entries(head: Mapping[str, Any], version: int, action: str, entity: str, en
              "new_value": new, "reason": reason, "version": version} for field, old, new in changes]
 
 
+def stored_entries(head: Mapping[str, Any], version: int, synced: list[Any], reason: str | None
+                   ) -> list[dict[str, Any]]:
+    """Audit rows for the complications the store created or removed to match the worst grade."""
+    return [entry | {"centre": head["centre"], "patient_id": head["patient_id"], "reason": reason,
+                     "version": version} for entry in complication_entries(synced)]
+
+
 def _require_writer(user: User) -> None:
     if not user.can_write:
         raise Forbidden(f"role '{user.role}' is read-only")
@@ -316,13 +323,14 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     why = _reason(ctx, conn, head, reason)
     new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
     conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(**{c: record.get(c) for c in PATIENT_COLUMNS}))
-    write_stages(conn, pk, record, source="surgery card")
+    synced = write_stages(conn, pk, record, source="surgery card")
     if stage == "cetuximab":
         _store_regimen(conn, pk, new_regimen)
     entries = []
     for field, old, new in changes:
         entity = FIELD_BY_NAME[field].stage.value if field in FIELD_BY_NAME else "cetuximab_regimen"
         entries += _entries(head, new_version, "update", entity, pk, [(field, old, new)], why)
+    entries += stored_entries(head, new_version, synced, why)
     audit.append(conn, actor=ctx.actor, entries=entries)
     return {"version": new_version, "changes": [{"field": f, "old": audit.text(o), "new": audit.text(n)}
                                                 for f, o, n in changes]}
@@ -372,13 +380,14 @@ def create_patient(conn: sa.Connection, *, ctx: Context, record: Mapping[str, An
     centre_id = ensure_centre(conn, name=record["centre"])
     pk = int(conn.execute(sa.insert(t.patient).values(
         centre_id=centre_id, version=1, **{c: record.get(c) for c in PATIENT_COLUMNS})).inserted_primary_key[0])
-    write_stages(conn, pk, record, source=source)
+    synced = write_stages(conn, pk, record, source=source)
     regimen = regimen or {}
     _store_regimen(conn, pk, regimen)
     head = {"id": pk, "centre": record["centre"], "patient_id": record["patient_id"]}
     changes = [(c, None, record.get(c)) for c in COLUMNS if c != "centre" and record.get(c) is not None]
     changes += [(c, None, regimen.get(c)) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, 1, "create", "patient", pk, changes, entity_note))
+    audit.append(conn, actor=ctx.actor, entries=_entries(head, 1, "create", "patient", pk, changes, entity_note)
+                 + stored_entries(head, 1, synced, entity_note))
     return pk
 
 

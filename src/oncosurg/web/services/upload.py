@@ -34,10 +34,11 @@ from oncosurg.web.services.patients import (
     create_patient,
     created_at,
     is_locked,
+    stored_entries,
 )
 from oncosurg.web.services.users import utcnow
 
-MAX_BYTES = 20 * 1024 * 1024
+MAX_BYTES = 50 * 1024 * 1024  # the default of the upload_max_mb setting
 #: ``insert`` | ``update`` with ``+new`` (register new patients too) and ``+clear`` (empty cells clear values).
 MODES = ("insert", "update", "update+new", "update+clear", "update+new+clear")
 _WEB_HINTS = {  # the command line's fixes name its flags; the upload's are modes
@@ -53,16 +54,16 @@ def _options(mode: str, *, ctx: Context, centre: str) -> ImportOptions:
                          default_centre=centre, postop_window_days=ctx.postop_window_days)
 
 
-def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str
-          ) -> tuple[ParsedFile, dict[str, Any]]:
+def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str,
+          max_bytes: int = MAX_BYTES) -> tuple[ParsedFile, dict[str, Any]]:
     """Validate an upload against the rules, the user's centres and the store; nothing is written."""
     if mode not in MODES:
         raise Invalid(f"mode must be one of {', '.join(MODES)}",
                       errors=[{"column": "mode", "value": mode, "message": "unknown mode"}])
     if not ctx.user.sees(centre):
         raise Forbidden(f"centre '{centre[:120]}' is not granted to you")
-    if len(data) > MAX_BYTES:
-        raise Invalid(f"the file is larger than {MAX_BYTES // (1024 * 1024)} MB",
+    if len(data) > max_bytes:
+        raise Invalid(f"the file is larger than {max_bytes // (1024 * 1024)} MB",
                       errors=[{"column": "file", "message": "file too large"}])
     parsed = parse_registry_csv(data, source=source, centre=centre, postop_window_days=ctx.postop_window_days,
                                 today=ctx.today)
@@ -101,12 +102,12 @@ def report(parsed: ParsedFile, plan: dict[str, Any], *, limit: int = 200) -> dic
     }
 
 
-def stage(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str
-          ) -> dict[str, Any]:
+def stage(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str,
+          max_bytes: int = MAX_BYTES) -> dict[str, Any]:
     """Validate; when valid, keep the file and return the report with a confirmation ``token``."""
     if not ctx.user.can_write:
         raise Forbidden(f"role '{ctx.user.role}' is read-only")
-    parsed, plan = check(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode)
+    parsed, plan = check(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode, max_bytes=max_bytes)
     out = report(parsed, plan)
     conn.execute(sa.delete(t.pending_upload).where(t.pending_upload.c.created_at < utcnow() - dt.timedelta(days=1)))
     if out["ok"] and (out["create"] or out["update"]):
@@ -129,7 +130,7 @@ def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") 
         raise NotFound("no upload waits for confirmation under this token (it was used, or expired)")
     conn.execute(sa.delete(p).where(p.c.token_hash == row["token_hash"]))
     parsed, plan = check(conn, ctx=ctx, data=row["data"], source=row["source"], centre=row["centre"],
-                         mode=row["mode"])
+                         mode=row["mode"], max_bytes=len(row["data"]))
     if parsed.issues:
         raise Invalid("the file no longer passes validation (the registry changed since it was checked); "
                       "nothing was imported", errors=[issue_dict(i) | {"line": i.line} for i in parsed.issues[:200]])
@@ -146,12 +147,13 @@ def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") 
         version = found["version"] + 1
         conn.execute(sa.update(t.patient).where(t.patient.c.id == found["id"]).values(
             version=t.patient.c.version + 1, **{c: merged.get(c) for c in PATIENT_COLUMNS}))
-        write_stages(conn, found["id"], merged, source="registry CSV")
+        synced = write_stages(conn, found["id"], merged, source="registry CSV")
         head = {"id": found["id"], "centre": merged["centre"], "patient_id": merged["patient_id"]}
         entries = []
         for field, old, new in diff:
             entries += _entries(head, version, "update", FIELD_BY_NAME[field].stage.value, found["id"],
                                 [(field, old, new)], reason or note)
+        entries += stored_entries(head, version, synced, reason or note)
         audit.append(conn, actor=ctx.actor, entries=entries)
     return {"ok": True, "source": row["source"], "created": len(plan["create"]), "updated": len(plan["update"]),
             "unchanged": plan["unchanged"]}
