@@ -51,6 +51,8 @@ from oncosurg.stats._checks import (
     check_same_length,
     check_time,
     label,
+    r_level_order,
+    show,
 )
 from oncosurg.stats._timefix import aeq_surv, tie_keep
 from oncosurg.stats.results import _Tabular, clean
@@ -122,6 +124,7 @@ class CoxResult(_Tabular):
     strata: tuple[Any, ...] | None
     var: tuple[tuple[float, ...], ...] = field(repr=False)
     warnings: tuple[str, ...] = ()
+    terms: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input column -> its design columns (factors)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -235,7 +238,59 @@ def _covariate_columns(X: Any, names: Sequence[str] | None) -> tuple[list[str], 
     return list(names), [arr[:, j] for j in range(p)]
 
 
-def _design(X: Any, names: Sequence[str] | None, n: int) -> tuple[np.ndarray, list[str]]:
+def _categorical(col: Any) -> tuple[list[Any], list[Any]] | None:
+    """(levels in order, values) of a pandas Categorical or polars Categorical/Enum column, else None."""
+    dtype = getattr(col, "dtype", None)
+    if dtype is None:
+        return None
+    if str(dtype) == "category" and hasattr(col, "cat"):  # pandas
+        cats = [c.item() if hasattr(c, "item") else c for c in col.cat.categories]
+        return cats, [None if v != v else v for v in col.tolist()]
+    name = str(dtype)
+    if name.startswith(("Categorical", "Enum")) and hasattr(col, "to_list"):  # polars
+        vals = col.to_list()
+        if name.startswith("Enum"):
+            levels = list(dtype.categories.to_list())
+        else:
+            levels = r_level_order(sorted({v for v in vals if v is not None}, key=str))
+        return levels, vals
+    return None
+
+
+def _expand_categorical(nm: str, levels: list[Any], vals: list[Any], n: int) -> tuple[np.ndarray, list[str]]:
+    """R's ``factor`` in a model formula: one 0/1 column per level except the first (the reference),
+    named ``paste0(name, level)``.  Unused levels are dropped first (as ``droplevels``)."""
+    if len(vals) != n:
+        raise SurvivalInputError(f"covariate '{nm}' has {len(vals)} values but 'time' has {n}")
+    miss = [i for i, v in enumerate(vals) if v is None or (isinstance(v, float) and v != v)]
+    if miss:
+        raise SurvivalInputError(
+            f"covariate '{nm}' has missing values at {_rows(np.array(miss))}; "
+            "remove those rows first (R's coxph drops them silently)"
+        )
+    used = set(vals)
+    levels = [lv for lv in levels if lv in used]
+    if len(levels) < 2:
+        shown = show(levels[0]) if levels else "none"
+        raise SurvivalInputError(
+            f"covariate '{nm}' is categorical with a single level in the data ({shown}); "
+            "it carries no information: drop it."
+        )
+    index = {lv: k for k, lv in enumerate(levels)}
+    code = np.fromiter((index[v] for v in vals), dtype=np.int64, count=n)
+    cols = np.zeros((n, len(levels) - 1))
+    for k in range(1, len(levels)):
+        cols[:, k - 1] = code == k
+    return cols, [f"{nm}{lv}" for lv in levels[1:]]
+
+
+def _design(
+    X: Any, names: Sequence[str] | None, n: int
+) -> tuple[np.ndarray, list[str], list[tuple[str, list[int]]]]:
+    """Covariate matrix, its column names and the terms (input column -> design columns).
+
+    Categorical columns (pandas ``Categorical``, polars ``Categorical`` / ``Enum``) are expanded as
+    R's ``factor()``: reference level first, one indicator per other level."""
     colnames, cols = _covariate_columns(X, names)
     if names is not None:
         if len(names) != len(cols):
@@ -246,27 +301,43 @@ def _design(X: Any, names: Sequence[str] | None, n: int) -> tuple[np.ndarray, li
     if len(set(colnames)) != len(colnames):
         dup = sorted({c for c in colnames if colnames.count(c) > 1})
         raise SurvivalInputError(f"duplicate covariate names: {', '.join(dup)}")
-    out = np.empty((n, len(cols)), dtype=np.float64)
-    for j, (nm, col) in enumerate(zip(colnames, cols, strict=True)):
+    blocks: list[np.ndarray] = []
+    out_names: list[str] = []
+    terms: list[tuple[str, list[int]]] = []
+    for nm, col in zip(colnames, cols, strict=True):
+        cat = _categorical(col)
+        if cat is not None:
+            block, bnames = _expand_categorical(nm, cat[0], cat[1], n)
+            terms.append((nm, list(range(len(out_names), len(out_names) + len(bnames)))))
+            blocks.append(block)
+            out_names.extend(bnames)
+            continue
         arr = _to_numpy(col)
         if arr.ndim != 1:
             raise SurvivalInputError(f"covariate '{nm}' must be one-dimensional, got shape {arr.shape}")
         if arr.dtype.kind not in "biuf":
             bad = next((v for v in arr if not (_is_number(v) and not isinstance(v, str))), None)
             raise SurvivalInputError(
-                f"covariate '{nm}' is not numeric (dtype {arr.dtype}, e.g. value {bad!r}); "
-                "encode categories as 0/1 indicator columns"
+                f"covariate '{nm}' is not numeric (dtype {arr.dtype}, e.g. value {show(bad)}); "
+                "encode categories as 0/1 indicator columns, or pass a pandas Categorical "
+                "(expanded as R's factor())"
             )
         if arr.shape[0] != n:
             raise SurvivalInputError(f"covariate '{nm}' has {arr.shape[0]} values but 'time' has {n}")
-        out[:, j] = arr
-        bad = ~np.isfinite(out[:, j])
+        colv = arr.astype(np.float64)
+        bad = ~np.isfinite(colv)
         if bad.any():
             raise SurvivalInputError(
                 f"covariate '{nm}' has missing or infinite values at {_rows(np.flatnonzero(bad))}; "
                 "remove those rows first (R's coxph drops them silently)"
             )
-    return out, colnames
+        terms.append((nm, [len(out_names)]))
+        blocks.append(colv.reshape(-1, 1))
+        out_names.append(nm)
+    if len(set(out_names)) != len(out_names):
+        dup = sorted({c for c in out_names if out_names.count(c) > 1})
+        raise SurvivalInputError(f"duplicate covariate names after expanding categories: {', '.join(dup)}")
+    return np.hstack(blocks) if len(blocks) > 1 else blocks[0], out_names, terms
 
 
 def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -480,7 +551,7 @@ def coxph(
     stop = check_time(time, "time", column_names).astype(np.float64)
     n = stop.shape[0]
     ev = check_event(event, n, "event", column_names).astype(np.int8)
-    Xm, colnames = _design(X, names, n)
+    Xm, colnames, terms = _design(X, names, n)
     counting = entry is not None
     start = None
     if counting:
@@ -542,10 +613,11 @@ def coxph(
     else:
         assert start is not None
         # agreg.fit: rows whose interval contains no event time (of their stratum) are not used
-        offset = scode * (1.0 + stop.max() - start.min()) if slevels is not None else 0.0
-        y1 = start + offset
-        y2 = stop + offset
-        uy, inv = np.unique(np.concatenate((y1, y2)), return_inverse=True)
+        # (stratum, time) pairs as integer keys: a float offset per stratum overflows near 1e308
+        _, rinv = np.unique(np.concatenate((start, stop)), return_inverse=True)
+        nkey = int(rinv.max()) + 1
+        key = np.tile(scode, 2) * nkey + rinv.ravel()
+        uy, inv = np.unique(key, return_inverse=True)
         inv = inv.ravel()
         is_event_time = np.zeros(uy.size, dtype=bool)
         is_event_time[inv[n:][ev == 1]] = True
@@ -662,6 +734,7 @@ def coxph(
         strata=slevels,
         var=tuple(tuple(float(v) for v in row) for row in var),
         warnings=tuple(warn_msgs),
+        terms=tuple((t, tuple(cols)) for t, cols in terms),
     )
 
 
@@ -698,11 +771,18 @@ def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
                 step = _chsolve2(chol, u)
                 beta = newbeta
                 newbeta = newbeta + step
-        # ran out of iterations: report the last good beta
+        # ran out of iterations: report the last good beta.  coxfit6.c recomputes the information
+        # there but inverts it with chinv2 without a Cholesky step first; coxfit6_iter fills only
+        # one triangle, so R's variance is diag(1 / diag(I(beta))).  We return R's numbers (and
+        # fit$iter = iter.max + 1) and warn that the fit did not converge.
         if maxiter > 1:
             loglik1, u, imat = evaluate(beta)
-            chol, _ = _cholesky2(imat, toler_chol)
-        return beta, _chinv2(chol), u, loglik0, loglik1, sctest, maxiter, 1000, rank
+            d = np.diag(imat)
+            with np.errstate(divide="ignore"):
+                var = np.diag(np.where(d > 0, 1.0 / d, 0.0))
+        else:
+            var = _chinv2(chol)
+        return beta, var, u, loglik0, loglik1, sctest, maxiter + 1, 1000, rank
 
     # agfit4
     oldbeta = beta.copy()

@@ -227,10 +227,20 @@ def logrank_test(
         try:
             chi = float(np.sum(np.linalg.solve(vv, diff) * diff))
         except np.linalg.LinAlgError:
-            raise SurvivalInputError(
-                f"{label('group', names)}: the log-rank variance matrix is singular (a group has no "
-                "patients at risk at any event time); drop or merge that group."
-            ) from None
+            if not np.any(var):
+                why = (
+                    "at every event time everyone at risk had the event (no patient at risk survived "
+                    "an event time), so the variance of O - E is zero and the test is undefined; "
+                    "R's survdiff stops here too. Check the event coding (all 1?) or compare the groups "
+                    "by their Kaplan-Meier curves instead."
+                )
+            else:
+                why = (
+                    "the log-rank variance matrix is singular (the groups' contributions are linearly "
+                    "dependent: e.g. a group whose patients are only at risk at event times where "
+                    "everyone at risk had the event); drop or merge that group."
+                )
+            raise SurvivalInputError(f"{label('group', names)}: {why}") from None
     df = int(df_mask.sum()) - 1
     p = float(chdtrc(df, chi)) if df > 0 else float("nan")
     n_per = np.bincount(codes, minlength=ng)
