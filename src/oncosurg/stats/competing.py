@@ -177,10 +177,16 @@ def cumulative_incidence(
         lower = np.exp(np.log(xx) - z * se_log)
         upper = np.minimum(np.exp(np.log(xx) + z * se_log), 1.0)
     wsum = float(w.sum())
-    integral = np.array_equal(w, np.round(w))
+    if weights is not None:  # R reports the number of rows at risk (unweighted) for multi-state fits
+        rows = np.bincount(inv, minlength=m)
+        n_rows = t.shape[0] - np.cumsum(rows) + rows
+        if s is not None:
+            n_rows = n_rows - (t.shape[0] - np.cumsum(np.bincount(entry_idx, minlength=m + 1)[:m]))
+    else:
+        n_rows = np.rint(n_risk).astype(np.int64)
     return CumulativeIncidence(
         time=times,
-        n_risk=np.rint(n_risk).astype(np.int64) if integral else n_risk,
+        n_risk=n_rows,
         n_event=d,
         n_censor=cens,
         states=["(s0)", *states],

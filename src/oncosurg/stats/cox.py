@@ -50,10 +50,13 @@ from oncosurg.stats._checks import (
     check_group,
     check_same_length,
     check_time,
+    check_weights,
     label,
-    r_level_order,
     show,
 )
+from oncosurg.stats._cox_design import _design, _rows
+from oncosurg.stats._cox_linalg import _chinv2, _cholesky2, _chsolve2, _wald
+from oncosurg.stats._cox_robust import robust_variance
 from oncosurg.stats._timefix import aeq_surv, tie_keep
 from oncosurg.stats.results import _Tabular, clean
 
@@ -83,9 +86,12 @@ class CoxCoefficient:
     hr_upper: float
     z: float
     p: float
+    naive_se: float | None = None  # model-based SE when the fit is robust (R's "se(coef)")
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.naive_se is None else {"naive_se": self.naive_se}
         return clean({
+            **extra,
             "coef": self.coef,
             "se": self.se,
             "hr": self.hr,
@@ -125,6 +131,9 @@ class CoxResult(_Tabular):
     var: tuple[tuple[float, ...], ...] = field(repr=False)
     warnings: tuple[str, ...] = ()
     terms: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input column -> its design columns (factors)
+    robust: bool = False
+    robust_score_chisq: float | None = None  # R's fit$rscore
+    naive_var: tuple[tuple[float, ...], ...] = field(default=(), repr=False)  # R's fit$naive.var
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -157,6 +166,10 @@ class CoxResult(_Tabular):
                 "score_chisq": self.score_chisq,
                 "score_df": self.score_df,
                 "score_p": self.score_p,
+                **({} if self.robust_score_chisq is None else {
+                    "robust_score_chisq": self.robust_score_chisq,
+                    "robust_score_p": float(_sps.chi2.sf(self.robust_score_chisq, self.score_df)),
+                }),
             },
             "n": self.n,
             "events": self.events,
@@ -189,155 +202,6 @@ class CoxResult(_Tabular):
         )
         lines.extend(f"Warning: {w}" for w in self.warnings)
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------
-# input handling
-# ----------------------------------------------------------------------------------------------
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "to_numpy") and not isinstance(x, np.ndarray):
-        try:
-            return np.asarray(x.to_numpy())
-        except TypeError:  # pragma: no cover - exotic series types
-            pass
-    return np.asarray(x)
-
-
-def _rows(idx: np.ndarray, limit: int = 5) -> str:
-    idx = np.asarray(idx).ravel()
-    shown = ", ".join(str(int(i)) for i in idx[:limit])
-    more = f" and {idx.size - limit} more" if idx.size > limit else ""
-    return f"row{'s' if idx.size > 1 else ''} {shown}{more} (0-based)"
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return v is not None
-
-
-def _covariate_columns(X: Any, names: Sequence[str] | None) -> tuple[list[str], list[Any]]:
-    if isinstance(X, Mapping):
-        cols = list(X.keys())
-        return [str(c) for c in cols], [X[c] for c in cols]
-    if hasattr(X, "columns") and hasattr(X, "__getitem__") and not isinstance(X, np.ndarray):
-        cols = list(X.columns)  # pandas or polars DataFrame
-        return [str(c) for c in cols], [X[c] for c in cols]
-    arr = _to_numpy(X)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise SurvivalInputError(f"covariates must be a 2-D array (n, p), got shape {arr.shape}")
-    p = arr.shape[1]
-    if names is None:
-        names = [f"x{j + 1}" for j in range(p)]
-    return list(names), [arr[:, j] for j in range(p)]
-
-
-def _categorical(col: Any) -> tuple[list[Any], list[Any]] | None:
-    """(levels in order, values) of a pandas Categorical or polars Categorical/Enum column, else None."""
-    dtype = getattr(col, "dtype", None)
-    if dtype is None:
-        return None
-    if str(dtype) == "category" and hasattr(col, "cat"):  # pandas
-        cats = [c.item() if hasattr(c, "item") else c for c in col.cat.categories]
-        return cats, [None if v != v else v for v in col.tolist()]
-    name = str(dtype)
-    if name.startswith(("Categorical", "Enum")) and hasattr(col, "to_list"):  # polars
-        vals = col.to_list()
-        if name.startswith("Enum"):
-            levels = list(dtype.categories.to_list())
-        else:
-            levels = r_level_order(sorted({v for v in vals if v is not None}, key=str))
-        return levels, vals
-    return None
-
-
-def _expand_categorical(nm: str, levels: list[Any], vals: list[Any], n: int) -> tuple[np.ndarray, list[str]]:
-    """R's ``factor`` in a model formula: one 0/1 column per level except the first (the reference),
-    named ``paste0(name, level)``.  Unused levels are dropped first (as ``droplevels``)."""
-    if len(vals) != n:
-        raise SurvivalInputError(f"covariate '{nm}' has {len(vals)} values but 'time' has {n}")
-    miss = [i for i, v in enumerate(vals) if v is None or (isinstance(v, float) and v != v)]
-    if miss:
-        raise SurvivalInputError(
-            f"covariate '{nm}' has missing values at {_rows(np.array(miss))}; "
-            "remove those rows first (R's coxph drops them silently)"
-        )
-    used = set(vals)
-    levels = [lv for lv in levels if lv in used]
-    if len(levels) < 2:
-        shown = show(levels[0]) if levels else "none"
-        raise SurvivalInputError(
-            f"covariate '{nm}' is categorical with a single level in the data ({shown}); "
-            "it carries no information: drop it."
-        )
-    index = {lv: k for k, lv in enumerate(levels)}
-    code = np.fromiter((index[v] for v in vals), dtype=np.int64, count=n)
-    cols = np.zeros((n, len(levels) - 1))
-    for k in range(1, len(levels)):
-        cols[:, k - 1] = code == k
-    return cols, [f"{nm}{lv}" for lv in levels[1:]]
-
-
-def _design(
-    X: Any, names: Sequence[str] | None, n: int
-) -> tuple[np.ndarray, list[str], list[tuple[str, list[int]]]]:
-    """Covariate matrix, its column names and the terms (input column -> design columns).
-
-    Categorical columns (pandas ``Categorical``, polars ``Categorical`` / ``Enum``) are expanded as
-    R's ``factor()``: reference level first, one indicator per other level."""
-    colnames, cols = _covariate_columns(X, names)
-    if names is not None:
-        if len(names) != len(cols):
-            raise SurvivalInputError(f"'names' has {len(names)} entries but there are {len(cols)} covariates")
-        colnames = [str(s) for s in names]
-    if len(cols) == 0:
-        raise SurvivalInputError("no covariates given; coxph needs at least one column in X")
-    if len(set(colnames)) != len(colnames):
-        dup = sorted({c for c in colnames if colnames.count(c) > 1})
-        raise SurvivalInputError(f"duplicate covariate names: {', '.join(dup)}")
-    blocks: list[np.ndarray] = []
-    out_names: list[str] = []
-    terms: list[tuple[str, list[int]]] = []
-    for nm, col in zip(colnames, cols, strict=True):
-        cat = _categorical(col)
-        if cat is not None:
-            block, bnames = _expand_categorical(nm, cat[0], cat[1], n)
-            terms.append((nm, list(range(len(out_names), len(out_names) + len(bnames)))))
-            blocks.append(block)
-            out_names.extend(bnames)
-            continue
-        arr = _to_numpy(col)
-        if arr.ndim != 1:
-            raise SurvivalInputError(f"covariate '{nm}' must be one-dimensional, got shape {arr.shape}")
-        if arr.dtype.kind not in "biuf":
-            bad = next((v for v in arr if not (_is_number(v) and not isinstance(v, str))), None)
-            raise SurvivalInputError(
-                f"covariate '{nm}' is not numeric (dtype {arr.dtype}, e.g. value {show(bad)}); "
-                "encode categories as 0/1 indicator columns, or pass a pandas Categorical "
-                "(expanded as R's factor())"
-            )
-        if arr.shape[0] != n:
-            raise SurvivalInputError(f"covariate '{nm}' has {arr.shape[0]} values but 'time' has {n}")
-        colv = arr.astype(np.float64)
-        bad = ~np.isfinite(colv)
-        if bad.any():
-            raise SurvivalInputError(
-                f"covariate '{nm}' has missing or infinite values at {_rows(np.flatnonzero(bad))}; "
-                "remove those rows first (R's coxph drops them silently)"
-            )
-        terms.append((nm, [len(out_names)]))
-        blocks.append(colv.reshape(-1, 1))
-        out_names.append(nm)
-    if len(set(out_names)) != len(out_names):
-        dup = sorted({c for c in out_names if out_names.count(c) > 1})
-        raise SurvivalInputError(f"duplicate covariate names after expanding categories: {', '.join(dup)}")
-    return np.hstack(blocks) if len(blocks) > 1 else blocks[0], out_names, terms
 
 
 def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -377,87 +241,6 @@ def _dense_rank(x: np.ndarray) -> tuple[np.ndarray, int]:
     r = np.empty(x.shape[0], dtype=np.int64)
     r[order] = r_sorted
     return r, int(r_sorted[-1]) + 1
-
-
-# ----------------------------------------------------------------------------------------------
-# linear algebra as in survival's cholesky2 / chsolve2 / chinv2 (generalised Cholesky, FDF')
-# ----------------------------------------------------------------------------------------------
-
-
-def _cholesky2(m: np.ndarray, toler: float) -> tuple[np.ndarray, int]:
-    a = np.array(m, dtype=np.float64, copy=True)
-    n = a.shape[0]
-    a = np.triu(a) + np.triu(a, 1).T  # R reads the upper triangle
-    diag = np.diag(a)
-    eps = float(np.max(diag[np.isfinite(diag)], initial=0.0))
-    eps = max(eps, 0.0)
-    if eps == 0:
-        return np.zeros_like(a), 0
-    eps *= toler
-    rank = 0
-    nonneg = 1
-    for i in range(n):
-        pivot = a[i, i]
-        if not np.isfinite(pivot) or pivot < eps:
-            a[i, i] = 0.0
-            if pivot < -8 * eps:
-                nonneg = -1
-        else:
-            rank += 1
-            for j in range(i + 1, n):
-                temp = a[j, i] / pivot
-                a[j, i] = temp
-                a[j, j] -= temp * temp * pivot
-                for k in range(j + 1, n):
-                    a[k, j] -= temp * a[k, i]
-    return a, rank * nonneg
-
-
-def _chsolve2(chol: np.ndarray, y: np.ndarray) -> np.ndarray:
-    y = np.array(y, dtype=np.float64, copy=True)
-    n = y.shape[0]
-    for i in range(n):
-        y[i] -= float(np.dot(y[:i], chol[i, :i]))
-    for i in range(n - 1, -1, -1):
-        if chol[i, i] == 0:
-            y[i] = 0.0
-        else:
-            y[i] = y[i] / chol[i, i] - float(np.dot(y[i + 1 :], chol[i + 1 :, i]))
-    return y
-
-
-def _chinv2(chol: np.ndarray) -> np.ndarray:
-    m = np.array(chol, dtype=np.float64, copy=True)
-    n = m.shape[0]
-    for i in range(n):
-        if m[i, i] > 0:
-            m[i, i] = 1.0 / m[i, i]
-            for j in range(i + 1, n):
-                m[j, i] = -m[j, i]
-                for k in range(i):
-                    m[j, k] += m[j, i] * m[i, k]
-    for i in range(n):
-        if m[i, i] == 0:
-            m[:i, i] = 0.0
-            m[i, i:] = 0.0
-        else:
-            for j in range(i + 1, n):
-                temp = m[j, i] * m[j, j]
-                m[i, j] = temp
-                for k in range(i, j):
-                    m[i, k] += temp * m[j, k]
-    upper = np.triu(m)
-    return upper + np.triu(upper, 1).T
-
-
-def _wald(var: np.ndarray, b: np.ndarray, toler: float) -> tuple[float, int]:
-    """``coxph.wtest``: b' V^-1 b with the generalised Cholesky, df = rank."""
-    if b.size == 1:
-        return float(b[0] * b[0] / var[0, 0]), 1
-    chol, _ = _cholesky2(var, toler)
-    df = int(np.sum(np.diag(chol) > 0))
-    sol = _chsolve2(chol, b)
-    return float(np.dot(b, sol)), df
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,6 +294,9 @@ def coxph(
     max_iter: int = 20,
     tol: float = 1e-9,
     column_names: Mapping[str, str] | None = None,
+    weights: Any = None,
+    robust: bool | None = None,
+    cluster: Any = None,
 ) -> CoxResult:
     """Fit a Cox proportional hazards model as R's ``coxph`` does.
 
@@ -536,6 +322,13 @@ def coxph(
     max_iter, tol:
         Newton-Raphson limits; defaults are R's ``coxph.control()`` (``iter.max = 20``,
         ``eps = 1e-9``).
+    weights:
+        Case weights (R's ``weights =``), e.g. inverse-probability weights; must be > 0.
+    robust, cluster:
+        Robust (sandwich) variance, R's ``robust = TRUE``: the reported variance, SEs, CIs and Wald
+        test use it (``naive_se`` keeps the model-based SE).  ``cluster`` labels rows of one subject or
+        cluster (R's ``cluster =``); as R, robust defaults to True when ``cluster`` is given or a
+        weight is not an integer, and each row is its own cluster when none is given.
     column_names:
         Optional map from argument name (``"time"``, ``"event"``, ``"entry"``, ``"strata"``) to the
         user's column name, so that error messages name the CSV column.
@@ -570,6 +363,25 @@ def coxph(
         slevels: tuple[Any, ...] | None = tuple(levels)
     else:
         scode, slevels = np.zeros(n, dtype=np.int64), None
+    wt = np.ones(n) if weights is None else check_weights(weights, n, "weights", column_names)
+    if weights is not None and not (wt > 0).all():
+        i = int(np.flatnonzero(wt <= 0)[0])
+        raise SurvivalInputError(
+            f"{label('weights', column_names)} must be > 0 for a Cox model (R: 'Invalid weights, must be "
+            f">0'); row {i} is {show(wt[i])}. Drop the rows that stand for no one."
+        )
+    ccode = None
+    if cluster is not None:
+        _, ccode = check_group(cluster, n, "cluster", column_names)
+    if robust is None:
+        robust = ccode is not None or not np.array_equal(wt, np.round(wt))
+    elif robust and ccode is None and counting:
+        raise SurvivalInputError(
+            "robust = True with (start, stop] rows needs cluster = the subject id (R: 'one of cluster "
+            "or id is needed'): rows of one subject are not independent."
+        )
+    if robust and ccode is None:
+        ccode = np.arange(n)
     nevents = int(ev.sum())
     if nevents == 0:
         raise SurvivalInputError(
@@ -595,9 +407,9 @@ def coxph(
 
     # centring and scaling (coxfit6 / agfit4 with nocenter = c(-1, 0, 1))
     zero_one = np.all((Xm == 0) | (Xm == 1) | (Xm == -1), axis=0)
-    means = np.where(zero_one, 0.0, Xm.mean(axis=0))
+    means = np.where(zero_one, 0.0, np.average(Xm, axis=0, weights=wt))
     Xc_full = Xm - means
-    absmean = np.abs(Xc_full).mean(axis=0)
+    absmean = np.average(np.abs(Xc_full), axis=0, weights=wt)
     scale = np.where(zero_one | (absmean <= 0), 1.0, 1.0 / np.where(absmean > 0, absmean, 1.0))
 
     if not counting:
@@ -606,9 +418,10 @@ def coxph(
         s_stat = np.ascontiguousarray(ev[order])
         s_strat = np.ascontiguousarray(scode[order])
         Xs = np.ascontiguousarray(Xc_full[order] * scale)
+        s_wt = np.ascontiguousarray(wt[order])
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron)
+            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron, s_wt)
 
     else:
         assert start is not None
@@ -636,10 +449,11 @@ def coxph(
         c_stop = np.ascontiguousarray(stop[sort2])
         c_ev = np.ascontiguousarray(ev[sort2])
         c_strat = np.ascontiguousarray(scode[sort2])
+        c_wt = np.ascontiguousarray(wt[sort2])
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             return _k.cox_counting_iter(
-                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron
+                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron, c_wt
             )
 
     beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, _rank = _newton(
@@ -677,7 +491,16 @@ def coxph(
     for msg in warn_msgs:
         warnings.warn(msg, CoxConvergenceWarning, stacklevel=2)
 
+    naive_var = var
+    rscore = None
+    if robust:
+        assert ccode is not None
+        var, rscore, _ = robust_variance(
+            start if counting else None, stop, ev, scode, Xc_full, coef, naive_var, wt,
+            np.asarray(ccode, np.int64), efron, toler_chol,
+        )
     se = np.sqrt(np.diag(var))
+    naive_se = np.sqrt(np.diag(naive_var))
     zq = float(_sps.norm.ppf((1 + conf_level) / 2))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = coef / se
@@ -695,6 +518,7 @@ def coxph(
             hr_upper=float(upper[j]),
             z=float(z[j]),
             p=float(pvals[j]),
+            naive_se=float(naive_se[j]) if robust else None,
         )
         for j in range(p)
     )
@@ -707,7 +531,8 @@ def coxph(
 
     # concordance on the linear predictor (R: x %*% coef - sum(coef * means))
     lp = Xm @ coef - float(np.dot(coef, means))
-    conc, conc_se = _concordance(start if counting else None, stop, ev, lp, scode, tid, ntime)
+    conc, conc_se = _concordance(start if counting else None, stop, ev, lp, scode, tid, ntime, wt,
+                                 None if cluster is None else np.asarray(ccode, np.int64))
 
     return CoxResult(
         coefficients=coefs,
@@ -735,6 +560,9 @@ def coxph(
         var=tuple(tuple(float(v) for v in row) for row in var),
         warnings=tuple(warn_msgs),
         terms=tuple((t, tuple(cols)) for t, cols in terms),
+        robust=bool(robust),
+        robust_score_chisq=rscore,
+        naive_var=tuple(tuple(float(v) for v in row) for row in naive_var),
     )
 
 
@@ -825,6 +653,8 @@ def _concordance(
     scode: np.ndarray,
     tid: np.ndarray,
     ntime: int,
+    wt: np.ndarray,
+    cluster: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """``concordancefit(Y, lp, strata, reverse = TRUE)`` as called by coxph: (C, se(C)).
 
@@ -847,13 +677,16 @@ def _concordance(
         sort_start = np.zeros(1, dtype=np.int64)
         st = np.zeros(1)
     count, imat = _k.concordance_kernel(
-        st, np.ascontiguousarray(stop), status, rank, scode, sort_stop, sort_start, nrank, counting
+        st, np.ascontiguousarray(stop), status, rank, scode, sort_stop, sort_start, nrank, counting,
+        np.ascontiguousarray(wt, dtype=np.float64),
     )
     npair = count[0] + count[1] + count[2]
     if npair == 0:
         return float("nan"), float("nan")
     somer = (count[0] - count[1]) / npair
-    dfbeta = (imat[:, 0] - imat[:, 1]) / npair - (somer / npair) * imat.sum(axis=1)
+    dfbeta = wt * ((imat[:, 0] - imat[:, 1]) / npair - (somer / npair) * imat.sum(axis=1))
+    if cluster is not None:  # R: tapply(dfbeta, cluster, sum)
+        dfbeta = np.bincount(cluster, weights=dfbeta)
     var = float(np.dot(dfbeta, dfbeta)) / 4.0
     conc = 1.0 - (somer + 1.0) / 2.0  # reverse = TRUE: higher risk score, shorter survival
     return conc, math.sqrt(var)
