@@ -605,3 +605,179 @@ def cox_score_resid_counting(start, stop, event, strat, X, score, wt, sort1, efr
             resid[k, j] -= score[k] * (X[k, j] * cumhaz - xhaz[j])
         i1 -= 1
     return resid
+
+
+# ----------------------------------------------------------------------------------------------
+# Proportional-hazards test (R's cox.zph: zph1.c / zph2.c)
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def zph_kernel(start, stop, status, strat, X, eta, wt, gt, sort1, sort2, efron):  # pragma: no cover
+    """Score and information of the model with the extra covariates ``g(t) x`` at their zero
+    coefficients, plus the Schoenfeld residuals: a port of ``zph2`` (``zph1`` is its special case
+    with every start before the first time).
+
+    ``sort2`` orders rows by (-stratum, -stop), ``sort1`` by (-stratum, -start); ``gt`` is the
+    centred transformed time of each row.  Returns (u (2p), imat (2p, 2p), schoen (nevent, p),
+    rows (nevent,)) with the residuals in increasing (stratum, time) order, as R's.
+    """
+    n, p = X.shape
+    nevent = 0
+    for i in range(n):
+        nevent += status[i]
+    u = np.zeros(2 * p)
+    imat = np.zeros((2 * p, 2 * p))
+    schoen = np.zeros((nevent, p))
+    rows = np.zeros(nevent, np.int64)
+    a = np.zeros(p)
+    a2 = np.zeros(p)
+    cmat = np.zeros((p, p))
+    cmat2 = np.zeros((p, p))
+    keep = np.zeros(n, np.bool_)
+    person = 0
+    indx1 = 0
+    denom = 0.0
+    nrisk = 0
+    etasum = 0.0
+    cstrat = -1
+    recenter = 0.0
+    dtime = 0.0
+    timewt = 0.0
+    while person < n:
+        k = person
+        while k < n:
+            if strat[sort2[k]] != cstrat:
+                cstrat = strat[sort2[k]]
+                denom = 0.0
+                nrisk = 0
+                etasum = 0.0
+                for i in range(p):
+                    a[i] = 0.0
+                    for j in range(p):
+                        cmat[i, j] = 0.0
+                person = k
+                indx1 = k
+            r = sort2[k]
+            if status[r] == 1:
+                dtime = stop[r]
+                timewt = gt[r]
+                break
+            k += 1
+        if k == n:
+            break
+        while indx1 < n:
+            p1 = sort1[indx1]
+            if strat[p1] != cstrat or start[p1] < dtime:
+                break
+            indx1 += 1
+            if not keep[p1]:
+                continue
+            nrisk -= 1
+            if nrisk == 0:
+                etasum = 0.0
+                denom = 0.0
+                for i in range(p):
+                    a[i] = 0.0
+                    for j in range(i + 1):
+                        cmat[i, j] = 0.0
+            else:
+                etasum -= eta[p1]
+                risk = math.exp(eta[p1] - recenter) * wt[p1]
+                denom -= risk
+                for i in range(p):
+                    a[i] -= risk * X[p1, i]
+                    for j in range(i + 1):
+                        cmat[i, j] -= risk * X[p1, i] * X[p1, j]
+        denom2 = 0.0
+        ndead = 0
+        meanwt = 0.0
+        for i in range(p):
+            a2[i] = 0.0
+            for j in range(p):
+                cmat2[i, j] = 0.0
+        while person < n:
+            r = sort2[person]
+            if strat[r] != cstrat or stop[r] < dtime:
+                break
+            etasum += eta[r]
+            nrisk += 1
+            if abs(etasum / nrisk - recenter) > 200.0:
+                temp = etasum / nrisk - recenter
+                recenter = etasum / nrisk
+                if denom > 0:
+                    temp = math.exp(-temp)
+                    denom *= temp
+                    for i in range(p):
+                        a[i] *= temp
+                        for j in range(p):
+                            cmat[i, j] *= temp
+            risk = math.exp(eta[r] - recenter) * wt[r]
+            if status[r] == 1:
+                nevent -= 1
+                keep[r] = True
+                ndead += 1
+                denom2 += risk
+                meanwt += wt[r]
+                rows[nevent] = r
+                for i in range(p):
+                    u[i] += wt[r] * X[r, i]
+                    u[i + p] += wt[r] * X[r, i] * timewt
+                    a2[i] += risk * X[r, i]
+                    schoen[nevent, i] = X[r, i]
+                    for j in range(i + 1):
+                        cmat2[i, j] += risk * X[r, i] * X[r, j]
+            elif start[r] < dtime:
+                keep[r] = True
+                denom += risk
+                for i in range(p):
+                    a[i] += risk * X[r, i]
+                    for j in range(i + 1):
+                        cmat[i, j] += risk * X[r, i] * X[r, j]
+            person += 1
+        if efron == 0 or ndead == 1:
+            denom += denom2
+            for i in range(p):
+                a[i] += a2[i]
+                temp = a[i] / denom
+                u[i] -= meanwt * temp
+                u[i + p] -= meanwt * temp * timewt
+                for j in range(i + 1):
+                    cmat[i, j] += cmat2[i, j]
+                    temp2 = meanwt * ((cmat[i, j] - temp * a[j]) / denom)
+                    imat[j, i] += temp2
+                    imat[j, i + p] += temp2 * timewt
+                    imat[j + p, i + p] += temp2 * timewt * timewt
+                for j in range(ndead):
+                    schoen[nevent + j, i] -= temp
+        else:
+            meanwt /= ndead
+            for i in range(p):
+                tmean = 0.0
+                for kk in range(ndead):
+                    temp = (kk + 1) / ndead
+                    tmean += (a[i] + a2[i] * temp) / (denom + denom2 * temp)
+                for j in range(ndead):
+                    schoen[nevent + j, i] -= tmean / ndead
+            for _kk in range(ndead):
+                denom += denom2 / ndead
+                for i in range(p):
+                    a[i] += a2[i] / ndead
+                    temp = a[i] / denom
+                    u[i] -= meanwt * temp
+                    u[i + p] -= meanwt * temp * timewt
+                    for j in range(i + 1):
+                        cmat[i, j] += cmat2[i, j] / ndead
+                        temp2 = meanwt * ((cmat[i, j] - temp * a[j]) / denom)
+                        imat[j, i] += temp2
+                        imat[j, i + p] += temp2 * timewt
+                        imat[j + p, i + p] += temp2 * timewt * timewt
+    for i in range(p):
+        for j in range(i):
+            imat[i, j] = imat[j, i]
+            imat[i, j + p] = imat[j, i + p]
+            imat[i + p, j + p] = imat[j + p, i + p]
+    for i in range(p):
+        for j in range(p):
+            imat[i + p, j] = imat[j, i + p]
+    return u, imat, schoen, rows

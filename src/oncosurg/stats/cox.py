@@ -134,6 +134,14 @@ class CoxResult(_Tabular):
     robust: bool = False
     robust_score_chisq: float | None = None  # R's fit$rscore
     naive_var: tuple[tuple[float, ...], ...] = field(default=(), repr=False)  # R's fit$naive.var
+    # the fitted data (design matrix, times, weights), kept for cox.zph and survfit(fit, newdata)
+    _data: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def zph(self, transform: str = "km", *, terms: bool = True) -> Any:
+        """Proportional-hazards test, R's ``cox.zph(fit, transform)`` (see :mod:`oncosurg.stats.cox_zph`)."""
+        from oncosurg.stats.cox_zph import cox_zph
+
+        return cox_zph(self, transform, terms=terms)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -563,6 +571,10 @@ def coxph(
         robust=bool(robust),
         robust_score_chisq=rscore,
         naive_var=tuple(tuple(float(v) for v in row) for row in naive_var),
+        _data={
+            "X": Xm, "stop": stop, "start": start if counting else None, "event": ev, "strata": scode,
+            "weights": wt, "efron": efron, "means": means,
+        },
     )
 
 
