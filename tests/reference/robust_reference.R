@@ -35,7 +35,7 @@ mg$event <- with(mg, ifelse(pstat == 0, 2 * death, 1))
 mg$agestop <- mg$age + mg$etime / 12
 mg$w <- round(runif(nrow(mg), 0.5, 2), 4)
 save_csv(mg, "mgus2.csv")
-rot <- rotterdam[1:800, c("pid", "age", "meno", "size", "grade", "nodes", "hormon", "chemo",
+rot <- rotterdam[sort(sample(nrow(rotterdam), 800)), c("pid", "age", "meno", "size", "grade", "nodes", "hormon", "chemo",
                           "rtime", "recur", "dtime", "death")]
 rot$size <- as.character(rot$size)
 rot$cause <- with(rot, ifelse(recur == 1, 1, ifelse(death == 1, 2, 0)))
