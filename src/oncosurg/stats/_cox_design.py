@@ -75,7 +75,9 @@ def _categorical(col: Any) -> tuple[list[Any], list[Any]] | None:
     return None
 
 
-def _expand_categorical(nm: str, levels: list[Any], vals: list[Any], n: int) -> tuple[np.ndarray, list[str]]:
+def _expand_categorical(
+    nm: str, levels: list[Any], vals: list[Any], n: int, *, keep_unused: bool = False
+) -> tuple[np.ndarray, list[str], list[Any]]:
     """R's ``factor`` in a model formula: one 0/1 column per level except the first (the reference),
     named ``paste0(name, level)``.  Unused levels are dropped first (as ``droplevels``)."""
     if len(vals) != n:
@@ -87,7 +89,11 @@ def _expand_categorical(nm: str, levels: list[Any], vals: list[Any], n: int) -> 
             "remove those rows first (R's coxph drops them silently)"
         )
     used = set(vals)
-    levels = [lv for lv in levels if lv in used]
+    if not keep_unused:
+        levels = [lv for lv in levels if lv in used]
+    elif not used <= set(levels):
+        bad = next(v for v in vals if v not in set(levels))
+        raise SurvivalInputError(f"covariate '{nm}': level {show(bad)} was not in the fitted data.")
     if len(levels) < 2:
         shown = show(levels[0]) if levels else "none"
         raise SurvivalInputError(
@@ -99,11 +105,11 @@ def _expand_categorical(nm: str, levels: list[Any], vals: list[Any], n: int) -> 
     cols = np.zeros((n, len(levels) - 1))
     for k in range(1, len(levels)):
         cols[:, k - 1] = code == k
-    return cols, [f"{nm}{lv}" for lv in levels[1:]]
+    return cols, [f"{nm}{lv}" for lv in levels[1:]], levels
 
 
 def _design(
-    X: Any, names: Sequence[str] | None, n: int
+    X: Any, names: Sequence[str] | None, n: int, levels_out: dict[str, list[Any]] | None = None
 ) -> tuple[np.ndarray, list[str], list[tuple[str, list[int]]]]:
     """Covariate matrix, its column names and the terms (input column -> design columns).
 
@@ -125,7 +131,9 @@ def _design(
     for nm, col in zip(colnames, cols, strict=True):
         cat = _categorical(col)
         if cat is not None:
-            block, bnames = _expand_categorical(nm, cat[0], cat[1], n)
+            block, bnames, used = _expand_categorical(nm, cat[0], cat[1], n)
+            if levels_out is not None:
+                levels_out[nm] = used
             terms.append((nm, list(range(len(out_names), len(out_names) + len(bnames)))))
             blocks.append(block)
             out_names.extend(bnames)
@@ -156,3 +164,41 @@ def _design(
         dup = sorted({c for c in out_names if out_names.count(c) > 1})
         raise SurvivalInputError(f"duplicate covariate names after expanding categories: {', '.join(dup)}")
     return np.hstack(blocks) if len(blocks) > 1 else blocks[0], out_names, terms
+
+
+def newdata_matrix(newdata: Any, names: Sequence[str], terms: Sequence[tuple[str, Sequence[int]]],
+                   levels: dict[str, list[Any]]) -> np.ndarray:
+    """Rows of ``newdata`` as a design matrix of a fitted model: columns by the model's input names
+    (categoricals expanded with the fitted levels; a plain value is taken as a level) or by its
+    design-column names; a 2-D array is taken as the design matrix itself."""
+    p = len(names)
+    if not isinstance(newdata, Mapping) and not hasattr(newdata, "columns"):
+        arr = np.atleast_2d(np.asarray(newdata, dtype=np.float64))
+        if arr.shape[1] != p:
+            raise SurvivalInputError(f"newdata has {arr.shape[1]} columns; the model has {p} ({', '.join(names)}).")
+        return arr
+    cols = {str(k): newdata[k] for k in (newdata.keys() if isinstance(newdata, Mapping) else newdata.columns)}
+    first = next(iter(cols.values()), None)
+    m = len(np.atleast_1d(_to_numpy(first))) if first is not None else 0
+    out = np.zeros((m, p))
+    for term, idx in terms:
+        if term in levels:
+            if term in cols:
+                vals = _categorical(cols[term])
+                raw = vals[1] if vals is not None else list(np.atleast_1d(_to_numpy(cols[term])).tolist())
+                block, _, _ = _expand_categorical(term, levels[term], raw, m, keep_unused=True)
+                out[:, list(idx)] = block
+                continue
+            missing = [names[j] for j in idx if names[j] not in cols]
+            if missing:
+                raise SurvivalInputError(f"newdata has no column '{term}' (or {', '.join(missing)}).")
+            for j in idx:
+                out[:, j] = np.asarray(_to_numpy(cols[names[j]]), dtype=np.float64)
+            continue
+        j = idx[0]
+        if term not in cols:
+            raise SurvivalInputError(f"newdata has no column '{term}'; it needs every covariate of the model.")
+        out[:, j] = np.asarray(_to_numpy(cols[term]), dtype=np.float64)
+    if not np.isfinite(out).all():
+        raise SurvivalInputError("newdata has missing or infinite covariate values.")
+    return out

@@ -352,7 +352,8 @@ def coxph(
     stop = check_time(time, "time", column_names).astype(np.float64)
     n = stop.shape[0]
     ev = check_event(event, n, "event", column_names).astype(np.int8)
-    Xm, colnames, terms = _design(X, names, n)
+    factor_levels: dict[str, list[Any]] = {}
+    Xm, colnames, terms = _design(X, names, n, factor_levels)
     counting = entry is not None
     start = None
     if counting:
@@ -573,7 +574,7 @@ def coxph(
         naive_var=tuple(tuple(float(v) for v in row) for row in naive_var),
         _data={
             "X": Xm, "stop": stop, "start": start if counting else None, "event": ev, "strata": scode,
-            "weights": wt, "efron": efron, "means": means,
+            "weights": wt, "efron": efron, "means": means, "levels": factor_levels,
         },
     )
 
