@@ -389,8 +389,6 @@ def coxph(
             "robust = True with (start, stop] rows needs cluster = the subject id (R: 'one of cluster "
             "or id is needed'): rows of one subject are not independent."
         )
-    if robust and ccode is None:
-        ccode = np.arange(n)
     nevents = int(ev.sum())
     if nevents == 0:
         raise SurvivalInputError(
@@ -503,10 +501,9 @@ def coxph(
     naive_var = var
     rscore = None
     if robust:
-        assert ccode is not None
         var, rscore, _ = robust_variance(
             start if counting else None, stop, ev, scode, Xc_full, coef, naive_var, wt,
-            np.asarray(ccode, np.int64), efron, toler_chol,
+            None if ccode is None else np.asarray(ccode, np.int64), efron, toler_chol,
         )
     se = np.sqrt(np.diag(var))
     naive_se = np.sqrt(np.diag(naive_var))
