@@ -152,3 +152,11 @@ def test_no_warnings_on_well_posed_fit() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         coxph(d.time, d.status, d[["age"]])
+
+
+def test_cif_by_state_label() -> None:
+    d = pd.read_csv(DATA / "cause_codes.csv")
+    res = cumulative_incidence(d.time, d.codestr, censor="cens")
+    np.testing.assert_array_equal(res.cif("Relapse"), res.pstate[:, 2])
+    with pytest.raises(KeyError):
+        res.cif("relapse ")

@@ -313,7 +313,13 @@ class CumulativeIncidence(_Tabular):
     n: int | float
     conf_level: float = 0.95
 
-    def cif(self, cause: int) -> np.ndarray:
+    def cif(self, cause: int | str) -> np.ndarray:
+        """Cumulative incidence of a cause: its state label (``"1"``, ``"relapse"``) or its column
+        index in ``pstate`` (0 is the event-free state)."""
+        if isinstance(cause, str):
+            if cause not in self.states:
+                raise KeyError(f"no state {cause!r}; states are {', '.join(self.states)}")
+            return self.pstate[:, self.states.index(cause)]
         return self.pstate[:, cause]
 
     def at(self, times: Any) -> list[dict[str, Any]]:
