@@ -224,6 +224,8 @@ def _followup(data: Any, rows: list[dict[str, str]], id_col: str | None, conf_le
     and its status that interval's event (R: ``survfit(Surv(stop, 1 - event) ~ 1)`` on one row per
     patient).
     """
+    import numpy as np
+
     from oncosurg.stats._checks import SurvivalData
     from oncosurg.stats.km import _fit
 
