@@ -138,6 +138,10 @@ RELEASE_TABLES = ("centre", "import_batch", "patient", "baseline_tumour", "prior
                   "audit_head", "mdt_review", "response_assessment", "cetuximab_regimen", "pending_upload")
 
 
+#: Columns added after release 0.1.0 (left out of its view; their values are checked by their own tests).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"complication": ("from_worst_grade",)}
+
+
 def tables_view(conn: sa.Connection) -> dict[str, Any]:
     """Everything the registry CSV does not carry, in release 0.1.0's shape (``expected/*/tables.json``);
     password and token hashes left out, secrets as their sha256."""
@@ -147,7 +151,8 @@ def tables_view(conn: sa.Connection) -> dict[str, Any]:
         c, c.c.id == p.c.centre_id).subquery("who")
 
     def with_patient(table: sa.Table, *order: Any) -> sa.Select:
-        cols = [col for col in table.c if col.name != "patient_pk"]
+        added = ADDED_COLUMNS.get(table.name, ())
+        cols = [col for col in table.c if col.name != "patient_pk" and col.name not in added]
         return (sa.select(table.c.patient_pk, who.c.centre, who.c.patient_id, *cols)
                 .join(who, who.c.patient_pk == table.c.patient_pk).order_by(*order))
 
