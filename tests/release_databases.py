@@ -138,8 +138,10 @@ RELEASE_TABLES = ("centre", "import_batch", "patient", "baseline_tumour", "prior
                   "audit_head", "mdt_review", "response_assessment", "cetuximab_regimen", "pending_upload")
 
 
-#: Columns added after 0.1.0 (left out of the view; migration 0004_accounts_security).
-LATER_COLUMNS = {"app_user": {"totp_secret", "totp_last_step", "password_changed_at"}, "login_attempt": {"device"}}
+#: Columns added after 0.1.0 (left out of the view; their values are checked by their own tests):
+#: migrations 0004_accounts_security and 0003_ids_never_reused.
+LATER_COLUMNS = {"app_user": {"totp_secret", "totp_last_step", "password_changed_at"}, "login_attempt": {"device"},
+                 "complication": {"from_worst_grade"}}
 #: Settings and audit rows written by later migrations themselves (0004: the audit-state baseline).
 LATER_SETTINGS = {"audit_baseline"}
 
@@ -170,7 +172,7 @@ def tables_view(conn: sa.Connection) -> dict[str, Any]:
         c, c.c.id == p.c.centre_id).subquery("who")
 
     def with_patient(table: sa.Table, *order: Any) -> sa.Select:
-        cols = [col for col in table.c if col.name != "patient_pk"]
+        cols = _release_columns(table, "patient_pk")
         return (sa.select(table.c.patient_pk, who.c.centre, who.c.patient_id, *cols)
                 .join(who, who.c.patient_pk == table.c.patient_pk).order_by(*order))
 

@@ -109,23 +109,20 @@ def test_update_records_what_changed(store: sa.Engine) -> None:
 
 
 def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from oncosurg.store import repository
+    """A failure at the end of the swap (every row already moved) leaves nothing behind."""
+    from oncosurg.store import bulk
 
-    calls = {"n": 0}
-    original = repository._stage_rows
+    def explode(conn, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full")
 
-    def explode(pk, values):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        return original(pk, values)
-
-    monkeypatch.setattr(repository, "_stage_rows", explode)
+    monkeypatch.setattr(bulk.audit, "append", explode)
     with pytest.raises(RuntimeError):
         do_import(store, row(), row(patient_id="P2"), row(patient_id="P3"))
     with store.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 0
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.import_batch)).scalar_one() == 0
+        for table in (t.patient, t.import_batch, t.follow_up, t.centre, t.audit_log):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0, table.name
+    monkeypatch.undo()
+    assert do_import(store, row(), row(patient_id="P2")).created == 2  # and nothing is left in the way
 
 
 def test_partial_update_is_checked_on_the_merged_record(store: sa.Engine) -> None:
@@ -164,6 +161,7 @@ def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> Non
     do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IIIa"))
     with store.begin() as conn:  # as the web app records them: several complications with details
         pk = conn.execute(sa.select(t.patient.c.id)).scalar_one()
+        conn.execute(sa.delete(t.complication))
         conn.execute(sa.insert(t.complication), [
             {"patient_pk": pk, "grade": "II", "grade_rank": 2, "description": "transfusion"},
             {"patient_pk": pk, "grade": "IIIa", "grade_rank": 3, "description": "drained collection"}])
@@ -171,10 +169,46 @@ def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> Non
                          cetuximab_cycles="7"), update=True)
     with store.connect() as conn:
         kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
-    assert ("II", "transfusion") in kept and ("IIIa", "drained collection") in kept
-    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="II",
+    assert kept == [("II", "transfusion"), ("IIIa", "drained collection")]
+    surgery = {"surgery_date": "2005-06-01", "surgery_type": "hepatectomy"}
+    for lower in ({**surgery, "clavien_dindo_max": "II"}, {**surgery, "clavien_dindo_max": "none"}, {}):
+        # lowering or clearing the worst grade (or the surgery) never deletes them: refused
+        refused = do_import(store, row(**lower, cetuximab_cycles="8"), update=True)
+        codes = {(i.code, i.line, i.column) for i in refused.issues}
+        assert ("X418", 2, "clavien_dindo_max") in codes, refused.issues
+        issue = next(i for i in refused.issues if i.code == "X418")
+        assert "drained collection" in issue.message and "patient page" in issue.hint
+    with store.connect() as conn:
+        after = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+        (record,) = list(iter_records(conn))
+    assert after == kept and record["clavien_dindo_max"] == "IIIa" and record["cetuximab_cycles"] == 7
+    # a higher worst grade adds a row standing for it; the itemised rows stay
+    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IVa",
                          cetuximab_cycles="7"), update=True)
     with store.connect() as conn:
-        kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+        rows = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.from_worst_grade)).all())
+    assert rows == [("II", False), ("IIIa", False), ("IVa", True)]
+
+
+def test_a_worst_grade_from_a_file_follows_the_file_and_every_row_change_is_audited(store: sa.Engine) -> None:
+    from oncosurg.store import audit
+
+    surgery = {"surgery_date": "2005-06-01", "surgery_type": "hepatectomy"}
+    do_import(store, row(**surgery, clavien_dindo_max="IIIa"))
+    for grade in ("II", "IVa", "none"):
+        assert not do_import(store, row(**surgery, clavien_dindo_max=grade), update=True).issues
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.complication)).scalar_one() == 0
         (record,) = list(iter_records(conn))
-    assert kept == [("II", "transfusion")] and record["clavien_dindo_max"] == "II"
+        trail = conn.execute(sa.select(t.audit_log.c.action, t.audit_log.c.entity, t.audit_log.c.field,
+                                       t.audit_log.c.old_value, t.audit_log.c.new_value)
+                             .where(t.audit_log.c.entity == "complication", t.audit_log.c.field != "clavien_dindo_max")
+                             .order_by(t.audit_log.c.id)).all()
+        assert audit.verify(conn).ok
+    assert record["clavien_dindo_max"] == "none"
+    assert [tuple(r) for r in trail] == [
+        ("create", "complication", "grade", None, "IIIa"),
+        ("create", "complication", "description", None, "worst complication (registry CSV)"),
+        ("update", "complication", "grade", "IIIa", "II"), ("update", "complication", "grade", "II", "IVa"),
+        ("delete", "complication", "grade", "IVa", None),
+        ("delete", "complication", "description", "worst complication (registry CSV)", None)]

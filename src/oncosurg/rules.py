@@ -120,6 +120,10 @@ X_CENTRE_MISSING = _rule("X416", "centre-not-given",
                          "The registry holds named centres but the file names none (no --centre, no centre cell).")
 X_CLEARS_VALUE = _rule("X417", "update-clears-value",
                        "An update would empty a registered value (a present, empty cell; needs --allow-clear).")
+X_GRADE_BELOW_COMPLICATIONS = _rule(
+    "X418", "grade-below-complications",
+    "clavien_dindo_max is below a complication recorded one by one (the worst grade is derived from them).",
+    ("clavien_dindo_max",))
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,8 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     duplicates are refused: ids differing only in case (unless --case-sensitive-ids) and ids
     registered in another centre (unless --allow-id-in-other-centre).
     """
+    from oncosurg.store.bulk import Changed
+    from oncosurg.store.engine import StoreError
     from oncosurg.store.repository import ImportOptions, import_records
 
     if (allow_new or allow_clear) and not update:
@@ -138,8 +140,11 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     options = ImportOptions(update=update, allow_new=allow_new, allow_clear=allow_clear,
                             case_sensitive_ids=case_sensitive_ids, allow_id_in_other_centre=allow_id_in_other_centre,
                             postop_window_days=postop_window_days)
-    result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
-                            options=options)
+    try:
+        result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
+                                options=options)
+    except (StoreError, Changed) as exc:  # the database stayed locked, or kept changing under the import
+        raise UserError(f"{exc}; nothing was imported") from None
     if result.issues:
         issues = parsed.locate(result.issues) if hasattr(parsed, "locate") else result.issues  # FHIR: name the file
         report_issues(file, issues, max_errors=max_errors, as_json=as_json)

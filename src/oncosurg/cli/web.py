@@ -11,6 +11,9 @@ import click
 
 from oncosurg.cli import UserError, cli, db_option
 
+#: How long a ``serve --workers N`` worker may take to answer uvicorn's health check (seconds).
+WORKER_STARTUP_SECONDS = 120
+
 
 def _store(db: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
     """The web app's store; only ``user add`` creates a registry (``create=True``)."""
@@ -81,8 +84,15 @@ def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure
     options = {"host": host, "port": port, "log_level": "info", "proxy_headers": False, "server_header": False,
                "access_log": False, "log_config": log_config}
     if workers == 1:
+        app.state.dashboard.warm(app.state.store.engine)
         uvicorn.run(app, **options)
         return
+    import inspect
+
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn kills a worker that does not answer its health check within 5 s (the default); a worker
+        # importing the app on a busy machine can take longer: it was killed and restarted again and again
+        options["timeout_worker_healthcheck"] = WORKER_STARTUP_SECONDS
     # the schema is migrated and the secret key stored (above) before the workers start
     os.environ["ONCOSURG_DB"] = app.state.store.engine.url.render_as_string(hide_password=False)
     os.environ["ONCOSURG_WEB_PROTOCOL"] = settings.protocol

@@ -226,43 +226,55 @@ def check_checkpoint(conn: sa.Connection, point: dict[str, Any], *, key: bytes |
     return out | {"ok": True}
 
 
-def _where(*, patient_pk: int | None, centres: Iterable[str] | None) -> list[sa.ColumnElement[bool]]:
+def _where(*, patient_pk: int | None, centres: Iterable[str] | None, after: int = 0
+           ) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
     if patient_pk is not None:
         where.append(t.audit_log.c.patient_pk == patient_pk)
     if centres is not None:
         where.append(t.audit_log.c.centre.in_(sorted(centres)))
+    if after:
+        where.append(t.audit_log.c.id > after)
     return where
 
 
+def history_start(conn: sa.Connection, *, patient_pk: int) -> int:
+    """The id of the last row deleting a patient under ``patient_pk`` (0 if none): a patient's history
+    starts after it.  Ids are never reused since migration 0003; registries written before may hold
+    a deleted patient's rows under a pk that was given to a new patient."""
+    a = t.audit_log
+    return conn.execute(sa.select(sa.func.max(a.c.id)).where(
+        a.c.patient_pk == patient_pk, a.c.action == "delete", a.c.entity == "patient")).scalar() or 0
+
+
 def entries(conn: sa.Connection, *, patient_pk: int | None = None, centres: Iterable[str] | None = None,
-            limit: int = 200, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """The newest ``limit`` rows (filtered), and the number of matching rows."""
-    where = _where(patient_pk=patient_pk, centres=centres)
+            limit: int = 200, offset: int = 0, after: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` rows (filtered: patient, centres, ids above ``after``), and the number of matching rows."""
+    where = _where(patient_pk=patient_pk, centres=centres, after=after)
     total = conn.execute(sa.select(sa.func.count()).select_from(t.audit_log).where(*where)).scalar_one()
     rows = conn.execute(sa.select(t.audit_log).where(*where).order_by(t.audit_log.c.id.desc())
                         .limit(limit).offset(offset)).mappings().all()
     return [dict(r) for r in rows], int(total)
 
 
-def changes_since(conn: sa.Connection, *, patient_pk: int, version: int) -> list[dict[str, Any]]:
-    """What was recorded for a patient after ``version`` (for the stale-edit message)."""
-    rows = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.patient_pk == patient_pk,
-                                                     t.audit_log.c.version > version)
+def changes_since(conn: sa.Connection, *, patient_pk: int, version: int, centres: Iterable[str] | None = None,
+                  after: int = 0) -> list[dict[str, Any]]:
+    """What was recorded for a patient after ``version`` (for the stale-edit message), filtered as :func:`entries`."""
+    rows = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.version > version,
+                                                     *_where(patient_pk=patient_pk, centres=centres, after=after))
                         .order_by(t.audit_log.c.id)).mappings().all()
     return [{"version": r["version"], "at": r["at"], "username": r["username"], "action": r["action"],
              "entity": r["entity"], "field": r["field"], "old": r["old_value"], "new": r["new_value"]}
             for r in rows]
 
 
-def export_csv(conn: sa.Connection, *, patient_pk: int | None = None, centres: Iterable[str] | None = None
-               ) -> Iterator[str]:
+def export_csv(conn: sa.Connection, *, patient_pk: int | None = None, centres: Iterable[str] | None = None,
+               after: int = 0) -> Iterator[str]:
     """The trail (oldest first) as CSV text chunks, with the hashes so a copy can be re-verified."""
     where = _where(patient_pk=patient_pk, centres=centres)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_FIELDS)
-    after = 0
     while True:
         chunk = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.id > after, *where)
                              .order_by(t.audit_log.c.id).limit(2000)).mappings().all()

@@ -7,9 +7,11 @@ A patient's *state* is what the registry holds about them, as text (:func:`oncos
 * ``complication``, ``mdt_review``, ``response_assessment``: rows by id, each with its fields.
 
 :class:`Replay` rebuilds it from the trail, row by row: a ``create`` of a patient sets fields (one
-row per field from the web app, or one ``record`` row carrying the whole record as JSON from a
-command-line import), an ``update`` sets one field, items are created and deleted by id, a patient's
-``delete`` removes it, and a ``baseline`` row sets the whole state.  ``oncosurg audit verify``
+row per field from the web app's forms, or one ``record`` row carrying the whole record as JSON from
+a command-line import or a web upload, :mod:`oncosurg.store.bulk`), an ``update`` sets one field (of
+the record, the regimen or an item, e.g. a complication regraded with the worst grade), items are
+created and deleted by id, a patient's ``delete`` removes it, and a ``baseline`` row sets the whole
+state.  ``oncosurg audit verify``
 compares the result with the tables, so a direct edit of the database is caught.
 
 Trails written before oncosurg 0.2 have ``create`` rows of command-line imports without values; for
@@ -33,7 +35,9 @@ ITEMS: dict[str, sa.Table] = {"complication": t.complication, "mdt_review": t.md
                               "response_assessment": t.response_assessment}
 RECORD_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != "centre")
 REGIMEN_COLUMNS: tuple[str, ...] = tuple(c.name for c in t.cetuximab_regimen.columns if c.name != "patient_pk")
-_ITEM_SKIP = {"id", "patient_pk", "grade_rank"}
+#: Item columns that are not part of the state: keys, and values derived from others (``grade_rank``
+#: from ``grade``; ``from_worst_grade``, whether a complication stands for a flat record's worst grade).
+ITEM_SKIP = frozenset({"id", "patient_pk", "grade_rank", "from_worst_grade"})
 _STAGES = {f.stage.value for f in FIELD_BY_NAME.values()}
 UNKNOWN = "unknown"  # created by a trail row without values (before 0.2): not checkable yet
 DELETED = "deleted"
@@ -53,7 +57,7 @@ def record_values(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def item_values(row: Mapping[str, Any]) -> dict[str, str]:
-    return {k: audit.text(v) for k, v in row.items() if k not in _ITEM_SKIP and v is not None}  # type: ignore[misc]
+    return {k: audit.text(v) for k, v in row.items() if k not in ITEM_SKIP and v is not None}  # type: ignore[misc]
 
 
 # ----------------------------------------------------------------------------------- the tables
@@ -117,18 +121,22 @@ class Replay:
                 return
             if not isinstance(current, dict):
                 current = self.states[pk] = empty()
-            self._set(current, "regimen" if field in REGIMEN_COLUMNS else "record", field, row["new_value"])
+            self._set(current["regimen" if field in REGIMEN_COLUMNS else "record"], field, row["new_value"])
             return
         if entity == "patient" and action == "delete":
             self.states[pk] = DELETED
             return
         if not isinstance(current, dict):
             return  # unknown values (or a row after a delete): nothing to check
-        if action == "update" and field is not None:  # a registry column (entity = its stage) or the regimen
-            if entity == "cetuximab_regimen":
-                self._set(current, "regimen", field, row["new_value"])
+        if action == "update" and field is not None:  # a registry column (entity = its stage), the regimen, an item
+            if entity in ITEMS and field in ITEMS[entity].c:  # an item's own column: e.g. a complication
+                # standing for a worst grade, regraded with it (the ``complication`` stage's registry
+                # column, ``clavien_dindo_max``, is not one)
+                self._set(current[entity].setdefault(str(row["entity_id"]), {}), field, row["new_value"])
+            elif entity == "cetuximab_regimen":
+                self._set(current["regimen"], field, row["new_value"])
             elif entity in _STAGES or field in RECORD_COLUMNS:
-                self._set(current, "record", field, row["new_value"])
+                self._set(current["record"], field, row["new_value"])
             return
         if entity in ITEMS:
             items = current[entity]
@@ -139,11 +147,11 @@ class Replay:
                 items.pop(key, None)
 
     @staticmethod
-    def _set(state: dict[str, Any], part: str, field: str, value: str | None) -> None:
+    def _set(values: dict[str, Any], field: str, value: str | None) -> None:
         if value is None:
-            state[part].pop(field, None)
+            values.pop(field, None)
         else:
-            state[part][field] = value
+            values[field] = value
 
 
 def compare(replay: Replay, tables: Mapping[int, Mapping[str, Any]], *, limit: int = 100

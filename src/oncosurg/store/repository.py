@@ -1,9 +1,10 @@
-"""Writing validated records into the store, in one transaction, and reading them back as rows.
+"""Writing validated records into the store, all or nothing, and reading them back as rows.
 
 :func:`plan_import` decides, without writing, what a file does to the registry: which rows create
 patients, which update registered ones (field by field) and which are refused, with every reason
-at once.  :func:`import_records` (``oncosurg import``) plans and writes in one transaction — all or
-nothing; the web app's CSV upload plans with the same function.  The rules (``docs/rules.md``):
+at once.  :func:`import_records` (``oncosurg import``) plans on a read snapshot (no lock) and
+writes with :func:`oncosurg.store.bulk.write` — all or nothing, holding the write lock only for a
+short final swap; the web app's CSV upload plans and writes with the same functions.  The rules (``docs/rules.md``):
 
 * a row names a patient by ``(centre, patient_id)``; a row without a centre goes to
   ``default_centre``, unless the registry holds other (named) centres (``X416``);
@@ -14,7 +15,8 @@ nothing; the web app's CSV upload plans with the same function.  The rules (``do
   ``allow_id_in_other_centre``) is refused as a probable duplicate;
 * an update changes only the columns the file carries (:class:`~oncosurg.ingest.csv.ParsedRecord`);
   emptying a registered value needs ``allow_clear`` (``X417``); the cross-field rules must hold on
-  the merged record.
+  the merged record, and its worst Clavien-Dindo grade may not fall below a complication recorded one
+  by one (``X418``: the grade is derived from the complications, :mod:`oncosurg.store.complications`).
 
 Each change enters the hash-chained audit trail and ``change_log`` (field, old → new); an updated
 patient's ``version`` is incremented.
@@ -23,7 +25,6 @@ patient's ``version`` is incremented.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import getpass
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,15 +50,12 @@ from oncosurg.schema import (
     COLUMNS,
     DEFAULT_CENTRE,
     DEFAULT_POSTOP_WINDOW_DAYS,
-    FIELD_BY_NAME,
     FIELDS,
     REQUIRED,
     Stage,
 )
-from oncosurg.store import audit, audit_state
+from oncosurg.store import audit, bulk, complications
 from oncosurg.store import tables as t
-
-_PATIENT_COLUMNS = [f.name for f in FIELDS if f.stage is Stage.PATIENT and f.name not in ("patient_id", "centre")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +82,11 @@ class PlannedUpdate:
     old: dict[str, Any]
     merged: dict[str, Any]
     diff: list[tuple[str, Any, Any]]  # field, old, new
+    items: list[complications.Complication] = field(default_factory=list)  # its complication rows
+
+    def to_bulk(self) -> bulk.Update:
+        return bulk.Update(self.pk, self.version, self.record.values["centre"], self.old["patient_id"], self.merged,
+                           self.diff, self.items, self.record.line)
 
 
 @dataclass(slots=True)
@@ -129,6 +132,7 @@ def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: I
         by_folded.setdefault(r.patient_id.casefold(), []).append(r)
     planned: dict[tuple[str, str], int] = {}
     stored = read_records(conn, [r.pk for r in registered]) if options.update else {}
+    items = complications.load_many(conn, [r.pk for r in registered]) if options.update else {}
     already = 0
     for record in records:
         centre, patient_id = record.values["centre"], record.values["patient_id"]
@@ -142,7 +146,7 @@ def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: I
         found = by_key.get((centre, patient_id))
         if found is not None:
             if options.update:
-                _plan_update(plan, record, found, stored[found.pk], options)
+                _plan_update(plan, record, found, stored[found.pk], options, items.get(found.pk, []))
             else:
                 already += 1
                 plan.issues.append(Issue(
@@ -219,10 +223,11 @@ def _new_patient_problem(record: ParsedRecord, variants: list[_Registered], opti
 
 
 def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old: dict[str, Any],
-                 options: ImportOptions) -> None:
+                 options: ImportOptions, items: list[complications.Complication]) -> None:
     carried = [c for c in COLUMNS if c in record.carried and c not in ("centre", "patient_id")]
     merged = {**old, **{c: record.values[c] for c in carried}}  # a column the file does not carry is kept
     problems = check_record(merged, line=record.line, postop_window_days=options.postop_window_days)
+    problems += complications.check(items, merged.get("clavien_dindo_max"), line=record.line)
     diff = [(c, old[c], merged[c]) for c in carried if old[c] != merged[c]]
     if not options.allow_clear:
         problems += [Issue(X_CLEARS_VALUE.code, f"the update would clear {c} (registered: {audit.text(before)})",
@@ -232,7 +237,8 @@ def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old
     if problems:
         plan.issues += problems
     elif diff:
-        plan.updates.append(PlannedUpdate(record, found.pk, found.version, found.import_batch_id, old, merged, diff))
+        plan.updates.append(PlannedUpdate(record, found.pk, found.version, found.import_batch_id, old, merged, diff,
+                                          items))
     else:
         plan.unchanged += 1
 
@@ -248,78 +254,64 @@ def import_records(
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     actor: audit.Actor | None = None,
     options: ImportOptions | None = None,
+    attempts: int = 3,
 ) -> ImportResult:
-    """Plan (:func:`plan_import`) and write ``records`` in one transaction; nothing is written when the
-    plan has issues, or when it changes nothing (no import batch either).
+    """Plan (:func:`plan_import`, on a read snapshot: no lock) and write ``records`` all or nothing
+    (:func:`oncosurg.store.bulk.write`: staged, then one short swap); nothing is written when the plan
+    has issues, or when it changes nothing (no import batch either).
 
-    ``options`` (default: insert only, or ``update``) says what the import may do.  Every change
-    enters the hash-chained audit trail in the same transaction, as ``actor`` (default: the
-    operating-system user running the import): one ``create`` row per new patient carrying its
-    values (field ``record``, the record as JSON; the reason names the batch's file and its SHA-256),
-    one ``update`` row per changed field (old → new), and a row per complication created or removed
-    to match the worst grade, so the patient's state can be recomputed from the trail
-    (:mod:`oncosurg.store.audit_state`).
+    ``options`` (default: insert only, or ``update``) says what the import may do.  Patients edited
+    between the plan and the swap are planned again inside it (:func:`replan`); if the registry
+    changed otherwise (a new patient_id registered meanwhile), the whole file is planned again, up
+    to ``attempts`` times.  Every change enters the hash-chained audit trail in the swap, as
+    ``actor`` (default: the operating-system user running the import): one ``create`` row per new
+    patient carrying its values (field ``record``, the record as JSON; the reason names the batch's
+    file by its SHA-256), one ``update`` row per changed field (old → new), and a row per field of
+    each complication row added, changed or removed with the worst grade, so the patient's state can
+    be recomputed from the trail (:mod:`oncosurg.store.audit_state`).
     """
     options = options or ImportOptions(update=update, postop_window_days=postop_window_days)
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
-    result = ImportResult()
-    with engine.begin() as conn:
-        plan = plan_import(conn, records, options)
+    for attempt in range(attempts):
+        result = ImportResult()
+        with engine.connect() as conn:
+            plan = plan_import(conn, records, options)
         result.issues, result.unchanged = plan.issues, plan.unchanged
         if plan.issues or not (plan.creates or plan.updates):
-            return result  # nothing written: the transaction holds no changes
-        now = dt.datetime.now(dt.UTC)
-        batch_id = conn.execute(
-            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256,
-                                             mode="update" if options.update else "insert",
-                                             rows=rows, created=0, updated=0, imported_at=now)
-        ).inserted_primary_key[0]
-        result.batch_id = batch_id
-        centre_ids = _all_centres(conn)
-        if plan.creates:
-            new_rows = [{"centre_id": _ensure_centre(conn, centre_ids, r.values["centre"]),
-                         "patient_id": r.values["patient_id"], "import_batch_id": batch_id,
-                         **{c: r.values.get(c) for c in _PATIENT_COLUMNS}} for r in plan.creates]
-            new_values = [r.values for r in plan.creates]
-            # executemany with RETURNING in parameter order (SQLite >= 3.35, PostgreSQL): one round trip per batch
-            pks = conn.execute(sa.insert(t.patient).returning(t.patient.c.id, sort_by_parameter_order=True),
-                               new_rows).scalars().all()
-            made = _insert_stages(conn, [_stage_rows(pk, values) for pk, values in zip(pks, new_values, strict=True)])
-            result.created = len(pks)
-            note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
-            by_pk = {pk: values for pk, values in zip(pks, new_values, strict=True)}
-            audit.append(conn, actor=actor, entries=[
-                {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk,
-                 "centre": values["centre"], "patient_id": values["patient_id"], "field": "record",
-                 "new_value": audit_state.dumps(audit_state.record_values(values)), "reason": note, "version": 1}
-                for pk, values in by_pk.items()] + [
-                entry | {"centre": by_pk[entry["patient_pk"]]["centre"],
-                         "patient_id": by_pk[entry["patient_pk"]]["patient_id"], "reason": note, "version": 1}
-                for entry in complication_entries(made)])
-        note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
-        for planned in plan.updates:
-            pk, merged, values = planned.pk, planned.merged, planned.record.values
-            conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(
-                import_batch_id=batch_id, version=t.patient.c.version + 1,
-                **{c: merged.get(c) for c in _PATIENT_COLUMNS}))
-            synced = write_stages(conn, pk, merged, source=f"import batch {batch_id}")
-            version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
-            for column, before, after in planned.diff:
-                conn.execute(sa.insert(t.change_log).values(
-                    import_batch_id=batch_id, patient_pk=pk, field=column,
-                    old_value=audit.text(before), new_value=audit.text(after)))
-                result.changes.append((values["centre"], values["patient_id"], column, before, after))
-            audit.append(conn, actor=actor, entries=[
-                {"action": "update", "entity": FIELD_BY_NAME[column].stage.value, "entity_id": pk, "patient_pk": pk,
-                 "centre": values["centre"], "patient_id": values["patient_id"], "field": column,
-                 "old_value": before, "new_value": after, "reason": note, "version": version}
-                for column, before, after in planned.diff] + [
-                entry | {"centre": values["centre"], "patient_id": values["patient_id"], "reason": note,
-                         "version": version} for entry in complication_entries(synced)])
-            result.updated += 1
-        conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
-                     .values(created=result.created, updated=result.updated))
-    return result
+            return result  # nothing written
+        try:
+            written = bulk.write(
+                engine, creates=[r.values for r in plan.creates], updates=[u.to_bulk() for u in plan.updates],
+                actor=actor, replan=replan(plan, options),
+                create_note=f"import batch {{batch}}: {source[:200]} (sha256 {sha256[:12]})",
+                update_note=f"import batch {{batch}} (--update): {source[:200]} (sha256 {sha256[:12]})",
+                batch=bulk.BatchInfo(source, sha256, "update" if options.update else "insert", rows))
+        except bulk.Refused as refused:
+            result.issues = refused.issues
+            return result
+        except bulk.Changed:
+            if attempt + 1 == attempts:
+                raise
+            continue
+        result.batch_id, result.created, result.updated = written.batch_id, len(written.created), written.updated
+        result.changes = [(u.centre, u.patient_id, c, o, n) for u in written.applied for c, o, n in u.diff]
+        return result
+    raise AssertionError("unreachable")
+
+
+def replan(plan: ImportPlan, options: ImportOptions) -> bulk.Replan:
+    """Plan again, under the swap's lock, the updates of patients edited since ``plan`` was made (their
+    rows of the file against their records as they are now); :class:`oncosurg.store.bulk.Refused`
+    when they now break a rule."""
+    by_pk = {u.pk: u.record for u in plan.updates}
+
+    def again(conn: sa.Connection, pks: Sequence[int]) -> list[bulk.Update]:
+        fresh = plan_import(conn, [by_pk[pk] for pk in pks], options)
+        if fresh.issues:
+            raise bulk.Refused(fresh.issues)
+        return [u.to_bulk() for u in fresh.updates]
+
+    return again
 
 
 def _os_user() -> str:
@@ -332,12 +324,6 @@ def _os_user() -> str:
 def _all_centres(conn: sa.Connection) -> dict[str, int]:
     """Every centre of the registry: name → id (a short table)."""
     return {name: cid for name, cid in conn.execute(sa.select(t.centre.c.name, t.centre.c.id))}
-
-
-def _ensure_centre(conn: sa.Connection, ids: dict[str, int], name: str) -> int:
-    if name not in ids:
-        ids[name] = conn.execute(sa.insert(t.centre).values(name=name)).inserted_primary_key[0]
-    return ids[name]
 
 
 def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]:
@@ -353,9 +339,6 @@ def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]
     return found
 
 
-_REQUIRED_STAGES = (Stage.PRIOR_CHEMO, Stage.CETUXIMAB, Stage.FOLLOW_UP)
-
-
 def upsert_stage(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, Any]) -> None:
     """Update the patient's row of a one-to-one stage table, or insert it."""
     done = conn.execute(sa.update(table).where(table.c.patient_pk == pk).values(**row)).rowcount
@@ -363,109 +346,39 @@ def upsert_stage(conn: sa.Connection, table: sa.Table, pk: int, row: dict[str, A
         conn.execute(sa.insert(table).values(patient_pk=pk, **row))
 
 
-def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, source: str = "registry CSV"
-                 ) -> list[tuple[str, int, int, dict[str, Any]]]:
+def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, source: str = "registry CSV",
+                 previous: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Bring an existing patient's stage tables to a validated registry record (the patient row is the
-    caller's).  Stages left empty are removed; complications recorded one by one (web app) are kept
-    as long as their worst grade still equals the record's ``clavien_dindo_max``.
-
-    Returns the complication rows created or removed to match that grade, as
-    ``(action, patient_pk, complication id, values)``, for the caller's audit rows
-    (:func:`complication_entries`)."""
-    for stage, table in t.STAGE_TABLES.items():
-        row = {f.name: record.get(f.name) for f in FIELDS if f.stage is stage}
-        if stage is Stage.SURGERY:
-            if record.get("surgery_date") is None:
-                conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-                continue
-            row["complications_assessed"] = record.get("clavien_dindo_max") is not None
-        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
-            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
-            continue
-        upsert_stage(conn, table, pk, row)
-    return _sync_complications(conn, pk, record.get("clavien_dindo_max"), source)
-
-
-def _sync_complications(conn: sa.Connection, pk: int, grade: str | None, source: str
-                        ) -> list[tuple[str, int, int, dict[str, Any]]]:
-    """Make the complication rows agree with a worst grade (``none``/empty = no complication rows);
-    returns what was deleted and created."""
-    c = t.complication
-    rank = None if grade is None else CLAVIEN_DINDO.index(grade)
-    doomed = c.c.patient_pk == pk if not rank else sa.and_(c.c.patient_pk == pk, c.c.grade_rank > rank)
-    changes: list[tuple[str, int, int, dict[str, Any]]] = [
-        ("delete", pk, row["id"], {"grade": row["grade"], "description": row["description"]})
-        for row in conn.execute(sa.select(c.c.id, c.c.grade, c.c.description).where(doomed).order_by(c.c.id)
-                                ).mappings()]
-    if changes:
-        conn.execute(sa.delete(c).where(doomed))
-    if not rank:
-        return changes
-    present = conn.execute(sa.select(sa.func.count()).select_from(c)
-                           .where(c.c.patient_pk == pk, c.c.grade_rank == rank)).scalar_one()
-    if not present:
-        values = {"grade": grade, "description": f"worst complication ({source})"}
-        cid = conn.execute(sa.insert(c).values(patient_pk=pk, grade_rank=rank, **values)).inserted_primary_key[0]
-        changes.append(("create", pk, int(cid), values))
-    return changes
-
-
-def complication_entries(changes: Sequence[tuple[str, int, int, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Audit rows (one per field, without who/why) for complications created or removed by the store."""
-    return [{"action": action, "entity": "complication", "entity_id": cid, "patient_pk": pk, "field": field,
-             "old_value": value if action == "delete" else None, "new_value": value if action == "create" else None}
-            for action, pk, cid, values in changes for field, value in values.items() if value is not None]
-
-
-def _stage_rows(pk: int, values: dict[str, Any]) -> dict[sa.Table, list[dict[str, Any]]]:
-    """The stage-table rows of one patient (only stages with something recorded)."""
-    out: dict[sa.Table, list[dict[str, Any]]] = {}
-    for stage, table in t.STAGE_TABLES.items():
-        row = {f.name: values.get(f.name) for f in FIELDS if f.stage is stage}
-        if stage is Stage.SURGERY:
-            if values.get("surgery_date") is None:
-                continue
-            row["complications_assessed"] = values.get("clavien_dindo_max") is not None
-        elif stage not in _REQUIRED_STAGES and all(v is None for v in row.values()):
-            continue
-        out[table] = [{"patient_pk": pk, **row}]
-    grade = values.get("clavien_dindo_max")
-    if grade not in (None, "none"):
-        out[t.complication] = [{"patient_pk": pk, "grade": grade, "grade_rank": CLAVIEN_DINDO.index(grade),
-                                "description": "worst complication (registry CSV)"}]
-    return out
-
-
-def _insert_stages(conn: sa.Connection, per_patient: list[dict[sa.Table, list[dict[str, Any]]]]
-                   ) -> list[tuple[str, int, int, dict[str, Any]]]:
-    """Insert stage rows grouped by table (executemany); returns the complications created
-    (as :func:`write_stages` does)."""
-    grouped: dict[sa.Table, list[dict[str, Any]]] = {}
-    for rows in per_patient:
-        for table, items in rows.items():
-            grouped.setdefault(table, []).extend(items)
+    caller's).  Stages left empty are removed; complications follow the record's ``clavien_dindo_max``
+    without ever removing one recorded one by one (:mod:`oncosurg.store.complications`: validate
+    with :func:`oncosurg.store.complications.check` first).  With ``previous`` (the stored record),
+    stages whose values did not change are not written.  Returns the audit entries of the
+    complication rows added, changed or removed."""
+    wanted = bulk.stage_rows(pk, record, source=source)
+    before = bulk.stage_rows(pk, previous, source=source) if previous is not None else {}
     for table in t.STAGE_TABLES.values():
-        if grouped.get(table):
-            conn.execute(sa.insert(table), grouped[table])
-    made = grouped.get(t.complication) or []
-    if not made:
-        return []
-    c = t.complication
-    ids = conn.execute(sa.insert(c).returning(c.c.id, sort_by_parameter_order=True), made).scalars().all()
-    return [("create", row["patient_pk"], int(cid), {"grade": row["grade"], "description": row["description"]})
-            for row, cid in zip(made, ids, strict=True)]
+        rows = wanted.get(table)
+        if previous is not None and before.get(table) == rows:
+            continue
+        if rows is None:
+            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+        else:
+            upsert_stage(conn, table, pk, {k: v for k, v in rows[0].items() if k != "patient_pk"})
+    grade = record.get("clavien_dindo_max")
+    if previous is not None and previous.get("clavien_dindo_max") == grade:
+        return []  # the worst grade derived from the rows is already this one
+    return complications.apply(conn, pk, grade, source=source)
 
 
 def registry_select() -> sa.Select:
     """One row per patient with every registry column (the CSV's shape), built by joins."""
     p = t.patient
-    worst = (
-        sa.select(t.complication.c.patient_pk, sa.func.max(t.complication.c.grade_rank).label("rank"))
-        .group_by(t.complication.c.patient_pk)
-        .subquery("worst")
-    )
+    # the worst grade of the patient's complications, looked up by the patient_pk index (a grouped
+    # derived table would aggregate every patient's complications for each record read)
+    worst = (sa.select(sa.func.max(t.complication.c.grade_rank)).where(t.complication.c.patient_pk == p.c.id)
+             .scalar_subquery())
     grade_case = sa.case(
-        *[(worst.c.rank == i, grade) for i, grade in enumerate(CLAVIEN_DINDO) if i > 0],
+        {i: grade for i, grade in enumerate(CLAVIEN_DINDO) if i > 0}, value=worst,
         else_=sa.case((t.surgery.c.complications_assessed.is_(True), "none"), else_=sa.null()),
     )
     columns: list[sa.ColumnElement[Any]] = []
@@ -483,7 +396,6 @@ def registry_select() -> sa.Select:
     joined = p.join(t.centre, t.centre.c.id == p.c.centre_id)
     for table in t.STAGE_TABLES.values():
         joined = joined.outerjoin(table, table.c.patient_pk == p.c.id)
-    joined = joined.outerjoin(worst, worst.c.patient_pk == p.c.id)
     return sa.select(p.c.id.label("pk"), *columns).select_from(joined)
 
 

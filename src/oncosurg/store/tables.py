@@ -2,8 +2,13 @@
 
 One table per pathway stage, keyed by the patient's surrogate key; the stage columns are generated
 from :mod:`oncosurg.schema`, so a registry field is declared once.  Complications are one row per
-complication (the registry CSV carries only the worst grade, stored as one row); the surgery row
-says whether complications were assessed at all (``none`` = assessed, no complication).
+complication; the worst Clavien-Dindo grade is derived from them (the registry CSV's
+``clavien_dindo_max`` adds a row standing for that grade, never removes an itemised one); the
+surgery row says whether complications were assessed at all (``none`` = assessed, no complication).
+
+Surrogate ids are never reused, on every backend: SQLite tables use ``AUTOINCREMENT``
+(``sqlite_autoincrement=True``; a plain ``INTEGER PRIMARY KEY`` hands a deleted row's id to the next
+insert), PostgreSQL sequences never go back.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ centre = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(120), nullable=False, unique=True),
+    sqlite_autoincrement=True,
 )
 
 import_batch = sa.Table(
@@ -65,6 +71,7 @@ import_batch = sa.Table(
     sa.Column("created", sa.Integer, nullable=False),
     sa.Column("updated", sa.Integer, nullable=False),
     sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 patient = sa.Table(
@@ -77,6 +84,7 @@ patient = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("import_batch_id", sa.Integer, sa.ForeignKey("import_batch.id"), nullable=True),
     sa.UniqueConstraint("centre_id", "patient_id", name="uq_patient_centre_patient_id"),
+    sqlite_autoincrement=True,
 )
 
 baseline_tumour = sa.Table("baseline_tumour", metadata, _patient_fk(), *_stage_columns(Stage.BASELINE))
@@ -99,6 +107,10 @@ complication = sa.Table(
     sa.Column("grade", sa.String(8), nullable=False),
     sa.Column("grade_rank", sa.Integer, nullable=False),  # 1 = I … 7 = V (schema.CLAVIEN_DINDO index)
     sa.Column("description", sa.String(200), nullable=True),
+    # True: the row only stands for a worst grade given by a flat record (registry CSV, surgery card);
+    # False: a complication recorded one by one.  See oncosurg.store.complications.
+    sa.Column("from_worst_grade", sa.Boolean(create_constraint=False), nullable=False, server_default=sa.false()),
+    sqlite_autoincrement=True,
 )
 pathology_nontumoral = sa.Table(
     "pathology_nontumoral", metadata, _patient_fk(), *_stage_columns(Stage.PATHOLOGY_NONTUMORAL)
@@ -115,6 +127,7 @@ change_log = sa.Table(
     sa.Column("field", sa.String(64), nullable=False),
     sa.Column("old_value", sa.Text, nullable=True),
     sa.Column("new_value", sa.Text, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 #: One-to-one stage tables (joined on patient_pk) in pathway order.
@@ -146,6 +159,7 @@ app_user = sa.Table(
     sa.Column("totp_secret", sa.String(64), nullable=True),  # base32 RFC 6238 secret; NULL = no second factor
     sa.Column("totp_last_step", sa.Integer, nullable=True),  # last accepted 30-s step (a code is used once)
     sa.Column("password_changed_at", sa.DateTime(), nullable=True),
+    sqlite_autoincrement=True,
 )
 
 user_centre = sa.Table(
@@ -178,6 +192,7 @@ login_attempt = sa.Table(
     sa.Column("at", sa.DateTime(), nullable=False, index=True),
     sa.Column("success", sa.Boolean(create_constraint=False), nullable=False),
     sa.Column("device", sa.String(32), nullable=True),  # device-cookie id: the client key when present
+    sqlite_autoincrement=True,
 )
 
 #: One-time password-reset links issued by an administrator (only the token's SHA-256 is kept).
@@ -209,6 +224,7 @@ access_trail = sa.Table(
     sa.Column("patients", sa.Integer, nullable=True),  # how many patients the read or export covered
     sa.Column("client", sa.String(64), nullable=True),
     sa.Column("detail", sa.String(300), nullable=True),
+    sqlite_autoincrement=True,
 )
 
 web_setting = sa.Table(
@@ -239,6 +255,7 @@ audit_log = sa.Table(
     sa.Column("version", sa.Integer, nullable=True),  # the patient's version after the change
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sqlite_autoincrement=True,
 )
 
 #: One row (id = 1): the chain's last entry; locked by every write transaction (one writer at a time).
@@ -260,6 +277,7 @@ mdt_review = sa.Table(
     sa.Column("decision", sa.String(32), nullable=False),
     sa.Column("cycles_at_review", sa.Integer, nullable=True),
     sa.Column("notes", sa.String(2000), nullable=True),
+    sqlite_autoincrement=True,
 )
 
 response_assessment = sa.Table(
@@ -274,6 +292,7 @@ response_assessment = sa.Table(
     sa.Column("current_sum_mm", sa.Float, nullable=True),
     sa.Column("nadir_sum_mm", sa.Float, nullable=True),
     sa.Column("new_lesions", sa.Boolean(create_constraint=False), nullable=True),
+    sqlite_autoincrement=True,
 )
 
 cetuximab_regimen = sa.Table(

@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
     app.state.settings = settings
     app.state.store = store
     app.state.secret = secret_key(store.write, configured=settings.secret_key)
-    app.state.dashboard = Dashboard(settings.protocol)
+    app.state.dashboard = Dashboard(settings.protocol, refresh_seconds=settings.dashboard_refresh_seconds)
     app.state.trusted = trusted
     app.state.access = AccessRecorder(store)
     # outermost last: the access log sees every response, headers are added to the guard's refusals too
@@ -62,8 +62,11 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` and ``oncosurg serve --workers N``: settings from the environment."""
-    return create_app(Settings.from_env())
+    """Factory for ``uvicorn --factory`` and ``oncosurg serve --workers N``: settings from the environment;
+    the dashboard starts computing in the background."""
+    app = create_app(Settings.from_env())
+    app.state.dashboard.warm(app.state.store.engine)
+    return app
 
 
 def _respond(request: Request, message: str, errors: list, status: int,

@@ -71,7 +71,8 @@ def patient_audit(request: Request, pk: PK, user: CurrentUser, store: StoreDep, 
     _patient_reader(user)
     with store.read() as conn:
         head = patients.patient_head(conn, user=user, pk=pk)
-        rows, total = audit.entries(conn, patient_pk=pk, limit=PAGE, offset=(page - 1) * PAGE)
+        rows, total = audit.entries(conn, **patients.history_filter(conn, head=head), limit=PAGE,
+                                    offset=(page - 1) * PAGE)
     _read(request, user, head, "json" if request.url.path.endswith(".json") else "html", "read")
     return respond(request, "audit.html", {"entries": rows, "total": total, "page": page, "patient": head,
                                         "pages": max(1, -(-total // PAGE))})
@@ -82,11 +83,12 @@ def patient_audit_csv(request: Request, pk: PK, user: CurrentUser, store: StoreD
     _patient_reader(user)
     with store.read() as conn:
         head = patients.patient_head(conn, user=user, pk=pk)
+        history = patients.history_filter(conn, head=head)
     _read(request, user, head, "csv", "export")
 
     def chunks() -> Any:
         with store.read() as conn:
-            yield from audit.export_csv(conn, patient_pk=pk)
+            yield from audit.export_csv(conn, **history)
     name = f"audit-{head['patient_id']}.csv"
     return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8",
                              headers={"content-disposition": f'attachment; filename="{name}"'})

@@ -72,9 +72,13 @@ async def upload(request: Request, user: Writer, store: StoreDep, settings: Sett
     source = (file.filename or "upload.csv")[:255]
 
     def work() -> dict[str, Any]:
-        with store.write() as conn:
-            return uploads.stage(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode,
-                                 max_bytes=settings.upload_max_bytes)
+        with store.read() as conn:  # validation takes no write lock
+            report = uploads.validate(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode,
+                                      max_bytes=settings.upload_max_bytes)
+        if report["ok"] and (report["create"] or report["update"]):
+            with store.write() as conn:
+                report["token"] = uploads.keep(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode)
+        return report
 
     report = await threaded(work)
     if not _html(request):
@@ -93,9 +97,8 @@ async def confirm(request: Request, user: Writer, store: StoreDep, settings: Set
     ctx = make_context(user, settings)
 
     def work() -> dict[str, Any]:
-        with store.write() as conn:
-            return uploads.confirm(conn, ctx=ctx, token=token if isinstance(token, str) else "",
-                                   reason=reason if isinstance(reason, str) else "")
+        return uploads.confirm(store, ctx=ctx, token=token if isinstance(token, str) else "",
+                               reason=reason if isinstance(reason, str) else "")
 
     try:
         result = await threaded(work)

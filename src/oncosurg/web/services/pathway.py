@@ -3,8 +3,10 @@ index), MDT resectability reviews, RECIST response assessments, and the patient'
 
 Adding a row is append-only (it bumps the patient's version without requiring the version the page
 was loaded with: two people adding two reviews lose nothing); deleting a row is an edit and needs
-the current version.  The registry's rules still apply: a complication changes the worst
-Clavien-Dindo grade, which is checked with :func:`oncosurg.rules.check_record` like any import.
+the current version.  The registry's rules still apply: the worst Clavien-Dindo grade is derived
+from the complications, and checked with :func:`oncosurg.rules.check_record` like any import.  A
+complication recorded one by one replaces the row that stood for a worst grade it accounts for
+(:mod:`oncosurg.store.complications`; the removal is audited).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sqlalchemy as sa
 
 from oncosurg.rules import clavien_rank
 from oncosurg.schema import CLAVIEN_DINDO, FIELD_BY_NAME
-from oncosurg.store import audit
+from oncosurg.store import audit, audit_state
+from oncosurg.store import complications as store_complications
 from oncosurg.store import tables as t
 from oncosurg.web.errors import Invalid, NotFound
 from oncosurg.web.services.forms import (
@@ -36,6 +39,7 @@ from oncosurg.web.services.patients import (
     _reason,
     _require_writer,
     bump_version,
+    consequence_entry,
     read_registry_record,
     stale,
 )
@@ -74,9 +78,11 @@ def dose_mg(regimen: Mapping[str, Any]) -> float | None:
 # ------------------------------------------------------------------------------------------ reading
 
 def complications(conn: sa.Connection, *, pk: int) -> list[dict[str, Any]]:
+    """The patient's complications, worst first (``from_worst_grade``: the row stands for a worst grade
+    given by the registry CSV or the surgery card, without details)."""
     c = t.complication
-    rows = conn.execute(sa.select(c.c.id, c.c.grade, c.c.description).where(c.c.patient_pk == pk)
-                        .order_by(c.c.grade_rank.desc(), c.c.id)).mappings()
+    rows = conn.execute(sa.select(c.c.id, c.c.grade, c.c.description, c.c.from_worst_grade)
+                        .where(c.c.patient_pk == pk).order_by(c.c.grade_rank.desc(), c.c.id)).mappings()
     return [dict(r) for r in rows]
 
 
@@ -222,11 +228,18 @@ def add_complication(conn: sa.Connection, *, ctx: Context, pk: int, form: Mappin
     worst_before = read_registry_record(conn, pk).get("clavien_dindo_max")
     cid = int(conn.execute(sa.insert(t.complication).values(
         patient_pk=pk, grade=values["grade"], grade_rank=CLAVIEN_DINDO.index(values["grade"]),
-        description=values.get("description"))).inserted_primary_key[0])
+        description=values.get("description"), from_worst_grade=False)).inserted_primary_key[0])
     conn.execute(sa.update(t.surgery).where(t.surgery.c.patient_pk == pk).values(complications_assessed=True))
     changes = [(k, None, v) for k, v in values.items() if v is not None]
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, version, "create", "complication", cid, changes, why)
-                 + _worst_grade(conn, head, version, worst_before, why))
+    entries = _entries(head, version, "create", "complication", cid, changes, why)
+    # a row standing for a worst grade this complication now accounts for is removed, audited
+    for old in store_complications.superseded(store_complications.load(conn, pk), values["grade"]):
+        if old.id == cid:
+            continue
+        conn.execute(sa.delete(t.complication).where(t.complication.c.id == old.id))
+        entries += [consequence_entry(head, version, e, f"replaced by complication {cid}, recorded one by one")
+                    for e in store_complications.entries("delete", old.id, store_complications.values(old), None)]
+    audit.append(conn, actor=ctx.actor, entries=entries + _worst_grade(conn, head, version, worst_before, why))
     return cid
 
 
@@ -262,7 +275,7 @@ def delete_item(conn: sa.Connection, *, ctx: Context, pk: int, entity: str, item
     new_version = bump_version(conn, head=head, version=version)
     worst_before = read_registry_record(conn, pk).get("clavien_dindo_max") if entity == "complication" else None
     conn.execute(sa.delete(table).where(table.c.id == item_id))
-    changes = [(k, row[k], None) for k in row if k not in ("id", "patient_pk", "grade_rank") and row[k] is not None]
+    changes = [(k, row[k], None) for k in row if k not in audit_state.ITEM_SKIP and row[k] is not None]
     worst = _worst_grade(conn, head, new_version, worst_before, why) if entity == "complication" else []
     audit.append(conn, actor=ctx.actor, entries=_entries(head, new_version, "delete", entity, item_id, changes, why)
                  + worst)

@@ -18,15 +18,16 @@ import sqlalchemy as sa
 
 from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
-from oncosurg.store import audit
+from oncosurg.store import audit, audit_state, complications
 from oncosurg.store import tables as t
-from oncosurg.store.repository import complication_entries, registry_select, upsert_stage, write_stages
+from oncosurg.store.repository import registry_select, upsert_stage, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
     REGISTER_FIELDS,
     STAGE_FORMS,
     check_dates_within,
+    issue_dict,
     parse_fields,
     validate_registry,
     web_error,
@@ -77,6 +78,17 @@ def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
     return dict(row)
 
 
+def history_filter(conn: sa.Connection, *, head: Mapping[str, Any]) -> dict[str, Any]:
+    """Which audit rows are the history of the patient ``head`` (a patient the reader may see): rows
+    under its pk, recorded in its centre, after the last deletion of a patient under that pk.
+
+    Ids are never reused (migration 0003); the filter also holds on registries written before,
+    where a new patient could inherit a deleted one's pk, from whichever centre.
+    """
+    pk = head["pk"] if "pk" in head else head["id"]
+    return {"patient_pk": pk, "centres": [head["centre"]], "after": audit.history_start(conn, patient_pk=pk)}
+
+
 @functools.cache
 def _registry() -> sa.Select:
     """The registry's one-row-per-patient select, built once (building it costs more than running it)."""
@@ -89,6 +101,25 @@ def read_registry_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
     return {c: row[c] for c in COLUMNS}
 
 
+@functools.cache
+def _page_select() -> sa.Select:
+    """One patient's page in one query: the registry row, version, regimen and creation time."""
+    p, a, b, reg = t.patient, t.audit_log, t.import_batch, t.cetuximab_regimen
+    created = (sa.select(sa.func.max(a.c.at))
+               .where(a.c.patient_pk == p.c.id, a.c.action == "create", a.c.entity == "patient").scalar_subquery())
+    regimen = [reg.c[c].label(f"regimen_{c}") for c in REGIMEN_COLUMNS]
+    return (sa.select(*_registry().selected_columns, p.c.version, created.label("created_audit"),
+                      b.c.imported_at.label("created_batch"), *regimen)
+            .select_from(*_registry().get_final_froms())
+            .outerjoin(reg, reg.c.patient_pk == p.c.id).outerjoin(b, b.c.id == p.c.import_batch_id))
+
+
+def _created(audit_at: str | None, imported_at: Any) -> dt.datetime | None:
+    if audit_at:
+        return dt.datetime.fromisoformat(audit_at.rstrip("Z"))
+    return imported_at.replace(tzinfo=None) if isinstance(imported_at, dt.datetime) else None
+
+
 def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
     row = conn.execute(sa.select(t.cetuximab_regimen).where(t.cetuximab_regimen.c.patient_pk == pk)
                        ).mappings().first()
@@ -97,17 +128,29 @@ def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
 
 def created_at(conn: sa.Connection, *, pk: int, import_batch_id: int | None) -> dt.datetime | None:
     """When the record was created: its first audit row, else its import batch; ``None`` if unknown."""
-    first = conn.execute(sa.select(sa.func.min(t.audit_log.c.at)).where(
-        t.audit_log.c.patient_pk == pk, t.audit_log.c.action == "create", t.audit_log.c.entity == "patient")
-    ).scalar()
-    if first:
-        return dt.datetime.strptime(first, "%Y-%m-%dT%H:%M:%S.%fZ")
-    if import_batch_id is not None:
-        imported = conn.execute(sa.select(t.import_batch.c.imported_at)
-                                .where(t.import_batch.c.id == import_batch_id)).scalar()
-        if isinstance(imported, dt.datetime):
-            return imported.replace(tzinfo=None)
-    return None
+    return created_many(conn, {pk: import_batch_id})[pk]
+
+
+def created_many(conn: sa.Connection, batches: Mapping[int, int | None], *, chunk: int = 500
+                 ) -> dict[int, dt.datetime | None]:
+    """:func:`created_at` of many patients (pk → import batch id).  The latest ``create`` row counts:
+    before migration 0003 a pk could be inherited from a deleted patient created earlier."""
+    a, b = t.audit_log, t.import_batch
+    pks = sorted(batches)
+    out: dict[int, dt.datetime | None] = dict.fromkeys(pks)
+    for i in range(0, len(pks), chunk):
+        rows = conn.execute(sa.select(a.c.patient_pk, sa.func.max(a.c.at)).where(
+            a.c.patient_pk.in_(pks[i:i + chunk]), a.c.action == "create", a.c.entity == "patient")
+            .group_by(a.c.patient_pk))
+        for pk, at in rows:
+            out[pk] = _created(at, None)
+    wanted = sorted({bid for pk, bid in batches.items() if out[pk] is None and bid is not None})
+    if wanted:
+        imported = dict(conn.execute(sa.select(b.c.id, b.c.imported_at).where(b.c.id.in_(wanted))).all())
+        for pk, bid in batches.items():
+            if out[pk] is None and isinstance(imported.get(bid), dt.datetime):
+                out[pk] = imported[bid].replace(tzinfo=None)
+    return out
 
 
 def is_locked(created: dt.datetime | None, *, today: dt.date, lock_days: int) -> bool:
@@ -135,53 +178,71 @@ def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any], *, last_r
     return "on cetuximab"
 
 
+def _column(name: str) -> sa.Column:
+    """The store column of a registry field kept in a stage table."""
+    return t.STAGE_TABLES[FIELD_BY_NAME[name].stage].c[name]
+
+
 def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = "", centre: str = "",
                   page: int = 1, page_size: int = 50, today: dt.date | None = None,
                   horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
-    """One page of the user's patients, filtered by search text, pathway stage and centre."""
+    """One page of the user's patients, filtered by search text, pathway stage and centre.
+
+    The filters, the count and the page's ids use only the tables they need (patient, centre, and the
+    stage table of a filter), in the order of the (centre, patient_id) index; the registry columns
+    are then read for the page's patients only (reading them for every patient, then sorting, cost
+    ~0.2 s with 10,000 patients)."""
     today = today or dt.date.today()
-    base = _registry().subquery("r")
-    reg = t.cetuximab_regimen
-    last_review = (sa.select(sa.func.max(t.mdt_review.c.review_date)).where(t.mdt_review.c.patient_pk == base.c.pk)
+    p, c, reg = t.patient, t.centre, t.cetuximab_regimen
+    last_review = (sa.select(sa.func.max(t.mdt_review.c.review_date)).where(t.mdt_review.c.patient_pk == p.c.id)
                    .scalar_subquery())
-    horizon = today - dt.timedelta(weeks=horizon_weeks)
-    news_within = sa.or_(sa.and_(base.c.last_contact_date.is_not(None), base.c.last_contact_date >= horizon),
-                         sa.and_(last_review.is_not(None), last_review >= horizon))  # never NULL, so `not` works
-    line_open = sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None), reg.c.stop_date.is_(None))
     where: list[sa.ColumnElement[bool]] = []
     if not user.all_centres:
-        where.append(base.c.centre.in_(sorted(user.centres)))
+        where.append(c.c.name.in_(sorted(user.centres)))
     if centre:
         if not user.sees(centre):
             raise Forbidden(f"centre '{centre}' is not granted to you")
-        where.append(base.c.centre == centre)
+        where.append(c.c.name == centre)
     if q:
-        where.append(sa.func.lower(base.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
+        where.append(sa.func.lower(p.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
+    joined = p.join(c, c.c.id == p.c.centre_id)
     if stage:
+        surgery, follow_up = _column("surgery_date").table, _column("death_date").table
+        horizon = today - dt.timedelta(weeks=horizon_weeks)
+        contact = _column("last_contact_date")
+        news_within = sa.or_(sa.and_(contact.is_not(None), contact >= horizon),
+                             sa.and_(last_review.is_not(None), last_review >= horizon))  # never NULL: `not` works
+        line_open = sa.and_(_column("surgery_date").is_(None), _column("death_date").is_(None),
+                            reg.c.stop_date.is_(None))
         cond = {
             "on_cetuximab": sa.and_(line_open, news_within),
             "status_unknown": sa.and_(line_open, sa.not_(news_within)),
-            "operated": base.c.surgery_date.is_not(None),
-            "resected": base.c.surgery_type == "hepatectomy",
-            "progressed": base.c.progression_date.is_not(None),
-            "deceased": base.c.death_date.is_not(None),
-            "alive": base.c.death_date.is_(None),
+            "operated": _column("surgery_date").is_not(None),
+            "resected": _column("surgery_type") == "hepatectomy",
+            "progressed": _column("progression_date").is_not(None),
+            "deceased": _column("death_date").is_not(None),
+            "alive": _column("death_date").is_(None),
         }.get(stage)
         if cond is None:
             raise Invalid(f"unknown stage filter '{stage}'", errors=[{
                 "column": "stage", "value": stage, "message": "unknown stage filter",
                 "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
+        joined = (joined.outerjoin(surgery, surgery.c.patient_pk == p.c.id)
+                  .outerjoin(follow_up, follow_up.c.patient_pk == p.c.id)
+                  .outerjoin(reg, reg.c.patient_pk == p.c.id))
         where.append(cond)
-    joined = base.outerjoin(reg, reg.c.patient_pk == base.c.pk)
     total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
     page = max(1, page)
-    rows = conn.execute(sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined)
-                        .where(*where)
-                        .order_by(base.c.centre, base.c.patient_id)
-                        .limit(page_size).offset((page - 1) * page_size)).mappings().all()
+    pks = conn.execute(sa.select(p.c.id).select_from(joined).where(*where).order_by(c.c.name, p.c.patient_id)
+                       .limit(page_size).offset((page - 1) * page_size)).scalars().all()
+    rows = conn.execute(sa.select(*_registry().selected_columns, reg.c.stop_date, last_review.label("last_review"))
+                        .select_from(*_registry().get_final_froms())
+                        .outerjoin(reg, reg.c.patient_pk == p.c.id).where(p.c.id.in_(pks))).mappings().all()
+    by_pk = {row["pk"]: row for row in rows}
     patients = []
-    for row in rows:
-        record = {c: row[c] for c in COLUMNS}
+    for pk in pks:
+        row = by_pk[pk]
+        record = {col: row[col] for col in COLUMNS}
         patients.append({
             "pk": row["pk"], "patient_id": row["patient_id"], "centre": row["centre"],
             "referral": row["referral"], "cetuximab_start": audit.text(row["cetuximab_start"]),
@@ -198,15 +259,17 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
     from oncosurg.web.services import pathway
 
-    head = patient_head(conn, user=user, pk=pk)
-    record = read_registry_record(conn, pk)
-    regimen = read_regimen(conn, pk)
+    row = conn.execute(_page_select().where(t.patient.c.id == pk)).mappings().first()
+    if row is None or not user.sees(row["centre"]):
+        raise NotFound(f"patient {pk} not found in your centres")
+    record = {c: row[c] for c in COLUMNS}
+    regimen = {c: row[f"regimen_{c}"] for c in REGIMEN_COLUMNS}
     complications = pathway.complications(conn, pk=pk)
     reviews = pathway.reviews(conn, pk=pk)
     responses = pathway.responses(conn, pk=pk)
-    created = created_at(conn, pk=pk, import_batch_id=head["import_batch_id"])
+    created = _created(row["created_audit"], row["created_batch"])
     return {
-        "pk": pk, "patient_id": head["patient_id"], "centre": head["centre"], "version": head["version"],
+        "pk": pk, "patient_id": row["patient_id"], "centre": row["centre"], "version": row["version"],
         "created_at": created.isoformat() + "Z" if created else None,
         "record": record, "regimen": regimen, "complications": complications,
         "cci": pathway.comprehensive_complication_index([c["grade"] for c in complications]),
@@ -246,7 +309,7 @@ def bump_version(conn: sa.Connection, *, head: Mapping[str, Any], version: int |
 def stale(conn: sa.Connection, *, head: Mapping[str, Any], version: int, submitted: Any = None) -> Conflict:
     pk = head["pk"] if "pk" in head else head["id"]
     current = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar()
-    changes = audit.changes_since(conn, patient_pk=pk, version=version)
+    changes = audit.changes_since(conn, version=version, **history_filter(conn, head=head))
     who = sorted({c["username"] for c in changes})
     by = f" by {', '.join(who)}" if who else " (outside the web app, e.g. a CSV import)"
     error = Conflict(
@@ -259,7 +322,8 @@ def stale(conn: sa.Connection, *, head: Mapping[str, Any], version: int, submitt
 
 def _reason(ctx: Context, conn: sa.Connection, head: Mapping[str, Any], reason: str) -> str | None:
     reason = (reason or "").strip()[:1000]
-    created = created_at(conn, pk=head["id"], import_batch_id=head["import_batch_id"])
+    created = (head["created"] if "created" in head
+               else created_at(conn, pk=head["id"], import_batch_id=head["import_batch_id"]))
     if is_locked(created, today=ctx.today, lock_days=ctx.lock_days) and not reason:
         raise Invalid("a reason is required to change this record", errors=[web_error(
             "W505", "reason", None,
@@ -275,11 +339,11 @@ def _entries(head: Mapping[str, Any], version: int, action: str, entity: str, en
              "new_value": new, "reason": reason, "version": version} for field, old, new in changes]
 
 
-def stored_entries(head: Mapping[str, Any], version: int, synced: list[Any], reason: str | None
-                   ) -> list[dict[str, Any]]:
-    """Audit rows for the complications the store created or removed to match the worst grade."""
-    return [entry | {"centre": head["centre"], "patient_id": head["patient_id"], "reason": reason,
-                     "version": version} for entry in complication_entries(synced)]
+def consequence_entry(head: Mapping[str, Any], version: int, entry: Mapping[str, Any], reason: str | None
+                      ) -> dict[str, Any]:
+    """An audit entry of a row changed as a consequence (a complication following a worst grade)."""
+    return {**entry, "patient_pk": head["id"], "centre": head["centre"], "patient_id": head["patient_id"],
+            "reason": reason, "version": version}
 
 
 def _require_writer(user: User) -> None:
@@ -300,11 +364,15 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     card = STAGE_FORMS.get(stage)
     if card is None:
         raise NotFound(f"no stage '{stage}'; stages: {', '.join(STAGE_FORMS)}")
-    head = _locked_head(conn, user=ctx.user, pk=pk)
+    row = conn.execute(_page_select().where(t.patient.c.id == pk)).mappings().first()  # one query
+    if row is None or not ctx.user.sees(row["centre"]):
+        raise NotFound(f"patient {pk} not found in your centres")
+    head = {"id": pk, "pk": pk, "patient_id": row["patient_id"], "centre": row["centre"], "version": row["version"],
+            "created": _created(row["created_audit"], row["created_batch"])}
     if head["version"] != version:
         raise stale(conn, head=head, version=version, submitted=dict(form))
-    current = read_registry_record(conn, pk)
-    regimen = read_regimen(conn, pk)
+    current = {c: row[c] for c in COLUMNS}
+    regimen = {c: row[f"regimen_{c}"] for c in REGIMEN_COLUMNS}
     record, errors = validate_registry(current, form, card.registry_fields, today=ctx.today,
                                        postop_window_days=ctx.postop_window_days)
     new_regimen = regimen
@@ -313,6 +381,9 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
         errors += regimen_errors + _regimen_errors(record, new_regimen)
     if record.get("patient_id") != head["patient_id"] and record.get("patient_id"):
         errors += _duplicate(conn, head["centre"], record["patient_id"], exclude=pk)
+    if not any(e.get("column") == "clavien_dindo_max" for e in errors):
+        errors += [issue_dict(i) for i in complications.check(complications.load(conn, pk),
+                                                              record.get("clavien_dindo_max"), line=None)]
     if errors:
         raise Invalid(f"{len(errors)} problem(s): nothing was saved", errors=errors)
     changes = [(c, current.get(c), record.get(c)) for c in COLUMNS if current.get(c) != record.get(c)]
@@ -323,14 +394,14 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     why = _reason(ctx, conn, head, reason)
     new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
     conn.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(**{c: record.get(c) for c in PATIENT_COLUMNS}))
-    synced = write_stages(conn, pk, record, source="surgery card")
+    consequences = write_stages(conn, pk, record, source=f"{card.title.lower()} card", previous=current)
     if stage == "cetuximab":
         _store_regimen(conn, pk, new_regimen)
     entries = []
     for field, old, new in changes:
         entity = FIELD_BY_NAME[field].stage.value if field in FIELD_BY_NAME else "cetuximab_regimen"
         entries += _entries(head, new_version, "update", entity, pk, [(field, old, new)], why)
-    entries += stored_entries(head, new_version, synced, why)
+    entries += [consequence_entry(head, new_version, e, why) for e in consequences]
     audit.append(conn, actor=ctx.actor, entries=entries)
     return {"version": new_version, "changes": [{"field": f, "old": audit.text(o), "new": audit.text(n)}
                                                 for f, o, n in changes]}
@@ -380,14 +451,15 @@ def create_patient(conn: sa.Connection, *, ctx: Context, record: Mapping[str, An
     centre_id = ensure_centre(conn, name=record["centre"])
     pk = int(conn.execute(sa.insert(t.patient).values(
         centre_id=centre_id, version=1, **{c: record.get(c) for c in PATIENT_COLUMNS})).inserted_primary_key[0])
-    synced = write_stages(conn, pk, record, source=source)
+    consequences = write_stages(conn, pk, record, source=source)
     regimen = regimen or {}
     _store_regimen(conn, pk, regimen)
     head = {"id": pk, "centre": record["centre"], "patient_id": record["patient_id"]}
     changes = [(c, None, record.get(c)) for c in COLUMNS if c != "centre" and record.get(c) is not None]
     changes += [(c, None, regimen.get(c)) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, 1, "create", "patient", pk, changes, entity_note)
-                 + stored_entries(head, 1, synced, entity_note))
+    entries = _entries(head, 1, "create", "patient", pk, changes, entity_note)
+    entries += [consequence_entry(head, 1, e, entity_note) for e in consequences]
+    audit.append(conn, actor=ctx.actor, entries=entries)
     return pk
 
 
@@ -414,11 +486,17 @@ def delete_patient(conn: sa.Connection, *, ctx: Context, pk: int, version: int, 
     regimen = read_regimen(conn, pk)
     changes = [(c, record.get(c), None) for c in COLUMNS if c != "centre" and record.get(c) is not None]
     changes += [(c, regimen.get(c), None) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
+    entries = []
+    for table in (t.mdt_review, t.response_assessment, t.complication):  # each removed row is audited too
+        for row in conn.execute(sa.select(table).where(table.c.patient_pk == pk).order_by(table.c.id)).mappings():
+            values = [(k, v, None) for k, v in row.items() if k not in audit_state.ITEM_SKIP and v is not None]
+            entries += _entries(head, version + 1, "delete", table.name, row["id"], values, reason)
     for table in (t.mdt_review, t.response_assessment, t.complication, t.cetuximab_regimen, *t.STAGE_TABLES.values()):
         conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
     conn.execute(sa.delete(t.change_log).where(t.change_log.c.patient_pk == pk))
     conn.execute(sa.delete(t.patient).where(t.patient.c.id == pk))
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, version + 1, "delete", "patient", pk, changes, reason))
+    entries += _entries(head, version + 1, "delete", "patient", pk, changes, reason)
+    audit.append(conn, actor=ctx.actor, entries=entries)
 
 
 __all__ = ["CLAVIEN_DINDO", "STAGE_FILTERS", "Context", "create_patient", "delete_patient", "list_patients",

@@ -1,13 +1,15 @@
 """CSV upload in two steps: validate and show the report, then import what was shown on confirmation.
 
-Step 1 (:func:`stage`) runs the registry CSV reader (:func:`oncosurg.ingest.csv.parse_registry_csv`,
-every rule of an import), refuses centres the user was not granted, plans the import with the
-command line's :func:`oncosurg.store.repository.plan_import` (the same rules: ``insert`` refuses
-registered patients; ``update`` changes only them and only the columns the file carries, ``+new``
-also registers new patients, ``+clear`` lets an empty cell clear a value), and keeps the file in
-``pending_upload`` under a one-time token.
-Step 2 (:func:`confirm`) validates the kept file again against the store as it is now and writes it
-in one transaction: all or nothing, every field audited.
+Step 1 (:func:`validate`, then :func:`keep`) runs the registry CSV reader
+(:func:`oncosurg.ingest.csv.parse_registry_csv`, every rule of an import), refuses centres the user
+was not granted, plans the import with the command line's
+:func:`oncosurg.store.repository.plan_import` (the same rules: ``insert`` refuses registered
+patients; ``update`` changes only them and only the columns the file carries, ``+new`` also
+registers new patients, ``+clear`` lets an empty cell clear a value), and keeps the file in
+``pending_upload`` under a one-time token.  Both steps validate on a read snapshot, without any
+write lock.  Step 2 (:func:`confirm`) validates the kept file again against the store as it is now
+and writes it with :func:`oncosurg.store.bulk.write`: all or nothing, staged, then one short swap,
+so sign-ins and edits never wait for a large upload; every value audited.
 """
 
 from __future__ import annotations
@@ -20,22 +22,14 @@ import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedFile, parse_registry_csv
 from oncosurg.rules import X_ALREADY_REGISTERED, X_CLEARS_VALUE, X_NOT_REGISTERED, Issue
-from oncosurg.schema import FIELD_BY_NAME
-from oncosurg.store import audit
+from oncosurg.store import audit, bulk
 from oncosurg.store import tables as t
-from oncosurg.store.repository import ImportOptions, plan_import, write_stages
+from oncosurg.store.engine import StoreBusy
+from oncosurg.store.repository import ImportOptions, plan_import, replan
 from oncosurg.web import security
-from oncosurg.web.errors import Forbidden, Invalid, NotFound
+from oncosurg.web.errors import Busy, Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import issue_dict
-from oncosurg.web.services.patients import (
-    PATIENT_COLUMNS,
-    Context,
-    _entries,
-    create_patient,
-    created_at,
-    is_locked,
-    stored_entries,
-)
+from oncosurg.web.services.patients import Context, created_many, is_locked
 from oncosurg.web.services.users import utcnow
 
 MAX_BYTES = 50 * 1024 * 1024  # the default of the upload_max_mb setting
@@ -67,7 +61,7 @@ def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre
                       errors=[{"column": "file", "message": "file too large"}])
     parsed = parse_registry_csv(data, source=source, centre=centre, postop_window_days=ctx.postop_window_days,
                                 today=ctx.today)
-    plan: dict[str, Any] = {"create": [], "update": [], "unchanged": 0, "locked": 0}
+    plan: dict[str, Any] = {"create": [], "update": [], "unchanged": 0, "locked": 0, "planned": None}
     if parsed.issues:
         return parsed, plan
     granted = []
@@ -80,13 +74,10 @@ def check(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre
                                        record.values["centre"]))
     planned = plan_import(conn, granted, _options(mode, ctx=ctx, centre=centre))
     parsed.issues += [dataclasses.replace(i, hint=_WEB_HINTS.get(i.code, i.hint)) for i in planned.issues]
-    plan["create"], plan["unchanged"] = planned.creates, planned.unchanged
-    for update in planned.updates:
-        locked = is_locked(created_at(conn, pk=update.pk, import_batch_id=update.import_batch_id),
-                           today=ctx.today, lock_days=ctx.lock_days)
-        plan["locked"] += locked
-        found = {"id": update.pk, "version": update.version, "import_batch_id": update.import_batch_id}
-        plan["update"].append((update.record, found, update.merged, update.diff))
+    plan["create"], plan["unchanged"], plan["update"], plan["planned"] = (
+        planned.creates, planned.unchanged, planned.updates, planned)
+    created = created_many(conn, {u.pk: u.import_batch_id for u in planned.updates})
+    plan["locked"] = sum(is_locked(created[u.pk], today=ctx.today, lock_days=ctx.lock_days) for u in planned.updates)
     return parsed, plan
 
 
@@ -98,62 +89,73 @@ def report(parsed: ParsedFile, plan: dict[str, Any], *, limit: int = 200) -> dic
         "locked": plan["locked"],
         "changes": [{"patient_id": r.values["patient_id"], "centre": r.values["centre"], "field": f,
                      "old": audit.text(o), "new": audit.text(n)}
-                    for r, _, _, diff in plan["update"][:limit] for f, o, n in diff],
+                    for r, diff in ((u.record, u.diff) for u in plan["update"][:limit]) for f, o, n in diff],
     }
 
 
-def stage(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str,
-          max_bytes: int = MAX_BYTES) -> dict[str, Any]:
-    """Validate; when valid, keep the file and return the report with a confirmation ``token``."""
+def validate(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str,
+             max_bytes: int = MAX_BYTES) -> dict[str, Any]:
+    """Step 1 on a read connection: the report of what confirming would do (nothing is written)."""
     if not ctx.user.can_write:
         raise Forbidden(f"role '{ctx.user.role}' is read-only")
     parsed, plan = check(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode, max_bytes=max_bytes)
-    out = report(parsed, plan)
+    return report(parsed, plan)
+
+
+def keep(conn: sa.Connection, *, ctx: Context, data: bytes, source: str, centre: str, mode: str) -> str:
+    """Keep a validated file for confirmation (a short write); returns the one-time token."""
     conn.execute(sa.delete(t.pending_upload).where(t.pending_upload.c.created_at < utcnow() - dt.timedelta(days=1)))
-    if out["ok"] and (out["create"] or out["update"]):
-        token = security.new_token()
-        conn.execute(sa.insert(t.pending_upload).values(
-            token_hash=security.token_hash(token), user_id=ctx.user.id, created_at=utcnow(), source=source[:255],
-            centre=centre, mode=mode, data=data))
-        out["token"] = token
-    return out
+    token = security.new_token()
+    conn.execute(sa.insert(t.pending_upload).values(
+        token_hash=security.token_hash(token), user_id=ctx.user.id, created_at=utcnow(), source=source[:255],
+        centre=centre, mode=mode, data=data))
+    return token
 
 
-def confirm(conn: sa.Connection, *, ctx: Context, token: str, reason: str = "") -> dict[str, Any]:
-    """Import a staged upload (validated again now); all or nothing."""
+def confirm(store: Any, *, ctx: Context, token: str, reason: str = "", attempts: int = 3) -> dict[str, Any]:
+    """Import a kept upload (validated again now, outside any write transaction); all or nothing.
+
+    ``store`` is the app's :class:`oncosurg.web.db.WebStore`.  Patients edited between this
+    validation and the write are checked again inside it; if the registry changed otherwise, the
+    file is validated again (up to ``attempts`` times)."""
     if not ctx.user.can_write:
         raise Forbidden(f"role '{ctx.user.role}' is read-only")
     p = t.pending_upload
-    row = conn.execute(sa.select(p).where(p.c.token_hash == security.token_hash(token or ""),
-                                          p.c.user_id == ctx.user.id)).mappings().first()
-    if row is None:
-        raise NotFound("no upload waits for confirmation under this token (it was used, or expired)")
-    conn.execute(sa.delete(p).where(p.c.token_hash == row["token_hash"]))
-    parsed, plan = check(conn, ctx=ctx, data=row["data"], source=row["source"], centre=row["centre"],
-                         mode=row["mode"], max_bytes=len(row["data"]))
-    if parsed.issues:
-        raise Invalid("the file no longer passes validation (the registry changed since it was checked); "
-                      "nothing was imported", errors=[issue_dict(i) | {"line": i.line} for i in parsed.issues[:200]])
+    with store.write() as conn:
+        row = conn.execute(sa.select(p).where(p.c.token_hash == security.token_hash(token or ""),
+                                              p.c.user_id == ctx.user.id)).mappings().first()
+        if row is None:
+            raise NotFound("no upload waits for confirmation under this token (it was used, or expired)")
+        conn.execute(sa.delete(p).where(p.c.token_hash == row["token_hash"]))
     reason = (reason or "").strip()[:1000]
-    if plan["locked"] and not reason:
-        raise Invalid("a reason is required: the upload changes records older than the lock period",
-                      errors=[{"code": "W505", "rule": "reason-required", "column": "reason", "value": None,
-                               "message": f"{plan['locked']} patient(s) are older than {ctx.lock_days} days",
-                               "hint": "say why these records change"}])
     note = f"CSV upload {row['source']}"
-    for record in plan["create"]:
-        create_patient(conn, ctx=ctx, record=record.values, entity_note=note, source="registry CSV")
-    for _record, found, merged, diff in plan["update"]:
-        version = found["version"] + 1
-        conn.execute(sa.update(t.patient).where(t.patient.c.id == found["id"]).values(
-            version=t.patient.c.version + 1, **{c: merged.get(c) for c in PATIENT_COLUMNS}))
-        synced = write_stages(conn, found["id"], merged, source="registry CSV")
-        head = {"id": found["id"], "centre": merged["centre"], "patient_id": merged["patient_id"]}
-        entries = []
-        for field, old, new in diff:
-            entries += _entries(head, version, "update", FIELD_BY_NAME[field].stage.value, found["id"],
-                                [(field, old, new)], reason or note)
-        entries += stored_entries(head, version, synced, reason or note)
-        audit.append(conn, actor=ctx.actor, entries=entries)
-    return {"ok": True, "source": row["source"], "created": len(plan["create"]), "updated": len(plan["update"]),
-            "unchanged": plan["unchanged"]}
+    for attempt in range(attempts):
+        with store.read() as conn:
+            parsed, plan = check(conn, ctx=ctx, data=row["data"], source=row["source"], centre=row["centre"],
+                                 mode=row["mode"], max_bytes=len(row["data"]))
+        if parsed.issues:
+            raise Invalid("the file no longer passes validation (the registry changed since it was checked); "
+                          "nothing was imported",
+                          errors=[issue_dict(i) | {"line": i.line} for i in parsed.issues[:200]])
+        if plan["locked"] and not reason:
+            raise Invalid("a reason is required: the upload changes records older than the lock period",
+                          errors=[{"code": "W505", "rule": "reason-required", "column": "reason", "value": None,
+                                   "message": f"{plan['locked']} patient(s) are older than {ctx.lock_days} days",
+                                   "hint": "say why these records change"}])
+        try:
+            written = bulk.write(store.engine, creates=[r.values for r in plan["create"]],
+                                 updates=[u.to_bulk() for u in plan["update"]], actor=ctx.actor, create_note=note,
+                                 update_note=reason or note, serial=store.serial,
+                                 replan=replan(plan["planned"], _options(row["mode"], ctx=ctx, centre=row["centre"])))
+        except bulk.Refused as exc:
+            raise Invalid("patients edited since the file was checked no longer pass validation; nothing was "
+                          "imported", errors=[issue_dict(i) | {"line": i.line} for i in exc.issues[:200]]) from exc
+        except bulk.Changed as exc:
+            if attempt + 1 == attempts:
+                raise Conflict(str(exc)) from exc
+            continue
+        except StoreBusy as exc:
+            raise Busy(f"the registry stayed busy; nothing was imported, confirm again ({exc})") from exc
+        return {"ok": True, "source": row["source"], "created": len(written.created), "updated": written.updated,
+                "unchanged": plan["unchanged"] + len(plan["update"]) - written.updated}
+    raise AssertionError("unreachable")
