@@ -5,11 +5,14 @@
     .venv/bin/python benchmarks/bench_survival.py --quick         # 10x smaller, for a smoke test
     .venv/bin/python benchmarks/bench_survival.py --skip-slow     # no lifelines/statsmodels Cox at 1e6
     .venv/bin/python benchmarks/bench_survival.py --only cox      # one row (km1e6, km1e7, km1e7int,
-                                                                  # logrank, cox)
+                                                                  # logrank, cox, coxw, coxw3e4)
 
 Rows (issue #3): Kaplan-Meier + median CI at 1e6 distinct times; Kaplan-Meier at 1e7 distinct
 times; Kaplan-Meier at 1e7 integer-day times; log-rank, 2 groups, 1e6; Cox, 5 covariates, 1e6,
-Efron ties.  Data come from a fixed seed.  oncosurg is timed after a warm-up call (numba kernels
+Efron ties.  Issue #13: Cox with case weights and the robust (sandwich) variance at 1e6 and 3e4
+against R's ``coxph(..., weights = w, robust = TRUE)`` (survival 3.5.3 needs minutes already at
+1e5 rows for the robust variance, so R runs once, stopped at ``--slow-timeout``, at 1e6).
+Data come from a fixed seed.  oncosurg is timed after a warm-up call (numba kernels
 are compiled and cached on first use).  R runs through ``Rscript`` when present: the arrays are
 written to a temporary binary file, read by R *before* timing, and timed inside R with
 ``system.time`` (elapsed).  Every tool's answer is compared with oncosurg's (max relative
@@ -48,6 +51,8 @@ ROWS = {
     "km1e7int": "Kaplan-Meier, 1e7 integer-day times",
     "logrank": "log-rank, 2 groups, 1e6",
     "cox": "Cox, 5 covariates, 1e6 (Efron)",
+    "coxw": "Cox, weights + robust SE, 1e6 (Efron)",
+    "coxw3e4": "Cox, weights + robust SE, 3e4 (Efron)",
 }
 GRID_Q = (0.1, 0.25, 0.5, 0.75, 0.9)  # quantiles of the observed times where S(t) is compared
 
@@ -78,6 +83,13 @@ def make_data(row: str, quick: bool) -> dict[str, np.ndarray]:
         g = (rng.random(n) < 0.5).astype(np.float64)
         t = rng.exponential(np.where(g == 1, 26.0, 22.0))
         return {"t": t, "e": (rng.random(n) < 0.7).astype(np.float64), "g": g}
+    if row == "coxw3e4":
+        d = make_data("coxw", quick)
+        return {k: v[: 3 * 10**4] for k, v in d.items()}
+    if row == "coxw":
+        d = make_data("cox", quick)
+        d["w"] = np.random.default_rng(SEED + 7).uniform(0.2, 3.0, d["t"].shape[0])
+        return d
     if row == "cox":
         n = small
         X = np.column_stack(
@@ -156,10 +168,20 @@ def oncosurg_fn(row: str) -> Callable[[dict], dict] | None:
             return {"coef": np.array([c.coef for c in res.coefficients]), "loglik": np.array([res.loglik])}
 
         return cox
+    if row.startswith("coxw"):
+
+        def coxw(d: dict) -> dict:
+            res = st.coxph(d["t"], d["e"], d["X"], ties="efron", weights=d["w"], robust=True)
+            return {"coef": np.array([c.coef for c in res.coefficients]), "loglik": np.array([res.loglik]),
+                    "se": np.array([c.se for c in res.coefficients])}
+
+        return coxw
     return None
 
 
 def statsmodels_fn(row: str) -> Callable[[dict], dict] | None:
+    if row.startswith("coxw"):  # PHReg has no robust (sandwich) variance
+        return None
     try:
         from statsmodels.duration.hazard_regression import PHReg
         from statsmodels.duration.survfunc import SurvfuncRight, survdiff
@@ -194,6 +216,8 @@ def statsmodels_fn(row: str) -> Callable[[dict], dict] | None:
 
 
 def lifelines_fn(row: str) -> Callable[[dict], dict] | None:
+    if row.startswith("coxw"):  # CoxPHFitter(robust=True) takes minutes at 1e6 rows; the anchor here is R
+        return None
     try:
         import lifelines
         from lifelines.statistics import logrank_test
@@ -266,12 +290,22 @@ if (task %in% c("km1e6", "km1e7", "km1e7int")) {
   }
   cat("coef", num(coef(fit)), "\n")
   cat("loglik", num(fit$loglik[2]), "\n")
+} else if (task %in% c("coxw", "coxw3e4")) {
+  X <- matrix(rd("X.bin", n * p), nrow = n, ncol = p)
+  w <- rd("w.bin")
+  for (i in seq_len(reps)) {
+    el[i] <- system.time(fit <- coxph(Surv(t, e) ~ X, ties = "efron", weights = w, robust = TRUE),
+                         gcFirst = TRUE)[["elapsed"]]
+  }
+  cat("coef", num(coef(fit)), "\n")
+  cat("loglik", num(fit$loglik[2]), "\n")
+  cat("se", num(sqrt(diag(fit$var))), "\n")
 }
 cat("elapsed", el, "\n")
 """
 
 
-def run_r(row: str, d: dict, reps: int, tmp: Path) -> tuple[list[float], dict] | str:
+def run_r(row: str, d: dict, reps: int, tmp: Path, limit: float | None = None) -> tuple[list[float], dict] | str:
     if shutil.which("Rscript") is None:
         return "Rscript not found"
     ddir = tmp / row
@@ -282,17 +316,23 @@ def run_r(row: str, d: dict, reps: int, tmp: Path) -> tuple[list[float], dict] |
     p = 0
     if "g" in d:
         d["g"].astype(np.float64).tofile(ddir / "g.bin")
+    if "w" in d:
+        d["w"].astype(np.float64).tofile(ddir / "w.bin")
     if "X" in d:
         p = d["X"].shape[1]
         np.asfortranarray(d["X"]).T.astype(np.float64).tofile(ddir / "X.bin")  # column-major for R
     script = tmp / "bench.R"
     script.write_text(R_SCRIPT)
-    proc = subprocess.run(
-        ["Rscript", str(script), row, str(ddir), str(n), str(reps), str(p)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["Rscript", str(script), row, str(ddir), str(n), str(reps), str(p)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=limit,
+        )
+    except subprocess.TimeoutExpired:
+        return f"> {limit:.0f} s (stopped)"
     if proc.returncode != 0:
         return "R failed: " + proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "R failed"
     out: dict[str, np.ndarray] = {}
@@ -463,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             for tool, factory in (("statsmodels", statsmodels_fn), ("lifelines", lifelines_fn)):
                 fn2 = factory(row)
                 if fn2 is None:
-                    res_row[tool] = "not installed"
+                    res_row[tool] = "n/a" if row.startswith("coxw") else "not installed"
                     continue
                 if row == "cox":
                     if args.skip_slow:
@@ -493,7 +533,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_r:
                 res_row["R"] = "skipped"
             else:
-                r = run_r(row, d, reps, tmp)
+                # survival 3.5.3's robust variance (residuals.coxph) grows faster than n log n: one run,
+                # stopped at --slow-timeout
+                slow = row.startswith("coxw") and n >= 10**5
+                r = run_r(row, d, 1 if slow else reps, tmp, args.slow_timeout if slow else None)
+                if slow:
+                    notes.append(f"{row}: R timed once with a limit of {args.slow_timeout:.0f} s")
                 if isinstance(r, str):
                     res_row["R"] = r
                 else:
@@ -530,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {ROWS[row]:48s} {'; '.join(parts) if parts else '-'}")
     print(
         "  compared: KM S(t) at 5 quantiles of t (+ median and CI at 1e6; lifelines/statsmodels use "
-        "other CI types than R's 'log'),\n  log-rank chi-square, Cox coefficients and log-likelihood."
+        "other CI types than R's 'log'),\n  log-rank chi-square, Cox coefficients and log-likelihood "
+        "(+ robust SEs for the weighted Cox)."
     )
     if mem_line is not None:
         inp, peak, rss = mem_line

@@ -56,6 +56,7 @@ def test_release_database_opens_with_every_value_kept(db: ReleaseDatabase, reque
         assert stored_revision(url) == head_revision(), "migrations did not run to head"
         with engine.connect() as conn:
             chain = audit.verify(conn)
+            patients = conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one()
         assert chain.ok, f"{db}: audit chain broken after migrating: {chain.problem}"
         expected = expected_view(db)
         anchor = expected.tables["audit"]
@@ -63,8 +64,10 @@ def test_release_database_opens_with_every_value_kept(db: ReleaseDatabase, reque
             assert release_audit_anchor(conn) == anchor, "the release's audit rows changed"
             appended = conn.execute(sa.select(t.audit_log.c.action, sa.func.count()).where(
                 t.audit_log.c.id > anchor["rows"]).group_by(t.audit_log.c.action)).all()
-        assert {a for a, _ in appended} <= {"migrate"}
+        # what migrations appended: per patient one migrate row (0005) and one state baseline
+        assert dict(appended) == {"migrate": patients, "baseline": patients}
         assert chain.rows == anchor["rows"] + sum(n for _, n in appended)
+        assert chain.patients_checked == patients and not chain.mismatches
         problems = compare_views(expected, old_release_view(engine))
         assert not problems, report(db, problems)
     finally:

@@ -250,3 +250,19 @@ def test_demo_json_stays_machine_readable(tmp_path: Path) -> None:
     assert json.loads(result.output)["endpoints"]["hepatectomy"]["n"] == 25
     assert (tmp_path / "index.html").is_file()
     assert io.BytesIO((tmp_path / "report.pdf").read_bytes()).read(5) == b"%PDF-"
+
+
+def test_each_cox_model_shows_the_proportional_hazards_test(demo: Path) -> None:
+    """cox.zph (KM transform) under every Cox model: in report-data.json, the forest caption and a
+    scaled-Schoenfeld-residual figure."""
+    models = _data(demo)["cox"]
+    assert models
+    html = (demo / "index.html").read_text(encoding="utf-8")
+    for model in models:
+        ph = model["ph"]
+        assert ph["transform"] == "km"
+        assert [t["name"] for t in ph["terms"]] == [t["name"] for t in model["terms"]]
+        assert 0 <= ph["global"]["p"] <= 1 and ph["global"]["df"] == len(model["terms"])
+        assert all(len(t["residuals"]) == len(ph["x"]) == model["events"] for t in ph["terms"])
+        assert list((demo / "figures").glob(f"figure-*-{model['id']}-ph.png"))
+    assert html.count("Proportional hazards (R cox.zph, KM transform)") == len(models)

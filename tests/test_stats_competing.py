@@ -40,6 +40,9 @@ def test_event_free_state_is_kaplan_meier():
 
 
 def test_weights_equal_expanded():
+    """Integer weights give the expanded data's estimate; the IJ variance, as R's, treats each row as
+    one subject (sum (w_i U_i)^2), so it differs from the expanded data's (checked against R in
+    tests/test_stats_robust.py)."""
     rng = np.random.default_rng(2)
     t = rng.integers(1, 15, 40).astype(float)
     c = rng.integers(0, 3, 40)
@@ -47,10 +50,17 @@ def test_weights_equal_expanded():
     a = cumulative_incidence(t, c, weights=w)
     b = cumulative_incidence(np.repeat(t, w), np.repeat(c, w))
     np.testing.assert_allclose(a.pstate, b.pstate, rtol=1e-12)
-    np.testing.assert_allclose(a.std_err, b.std_err, rtol=1e-10)
+    # expanded rows in one cluster per original row = the weighted fit's IJ variance
+    cl = cumulative_incidence(np.repeat(t, w), np.repeat(c, w), cluster=np.repeat(np.arange(40), w))
+    np.testing.assert_allclose(a.std_err, cl.std_err, rtol=1e-10, atol=1e-15)
 
 
-@pytest.mark.parametrize("cause", [[0, 1, -1], [0, 1.5, 2], [0, np.nan, 1]])
+@pytest.mark.parametrize("cause", [[0, np.inf, 1], [0, np.nan, 1], ["0", None, "1"]])
 def test_bad_cause(cause):
     with pytest.raises(SurvivalInputError, match="cause"):
         cumulative_incidence([1, 2, 3], cause)
+
+
+def test_no_events_leaves_the_event_free_state():
+    res = cumulative_incidence([1, 2, 3], [0, 0, 0])
+    assert res.states == ["(s0)"] and (res.pstate == 1).all()

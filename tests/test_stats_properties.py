@@ -46,8 +46,10 @@ def test_weights_equal_expanded_rows(data):
     w = np.array([r[2] for r in data])
     _same_km(kaplan_meier(t, e, weights=w), kaplan_meier(np.repeat(t, w), np.repeat(e, w)))
     a = cumulative_incidence(t, e.astype(int), weights=w)
-    b = cumulative_incidence(np.repeat(t, w), np.repeat(e.astype(int), w))
-    np.testing.assert_allclose(a.std_err, b.std_err, rtol=1e-9, atol=1e-15)
+    b = cumulative_incidence(np.repeat(t, w), np.repeat(e.astype(int), w),
+                             cluster=np.repeat(np.arange(len(t)), w))  # R: IJ per row, sum (w U)^2
+    np.testing.assert_allclose(a.pstate, b.pstate, rtol=1e-12)
+    np.testing.assert_allclose(a.std_err, b.std_err, rtol=1e-9, atol=1e-12)
 
 
 @settings(max_examples=80, deadline=None)

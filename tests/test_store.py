@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import sqlalchemy as sa
 
 from oncosurg.ingest.csv import parse_registry_csv
 from oncosurg.schema import COLUMNS
+from oncosurg.store import repository
 from oncosurg.store import tables as t
 from oncosurg.store.engine import open_store
 from oncosurg.store.repository import ImportOptions, import_records, iter_records
@@ -108,8 +110,7 @@ def test_update_records_what_changed(store: sa.Engine) -> None:
 
 
 def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from oncosurg.store import repository
-
+    """A failure after the rows are written (the disk fills up) leaves nothing behind."""
     original = repository.insert_records
 
     def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -120,8 +121,10 @@ def test_failure_mid_import_rolls_back(store: sa.Engine, monkeypatch: pytest.Mon
     with pytest.raises(RuntimeError):
         do_import(store, row(), row(patient_id="P2"), row(patient_id="P3"))
     with store.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 0
-        assert conn.execute(sa.select(sa.func.count()).select_from(t.import_batch)).scalar_one() == 0
+        for table in (t.patient, t.import_batch, t.contact, t.centre, t.audit_log):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0, table.name
+    monkeypatch.undo()
+    assert do_import(store, row(), row(patient_id="P2")).created == 2  # and nothing is left in the way
 
 
 def test_partial_update_is_checked_on_the_merged_record(store: sa.Engine) -> None:
@@ -146,16 +149,23 @@ def test_imports_enter_the_hash_chained_audit_trail(store: sa.Engine) -> None:
     with store.connect() as conn:
         entries = conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id)).mappings().all()
         check = audit.verify(conn)
-    assert check.ok and check.rows == 3
+    assert check.ok and check.rows == 4
     assert [(e["action"], e["patient_id"], e["entity"], e["field"]) for e in entries] == [
         ("create", "P1", "patient", None), ("create", "P2", "patient", None),
-        ("update", "P1", "therapy_line", "cycles")]  # the flat cetuximab_cycles is the rescue line's cycles
+        ("update", "P1", "therapy_line", "cycles"),  # the flat cetuximab_cycles is the rescue line's cycles
+        ("state", "P1", "patient", "state")]  # the record after the change, for audit verify
     assert '"therapy_line":[' in entries[0]["new_value"]  # a new patient's audit row carries its whole record
     assert entries[2]["old_value"] is None and entries[2]["new_value"] == "4" and entries[2]["version"] == 2
     assert entries[0]["username"].startswith("cli:") and "import batch 1" in entries[0]["reason"]
+    # create and state rows carry the patient's values, so verify can compare the trail with the tables
+    assert json.loads(entries[0]["new_value"])["therapy_line"][0]["start_date"] == "2005-01-10"
+    assert json.loads(entries[3]["new_value"])["therapy_line"][0]["cycles"] == "4" and entries[3]["version"] == 2
+    assert check.patients_checked == 2 and not check.mismatches
 
 
 def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> None:
+    from oncosurg.store import audit
+
     do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IIIa"))
     with store.begin() as conn:  # as the web app records them: several complications with details
         pk = conn.execute(sa.select(t.patient.c.id)).scalar_one()
@@ -170,19 +180,46 @@ def test_update_keeps_complications_recorded_one_by_one(store: sa.Engine) -> Non
                          cetuximab_cycles="7"), update=True)
     with store.connect() as conn:
         kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
-    assert ("II", "transfusion") in kept and ("IIIa", "drained collection") in kept
-    # the worst grade is derived from the itemised complications: lowering it would delete one, so it is refused
-    refused = do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="II",
-                                   cetuximab_cycles="7"), update=True)
-    assert [(i.code, i.column) for i in refused.issues] == [("X430", "clavien_dindo_max")]
-    assert "IIIa (drained collection)" in refused.issues[0].message
+    assert kept == [("II", "transfusion"), ("IIIa", "drained collection")]
+    surgery = {"surgery_date": "2005-06-01", "surgery_type": "hepatectomy"}
+    for lower in ({**surgery, "clavien_dindo_max": "II"}, {**surgery, "clavien_dindo_max": "none"}):
+        # lowering the worst grade would delete a complication recorded one by one: refused, naming it
+        refused = do_import(store, row(**lower, cetuximab_cycles="8"), update=True)
+        assert [(i.code, i.line, i.column) for i in refused.issues] == [("X418", 2, "clavien_dindo_max")]
+        assert "IIIa (drained collection)" in refused.issues[0].message
     with store.connect() as conn:
-        kept = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+        after = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
         (record,) = list(iter_records(conn))
-    assert kept == [("II", "transfusion"), ("IIIa", "drained collection")] and record["clavien_dindo_max"] == "IIIa"
-    # a higher grade adds an itemised complication and keeps the others
-    do_import(store, row(surgery_date="2005-06-01", surgery_type="hepatectomy", clavien_dindo_max="IVa",
-                         cetuximab_cycles="7"), update=True)
+    assert after == kept and record["clavien_dindo_max"] == "IIIa" and record["cetuximab_cycles"] == 7
+    # a higher worst grade adds a row standing for it (no date, no description); the itemised rows stay
+    do_import(store, row(**surgery, clavien_dindo_max="IVa", cetuximab_cycles="7"), update=True)
     with store.connect() as conn:
-        grades = sorted(conn.execute(sa.select(t.complication.c.grade)).scalars())
-    assert grades == ["II", "IIIa", "IVa"]
+        rows = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+        assert audit.verify(conn).ok
+    assert rows == [("II", "transfusion"), ("IIIa", "drained collection"), ("IVa", None)]
+    # ... and it follows the file down to the itemised worst grade, not below
+    do_import(store, row(**surgery, clavien_dindo_max="IIIa", cetuximab_cycles="7"), update=True)
+    with store.connect() as conn:
+        rows = sorted(conn.execute(sa.select(t.complication.c.grade, t.complication.c.description)).all())
+    assert rows == kept
+
+
+def test_a_worst_grade_from_a_file_follows_the_file_and_every_row_change_is_audited(store: sa.Engine) -> None:
+    from oncosurg.store import audit
+
+    surgery = {"surgery_date": "2005-06-01", "surgery_type": "hepatectomy"}
+    do_import(store, row(**surgery, clavien_dindo_max="IIIa"))
+    for grade in ("II", "IVa", "none"):
+        assert not do_import(store, row(**surgery, clavien_dindo_max=grade), update=True).issues
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.complication)).scalar_one() == 0
+        (record,) = list(iter_records(conn))
+        trail = conn.execute(sa.select(t.audit_log.c.action, t.audit_log.c.entity, t.audit_log.c.field,
+                                       t.audit_log.c.old_value, t.audit_log.c.new_value)
+                             .where(t.audit_log.c.entity == "complication").order_by(t.audit_log.c.id)).all()
+        assert audit.verify(conn).ok
+    assert record["clavien_dindo_max"] == "none"
+    assert [tuple(r)[:3] for r in trail] == [("update", "complication", "grade"), ("update", "complication", "grade"),
+                                             ("delete", "complication", None)]
+    assert [(r[3], r[4]) for r in trail[:2]] == [("IIIa", "II"), ("II", "IVa")]
+    assert '"grade":"IVa"' in trail[2][3]  # the row removed, with its values

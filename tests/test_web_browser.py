@@ -41,7 +41,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def live(store_url: str) -> Iterator[LiveServer]:
-    app = make_app(store_url, today=fixed_today(TODAY))
+    app = make_app(store_url, today=fixed_today(TODAY), dashboard_refresh_seconds=0)  # the page follows each edit
     add_user(app, "dm", "data_manager", CENTRE_A)
     add_user(app, "inv", "investigator", CENTRE_A)
     add_user(app, "other", "data_manager", CENTRE_B)

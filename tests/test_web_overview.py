@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,12 +116,71 @@ def test_dashboard_is_the_protocol_on_live_data(app: FastAPI, reference_csv: Pat
         k: "" for k in ("steatosis_pct", "steatohepatitis", "sinusoidal_dilatation_grade", "fibrosis_stage",
                         "nodular_regenerative_hyperplasia", "tumour_regression_grade")}})
     assert cleared.status_code == 200, cleared.text
+    app.state.dashboard.refresh_seconds = 1
     unoperated = dm.save(pk, "surgery", **fields)
     assert unoperated.status_code == 200, unoperated.text
-    after = dm.get("/dashboard.json").json()
-    assert after["cached"] is False and after["results"]["endpoints"]["operated"]["n"] == before - 1
+    # the last result is served at once, marked stale with its time; the recomputation follows
+    stale = dm.get("/dashboard.json").json()
+    assert stale["stale"] is True and stale["computed_at"] == board["computed_at"]
+    assert stale["results"]["endpoints"]["operated"]["n"] == before
+    html = dm.client.get("/dashboard", headers={"accept": "text/html"})
+    assert html.status_code == 200 and 'id="stale"' in html.text and board["computed_at"] in html.text
+    after = _fresh_dashboard(dm)
+    assert after["results"]["endpoints"]["operated"]["n"] == before - 1
     html = dm.client.get("/dashboard", headers={"accept": "text/html"})
     assert html.status_code == 200 and "<svg" in html.text and "Resectability" in html.text
+    assert 'id="stale"' not in html.text
+
+
+def _fresh_dashboard(api: Api, wait: float = 60) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        body = api.get("/dashboard.json").json()
+        if not body["stale"]:
+            return body
+        time.sleep(0.2)
+    raise AssertionError("the dashboard was not recomputed")
+
+
+def test_the_dashboard_is_recomputed_at_most_once_per_interval(app: FastAPI, reference_csv: Path) -> None:
+    dm = Api(app, "dm")
+    staged = dm.client.post("/upload", files={"file": ("reference.csv", reference_csv.read_bytes(), "text/csv")},
+                            data={"centre": CENTRE, "mode": "insert", "csrf_token": dm.csrf}).json()
+    dm.post("/upload/confirm", {"token": staged["token"]})
+    board = app.state.dashboard
+    board.refresh_seconds = 3
+    first = dm.get("/dashboard.json").json()
+    assert first["stale"] is False and board.computations == 1
+    pk = dm.get("/patients.json").json()["patients"][0]["pk"]
+    start = time.monotonic()
+    for cycles in range(5, 15):  # a stream of edits, each followed by a dashboard request
+        assert dm.save(pk, "cetuximab", cetuximab_cycles=str(cycles)).status_code == 200
+        served = dm.get("/dashboard.json").json()
+        assert served["stale"] is True or time.monotonic() - start >= 3
+    assert board.computations <= 1 + max(1, int((time.monotonic() - start) // 3) + 1)
+    latest = _fresh_dashboard(dm)
+    assert latest["computed_at"] >= first["computed_at"] and board.computations >= 2
+
+
+def test_concurrent_requests_share_one_computation(app: FastAPI, reference_csv: Path) -> None:
+    dm = Api(app, "dm")
+    staged = dm.client.post("/upload", files={"file": ("reference.csv", reference_csv.read_bytes(), "text/csv")},
+                            data={"centre": CENTRE, "mode": "insert", "csrf_token": dm.csrf}).json()
+    dm.post("/upload/confirm", {"token": staged["token"]})
+    app.state.dashboard.refresh_seconds = 0  # recompute before answering, one request at a time
+    bodies: list[dict] = []  # type: ignore[type-arg]
+    clients = [Api(app, "dm") for _ in range(6)]
+    threads = [threading.Thread(target=lambda c=c: bodies.append(c.get("/dashboard.json").json())) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert app.state.dashboard.computations == 1
+    assert {b["computed_at"] for b in bodies} == {bodies[0]["computed_at"]} and len(bodies) == 6
+    pk = dm.get("/patients.json").json()["patients"][0]["pk"]
+    dm.save(pk, "cetuximab", cetuximab_cycles="9")
+    again = dm.get("/dashboard.json").json()  # refresh_seconds = 0: the edit is in the answer
+    assert again["stale"] is False and again["cached"] is False and app.state.dashboard.computations == 2
 
 
 def test_dashboard_for_a_restricted_user_counts_only_their_centres(app: FastAPI, reference_csv: Path) -> None:

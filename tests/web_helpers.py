@@ -32,11 +32,32 @@ def verify_chain(app: FastAPI) -> audit.Verification:
         return audit.verify(conn)
 
 
+class Clock:
+    """A settable clock for ``Settings(now=...)`` (naive UTC)."""
+
+    def __init__(self, start: dt.datetime = dt.datetime(2030, 1, 7, 8, 0)) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+def sign_in(client: TestClient, username: str, password: str = PASSWORD, **headers: str) -> Any:
+    """POST /login as an API client (the sign-in form's CSRF token fetched first)."""
+    token = client.get("/login.json", headers=headers).json()["csrf_token"]
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                       headers={"accept": "application/json", **headers})
+
+
 class Api:
     """A signed-in client speaking JSON (``Accept: application/json``), CSRF token included."""
 
-    def __init__(self, app: FastAPI, username: str, password: str = PASSWORD) -> None:
-        self.client = TestClient(app, raise_server_exceptions=True)
+    def __init__(self, app: FastAPI, username: str, password: str = PASSWORD,
+                 client: tuple[str, int] = ("testclient", 50000)) -> None:
+        self.client = TestClient(app, raise_server_exceptions=True, client=client)
         self.client.headers["accept"] = "application/json"
         token = self.client.get("/login.json").json()["csrf_token"]
         response = self.client.post("/login", data={"username": username, "password": password, "csrf_token": token})

@@ -127,9 +127,10 @@ X_CENTRE_MISSING = _rule("X416", "centre-not-given",
                          "The registry holds named centres but the file names none (no --centre, no centre cell).")
 X_CLEARS_VALUE = _rule("X417", "update-clears-value",
                        "An update would empty a registered value (a present, empty cell; needs --allow-clear).")
-X_DERIVED_GRADE = _rule("X430", "derived-grade",
-                        "clavien_dindo_max is the worst of the operation's itemised complications: a lower or empty "
-                        "value would delete them.")
+X_GRADE_BELOW_COMPLICATIONS = _rule(
+    "X418", "grade-below-complications",
+    "clavien_dindo_max is below a complication recorded one by one (the worst grade is derived from them).",
+    ("clavien_dindo_max",))
 
 # Rules across a patient's episodes (checked by oncosurg.pathway.rules).
 E_ORPHAN = _rule("E601", "missing-parent",

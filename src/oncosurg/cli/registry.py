@@ -159,6 +159,7 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     duplicates are refused: ids differing only in case (unless --case-sensitive-ids) and ids
     registered in another centre (unless --allow-id-in-other-centre).
     """
+    from oncosurg.store.engine import StoreError
     from oncosurg.store.repository import ImportOptions, import_records
 
     if (allow_new or allow_clear) and not update:
@@ -174,8 +175,11 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     engine = create_registry(db)
-    result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
-                            options=options)
+    try:
+        result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
+                                options=options)
+    except StoreError as exc:  # the database stayed locked by another writer
+        raise UserError(f"{exc}; nothing was imported") from None
     if result.issues:
         issues = parsed.locate(result.issues) if hasattr(parsed, "locate") else result.issues  # FHIR: name the file
         report_issues(file, issues, max_errors=max_errors, as_json=as_json)

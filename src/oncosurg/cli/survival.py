@@ -114,16 +114,17 @@ def analyse(
     at: list[float] | None = None,
     rmst_tau: float | None = None,
     conf_level: float = 0.95,
+    id_col: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``oncosurg survival`` reports, as the JSON-ready dict of issue 3."""
     import numpy as np
 
     from oncosurg.stats import logrank_test, rmst
-    from oncosurg.stats._checks import SurvivalData, check_survival_input
+    from oncosurg.stats._checks import SurvivalData, check_survival_input, r_level_order
     from oncosurg.stats.km import _fit
 
     header, rows = _read_csv(path)
-    for col in [time_col, event_col, group_col, start_col, *(covariates or [])]:
+    for col in [time_col, event_col, group_col, start_col, id_col, *(covariates or [])]:
         if col:
             _need(header, col, path)
     names: dict[str, Any] = {
@@ -164,7 +165,7 @@ def analyse(
     codes = None
     if group_col:
         glab = _labels(rows, group_col)
-        labels = sorted(set(glab), key=lambda v: (isinstance(v, str), v))
+        labels = r_level_order(list(set(glab)))  # R's factor() order (numbers, or collated strings)
         index = {v: i for i, v in enumerate(labels)}
         codes = np.array([index[v] for v in glab], dtype=np.intp)
         out["groups"] = labels
@@ -192,8 +193,8 @@ def analyse(
                     for i, g in enumerate(lr.groups)
                 },
             }
-    rk = km_of(reverse=True)
-    out["reverse_km_followup"] = {"median": {"log": _med(rk.median("log"))}}
+    rk, n_pat = _followup(data, rows, id_col, conf_level)
+    out["reverse_km_followup"] = {"median": {"log": _med(rk.median("log"))}, "n_patients": n_pat}
     if covariates:
         out["cox"] = _cox(rows, covariates, data, names, conf_level)
     if rmst_tau is not None:
@@ -212,6 +213,43 @@ def analyse(
             }
         out["rmst"] = r
     return json.loads(json.dumps(out, default=_fin), parse_constant=lambda c: None)
+
+
+def _followup(data: Any, rows: list[dict[str, str]], id_col: str | None, conf_level: float) -> tuple[Any, int]:
+    """Reverse Kaplan-Meier of the follow-up, one observation per patient.
+
+    Right-censored rows are patients.  (start, stop] rows are grouped into patients by ``--id``, or
+    without it by contiguity (a row whose start equals the previous row's stop continues that
+    patient, as ``tmerge`` writes them); a patient's follow-up is the stop time of its last interval
+    and its status that interval's event (R: ``survfit(Surv(stop, 1 - event) ~ 1)`` on one row per
+    patient).
+    """
+    import numpy as np
+
+    from oncosurg.stats._checks import SurvivalData
+    from oncosurg.stats.km import _fit
+
+    t, e = data.time, data.event
+    if data.entry is None and id_col is None:
+        return _fit(SurvivalData(t, ~e, None, None), "log", conf_level), int(t.shape[0])
+    if id_col is not None:
+        ids = [(r.get(id_col) or "").strip() for r in rows]
+        for i, v in enumerate(ids):
+            if v.lower() in MISSING:
+                raise InputProblem(f"column '{id_col}' (id) has a missing value at line {i + 2}; fill it.")
+        index: dict[str, int] = {}
+        pid = np.array([index.setdefault(v, len(index)) for v in ids], dtype=np.int64)
+    else:
+        s = data.entry
+        new = np.ones(t.shape[0], dtype=bool)
+        new[1:] = s[1:] != t[:-1]
+        pid = np.cumsum(new) - 1
+    npat = int(pid.max()) + 1
+    # the last interval of each patient: the largest stop (ties: the later row)
+    order = np.lexsort((np.arange(t.shape[0]), t, pid))
+    last = order[np.r_[pid[order][1:] != pid[order][:-1], True]]
+    fu = SurvivalData(t[last].astype(np.float64), ~e[last], None, None)
+    return _fit(fu, "log", conf_level), npat
 
 
 def _cox(
@@ -371,6 +409,10 @@ def _print_rich(res: dict[str, Any], path: str) -> None:
 @click.option(
     "--start", "start_col", metavar="COL", help="Entry / start time column (left truncation, (start, stop])."
 )
+@click.option(
+    "--id", "id_col", metavar="COL",
+    help="Patient id column: with --start, follow-up is computed per patient (default: contiguous rows).",
+)
 @click.option("--at", "at_text", metavar="T1,T2,...", help="Report S(t) and numbers at risk at these times.")
 @click.option("--rmst-tau", type=float, metavar="T", help="Restricted mean survival time up to T.")
 @click.option(
@@ -385,6 +427,7 @@ def survival_command(
     group_col: str | None,
     covariates: str | None,
     start_col: str | None,
+    id_col: str | None,
     at_text: str | None,
     rmst_tau: float | None,
     conf_level: float,
@@ -405,6 +448,7 @@ def survival_command(
             _floats(at_text, "--at"),
             rmst_tau,
             conf_level,
+            id_col,
         )
     except (InputProblem, SurvivalInputError) as exc:
         click.echo(f"Error: {' '.join(str(exc).split())}", err=True)

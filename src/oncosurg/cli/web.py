@@ -1,4 +1,5 @@
-"""``oncosurg serve``, ``oncosurg user add`` and ``oncosurg audit verify|export``: the registry web app."""
+"""``oncosurg serve``, ``oncosurg user add|reset-link|totp-reset`` and ``oncosurg audit
+verify|export|checkpoint|keygen|access``: the registry web app."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 import click
 
 from oncosurg.cli import UserError, cli, db_option
+
+#: How long a ``serve --workers N`` worker may take to answer uvicorn's health check (seconds).
+WORKER_STARTUP_SECONDS = 120
 
 
 def _store(db: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
@@ -71,10 +75,24 @@ def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure
         if not list_users(conn):
             click.echo("note: no account exists yet; create one with `oncosurg user add NAME --role admin "
                        "--all-centres`", err=True)
-    options = {"host": host, "port": port, "log_level": "info", "proxy_headers": False, "server_header": False}
+    import copy
+
+    # our access log names the user; uvicorn's would not (and would trust no proxy header: neither do we,
+    # except those of ONCOSURG_WEB_TRUSTED_PROXIES)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["oncosurg.web.access"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    options = {"host": host, "port": port, "log_level": "info", "proxy_headers": False, "server_header": False,
+               "access_log": False, "log_config": log_config}
     if workers == 1:
+        app.state.dashboard.warm(app.state.store.engine)
         uvicorn.run(app, **options)
         return
+    import inspect
+
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:
+        # uvicorn kills a worker that does not answer its health check within 5 s (the default); a worker
+        # importing the app on a busy machine can take longer: it was killed and restarted again and again
+        options["timeout_worker_healthcheck"] = WORKER_STARTUP_SECONDS
     # the schema is migrated and the secret key stored (above) before the workers start
     os.environ["ONCOSURG_DB"] = app.state.store.engine.url.render_as_string(hide_password=False)
     os.environ["ONCOSURG_WEB_PROTOCOL"] = settings.protocol
@@ -99,10 +117,12 @@ def user_group() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (for scripts).")
 def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, ...], all_centres: bool,
                  password_stdin: bool) -> None:
-    """Create an account, e.g. the first administrator. The password is asked twice (12+ characters)."""
+    """Create an account, e.g. the first administrator. The password is asked twice (12+ characters, not
+    in the shipped breached-password list, zxcvbn strength ONCOSURG_WEB_PASSWORD_MIN_SCORE or more)."""
     from oncosurg.store.audit import Actor
     from oncosurg.web.errors import Invalid
     from oncosurg.web.services.users import create_user
+    from oncosurg.web.settings import Settings
 
     if not centres and not all_centres:
         raise UserError("grant --centre NAME (repeatable) or --all-centres")
@@ -114,7 +134,8 @@ def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, .
     try:
         with store.write() as conn:
             user_id = create_user(conn, username=username, password=password, role=role, centres=centres,
-                                  all_centres=all_centres, actor=Actor(None, f"cli:{_os_user()}"))
+                                  all_centres=all_centres, actor=Actor(None, f"cli:{_os_user()}"),
+                                  min_score=Settings.from_env().password_min_score)
     except Invalid as exc:
         raise UserError("; ".join(f"{e['column']}: {e['message']}" for e in exc.errors)) from None
     finally:
@@ -123,35 +144,212 @@ def user_add_cmd(username: str, db: str | None, role: str, centres: tuple[str, .
     click.echo(f"created user {username} (id {user_id}, {role}; {where})")
 
 
+@user_group.command("reset-link")
+@click.argument("username")
+@db_option
+@click.option("--base-url", default="", metavar="URL",
+              help="The registry's address, e.g. https://registry.example.org (else the path alone is printed).")
+def user_reset_link_cmd(username: str, db: str | None, base_url: str) -> None:
+    """Issue a one-time password-reset link (valid ONCOSURG_WEB_RESET_LINK_HOURS, default 24 hours).
+
+    Give it to the user through a trusted channel; only its SHA-256 is kept, and it works once.
+    """
+    from oncosurg.store.audit import Actor
+    from oncosurg.web.errors import WebError
+    from oncosurg.web.services.accounts import issue_reset
+    from oncosurg.web.settings import Settings
+
+    store = _store(db)
+    try:
+        settings = Settings.from_env()
+        with store.write() as conn:
+            issued = issue_reset(conn, by=None, actor=Actor(None, f"cli:{_os_user()}"),
+                                 user_id=_user_id(conn, username),
+                                 settings=settings, now=settings.now())
+    except WebError as exc:
+        raise UserError(exc.message) from None
+    finally:
+        store.dispose()
+    click.echo(f"{base_url.rstrip('/')}{issued['path']}")
+    click.echo(f"valid once, until {issued['expires_at']}", err=True)
+
+
+@user_group.command("totp-reset")
+@click.argument("username")
+@db_option
+def user_totp_reset_cmd(username: str, db: str | None) -> None:
+    """Remove an account's TOTP second factor (a lost phone) and end its sessions; it is asked to set up
+    a new one at its next sign-in when ONCOSURG_WEB_ADMIN_TOTP_REQUIRED applies to it."""
+    from oncosurg.store.audit import Actor
+    from oncosurg.web.errors import WebError
+    from oncosurg.web.services.accounts import reset_totp
+
+    store = _store(db)
+    try:
+        with store.write() as conn:
+            reset_totp(conn, by=None, actor=Actor(None, f"cli:{_os_user()}"), user_id=_user_id(conn, username))
+    except WebError as exc:
+        raise UserError(exc.message) from None
+    finally:
+        store.dispose()
+    click.echo(f"second factor of {username} removed; its sessions ended")
+
+
+def _user_id(conn, username: str) -> int:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from oncosurg.store import tables as t
+
+    found = conn.execute(sa.select(t.app_user.c.id).where(t.app_user.c.username == username)).scalar()
+    if found is None:
+        raise UserError(f"no account named {username!r}")
+    return int(found)
+
+
 @cli.group("audit")
 def audit_group() -> None:
-    """Check and export the web app's tamper-evident audit trail (a sha256 hash chain)."""
+    """Check and export the web app's tamper-evident audit trail (a sha256 hash chain) and the access trail."""
+
+
+_KEY_HELP = "Checkpoint key file (kept outside the database; `oncosurg audit keygen` makes one)."
+
+
+def _key(path: str | None) -> bytes | None:
+    from oncosurg.store.audit import load_key
+
+    if path is None:
+        return None
+    try:
+        return load_key(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 @audit_group.command("verify")
 @db_option
+@click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A checkpoint written by `oncosurg audit checkpoint` (repeatable): detects a truncated or "
+                   "re-hashed chain.")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False), envvar="ONCOSURG_AUDIT_KEY",
+              help=_KEY_HELP + " [env ONCOSURG_AUDIT_KEY]")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def audit_verify_cmd(db: str | None, as_json: bool) -> None:
-    """Recompute the audit trail's hash chain. Exit status 0 when intact, 1 when broken.
+def audit_verify_cmd(db: str | None, checkpoint_files: tuple[str, ...], key_file: str | None, as_json: bool) -> None:
+    """Recompute the audit trail's hash chain, and each patient's state from the trail against the
+    tables (a direct database edit shows). Exit status 0 when intact, 1 when not.
 
-    Prints the head hash: write it down elsewhere (a ticket, a lab book) to anchor the chain.
+    The chain alone cannot tell a truncated or wholly re-hashed trail: check it against signed
+    checkpoints (`oncosurg audit checkpoint`) with --checkpoint FILE --key FILE.
     """
     from oncosurg.store.audit import verify
 
+    if checkpoint_files and key_file is None:
+        raise UserError("--checkpoint needs --key (the key the checkpoint was signed with)")
+    points = []
+    for path in checkpoint_files:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                points.append(json.load(handle))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: not a checkpoint file ({exc})") from None
+    key = _key(key_file)
     store = _store(db)
     try:
         with store.read() as conn:
-            result = verify(conn)
+            result = verify(conn, checkpoints=points, key=key)
     finally:
         store.dispose()
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     elif result.ok:
-        click.echo(f"audit trail intact: {result.rows} row(s); head {result.head_hash}")
+        unchecked = (f"; {result.patients_unchecked} patient(s) created before the trail carried values not "
+                     "checkable" if result.patients_unchecked else "")
+        points_ok = f"; {len(points)} checkpoint(s) hold" if points else ""
+        click.echo(f"audit trail intact: {result.rows} row(s); state of {result.patients_checked} patient(s) "
+                   f"matches the tables{unchecked}{points_ok}; head {result.head_hash}")
     else:
-        click.echo(f"audit trail BROKEN at row {result.bad_id}: {result.problem}", err=True)
+        where = f" at row {result.bad_id}" if result.bad_id else ""
+        click.echo(f"audit trail BROKEN{where}: {result.problem}", err=True)
+        for m in result.mismatches[:20]:
+            click.echo(f"  {m['centre']}/{m['patient_id']}: {m['what']}{' ' + m['field'] if m['field'] else ''}: "
+                       f"trail {m['trail']!r}, tables {m['table']!r}", err=True)
     if not result.ok:
         sys.exit(1)
+
+
+@audit_group.command("checkpoint")
+@db_option
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False), envvar="ONCOSURG_AUDIT_KEY",
+              required=True, help=_KEY_HELP + " [env ONCOSURG_AUDIT_KEY]")
+@click.option("--out", type=click.Path(dir_okay=False), default="-", show_default=True,
+              help="Where to write the checkpoint ('-' = standard output, e.g. to mail or file it elsewhere).")
+def audit_checkpoint_cmd(db: str | None, key_file: str, out: str) -> None:
+    """Write the audit chain's head (row count and hash) signed with HMAC-SHA256 under a key kept outside
+    the database. Keep checkpoints elsewhere; `audit verify --checkpoint` detects truncation and re-hashing.
+    """
+    from oncosurg.store.audit import checkpoint
+
+    key = _key(key_file)
+    assert key is not None
+    store = _store(db)
+    try:
+        with store.read() as conn:
+            point = checkpoint(conn, key=key)
+    finally:
+        store.dispose()
+    text = json.dumps(point, indent=2) + "\n"
+    if out == "-":
+        click.echo(text, nl=False)
+    else:
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        click.echo(f"checkpoint of row {point['rows']} written to {out}", err=True)
+
+
+@audit_group.command("keygen")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The key file to create (mode 0600).")
+def audit_keygen_cmd(out: str) -> None:
+    """Create a random 256-bit checkpoint key (64 hex digits). Keep it off the database server's disk
+    backups, or wherever an attacker of the database cannot read it."""
+    import secrets
+
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UserError(f"{out} exists; a key is never overwritten") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+    click.echo(f"key written to {out}", err=True)
+
+
+@audit_group.command("access")
+@db_option
+@click.option("--out", type=click.Path(dir_okay=False), default="-", show_default=True,
+              help="Output CSV file ('-' = standard output).")
+@click.option("--user", "username", default="", metavar="NAME", help="Only this user's reads and exports.")
+@click.option("--centre", default="", metavar="NAME", help="Only rows of this centre.")
+@click.option("--patient", "patient_id", default="", metavar="ID",
+              help="Only this patient's reads, and the registry exports (use with --centre).")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None, help="From this day (UTC).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Up to this day, included (UTC).")
+def audit_access_cmd(db: str | None, out: str, username: str, centre: str, patient_id: str, since, until) -> None:  # type: ignore[no-untyped-def]
+    """Write the access trail (who read which patient, who exported what; oldest first) as CSV."""
+    import datetime as dt
+
+    from oncosurg.web.services.access import export_csv
+
+    store = _store(db)
+    try:
+        with store.read() as conn:
+            handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            try:
+                for chunk in export_csv(conn, centres=None, username=username, centre=centre, patient_id=patient_id,
+                                        since=since, until=until + dt.timedelta(days=1) if until else None):
+                    handle.write(chunk)
+            finally:
+                if handle is not sys.stdout:
+                    handle.close()
+    finally:
+        store.dispose()
 
 
 @audit_group.command("export")

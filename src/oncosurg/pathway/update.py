@@ -148,8 +148,8 @@ def flat_update_plan(stored: PatientRecord, values: Mapping[str, Any]) -> Update
     episodes of the flat projection: the rescue line, the operation (its complications and
     pathology), the first disease event after the rescue start, the last contact.  A later date of
     last contact is a new contact; an earlier one corrects the last.  ``clavien_dindo_max`` is the
-    worst of the operation's itemised complications: a higher grade adds a complication, a lower one
-    is refused (it would delete complications; edit them instead).
+    worst of the operation's complications: rows that only stand for a worst grade follow it; a grade
+    below a complication recorded one by one is refused (edit that complication instead).
     """
     plan = UpdatePlan()
     add = plan.changes.append
@@ -256,26 +256,50 @@ def _operation(stored: PatientRecord, proc: Mapping[str, Any] | None, target: Pa
                     add(Change("update", Table.PATHOLOGY, key, column, pathology.get(column), new_path.get(column)))
 
 
+def stands_for_worst_grade(complication: Mapping[str, Any]) -> bool:
+    """Whether a complication only stands for a flat record's worst grade: no date and no description
+    (or the label ``worst complication (…)`` that earlier releases gave it).  Such a row follows the
+    flat ``clavien_dindo_max``; a complication recorded one by one never does."""
+    text = complication.get("description") or ""
+    return complication.get("complication_date") is None and (not text or text.startswith("worst complication ("))
+
+
 def _grade(proc: Mapping[str, Any], complications: list[dict[str, Any]], grade: str | None, plan: UpdatePlan) -> None:
+    """The flat worst grade ``grade`` applied to an operation's complications: the rows standing for a
+    worst grade (:func:`stands_for_worst_grade`) follow it — raised, lowered or removed; a grade below
+    a complication recorded one by one is refused (``X418``)."""
     number = proc["procedure_no"]
     key = (number,)
-    worst = max((CLAVIEN_DINDO.index(c["grade"]) for c in complications), default=0)
-    assessed = bool(proc.get("complications_assessed"))
-    if grade is not None and CLAVIEN_DINDO.index(grade) > worst:
-        row = {"procedure_no": number, "complication_no": _next(complications, "complication_no"), "grade": grade}
-        plan.changes.append(Change("create", Table.COMPLICATION, (number, row["complication_no"]), new=row))
-    elif complications and (grade is None or CLAVIEN_DINDO.index(grade) < worst):
+    add = plan.changes.append
+    rank = -1 if grade is None or grade == "none" else CLAVIEN_DINDO.index(grade)
+    itemised = [c for c in complications if not stands_for_worst_grade(c)]
+    stand_ins = sorted((c for c in complications if stands_for_worst_grade(c)),
+                       key=lambda c: (CLAVIEN_DINDO.index(c["grade"]), c["complication_no"]))
+    worst_itemised = max((CLAVIEN_DINDO.index(c["grade"]) for c in itemised), default=-1)
+    if worst_itemised > rank:
         listed = ", ".join(f"{c['grade']}" + (f" ({c['description']})" if c.get("description") else "")
-                           for c in sorted(complications, key=lambda c: c["complication_no"]))
+                           for c in sorted(itemised, key=lambda c: c["complication_no"]))
         plan.refusals.append((
             "clavien_dindo_max",
-            f"the operation's itemised complications are {listed}: their worst grade is "
-            f"{CLAVIEN_DINDO[worst]}, and a lower or empty clavien_dindo_max would delete them",
+            f"the operation's complications recorded one by one are {listed}: their worst grade is "
+            f"{CLAVIEN_DINDO[worst_itemised]}, and a lower or empty clavien_dindo_max would delete them",
             "delete or regrade the complications themselves (web app, or complications.csv of the long format)"))
         return
+    keep = stand_ins[-1] if stand_ins and rank > worst_itemised else None
+    for c in stand_ins:
+        if c is keep:
+            continue
+        add(Change("delete", Table.COMPLICATION, (number, c["complication_no"]), old=c))
+    if rank > worst_itemised:
+        if keep is None:
+            row = {"procedure_no": number, "complication_no": _next(complications, "complication_no"),
+                   "grade": grade}
+            add(Change("create", Table.COMPLICATION, (number, row["complication_no"]), new=row))
+        elif keep["grade"] != grade:
+            add(Change("update", Table.COMPLICATION, (number, keep["complication_no"]), "grade", keep["grade"], grade))
+    assessed = bool(proc.get("complications_assessed"))
     if assessed != (grade is not None):
-        plan.changes.append(Change("update", Table.LIVER_PROCEDURE, key, "complications_assessed", assessed,
-                                   grade is not None))
+        add(Change("update", Table.LIVER_PROCEDURE, key, "complications_assessed", assessed, grade is not None))
 
 
 def _event(stored: PatientRecord, event: Mapping[str, Any] | None, target: PatientRecord, carried: set[str],

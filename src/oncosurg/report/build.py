@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from oncosurg import __version__
 from oncosurg.protocol.model import Protocol
-from oncosurg.report.text import display_path, fmt_date, results_segments
+from oncosurg.report.text import display_path, fmt_date, fmt_p, results_segments
 
 Progress = Callable[[str], None]
 FORMATS = ("html", "pdf")
@@ -114,7 +114,10 @@ def methods(results: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, st
                    "are compared with the log-rank test (R survdiff, rho = 0)."))
     if data["cox"]:
         out.append(("Cox models", "Proportional hazards with Efron's method for ties (R coxph default), Wald 95% "
-                   "confidence intervals for the hazard ratios, complete cases only."))
+                   "confidence intervals for the hazard ratios, complete cases only. The proportional-hazards "
+                   "assumption is checked under each model with the Grambsch-Therneau score test on the "
+                   "Kaplan-Meier transform of time (R cox.zph, transform = \"km\"), per covariate and global, and "
+                   "shown with the scaled Schoenfeld residuals."))
     if data["table_one"]:
         out.append(("Table 1", "Categorical characteristics as n (%) of patients with a recorded value, numeric ones "
                    "as median (IQR); chi-square tests (Fisher's exact test when an expected count is below 5) and "
@@ -223,9 +226,27 @@ def _figures(data: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
                    f"{model['n']} patients, {model['events']} events"
                    + (f", {model['dropped_incomplete']} left out for a missing covariate" if model["dropped_incomplete"]
                       else "") + f"; concordance {model['concordance']:.2f}.")
+        ph = model.get("ph")
+        if ph:
+            caption += (" Proportional hazards (R cox.zph, KM transform): "
+                        + "; ".join(f"{t['label']} p = {fmt_p(t['p'])}" for t in ph["terms"])
+                        + f"; global p = {fmt_p(ph['global']['p'])} ({ph['global']['df']} df).")
         figures.append({"id": model["id"], "kind": "forest", "title": model["title"], "caption": caption,
                         "warnings": model["warnings"], "alt": f"Forest plot: {model['title']}",
                         **plots.save(plots.forest_figure(model))})
+        if ph:
+            progress(f"figure: {model['id']} proportional hazards")
+            figures.append({
+                "id": f"{model['id']}-ph", "kind": "schoenfeld", "title": f"{model['title']}: proportional hazards",
+                "caption": "Scaled Schoenfeld residuals (R cox.zph) against the Kaplan-Meier transform of time, one "
+                           "panel per coefficient; line: least-squares slope (flat when the hazard ratio is constant), "
+                           "dashed: the fitted log hazard ratio. "
+                           + "; ".join(f"{t['label']}: chi-square {t['chisq']:.2f}, p = {fmt_p(t['p'])}"
+                                       for t in ph["terms"])
+                           + f"; global chi-square {ph['global']['chisq']:.2f} on {ph['global']['df']} df, "
+                             f"p = {fmt_p(ph['global']['p'])}.",
+                "warnings": [], "alt": f"Scaled Schoenfeld residual plots: {model['title']}",
+                **plots.save(plots.schoenfeld_figure(ph))})
     for i, fig in enumerate(figures, start=1):
         fig["number"] = i
         fig["stem"] = f"figure-{i}-{fig['id']}"

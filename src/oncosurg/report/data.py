@@ -357,6 +357,11 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
         term |= {"hr": co.hr, "lower": co.hr_lower, "upper": co.hr_upper, "p": co.p}
     out |= {"terms": terms, "n": fit.n, "events": fit.events, "concordance": fit.concordance, "lr_p": fit.lr_p,
             "warnings": list(fit.warnings)}
+    out["ph"] = _ph_test(fit, terms)
+    if out["ph"] and out["ph"]["global"]["p"] is not None and out["ph"]["global"]["p"] < 0.05:
+        out["warnings"].append(
+            f"Proportional hazards: the cox.zph test rejects it (global p = {out['ph']['global']['p']:.3g}); "
+            "see the scaled Schoenfeld residuals and consider a time-varying effect or stratification.")
     if dropped:
         out["warnings"].append(f"{dropped} patient(s) with a missing covariate are left out (complete cases)")
     post = _post_baseline(cp, [k[0] for k in kinds])
@@ -367,6 +372,22 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
         out["warnings"].append(f"{fit.events} events for {len(X)} coefficient(s): fewer than 10 events per "
                                "coefficient; estimates may be unstable.")
     return out
+
+
+def _ph_test(fit: Any, terms: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """R's ``cox.zph(fit)`` (transform "km"): test per coefficient and global, and the scaled
+    Schoenfeld residuals against the transformed time for the figure."""
+    try:
+        z = fit.zph("km", terms=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    labels = {t["name"]: t["label"] for t in terms}
+    rows = [{"name": name, "label": labels.get(name, name), "chisq": float(z.chisq[i]), "df": int(z.df[i]),
+             "p": float(z.p[i]), "coef": float(fit.params[name]),
+             "residuals": [None if not np.isfinite(v) else float(v) for v in z.y[:, i]]}
+            for i, name in enumerate(z.terms[:-1])]
+    return {"transform": "km", "terms": rows, "x": [float(v) for v in z.x],
+            "global": {"chisq": float(z.chisq[-1]), "df": int(z.df[-1]), "p": float(z.p[-1])}}
 
 
 # ---------------------------------------------------------------------------------------- driver

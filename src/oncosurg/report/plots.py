@@ -248,3 +248,39 @@ def forest_figure(model: dict[str, Any]) -> Figure:
                 fontweight="bold")
         ax.text(1.52, -0.75, "p", transform=ax.get_yaxis_transform(), ha="left", va="bottom", fontweight="bold")
     return fig
+
+
+# ------------------------------------------------------------------------- proportional hazards
+def schoenfeld_figure(ph: dict[str, Any]) -> Figure:
+    """Scaled Schoenfeld residuals against the KM-transformed time, one panel per coefficient (as R's
+    ``plot(cox.zph(fit))``, with a least-squares line instead of a spline smooth)."""
+    import numpy as np
+
+    terms = ph["terms"]
+    ncol = min(3, max(1, len(terms)))
+    nrow = math.ceil(len(terms) / ncol)
+    x_all = np.asarray(ph["x"], dtype=float)
+    with style():
+        fig, axes = plt.subplots(nrow, ncol, figsize=(FIG_WIDTH, 2.3 * nrow), squeeze=False)
+        for k, ax in enumerate(axes.ravel()):
+            if k >= len(terms):
+                ax.set_visible(False)
+                continue
+            t = terms[k]
+            y = np.asarray([np.nan if v is None else v for v in t["residuals"]], dtype=float)
+            ok = np.isfinite(y)
+            x, y = x_all[ok], y[ok]
+            ax.scatter(x, y, s=6, color=PALETTE[0], alpha=0.45, linewidths=0)
+            if x.size > 1 and np.ptp(x) > 0:
+                slope, icpt = np.polyfit(x, y, 1)
+                xs = np.array([x.min(), x.max()])
+                ax.plot(xs, icpt + slope * xs, color=PALETTE[1], lw=1.4)
+            ax.axhline(t["coef"], color=MUTED, lw=0.8, ls=(0, (3, 2)))
+            ax.set_title(f"{t['label']}\np = {fmt_p(t['p'])}", fontsize=7.6)
+            ax.set_xlabel("1 - KM(t)", fontsize=8)
+            if k % ncol == 0:
+                ax.set_ylabel("Beta(t)", fontsize=8)
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
+        fig.tight_layout()
+    return fig

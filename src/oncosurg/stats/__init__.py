@@ -38,12 +38,31 @@ _WHERE = {
     "SplitData": "timevarying",
     "landmark": "timevarying",
     "split_at_exposure": "timevarying",
+    # per-stratum Cox pieces for federated fits, PH test, curves from a Cox model, Fine-Gray
+    "CoxPieces": "cox_federated",
+    "cox_partial_likelihood": "cox_federated",
+    "sum_pieces": "cox_federated",
+    "CoxZph": "cox_zph",
+    "cox_zph": "cox_zph",
+    "CoxCurve": "cox_survfit",
+    "CoxSurvival": "cox_survfit",
+    "survfit_cox": "cox_survfit",
+    "FineGray": "finegray",
+    "FineGrayData": "finegray",
+    "fine_gray": "finegray",
+    "finegray_data": "finegray",
 }
 
 __all__ = [
     "AtTime",
+    "CoxCurve",
+    "CoxPieces",
     "CoxResult",
+    "CoxSurvival",
+    "CoxZph",
     "CumulativeIncidence",
+    "FineGray",
+    "FineGrayData",
     "KaplanMeier",
     "LandmarkData",
     "LogRankResult",
@@ -52,8 +71,12 @@ __all__ = [
     "RMSTResult",
     "SplitData",
     "SurvivalInputError",
+    "cox_partial_likelihood",
+    "cox_zph",
     "coxph",
     "cumulative_incidence",
+    "fine_gray",
+    "finegray_data",
     "kaplan_meier",
     "landmark",
     "logrank_test",
@@ -61,6 +84,8 @@ __all__ = [
     "reverse_kaplan_meier",
     "rmst",
     "split_at_exposure",
+    "sum_pieces",
+    "survfit_cox",
 ]
 
 
@@ -80,6 +105,10 @@ if TYPE_CHECKING:
     from oncosurg.stats._checks import SurvivalInputError
     from oncosurg.stats.competing import cumulative_incidence
     from oncosurg.stats.cox import CoxResult, coxph
+    from oncosurg.stats.cox_federated import CoxPieces, cox_partial_likelihood, sum_pieces
+    from oncosurg.stats.cox_survfit import CoxCurve, CoxSurvival, survfit_cox
+    from oncosurg.stats.cox_zph import CoxZph, cox_zph
+    from oncosurg.stats.finegray import FineGray, FineGrayData, fine_gray, finegray_data
     from oncosurg.stats.km import kaplan_meier, reverse_kaplan_meier
     from oncosurg.stats.logrank import logrank_test
     from oncosurg.stats.proportion import proportion_ci

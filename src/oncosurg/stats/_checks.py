@@ -32,6 +32,9 @@ __all__ = [
     "check_time",
     "check_weights",
     "label",
+    "r_collate_key",
+    "r_level_order",
+    "show",
 ]
 
 CONF_TYPES = ("log", "log-log", "plain")
@@ -46,6 +49,57 @@ def label(arg: str, names: Mapping[str, str] | None = None) -> str:
     if names and not arg.startswith("_") and names.get(arg) is not None:
         return f"column '{names[arg]}' ({arg})"
     return f"argument '{arg}'"
+
+
+def show(v: Any) -> str:
+    """A value as the user wrote it, never numpy's repr (``-1.0``, not ``np.float64(-1.0)``)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        return "missing (NaN)" if v != v else f"{v:g}" if abs(v) < 1e16 else repr(v)
+    return repr(v)
+
+
+# ICU root collation of printable ASCII (R's sort() / factor() order on builds with ICU, which
+# includes the C.UTF-8 and en_US locales of Debian's R): space, punctuation, symbols, digits, then
+# letters with case ignored at the first level.  Read from R 4.2.2: sort(intToUtf8(32:126, TRUE)).
+_ICU_ASCII = (
+    "32,95,45,44,59,58,33,63,46,39,34,40,41,91,93,123,125,64,42,47,92,38,35,37,96,94,43,60,61,62,124,126,"
+    "36,48,49,50,51,52,53,54,55,56,57,97,65,98,66,99,67,100,68,101,69,102,70,103,71,104,72,105,73,106,"
+    "74,107,75,108,76,109,77,110,78,111,79,112,80,113,81,114,82,115,83,116,84,117,85,118,86,119,87,120,"
+    "88,121,89,122,90"
+)
+_PRIMARY: dict[str, int] = {}
+for _rank, _code in enumerate(int(c) for c in _ICU_ASCII.split(",")):
+    _PRIMARY.setdefault(chr(_code).lower(), _rank)
+
+
+def r_collate_key(text: str) -> tuple:
+    """Sort key giving R's ``sort()`` / ``factor()`` order of strings under ICU collation: letters
+    compare without case first (``a, A, b, B``), then accents, then case (lower case first).  In a
+    session with ``LC_COLLATE=C`` R sorts by code point instead (Python's plain ``sorted``)."""
+    import unicodedata
+
+    prim: list[int] = []
+    sec: list[tuple[str, ...]] = []
+    ter: list[int] = []
+    for ch in unicodedata.normalize("NFD", text):
+        if unicodedata.combining(ch) and sec:
+            sec[-1] = (*sec[-1], ch)
+            continue
+        low = ch.lower()
+        prim.append(_PRIMARY.get(low, 1000 + ord(low)))
+        sec.append(())
+        ter.append(int(ch != low))
+    return (tuple(prim), tuple(sec), tuple(ter))
+
+
+def r_level_order(values: list[Any]) -> list[Any]:
+    """Distinct values in R ``factor()`` level order: numbers (and booleans) ascending, strings in
+    R's collation (:func:`r_collate_key`); a mix is compared as strings, as R coerces it."""
+    if all(isinstance(v, int | float | bool | np.number | np.bool_) for v in values):
+        return sorted(values)
+    return sorted(values, key=lambda v: r_collate_key(str(v)))
 
 
 def _first_row(mask: np.ndarray) -> int:
@@ -202,7 +256,7 @@ def check_weights(
     if bad.any():
         i = _first_row(bad)
         raise SurvivalInputError(
-            f"{what} must be finite and >= 0 (case counts); {where(i, names)} is {w[i]!r}. "
+            f"{what} must be finite and >= 0 (case counts); {where(i, names)} is {show(w[i])}. "
             "Use the number of patients each row stands for."
         )
     if not (w > 0).any():
@@ -229,7 +283,7 @@ def check_entry(
 def check_conf_type(conf_type: str) -> str:
     if conf_type not in CONF_TYPES:
         raise SurvivalInputError(
-            f"conf_type must be one of {', '.join(repr(c) for c in CONF_TYPES)}; got {conf_type!r}."
+            f"conf_type must be one of {', '.join(repr(c) for c in CONF_TYPES)}; got {show(conf_type)}."
         )
     return conf_type
 
@@ -241,7 +295,7 @@ def check_conf_level(conf_level: float) -> float:
         c = float("nan")
     if not (0.0 < c < 1.0):
         raise SurvivalInputError(
-            f"conf_level must be strictly between 0 and 1 (e.g. 0.95); got {conf_level!r}."
+            f"conf_level must be strictly between 0 and 1 (e.g. 0.95); got {show(conf_level)}."
         )
     return c
 
@@ -275,9 +329,16 @@ def check_group(
     else:
         levels, codes = np.unique(g, return_inverse=True)
     labels = [v.item() if hasattr(v, "item") else v for v in levels]
+    if levels.dtype.kind in "OUS":  # strings: R's factor() order (collation), not code points
+        order = sorted(range(len(labels)), key=lambda i: r_collate_key(str(labels[i])))
+        if order != list(range(len(labels))):
+            rank = np.empty(len(order), np.intp)
+            rank[order] = np.arange(len(order))
+            labels = [labels[i] for i in order]
+            codes = rank[codes.reshape(-1)]
     if len(labels) < min_levels:
         raise SurvivalInputError(
-            f"{what} has only {len(labels)} level ({labels[0]!r}); comparing groups needs at least "
+            f"{what} has only {len(labels)} level ({show(labels[0])}); comparing groups needs at least "
             f"{min_levels}. Check the grouping column or drop the comparison."
         )
     return labels, codes.reshape(-1).astype(np.intp, copy=False)

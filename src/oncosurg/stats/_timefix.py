@@ -20,10 +20,22 @@ TOL = math.sqrt(np.finfo(np.float64).eps)  # R: sqrt(.Machine$double.eps)
 _U1 = np.uint64(1)
 
 
+def mean_abs(y: np.ndarray) -> float:
+    """R's ``mean(abs(y))`` without overflow: R sums in long double (times near 1e308 do not overflow
+    there); a plain float64 sum would be Inf, and every ``dy / Inf`` would count as a tie."""
+    a = np.abs(y)
+    with np.errstate(over="ignore"):
+        m = float(np.mean(a))
+    if not math.isfinite(m) and a.size:
+        top = float(a.max())
+        m = top * float(np.mean(a / top))
+    return m
+
+
 def _tied_mask(y: np.ndarray) -> np.ndarray:
     """R: dy <- diff(y); tied <- (dy <= tol) | (dy / mean(abs(y)) <= tol), on sorted distinct y."""
     dy = np.diff(y)
-    return (dy <= TOL) | (dy / np.mean(np.abs(y)) <= TOL)
+    return (dy <= TOL) | (dy / mean_abs(y) <= TOL)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -32,10 +44,17 @@ def _gap_stats(y):  # pragma: no cover - compiled
     m = y.shape[0]
     gap = np.inf
     total = 0.0
+    top = 0.0
     for i in range(m):
         total += abs(y[i])
+        top = max(top, abs(y[i]))
         if i > 0:
             gap = min(gap, y[i] - y[i - 1])
+    if not np.isfinite(total) and top > 0:  # times near 1e308: scale (R sums in long double)
+        total = 0.0
+        for i in range(m):
+            total += abs(y[i]) / top
+        return gap, top * (total / m)
     return gap, total / m
 
 
@@ -123,16 +142,29 @@ def _sorted_key_gap_stats(sk, lo):  # pragma: no cover - compiled
     prev = 0.0
     buf = np.empty(1, np.uint64)
     fbuf = buf.view(np.float64)  # reinterpret the time bits as float64
+    top = 0.0
     for i in range(n):
         bits = (sk[i] + lo) >> _U1
         if m == 0 or bits != prev_bits:
             buf[0] = bits
             cur = fbuf[0]
             total += abs(cur)
+            top = max(top, abs(cur))
             if m > 0:
                 gap = min(gap, cur - prev)
             prev, prev_bits = cur, bits
             m += 1
+    if m and not np.isfinite(total) and top > 0:  # times near 1e308 (R sums in long double)
+        total = 0.0
+        prev_bits = np.uint64(0)
+        first = True
+        for i in range(n):
+            bits = (sk[i] + lo) >> _U1
+            if first or bits != prev_bits:
+                buf[0] = bits
+                total += abs(fbuf[0]) / top
+                prev_bits, first = bits, False
+        return gap, top * (total / m)
     return gap, (total / m if m else 0.0)
 
 

@@ -8,11 +8,16 @@ causes.  At each distinct time t_j with n_j at risk and d_kj events of cause k:
 * event-free probability           S(t_j) = prod_{l <= j} (1 - dL_l)          (Kaplan-Meier)
 * cumulative incidence             F_k(t_j) = sum_{l <= j} S(t_{l-1}) dL_kl
 
-Standard errors are R's infinitesimal-jackknife (IJ) ones: var = sum_i U_i(t)^2 with U_i the
-derivative of the estimate with respect to the case weight of row i.  Rather than updating an
-n x states influence matrix at every time (R's C code), we use that all rows still at risk share
-one influence value, and a row that left at t_m has influence G_i + u_i * F_k(t) afterwards, so the
-sum of squares is a few cumulative sums:  O(n log n) overall.
+Standard errors are R's infinitesimal-jackknife (IJ) ones: var = sum_c (sum_{i in c} w_i U_i(t))^2
+with U_i the derivative of the estimate with respect to the case weight of row i and c the clusters
+(each row its own by default).  Rather than updating an n x states influence matrix at every time
+(R's C code), :mod:`oncosurg.stats._ij` keeps a few running totals: O(n log n + n k) overall, with
+left truncation (``entry``), case weights and clusters.
+
+States are the distinct observed cause codes other than the censoring code, in R's ``factor()``
+level order (numbers ascending, strings in R's collation), so codes {0, 1, 9} give the states
+``(s0)``, ``1``, ``9`` as R does.  Note: R takes the *first* factor level as "censored" whatever its
+value; here the censoring code is explicit (``censor``, default 0).
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ from oncosurg.stats._checks import (
     SurvivalInputError,
     as_1d_array,
     check_conf_level,
+    check_entry,
+    check_group,
     check_same_length,
     check_time,
     check_weights,
     label,
+    r_level_order,
+    show,
     where,
 )
+from oncosurg.stats._ij import aj_ij
 from oncosurg.stats._timefix import aeq_surv
 from oncosurg.stats.km import _z
 from oncosurg.stats.results import CumulativeIncidence
@@ -38,84 +48,127 @@ from oncosurg.stats.results import CumulativeIncidence
 __all__ = ["cumulative_incidence"]
 
 
-def _check_cause(cause: Any, n: int, names: dict[str, str] | None) -> tuple[np.ndarray, int]:
-    c = as_1d_array(cause, "cause", names)
+def _r_label(v: Any) -> str:
+    """How R names a factor level made from a number: ``as.character`` (integer columns in full,
+    doubles in the shorter of fixed and scientific notation: 1e9 -> "1e+09", as R)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    f = float(v)
+    fixed = np.format_float_positional(f, precision=15, unique=True, trim="-")
+    sci = np.format_float_scientific(f, precision=14, unique=True, trim="-", exp_digits=2)
+    return fixed if len(fixed) <= len(sci) else sci
+
+
+def _check_cause(
+    cause: Any, n: int, censor: Any, names: dict[str, str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Codes 0 (censored) and 1..k (the states in R's factor order) and the k state labels."""
+    c = as_1d_array(cause, "cause", names, numeric=False)
     check_same_length(n, c, "cause", names)
-    bad = ~np.isfinite(c) | (c < 0) | (c != np.round(c)) if c.dtype.kind == "f" else (c < 0)
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
-        raise SurvivalInputError(
-            f"{label('cause', names)} must be 0 (censored) or a cause number 1, 2, ...; "
-            f"{where(i, names)} is {c[i]!r}. Recode the status column and fill missing values."
-        )
-    ci = c.astype(np.int64)
-    k = int(ci.max())
-    return ci, k
+    if c.dtype.kind in "biuf":
+        cf = c.astype(np.float64)
+        bad = ~np.isfinite(cf)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SurvivalInputError(
+                f"{label('cause', names)} must be {show(censor)} (censored) or a cause code; "
+                f"{where(i, names)} is {show(cf[i])}. Recode the status column and fill missing values."
+            )
+        try:
+            cens = float(censor)
+        except (TypeError, ValueError):
+            raise SurvivalInputError(
+                f"censor must be a number for a numeric cause column; got {show(censor)}."
+            ) from None
+        levels, inv = np.unique(cf, return_inverse=True)
+        is_cens = levels == cens
+        vals: list[Any] = [int(v) if c.dtype.kind in "biu" else float(v) for v in levels]
+    else:
+        text = []
+        for i, v in enumerate(c.tolist()):
+            if v is None or (isinstance(v, float) and v != v) or str(v).strip() in ("", "NA", "nan"):
+                raise SurvivalInputError(
+                    f"{label('cause', names)} has a missing value at {where(i, names)}; every row needs "
+                    f"a cause code or {show(censor)} (censored)."
+                )
+            text.append(str(v))
+        uniq = r_level_order(sorted(set(text)))
+        index = {v: i for i, v in enumerate(uniq)}
+        inv = np.fromiter((index[v] for v in text), dtype=np.int64, count=len(text))
+        levels = np.array(uniq, dtype=object)
+        is_cens = np.array([v == str(censor) for v in uniq], dtype=bool)
+        vals = list(uniq)
+    # new code: 0 for the censoring level, 1..k for the others in level order
+    new = np.cumsum(~is_cens)
+    new[is_cens] = 0
+    codes = new[inv.ravel()].astype(np.int64)
+    states = [_r_label(v) for v, cz in zip(vals, is_cens, strict=True) if not cz]
+    return codes, states
 
 
 def cumulative_incidence(
     time: Any,
     cause: Any,
     *,
+    entry: Any = None,
     weights: Any = None,
+    cluster: Any = None,
+    censor: Any = 0,
     conf_level: float = 0.95,
     names: dict[str, str] | None = None,
 ) -> CumulativeIncidence:
-    """Aalen-Johansen estimate (``pstate``), IJ standard errors and log-scale CIs (as R).
+    """Aalen-Johansen estimate (``pstate``), IJ standard errors and log-scale CIs, as R's
+    ``survfit(Surv([entry,] time, factor(cause)) ~ 1, weights =, cluster =)``.
 
-    ``weights`` are case counts (the result equals the expanded data).
+    ``cause``: ``censor`` (default 0) = censored, any other value (numbers or strings) a cause.
+    ``entry``: left truncation, risk set entry < t <= time.  ``weights``: case weights (the
+    estimate equals the expanded data; the IJ variance, as R's, treats each row as one subject:
+    sum (w_i U_i)^2).  ``cluster``: rows of one subject or cluster, R's ``cluster =``.
     """
     conf_level = check_conf_level(conf_level)
     t = check_time(time, "time", names).astype(np.float64, copy=False)
     n = t.shape[0]
-    c, k = _check_cause(cause, n, names)
+    c, states = _check_cause(cause, n, censor, names)
+    k = len(states)
     w = np.ones(n) if weights is None else check_weights(weights, n, "weights", names)
+    s = None if entry is None else check_entry(entry, t, "entry", names)
+    if cluster is None:
+        g = np.arange(n, dtype=np.int64)
+        ng = n
+    else:
+        levels, g = check_group(cluster, n, "cluster", names)
+        g = g.astype(np.int64)
+        ng = len(levels)
     if weights is not None and (w == 0).any():
         keep = w > 0
-        t, c, w = t[keep], c[keep], w[keep]
-    t = aeq_surv(t)[0]  # R survfit: timefix = TRUE
-    # counts per distinct time and cause (column 0 = censored)
+        t, c, w, g = t[keep], c[keep], w[keep], g[keep]
+        s = None if s is None else s[keep]
+    if s is None:
+        t = aeq_surv(t)[0]  # R survfit: timefix = TRUE
+    else:
+        s, t = aeq_surv(s.astype(np.float64), t)
+    # counts per distinct (exit) time and cause (column 0 = censored)
     times, inv = np.unique(t, return_inverse=True)
+    inv = inv.ravel()
     m = times.shape[0]
     cnt = np.bincount(inv * (k + 1) + c, weights=w, minlength=m * (k + 1)).reshape(m, k + 1)
     total = cnt.sum(axis=1)
     n_risk = w.sum() - np.cumsum(total) + total
-    d = cnt[:, 1:]  # (m, k)
+    entry_idx = np.zeros(t.shape[0], np.int64)
+    if s is not None:  # minus rows not yet entered (entry >= t_j)
+        entry_idx = np.searchsorted(times, s, side="right").astype(np.int64)
+        entered = np.bincount(entry_idx, weights=w, minlength=m + 1)[:m]
+        n_risk = n_risk - (w.sum() - np.cumsum(entered))
+    d = np.ascontiguousarray(cnt[:, 1:])
     cens = cnt[:, 0]
-    dall = d.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dlk = d / n_risk[:, None]
-        dl = dall / n_risk
-        surv = np.cumprod(1.0 - dl)
-        s_prev = np.concatenate(([1.0], surv[:-1]))
-        F = np.cumsum(s_prev[:, None] * dlk, axis=0)
-        # influence of a row still at risk:  aS_j = aS_{j-1}(1 - dL_j) + S_{j-1} dL_j / n_j
-        inc = dl / (n_risk * (1.0 - dl))
-        aS = surv * np.cumsum(inc)
-        last = np.flatnonzero(1.0 - dl == 0)  # everybody at risk has the event (only possible last)
-        if last.size:
-            j = int(last[0])
-            aprev = 0.0 if j == 0 else aS[j - 1]
-            aS[j] = aprev * 0.0 + s_prev[j] * dl[j] / n_risk[j]
-        aS_prev = np.concatenate(([0.0], aS[:-1]))
-        aF = np.cumsum((aS_prev - s_prev / n_risk)[:, None] * dlk, axis=0)
-        # rows leaving at t_m: u = U(S_m) / S_m, G_k = U(F_km) - u F_km
-        pos = surv > 0
-        u_c = np.where(pos, aS / surv, 0.0)  # censored at t_m
-        u_e = np.where(pos, (aS - s_prev / n_risk) / surv, 0.0)  # event (any cause) at t_m
-        G_c = aF - u_c[:, None] * F  # (m, k)
-        sum_u2 = cens * u_c**2 + dall * u_e**2
-        # event of cause k' at t_m: G = aF_k + S_{m-1}[k == k'] / n_m - u_e F_k
-        G_e_base = aF - u_e[:, None] * F  # (m, k) without the own-cause term
-        own = (s_prev / n_risk)[:, None]  # added to column k' for a cause-k' event
-        sum_G2 = cens[:, None] * G_c**2 + dall[:, None] * G_e_base**2 + d * (2 * G_e_base * own + own**2)
-        sum_Gu = cens[:, None] * G_c * u_c[:, None] + (dall[:, None] * G_e_base + d * own) * u_e[:, None]
-        cu2, cG2, cGu = np.cumsum(sum_u2), np.cumsum(sum_G2, axis=0), np.cumsum(sum_Gu, axis=0)
-        after = n_risk - total  # rows with time > t_j (still at risk, influence aS_j / aF_j)
-        var_s = after * aS**2 + surv**2 * cu2
-        var_f = after[:, None] * aF**2 + cG2 + 2 * F * cGu + F**2 * cu2[:, None]
+    surv, F, var_s, var_f = aj_ij(
+        np.ascontiguousarray(n_risk, dtype=np.float64), d, entry_idx, (inv + 1).astype(np.int64),
+        c, w, g, ng,
+    )
     pstate = np.column_stack([surv, F])
-    se = np.sqrt(np.maximum(np.column_stack([var_s, var_f]), 0.0))
+    se = np.sqrt(np.column_stack([var_s, var_f]))
     # survfit_confint(logse = FALSE, conf.type = "log"): se/p on the log scale, NA where p = 0
     z = _z(conf_level)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -124,12 +177,19 @@ def cumulative_incidence(
         lower = np.exp(np.log(xx) - z * se_log)
         upper = np.minimum(np.exp(np.log(xx) + z * se_log), 1.0)
     wsum = float(w.sum())
+    if weights is not None:  # R reports the number of rows at risk (unweighted) for multi-state fits
+        rows = np.bincount(inv, minlength=m)
+        n_rows = t.shape[0] - np.cumsum(rows) + rows
+        if s is not None:
+            n_rows = n_rows - (t.shape[0] - np.cumsum(np.bincount(entry_idx, minlength=m + 1)[:m]))
+    else:
+        n_rows = np.rint(n_risk).astype(np.int64)
     return CumulativeIncidence(
         time=times,
-        n_risk=n_risk,
+        n_risk=n_rows,
         n_event=d,
         n_censor=cens,
-        states=["(s0)", *[str(i) for i in range(1, k + 1)]],
+        states=["(s0)", *states],
         pstate=pstate,
         std_err=se,
         lower=lower,

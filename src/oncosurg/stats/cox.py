@@ -50,8 +50,13 @@ from oncosurg.stats._checks import (
     check_group,
     check_same_length,
     check_time,
+    check_weights,
     label,
+    show,
 )
+from oncosurg.stats._cox_design import _design, _rows
+from oncosurg.stats._cox_linalg import _chinv2, _cholesky2, _chsolve2, _wald
+from oncosurg.stats._cox_robust import robust_variance
 from oncosurg.stats._timefix import aeq_surv, tie_keep
 from oncosurg.stats.results import _Tabular, clean
 
@@ -81,9 +86,12 @@ class CoxCoefficient:
     hr_upper: float
     z: float
     p: float
+    naive_se: float | None = None  # model-based SE when the fit is robust (R's "se(coef)")
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.naive_se is None else {"naive_se": self.naive_se}
         return clean({
+            **extra,
             "coef": self.coef,
             "se": self.se,
             "hr": self.hr,
@@ -122,6 +130,18 @@ class CoxResult(_Tabular):
     strata: tuple[Any, ...] | None
     var: tuple[tuple[float, ...], ...] = field(repr=False)
     warnings: tuple[str, ...] = ()
+    terms: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input column -> its design columns (factors)
+    robust: bool = False
+    robust_score_chisq: float | None = None  # R's fit$rscore
+    naive_var: tuple[tuple[float, ...], ...] = field(default=(), repr=False)  # R's fit$naive.var
+    # the fitted data (design matrix, times, weights), kept for cox.zph and survfit(fit, newdata)
+    _data: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    def zph(self, transform: str = "km", *, terms: bool = True) -> Any:
+        """Proportional-hazards test, R's ``cox.zph(fit, transform)`` (see :mod:`oncosurg.stats.cox_zph`)."""
+        from oncosurg.stats.cox_zph import cox_zph
+
+        return cox_zph(self, transform, terms=terms)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -154,6 +174,10 @@ class CoxResult(_Tabular):
                 "score_chisq": self.score_chisq,
                 "score_df": self.score_df,
                 "score_p": self.score_p,
+                **({} if self.robust_score_chisq is None else {
+                    "robust_score_chisq": self.robust_score_chisq,
+                    "robust_score_p": float(_sps.chi2.sf(self.robust_score_chisq, self.score_df)),
+                }),
             },
             "n": self.n,
             "events": self.events,
@@ -186,87 +210,6 @@ class CoxResult(_Tabular):
         )
         lines.extend(f"Warning: {w}" for w in self.warnings)
         return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------
-# input handling
-# ----------------------------------------------------------------------------------------------
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "to_numpy") and not isinstance(x, np.ndarray):
-        try:
-            return np.asarray(x.to_numpy())
-        except TypeError:  # pragma: no cover - exotic series types
-            pass
-    return np.asarray(x)
-
-
-def _rows(idx: np.ndarray, limit: int = 5) -> str:
-    idx = np.asarray(idx).ravel()
-    shown = ", ".join(str(int(i)) for i in idx[:limit])
-    more = f" and {idx.size - limit} more" if idx.size > limit else ""
-    return f"row{'s' if idx.size > 1 else ''} {shown}{more} (0-based)"
-
-
-def _is_number(v: Any) -> bool:
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return v is not None
-
-
-def _covariate_columns(X: Any, names: Sequence[str] | None) -> tuple[list[str], list[Any]]:
-    if isinstance(X, Mapping):
-        cols = list(X.keys())
-        return [str(c) for c in cols], [X[c] for c in cols]
-    if hasattr(X, "columns") and hasattr(X, "__getitem__") and not isinstance(X, np.ndarray):
-        cols = list(X.columns)  # pandas or polars DataFrame
-        return [str(c) for c in cols], [X[c] for c in cols]
-    arr = _to_numpy(X)
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        raise SurvivalInputError(f"covariates must be a 2-D array (n, p), got shape {arr.shape}")
-    p = arr.shape[1]
-    if names is None:
-        names = [f"x{j + 1}" for j in range(p)]
-    return list(names), [arr[:, j] for j in range(p)]
-
-
-def _design(X: Any, names: Sequence[str] | None, n: int) -> tuple[np.ndarray, list[str]]:
-    colnames, cols = _covariate_columns(X, names)
-    if names is not None:
-        if len(names) != len(cols):
-            raise SurvivalInputError(f"'names' has {len(names)} entries but there are {len(cols)} covariates")
-        colnames = [str(s) for s in names]
-    if len(cols) == 0:
-        raise SurvivalInputError("no covariates given; coxph needs at least one column in X")
-    if len(set(colnames)) != len(colnames):
-        dup = sorted({c for c in colnames if colnames.count(c) > 1})
-        raise SurvivalInputError(f"duplicate covariate names: {', '.join(dup)}")
-    out = np.empty((n, len(cols)), dtype=np.float64)
-    for j, (nm, col) in enumerate(zip(colnames, cols, strict=True)):
-        arr = _to_numpy(col)
-        if arr.ndim != 1:
-            raise SurvivalInputError(f"covariate '{nm}' must be one-dimensional, got shape {arr.shape}")
-        if arr.dtype.kind not in "biuf":
-            bad = next((v for v in arr if not (_is_number(v) and not isinstance(v, str))), None)
-            raise SurvivalInputError(
-                f"covariate '{nm}' is not numeric (dtype {arr.dtype}, e.g. value {bad!r}); "
-                "encode categories as 0/1 indicator columns"
-            )
-        if arr.shape[0] != n:
-            raise SurvivalInputError(f"covariate '{nm}' has {arr.shape[0]} values but 'time' has {n}")
-        out[:, j] = arr
-        bad = ~np.isfinite(out[:, j])
-        if bad.any():
-            raise SurvivalInputError(
-                f"covariate '{nm}' has missing or infinite values at {_rows(np.flatnonzero(bad))}; "
-                "remove those rows first (R's coxph drops them silently)"
-            )
-    return out, colnames
 
 
 def _timefix_sorted(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -306,87 +249,6 @@ def _dense_rank(x: np.ndarray) -> tuple[np.ndarray, int]:
     r = np.empty(x.shape[0], dtype=np.int64)
     r[order] = r_sorted
     return r, int(r_sorted[-1]) + 1
-
-
-# ----------------------------------------------------------------------------------------------
-# linear algebra as in survival's cholesky2 / chsolve2 / chinv2 (generalised Cholesky, FDF')
-# ----------------------------------------------------------------------------------------------
-
-
-def _cholesky2(m: np.ndarray, toler: float) -> tuple[np.ndarray, int]:
-    a = np.array(m, dtype=np.float64, copy=True)
-    n = a.shape[0]
-    a = np.triu(a) + np.triu(a, 1).T  # R reads the upper triangle
-    diag = np.diag(a)
-    eps = float(np.max(diag[np.isfinite(diag)], initial=0.0))
-    eps = max(eps, 0.0)
-    if eps == 0:
-        return np.zeros_like(a), 0
-    eps *= toler
-    rank = 0
-    nonneg = 1
-    for i in range(n):
-        pivot = a[i, i]
-        if not np.isfinite(pivot) or pivot < eps:
-            a[i, i] = 0.0
-            if pivot < -8 * eps:
-                nonneg = -1
-        else:
-            rank += 1
-            for j in range(i + 1, n):
-                temp = a[j, i] / pivot
-                a[j, i] = temp
-                a[j, j] -= temp * temp * pivot
-                for k in range(j + 1, n):
-                    a[k, j] -= temp * a[k, i]
-    return a, rank * nonneg
-
-
-def _chsolve2(chol: np.ndarray, y: np.ndarray) -> np.ndarray:
-    y = np.array(y, dtype=np.float64, copy=True)
-    n = y.shape[0]
-    for i in range(n):
-        y[i] -= float(np.dot(y[:i], chol[i, :i]))
-    for i in range(n - 1, -1, -1):
-        if chol[i, i] == 0:
-            y[i] = 0.0
-        else:
-            y[i] = y[i] / chol[i, i] - float(np.dot(y[i + 1 :], chol[i + 1 :, i]))
-    return y
-
-
-def _chinv2(chol: np.ndarray) -> np.ndarray:
-    m = np.array(chol, dtype=np.float64, copy=True)
-    n = m.shape[0]
-    for i in range(n):
-        if m[i, i] > 0:
-            m[i, i] = 1.0 / m[i, i]
-            for j in range(i + 1, n):
-                m[j, i] = -m[j, i]
-                for k in range(i):
-                    m[j, k] += m[j, i] * m[i, k]
-    for i in range(n):
-        if m[i, i] == 0:
-            m[:i, i] = 0.0
-            m[i, i:] = 0.0
-        else:
-            for j in range(i + 1, n):
-                temp = m[j, i] * m[j, j]
-                m[i, j] = temp
-                for k in range(i, j):
-                    m[i, k] += temp * m[j, k]
-    upper = np.triu(m)
-    return upper + np.triu(upper, 1).T
-
-
-def _wald(var: np.ndarray, b: np.ndarray, toler: float) -> tuple[float, int]:
-    """``coxph.wtest``: b' V^-1 b with the generalised Cholesky, df = rank."""
-    if b.size == 1:
-        return float(b[0] * b[0] / var[0, 0]), 1
-    chol, _ = _cholesky2(var, toler)
-    df = int(np.sum(np.diag(chol) > 0))
-    sol = _chsolve2(chol, b)
-    return float(np.dot(b, sol)), df
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,6 +302,9 @@ def coxph(
     max_iter: int = 20,
     tol: float = 1e-9,
     column_names: Mapping[str, str] | None = None,
+    weights: Any = None,
+    robust: bool | None = None,
+    cluster: Any = None,
 ) -> CoxResult:
     """Fit a Cox proportional hazards model as R's ``coxph`` does.
 
@@ -465,6 +330,13 @@ def coxph(
     max_iter, tol:
         Newton-Raphson limits; defaults are R's ``coxph.control()`` (``iter.max = 20``,
         ``eps = 1e-9``).
+    weights:
+        Case weights (R's ``weights =``), e.g. inverse-probability weights; must be > 0.
+    robust, cluster:
+        Robust (sandwich) variance, R's ``robust = TRUE``: the reported variance, SEs, CIs and Wald
+        test use it (``naive_se`` keeps the model-based SE).  ``cluster`` labels rows of one subject or
+        cluster (R's ``cluster =``); as R, robust defaults to True when ``cluster`` is given or a
+        weight is not an integer, and each row is its own cluster when none is given.
     column_names:
         Optional map from argument name (``"time"``, ``"event"``, ``"entry"``, ``"strata"``) to the
         user's column name, so that error messages name the CSV column.
@@ -480,7 +352,8 @@ def coxph(
     stop = check_time(time, "time", column_names).astype(np.float64)
     n = stop.shape[0]
     ev = check_event(event, n, "event", column_names).astype(np.int8)
-    Xm, colnames = _design(X, names, n)
+    factor_levels: dict[str, list[Any]] = {}
+    Xm, colnames, terms = _design(X, names, n, factor_levels)
     counting = entry is not None
     start = None
     if counting:
@@ -499,6 +372,23 @@ def coxph(
         slevels: tuple[Any, ...] | None = tuple(levels)
     else:
         scode, slevels = np.zeros(n, dtype=np.int64), None
+    wt = np.ones(n) if weights is None else check_weights(weights, n, "weights", column_names)
+    if weights is not None and not (wt > 0).all():
+        i = int(np.flatnonzero(wt <= 0)[0])
+        raise SurvivalInputError(
+            f"{label('weights', column_names)} must be > 0 for a Cox model (R: 'Invalid weights, must be "
+            f">0'); row {i} is {show(wt[i])}. Drop the rows that stand for no one."
+        )
+    ccode = None
+    if cluster is not None:
+        _, ccode = check_group(cluster, n, "cluster", column_names)
+    if robust is None:
+        robust = ccode is not None or not np.array_equal(wt, np.round(wt))
+    elif robust and ccode is None and counting:
+        raise SurvivalInputError(
+            "robust = True with (start, stop] rows needs cluster = the subject id (R: 'one of cluster "
+            "or id is needed'): rows of one subject are not independent."
+        )
     nevents = int(ev.sum())
     if nevents == 0:
         raise SurvivalInputError(
@@ -524,9 +414,9 @@ def coxph(
 
     # centring and scaling (coxfit6 / agfit4 with nocenter = c(-1, 0, 1))
     zero_one = np.all((Xm == 0) | (Xm == 1) | (Xm == -1), axis=0)
-    means = np.where(zero_one, 0.0, Xm.mean(axis=0))
+    means = np.where(zero_one, 0.0, np.average(Xm, axis=0, weights=wt))
     Xc_full = Xm - means
-    absmean = np.abs(Xc_full).mean(axis=0)
+    absmean = np.average(np.abs(Xc_full), axis=0, weights=wt)
     scale = np.where(zero_one | (absmean <= 0), 1.0, 1.0 / np.where(absmean > 0, absmean, 1.0))
 
     if not counting:
@@ -535,17 +425,19 @@ def coxph(
         s_stat = np.ascontiguousarray(ev[order])
         s_strat = np.ascontiguousarray(scode[order])
         Xs = np.ascontiguousarray(Xc_full[order] * scale)
+        s_wt = np.ascontiguousarray(wt[order])
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron)
+            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron, s_wt)
 
     else:
         assert start is not None
         # agreg.fit: rows whose interval contains no event time (of their stratum) are not used
-        offset = scode * (1.0 + stop.max() - start.min()) if slevels is not None else 0.0
-        y1 = start + offset
-        y2 = stop + offset
-        uy, inv = np.unique(np.concatenate((y1, y2)), return_inverse=True)
+        # (stratum, time) pairs as integer keys: a float offset per stratum overflows near 1e308
+        _, rinv = np.unique(np.concatenate((start, stop)), return_inverse=True)
+        nkey = int(rinv.max()) + 1
+        key = np.tile(scode, 2) * nkey + rinv.ravel()
+        uy, inv = np.unique(key, return_inverse=True)
         inv = inv.ravel()
         is_event_time = np.zeros(uy.size, dtype=bool)
         is_event_time[inv[n:][ev == 1]] = True
@@ -564,10 +456,11 @@ def coxph(
         c_stop = np.ascontiguousarray(stop[sort2])
         c_ev = np.ascontiguousarray(ev[sort2])
         c_strat = np.ascontiguousarray(scode[sort2])
+        c_wt = np.ascontiguousarray(wt[sort2])
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             return _k.cox_counting_iter(
-                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron
+                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron, c_wt
             )
 
     beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, _rank = _newton(
@@ -605,7 +498,15 @@ def coxph(
     for msg in warn_msgs:
         warnings.warn(msg, CoxConvergenceWarning, stacklevel=2)
 
+    naive_var = var
+    rscore = None
+    if robust:
+        var, rscore, _ = robust_variance(
+            start if counting else None, stop, ev, scode, Xc_full, coef, naive_var, wt,
+            None if ccode is None else np.asarray(ccode, np.int64), efron, toler_chol,
+        )
     se = np.sqrt(np.diag(var))
+    naive_se = np.sqrt(np.diag(naive_var))
     zq = float(_sps.norm.ppf((1 + conf_level) / 2))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = coef / se
@@ -623,6 +524,7 @@ def coxph(
             hr_upper=float(upper[j]),
             z=float(z[j]),
             p=float(pvals[j]),
+            naive_se=float(naive_se[j]) if robust else None,
         )
         for j in range(p)
     )
@@ -635,7 +537,8 @@ def coxph(
 
     # concordance on the linear predictor (R: x %*% coef - sum(coef * means))
     lp = Xm @ coef - float(np.dot(coef, means))
-    conc, conc_se = _concordance(start if counting else None, stop, ev, lp, scode, tid, ntime)
+    conc, conc_se = _concordance(start if counting else None, stop, ev, lp, scode, tid, ntime, wt,
+                                 None if cluster is None else np.asarray(ccode, np.int64))
 
     return CoxResult(
         coefficients=coefs,
@@ -662,6 +565,14 @@ def coxph(
         strata=slevels,
         var=tuple(tuple(float(v) for v in row) for row in var),
         warnings=tuple(warn_msgs),
+        terms=tuple((t, tuple(cols)) for t, cols in terms),
+        robust=bool(robust),
+        robust_score_chisq=rscore,
+        naive_var=tuple(tuple(float(v) for v in row) for row in naive_var),
+        _data={
+            "X": Xm, "stop": stop, "start": start if counting else None, "event": ev, "strata": scode,
+            "weights": wt, "efron": efron, "means": means, "levels": factor_levels,
+        },
     )
 
 
@@ -698,11 +609,18 @@ def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
                 step = _chsolve2(chol, u)
                 beta = newbeta
                 newbeta = newbeta + step
-        # ran out of iterations: report the last good beta
+        # ran out of iterations: report the last good beta.  coxfit6.c recomputes the information
+        # there but inverts it with chinv2 without a Cholesky step first; coxfit6_iter fills only
+        # one triangle, so R's variance is diag(1 / diag(I(beta))).  We return R's numbers (and
+        # fit$iter = iter.max + 1) and warn that the fit did not converge.
         if maxiter > 1:
             loglik1, u, imat = evaluate(beta)
-            chol, _ = _cholesky2(imat, toler_chol)
-        return beta, _chinv2(chol), u, loglik0, loglik1, sctest, maxiter, 1000, rank
+            d = np.diag(imat)
+            with np.errstate(divide="ignore"):
+                var = np.diag(np.where(d > 0, 1.0 / d, 0.0))
+        else:
+            var = _chinv2(chol)
+        return beta, var, u, loglik0, loglik1, sctest, maxiter + 1, 1000, rank
 
     # agfit4
     oldbeta = beta.copy()
@@ -745,6 +663,8 @@ def _concordance(
     scode: np.ndarray,
     tid: np.ndarray,
     ntime: int,
+    wt: np.ndarray,
+    cluster: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """``concordancefit(Y, lp, strata, reverse = TRUE)`` as called by coxph: (C, se(C)).
 
@@ -767,13 +687,16 @@ def _concordance(
         sort_start = np.zeros(1, dtype=np.int64)
         st = np.zeros(1)
     count, imat = _k.concordance_kernel(
-        st, np.ascontiguousarray(stop), status, rank, scode, sort_stop, sort_start, nrank, counting
+        st, np.ascontiguousarray(stop), status, rank, scode, sort_stop, sort_start, nrank, counting,
+        np.ascontiguousarray(wt, dtype=np.float64),
     )
     npair = count[0] + count[1] + count[2]
     if npair == 0:
         return float("nan"), float("nan")
     somer = (count[0] - count[1]) / npair
-    dfbeta = (imat[:, 0] - imat[:, 1]) / npair - (somer / npair) * imat.sum(axis=1)
+    dfbeta = wt * ((imat[:, 0] - imat[:, 1]) / npair - (somer / npair) * imat.sum(axis=1))
+    if cluster is not None:  # R: tapply(dfbeta, cluster, sum)
+        dfbeta = np.bincount(cluster, weights=dfbeta)
     var = float(np.dot(dfbeta, dfbeta)) / 4.0
     conc = 1.0 - (somer + 1.0) / 2.0  # reverse = TRUE: higher risk score, shorter survival
     return conc, math.sqrt(var)

@@ -47,9 +47,13 @@ from scipy.special import ndtri
 
 from oncosurg.stats._checks import (
     SurvivalData,
+    SurvivalInputError,
+    as_1d_array,
     check_conf_level,
     check_conf_type,
+    check_group,
     check_survival_input,
+    show,
 )
 from oncosurg.stats._timefix import aeq_surv, integer_range_needs_timefix, merge_tied_counts
 from oncosurg.stats.results import AtTime, KaplanMeier, Quantile
@@ -421,26 +425,43 @@ def kaplan_meier(
     *,
     weights: Any = None,
     entry: Any = None,
+    cluster: Any = None,
+    robust: bool | None = None,
     conf_type: str = "log",
     conf_level: float = 0.95,
     names: dict[str, str] | None = None,
 ) -> KaplanMeier:
-    """Kaplan-Meier estimate as R ``survfit(Surv([entry,] time, event) ~ 1, weights=, conf.type=)``.
+    """Kaplan-Meier estimate as R ``survfit(Surv([entry,] time, event) ~ 1, weights=, cluster=,
+    robust=, conf.type=)``.
 
-    ``weights`` are case counts (rows with identical (time, event) may be aggregated: the result
-    equals the expanded data).  ``entry`` gives left-truncation times (risk set entry < t <= time).
+    ``weights`` are case weights (integer weights: the result equals the expanded data).  ``entry``
+    gives left-truncation / delayed-entry times (risk set entry < t <= time).  ``robust`` selects
+    R's infinitesimal-jackknife variance instead of Greenwood; as in R it defaults to True when a
+    weight is not an integer or ``cluster`` (rows of one subject / cluster) is given.
     ``names`` maps argument names to CSV column names for error messages.
     """
     check_conf_type(conf_type)
     conf_level = check_conf_level(conf_level)
     data = check_survival_input(time, event, weights=weights, entry=entry, names=names)
-    return _fit(data, conf_type, conf_level)
+    codes = None
+    if cluster is not None:
+        _, codes = check_group(cluster, data.n_input, "cluster", names)
+        codes = data.subset_codes(codes)
+    if robust is None:
+        w = data.weights
+        robust = codes is not None or (w is not None and not np.array_equal(w, np.round(w)))
+    return _fit(data, conf_type, conf_level, robust=bool(robust), cluster=codes)
 
 
-def _fit(data: SurvivalData, conf_type: str, conf_level: float) -> KaplanMeier:
+def _fit(
+    data: SurvivalData, conf_type: str, conf_level: float, *, robust: bool = False,
+    cluster: np.ndarray | None = None,
+) -> KaplanMeier:
     times, n_risk, n_event, n_censor, spare = _counts(data)
     surv, se_log = _km_from_counts(n_risk, n_event, spare)
     del spare
+    if robust:
+        se_log = _ij_se_log(data, times, n_risk, n_event, surv, cluster)
     if data.weights is None:
         n_tot: int | float = data.n_rows
         ev: int | float = int(np.count_nonzero(data.event))
@@ -459,6 +480,39 @@ def _fit(data: SurvivalData, conf_type: str, conf_level: float) -> KaplanMeier:
         conf_type=conf_type,
         conf_level=conf_level,
     )
+
+
+def _ij_se_log(
+    data: SurvivalData, times: np.ndarray, n_risk: np.ndarray, n_event: np.ndarray, surv: np.ndarray,
+    cluster: np.ndarray | None,
+) -> np.ndarray:
+    """R's robust (infinitesimal-jackknife) SE of S over S (``survfitkm.c`` with clusters; R then
+    reports ``std.err`` = SE of S with ``logse = FALSE``, which gives the same bands)."""
+    from oncosurg.stats._ij import aj_ij
+
+    t = data.time.astype(np.float64, copy=False)
+    s = data.entry
+    if s is not None:
+        s, t = aeq_surv(s.astype(np.float64, copy=False), t)
+    else:
+        t = aeq_surv(t)[0]
+    n = t.shape[0]
+    # each row's time maps to the merged distinct time at or below it
+    exit_idx = np.searchsorted(times, t, side="right").astype(np.int64)
+    entry_idx = (np.zeros(n, np.int64) if s is None
+                 else np.searchsorted(times, s, side="right").astype(np.int64))
+    w = np.ones(n) if data.weights is None else data.weights
+    if cluster is None:
+        g, ng = np.arange(n, dtype=np.int64), n
+    else:
+        g = cluster.astype(np.int64)
+        ng = int(g.max()) + 1
+    _, _, var_s, _ = aj_ij(
+        np.asarray(n_risk, np.float64), np.asarray(n_event, np.float64).reshape(-1, 1), entry_idx, exit_idx,
+        data.event.astype(np.int64), w, g, ng,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(surv > 0, np.sqrt(var_s) / surv, np.inf)
 
 
 def _num(x: float) -> int | float:
@@ -636,7 +690,7 @@ def findq(x: np.ndarray, y: np.ndarray, p: float, tol: float = TOL) -> float | N
 def quantile_findq(km: KaplanMeier, p: float, conf_type: str | None = None) -> Quantile:
     """R ``quantile(fit, p)`` via ``doquant``: estimate, then the same rule on the bands."""
     if not (0.0 <= float(p) <= 1.0) or math.isnan(float(p)):
-        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        raise SurvivalInputError(f"argument 'p' must be a probability in [0, 1]; got {show(p)}.")
     ct = km.conf_type if conf_type is None else check_conf_type(conf_type)
     x = np.concatenate(([0.0], km.time))  # firstx = 0 (no start.time)
     lo, up = km.bands(ct)
@@ -668,7 +722,7 @@ def at_times(
         lo = np.concatenate(([1.0], lo))
         up = np.concatenate(([1.0], up))
         del se
-    req = np.sort(np.asarray(times, dtype=np.float64).reshape(-1))
+    req = np.sort(as_1d_array(np.asarray(times).reshape(-1), "times").astype(np.float64))
     req = req[np.isfinite(req)]
     if not extend:
         req = req[req <= t0[-1]]

@@ -22,6 +22,7 @@ groups with E > 0, dropping the first (R's ``solve(vv, temp2)``), df = #(E > 0) 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numba as nb
@@ -34,6 +35,7 @@ from oncosurg.stats._checks import (
     check_group,
     check_time,
     label,
+    show,
 )
 from oncosurg.stats._timefix import aeq_surv, integer_range_needs_timefix, timefix_sorted_keys
 from oncosurg.stats.km import integer_time_bins, sort_time_event
@@ -186,14 +188,48 @@ def _accumulate(t: np.ndarray, e: np.ndarray, codes: np.ndarray, ng: int, obs, a
     return True
 
 
-def logrank_test(
-    time: Any, event: Any, group: Any, *, strata: Any = None, names: dict[str, str] | None = None
-):
-    """Log-rank test (``survdiff``, rho = 0) comparing ``group`` levels, optionally stratified.
+def _fh_stratum(t: np.ndarray, e: np.ndarray, codes: np.ndarray, ng: int, rho: float, gamma: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One stratum of the weighted test (``survdiff2.c`` with weights S(t-)^rho (1 - S(t-))^gamma,
+    S the left-continuous Kaplan-Meier of the stratum's pooled rows): weighted O, O - E and V."""
+    times, inv = np.unique(t, return_inverse=True)
+    inv = inv.ravel()
+    m = times.shape[0]
+    at = np.zeros((m, ng))
+    np.add.at(at, (inv, codes), 1.0)
+    dg = np.zeros((m, ng))
+    np.add.at(dg, (inv[e], codes[e]), 1.0)
+    nr = at[::-1].cumsum(axis=0)[::-1]  # at risk per group: time >= t_j
+    n = nr.sum(axis=1)
+    d = dg.sum(axis=1)
+    km = np.concatenate(([1.0], np.cumprod((n - d) / n)[:-1]))  # left-continuous, as survdiff2.c
+    w = km**rho * (1.0 - km) ** gamma
+    obs = (w[:, None] * dg).sum(axis=0)
+    ome = (w[:, None] * (dg - nr * (d / n)[:, None])).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(n > 1, w * w * d * (n - d) / (n * n * (n - 1.0)), 0.0)
+    var = np.diag((f[:, None] * nr * n[:, None]).sum(axis=0)) - (nr * f[:, None]).T @ nr
+    return obs, ome, var
 
+
+def logrank_test(
+    time: Any, event: Any, group: Any, *, strata: Any = None, rho: float = 0.0, gamma: float = 0.0,
+    names: dict[str, str] | None = None,
+):
+    """Log-rank family comparing ``group`` levels, optionally stratified: R's
+    ``survdiff(Surv(time, event) ~ group [+ strata(s)], rho = rho)``.
+
+    ``rho = 0, gamma = 0`` is the log-rank test, ``rho = 1`` the Peto & Peto modification of the
+    Gehan-Wilcoxon test (R's ``rho = 1``), and in general the Fleming-Harrington G(rho, gamma) test
+    with weights S(t-)^rho (1 - S(t-))^gamma, S the pooled left-continuous Kaplan-Meier of each
+    stratum (``gamma`` > 0 stresses late differences; R's survdiff has gamma = 0 only).
     Returns a :class:`~oncosurg.stats.results.LogRankResult` with ``chisq``, ``df``, ``p`` and per
-    group ``n``, ``observed``, ``expected`` and the variance matrix (groups in sorted label order).
+    group ``n``, ``observed`` and ``expected`` (weighted, as R's, when rho or gamma is not 0) and the
+    variance matrix (groups in R's factor order).
     """
+    for nm, v in (("rho", rho), ("gamma", gamma)):
+        if not (isinstance(v, int | float | np.number) and np.isfinite(v) and v >= 0):
+            raise SurvivalInputError(f"argument '{nm}' must be a finite number >= 0; got {show(v)}.")
     t = check_time(time, "time", names)
     n = t.shape[0]
     e = check_event(event, n, "event", names)
@@ -202,6 +238,19 @@ def logrank_test(
     obs_n = np.zeros(ng, np.int64)
     acc = np.zeros((1 + ng, ng))
     comp = np.zeros((1 + ng, ng))
+    if rho != 0 or gamma != 0:
+        t = aeq_surv(t.astype(np.float64, copy=False))[0]
+        s_codes = np.zeros(n, np.intp) if strata is None else check_group(strata, n, "strata", names)[1]
+        n_strata = int(s_codes.max()) + 1
+        obs_w = np.zeros(ng)
+        for s in range(n_strata):
+            m = s_codes == s
+            o, ome, v = _fh_stratum(t[m], e[m], codes[m], ng, float(rho), float(gamma))
+            obs_w += o
+            acc[0] += ome
+            acc[1:] += v
+        res = _finish(obs_w, acc, codes, ng, levels, n_strata, names)
+        return dataclasses.replace(res, rho=float(rho), gamma=float(gamma))
     if strata is None:
         n_strata = 1
         if not _accumulate(t, e, codes, ng, obs_n, acc, comp, check_ties=True):
@@ -214,8 +263,12 @@ def logrank_test(
         for s in range(n_strata):
             m = s_codes == s
             _accumulate(t[m], e[m], codes[m], ng, obs_n, acc, comp)
-    tot = acc + comp
-    obs = obs_n.astype(np.float64)
+    return _finish(obs_n.astype(np.float64), acc + comp, codes, ng, levels, n_strata, names)
+
+
+def _finish(obs: np.ndarray, tot: np.ndarray, codes: np.ndarray, ng: int, levels: list[Any], n_strata: int,
+            names: dict[str, str] | None) -> LogRankResult:
+    """Chi-square from O, O - E (row 0 of ``tot``) and V (rows 1..): R's ``solve(vv, temp2)``."""
     exp = obs - tot[0]  # E = O - (O - E)
     var = tot[1:]
     df_mask = exp > 0
@@ -227,10 +280,20 @@ def logrank_test(
         try:
             chi = float(np.sum(np.linalg.solve(vv, diff) * diff))
         except np.linalg.LinAlgError:
-            raise SurvivalInputError(
-                f"{label('group', names)}: the log-rank variance matrix is singular (a group has no "
-                "patients at risk at any event time); drop or merge that group."
-            ) from None
+            if not np.any(var):
+                why = (
+                    "at every event time everyone at risk had the event (no patient at risk survived "
+                    "an event time), so the variance of O - E is zero and the test is undefined; "
+                    "R's survdiff stops here too. Check the event coding (all 1?) or compare the groups "
+                    "by their Kaplan-Meier curves instead."
+                )
+            else:
+                why = (
+                    "the log-rank variance matrix is singular (the groups' contributions are linearly "
+                    "dependent: e.g. a group whose patients are only at risk at event times where "
+                    "everyone at risk had the event); drop or merge that group."
+                )
+            raise SurvivalInputError(f"{label('group', names)}: {why}") from None
     df = int(df_mask.sum()) - 1
     p = float(chdtrc(df, chi)) if df > 0 else float("nan")
     n_per = np.bincount(codes, minlength=ng)

@@ -13,7 +13,7 @@ import numbers
 
 from scipy.special import betaincinv, ndtri
 
-from oncosurg.stats._checks import SurvivalInputError, check_conf_level
+from oncosurg.stats._checks import SurvivalInputError, check_conf_level, show
 
 __all__ = ["proportion_ci"]
 
@@ -26,14 +26,14 @@ def proportion_ci(
     """Two-sided confidence interval (lower, upper) for the proportion x / n."""
     for name, v in (("x", x), ("n", n)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v).is_integer():
-            raise SurvivalInputError(f"argument '{name}' must be a whole number of patients; got {v!r}.")
+            raise SurvivalInputError(f"argument '{name}' must be a whole number of patients; got {show(v)}.")
     x, n = int(x), int(n)
     if n <= 0:
         raise SurvivalInputError(f"argument 'n' must be >= 1 (the number of patients); got {n}.")
     if not 0 <= x <= n:
         raise SurvivalInputError(f"argument 'x' must be between 0 and n = {n}; got {x}.")
     if method not in METHODS:
-        raise SurvivalInputError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}.")
+        raise SurvivalInputError(f"method must be one of {', '.join(map(repr, METHODS))}; got {show(method)}.")
     cl = check_conf_level(conf_level)
     alpha = 1.0 - cl
     if method == "clopper-pearson":

@@ -215,7 +215,7 @@ class KaplanMeier(_Tabular):
 
 @dataclass(frozen=True, eq=False)
 class LogRankResult(_Tabular):
-    """Log-rank test (R ``survdiff``, rho = 0), optionally stratified."""
+    """Log-rank family test (R ``survdiff``; Fleming-Harrington G(rho, gamma)), optionally stratified."""
 
     chisq: float
     df: int
@@ -226,10 +226,14 @@ class LogRankResult(_Tabular):
     expected: np.ndarray
     variance: np.ndarray
     n_strata: int = 1
+    rho: float = 0.0  # Fleming-Harrington weights S(t-)^rho (1 - S(t-))^gamma; (0, 0) = log-rank
+    gamma: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return clean(
             {
+                "rho": self.rho,
+                "gamma": self.gamma,
                 "chisq": self.chisq,
                 "df": self.df,
                 "p": self.p,
@@ -309,7 +313,13 @@ class CumulativeIncidence(_Tabular):
     n: int | float
     conf_level: float = 0.95
 
-    def cif(self, cause: int) -> np.ndarray:
+    def cif(self, cause: int | str) -> np.ndarray:
+        """Cumulative incidence of a cause: its state label (``"1"``, ``"relapse"``) or its column
+        index in ``pstate`` (0 is the event-free state)."""
+        if isinstance(cause, str):
+            if cause not in self.states:
+                raise KeyError(f"no state {cause!r}; states are {', '.join(self.states)}")
+            return self.pstate[:, self.states.index(cause)]
         return self.pstate[:, cause]
 
     def at(self, times: Any) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from oncosurg.stats._checks import (
     SurvivalInputError,
     check_group,
     check_survival_input,
+    show,
 )
 from oncosurg.stats.km import _fit
 from oncosurg.stats.results import KaplanMeier, RMSTEstimate, RMSTResult
@@ -76,7 +77,7 @@ def rmst(
     except (TypeError, ValueError):
         tau_f = math.nan
     if not math.isfinite(tau_f):
-        raise SurvivalInputError(f"tau must be a finite time; got {tau!r}.")
+        raise SurvivalInputError(f"tau must be a finite time; got {show(tau)}.")
     overall = _fit(data, "log", 0.95)
     if tau_f < overall.time[0]:
         raise SurvivalInputError(

@@ -32,6 +32,7 @@ from oncosurg.stats._checks import (
     check_event,
     check_same_length,
     check_time,
+    show,
 )
 from oncosurg.stats.results import _Tabular, clean
 
@@ -122,7 +123,7 @@ def landmark(
     ex = _exposure_times(exposure_time, n)
     L = float(landmark_time)
     if not np.isfinite(L) or L < 0:
-        raise SurvivalInputError(f"landmark_time must be a finite time >= 0; got {landmark_time!r}.")
+        raise SurvivalInputError(f"landmark_time must be a finite time >= 0; got {show(landmark_time)}.")
     cov = _covariates(covariates, n)
     keep = t > L
     idx = np.flatnonzero(keep)

@@ -14,7 +14,11 @@ older Alembic revision) is always migrated to the current schema when opened, ei
 from __future__ import annotations
 
 import os
+import random
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +32,12 @@ DEFAULT_URL = "sqlite:///oncosurg.db"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+#: SQLite waits this long for a lock inside one statement (``PRAGMA busy_timeout``), in milliseconds.
+BUSY_TIMEOUT_MS = 5000
+#: A write transaction keeps retrying ``BEGIN IMMEDIATE`` this long, in seconds, before giving up.
+WRITE_WAIT_SECONDS = 120.0
+
+
 class StoreError(Exception):
     """The store cannot be opened or migrated (bad URL, unreachable server)."""
 
@@ -38,6 +48,10 @@ class RegistryMissing(StoreError):
 
 def _missing(where: str, detail: str = "") -> RegistryMissing:
     return RegistryMissing(f"no registry at {where}{detail}; run `oncosurg import` first, or check --db")
+
+
+class StoreBusy(StoreError):
+    """Another writer held the database longer than :data:`WRITE_WAIT_SECONDS` (SQLite)."""
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -53,8 +67,43 @@ def resolve_url(url: str | None = None) -> str:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _locked(exc: sa.exc.OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
+
+
+def begin_immediate(conn: sa.Connection, *, wait: float = WRITE_WAIT_SECONDS) -> None:
+    """Take SQLite's write lock now (``BEGIN IMMEDIATE``), retrying with jittered back-off while another
+    writer holds it (each try already waits :data:`BUSY_TIMEOUT_MS`); :class:`StoreBusy` after ``wait``
+    seconds.  A transaction that reads before it writes can then never fail half-way with "database
+    is locked"."""
+    deadline = time.monotonic() + wait
+    pause = 0.01
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except sa.exc.OperationalError as exc:
+            if not _locked(exc) or time.monotonic() > deadline:
+                if _locked(exc):
+                    raise StoreBusy(f"the database stayed locked by another writer for {wait:.0f} s") from exc
+                raise
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.5)
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One write transaction on a connection of ``engine``: on SQLite the write lock is taken first
+    (:func:`begin_immediate`); commits on success, rolls back on any exception."""
+    with engine.connect() as conn, conn.begin():
+        if engine.dialect.name == "sqlite":
+            begin_immediate(conn)
+        yield conn
 
 
 def alembic_config(url: str) -> Config:
@@ -137,7 +186,14 @@ def _current_revision(engine: sa.Engine) -> str | None:
 
 
 def upgrade(engine: sa.Engine) -> None:
-    """Run pending Alembic migrations; a registry already at head is recognised without importing Alembic."""
+    """Run pending Alembic migrations; a registry already at head is recognised without importing Alembic.
+
+    On SQLite the migrations run in one ``BEGIN IMMEDIATE`` transaction with foreign keys off (a
+    table rebuilt by a batch migration is dropped and re-created: with foreign keys on, dropping it
+    would cascade to the rows that reference it); ``PRAGMA foreign_key_check`` guards the result.
+    Data steps that need the code of the schema at head run last, in the same transaction
+    (:func:`oncosurg.store.audit_state.write_pending_baselines`, requested by 0004).
+    """
     head = _head_from_files()
     if head is not None and _current_revision(engine) == head:
         return
@@ -145,10 +201,31 @@ def upgrade(engine: sa.Engine) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    from oncosurg.store.audit_state import write_pending_baselines
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     head = ScriptDirectory.from_config(cfg).get_current_head()
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         if MigrationContext.configure(connection).get_current_revision() == head:
             return
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                if sqlite:
+                    begin_immediate(connection)
+                if MigrationContext.configure(connection).get_current_revision() == head:
+                    return  # another process migrated meanwhile
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, "head")
+                # data steps that need the code of the schema at head (the audit-state baseline of 0004)
+                write_pending_baselines(connection)
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise StoreError("the migration left rows whose foreign keys point nowhere; nothing was changed")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()

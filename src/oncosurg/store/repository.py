@@ -51,8 +51,8 @@ from oncosurg.rules import (
     X_ALREADY_REGISTERED,
     X_CENTRE_MISSING,
     X_CLEARS_VALUE,
-    X_DERIVED_GRADE,
     X_DUPLICATE_ID,
+    X_GRADE_BELOW_COMPLICATIONS,
     X_ID_CASE,
     X_ID_OTHER_CENTRE,
     X_NOT_REGISTERED,
@@ -60,8 +60,10 @@ from oncosurg.rules import (
     check_record,
 )
 from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS, REQUIRED
-from oncosurg.store import audit
+from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
+from oncosurg.store.audit_state import snapshot
+from oncosurg.store.engine import write_transaction
 from oncosurg.store.episodes import apply_update, insert_records
 from oncosurg.store.episodes import read_records as read_patient_records
 from oncosurg.store.projection import flat_select
@@ -243,7 +245,7 @@ def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old
     problems = check_record(merged, line=record.line, postop_window_days=options.postop_window_days)
     diff = [(c, old[c], merged[c]) for c in carried if old[c] != merged[c]]
     changes = flat_update_plan(episodes, {c: record.values[c] for c in carried})
-    problems += [Issue(X_DERIVED_GRADE.code, message, hint, record.line, column,
+    problems += [Issue(X_GRADE_BELOW_COMPLICATIONS.code, message, hint, record.line, column,
                        audit.text(record.values.get(column))) for column, message, hint in changes.refusals]
     if not problems:  # the episodes the flat row does not show must stay coherent with the change
         problems += [dataclasses.replace(i, line=record.line) for i in check_patient(
@@ -273,6 +275,8 @@ def import_records(
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     actor: audit.Actor | None = None,
     options: ImportOptions | None = None,
+    create_note: str | None = None,
+    update_note: str | None = None,
 ) -> ImportResult:
     """Plan (:func:`plan_import`) and write ``records`` in one transaction; nothing is written when the
     plan has issues, or when it changes nothing (no import batch either).
@@ -285,42 +289,75 @@ def import_records(
     options = options or ImportOptions(update=update, postop_window_days=postop_window_days)
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
     result = ImportResult()
-    with engine.begin() as conn:
+    with engine.connect() as conn:  # planned without the write lock: others keep writing meanwhile
         plan = plan_import(conn, records, options)
-        result.issues, result.unchanged = plan.issues, plan.unchanged
-        if plan.issues or not (plan.creates or plan.updates):
-            return result  # nothing written: the transaction holds no changes
-        now = dt.datetime.now(dt.UTC)
-        batch_id = conn.execute(
-            sa.insert(t.import_batch).values(source=source[:500], sha256=sha256,
-                                             mode="update" if options.update else "insert",
-                                             rows=rows, created=0, updated=0, imported_at=now)
-        ).inserted_primary_key[0]
-        result.batch_id = batch_id
-        centre_ids = _all_centres(conn)
-        if plan.creates:
-            records_new = [from_flat(r.values) for r in plan.creates]
-            for r in records_new:
-                _ensure_centre(conn, centre_ids, r.centre)
-            pks = insert_records(conn, t.EPISODES, records_new, centre_ids=centre_ids,
-                                 patient_extra={"import_batch_id": batch_id})
-            result.created = len(pks)
-            note = f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
-            audit.append(conn, actor=actor, entries=[
-                {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": r.centre,
-                 "patient_id": r.patient_id, "new_value": snapshot(r), "reason": note, "version": 1}
-                for pk, r in zip(pks, records_new, strict=True)])
-        note = f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
-        for planned in plan.updates:
-            values = planned.record.values
-            write_plan(conn, planned.pk, planned.episodes, actor=actor, centre=values["centre"],
-                       patient_id=values["patient_id"], reason=note, batch_id=batch_id, log=planned.diff)
-            result.changes += [(values["centre"], values["patient_id"], c, before, after)
-                               for c, before, after in planned.diff]
-            result.updated += 1
-        conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
-                     .values(created=result.created, updated=result.updated))
+    result.issues, result.unchanged = plan.issues, plan.unchanged
+    if plan.issues or not (plan.creates or plan.updates):
+        return result  # nothing written
+    with write_transaction(engine) as conn:
+        if not _still_current(conn, plan):  # a patient was registered or edited meanwhile: plan again
+            plan = plan_import(conn, records, options)
+            result.issues, result.unchanged = plan.issues, plan.unchanged
+            if plan.issues or not (plan.creates or plan.updates):
+                return result
+        _write_plan(conn, plan, result, options=options, actor=actor, source=source, sha256=sha256, rows=rows,
+                    create_note=create_note, update_note=update_note)
     return result
+
+
+def _still_current(conn: sa.Connection, plan: ImportPlan) -> bool:
+    """Whether the registry is as ``plan`` saw it: the patients it updates have the versions it read,
+    and none of the patients it creates (or a spelling differing in case) was registered since."""
+    if plan.updates:
+        pks = [u.pk for u in plan.updates]
+        now = dict(conn.execute(sa.select(t.patient.c.id, t.patient.c.version).where(t.patient.c.id.in_(pks)))
+                   .all())
+        if any(now.get(u.pk) != u.version for u in plan.updates):
+            return False
+    return not plan.creates or not _registered(conn, {r.values["patient_id"] for r in plan.creates})
+
+
+def _write_plan(conn: sa.Connection, plan: ImportPlan, result: ImportResult, *, options: ImportOptions,
+                actor: audit.Actor, source: str, sha256: str, rows: int, create_note: str | None = None,
+                update_note: str | None = None) -> None:
+    now = dt.datetime.now(dt.UTC)
+    batch_id = conn.execute(
+        sa.insert(t.import_batch).values(source=source[:500], sha256=sha256,
+                                         mode="update" if options.update else "insert",
+                                         rows=rows, created=0, updated=0, imported_at=now)
+    ).inserted_primary_key[0]
+    result.batch_id = batch_id
+    centre_ids = _all_centres(conn)
+    if plan.creates:
+        records_new = [from_flat(r.values) for r in plan.creates]
+        for r in records_new:
+            _ensure_centre(conn, centre_ids, r.centre)
+        pks = insert_records(conn, t.EPISODES, records_new, centre_ids=centre_ids,
+                             patient_extra={"import_batch_id": batch_id})
+        result.created = len(pks)
+        note = create_note or f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
+        audit.append(conn, actor=actor, entries=[
+            {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": r.centre,
+             "patient_id": r.patient_id, "new_value": snapshot(r), "reason": note, "version": 1}
+            for pk, r in zip(pks, records_new, strict=True)])
+    note = update_note or f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
+    for planned in plan.updates:
+        values = planned.record.values
+        write_plan(conn, planned.pk, planned.episodes, actor=actor, centre=values["centre"],
+                   patient_id=values["patient_id"], reason=note, batch_id=batch_id, log=planned.diff, states=False)
+        result.changes += [(values["centre"], values["patient_id"], c, before, after)
+                           for c, before, after in planned.diff]
+        result.updated += 1
+    append_states(conn, actor, [u.pk for u in plan.updates])
+    conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
+                 .values(created=result.created, updated=result.updated))
+
+
+def append_states(conn: sa.Connection, actor: audit.Actor, pks: Sequence[int], *, batch: int = 1000) -> None:
+    """The ``state`` rows of patients whose changes were appended with ``states=False`` (batched)."""
+    for start in range(0, len(pks), batch):
+        entries = [{"action": "update", "entity": "patient", "patient_pk": pk} for pk in pks[start:start + batch]]
+        audit.append(conn, actor=actor, entries=audit_state.state_entries(conn, entries), states=False)
 
 
 def import_patients(
@@ -346,7 +383,7 @@ def import_patients(
     actor = actor or audit.Actor(None, f"cli:{_os_user()}")
     result = ImportResult()
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) as conn:
             batch_id = conn.execute(sa.insert(t.import_batch).values(
                 source=source[:500], sha256=sha256, mode="update" if options.update else "insert", rows=rows,
                 created=0, updated=0, imported_at=dt.datetime.now(dt.UTC))).inserted_primary_key[0]
@@ -447,10 +484,11 @@ class _PatientWriter:
             result.created += len(pks)
         for record, pk, plan in updates:
             write_plan(conn, pk, plan, actor=self.actor, centre=record.centre, patient_id=record.patient_id,
-                       reason=self.note, batch_id=self.batch_id)
+                       reason=self.note, batch_id=self.batch_id, states=False)
             result.changes += [(record.centre, record.patient_id, f"{c.table.value}.{c.column or '*'}", c.old, c.new)
                                for c in plan.changes]
             result.updated += 1
+        append_states(conn, self.actor, [pk for _, pk, _ in updates])
 
     def _centres(self, chunk: list[PatientRecord]) -> list[PatientRecord]:
         """Records without a centre go to the default centre unless the registry holds named ones (X416)."""
@@ -503,40 +541,9 @@ def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]
     return found
 
 
-def _texts(row: Mapping[str, Any]) -> dict[str, str]:
-    """A row's non-empty values as trail text (:func:`oncosurg.store.audit.text`; a fast path for the
-    common types, since a large import writes one snapshot per patient)."""
-    out: dict[str, str] = {}
-    for k, v in row.items():
-        if v is None:
-            continue
-        kind = type(v)
-        if kind is str:
-            out[k] = v
-        elif kind is int:
-            out[k] = str(v)
-        elif kind is dt.date:
-            out[k] = v.isoformat()
-        elif kind is bool:
-            out[k] = "yes" if v else "no"
-        else:
-            out[k] = audit.text(v)  # type: ignore[assignment]
-    return out
-
-
-def snapshot(record: PatientRecord) -> str:
-    """A patient's whole record as canonical JSON, empty values left out (the audit trail's value of a
-    created patient)."""
-    body: dict[str, Any] = {"patient": _texts(record.patient)}
-    for table, rows in sorted(record.episodes.items()):
-        if rows:
-            body[table.value] = [_texts(row) for row in rows]
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.Actor, centre: str,
                patient_id: str, reason: str, batch_id: int | None = None,
-               log: Sequence[tuple[str, Any, Any]] | None = None) -> int:
+               log: Sequence[tuple[str, Any, Any]] | None = None, states: bool = True) -> int:
     """Apply ``plan`` to patient ``pk``: bump its version, audit every row created, changed or removed
     and, for an import (``batch_id``), record the changes in ``change_log`` — ``log`` (field, old, new)
     when given (a flat import logs flat columns), else one row per episode change; returns the new
@@ -548,7 +555,7 @@ def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.A
     version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
     entries = [_audit_entry(change, row_id, pk=pk, centre=centre, patient_id=patient_id, reason=reason,
                             version=version) for change, row_id in done]
-    audit.append(conn, actor=actor, entries=entries)
+    audit.append(conn, actor=actor, entries=entries, states=states)
     if batch_id is not None:
         rows = ([(f, audit.text(o), audit.text(n)) for f, o, n in log] if log is not None else
                 [(e["entity"] + "." + (e["field"] or "*"), e.get("old_value"), e.get("new_value")) for e in entries])

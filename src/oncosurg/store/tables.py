@@ -5,6 +5,10 @@ liver procedures, complications, pathology, disease events, contacts), generated
 :mod:`oncosurg.pathway.model` by :mod:`oncosurg.store.episode_tables`; import batches, the change
 log, and the web app's accounts, sessions and hash-chained audit trail.  The flat registry row of a
 patient is a projection of its episodes (:mod:`oncosurg.store.projection`).
+
+Surrogate ids are never reused, on every backend: SQLite tables use ``AUTOINCREMENT``
+(``sqlite_autoincrement=True``; a plain ``INTEGER PRIMARY KEY`` hands a deleted row's id to the next
+insert), PostgreSQL sequences never go back.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ centre = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(120), nullable=False, unique=True),
+    sqlite_autoincrement=True,
 )
 
 import_batch = sa.Table(
@@ -43,6 +48,7 @@ import_batch = sa.Table(
     sa.Column("created", sa.Integer, nullable=False),
     sa.Column("updated", sa.Integer, nullable=False),
     sa.Column("imported_at", sa.DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 #: The patient and episode tables (oncosurg.store.episode_tables), keyed by pathway.model.Table.
@@ -67,6 +73,7 @@ change_log = sa.Table(
     sa.Column("field", sa.String(64), nullable=False),
     sa.Column("old_value", sa.Text, nullable=True),
     sa.Column("new_value", sa.Text, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -84,6 +91,10 @@ app_user = sa.Table(
     sa.Column("all_centres", sa.Boolean(create_constraint=False), nullable=False, server_default=sa.false()),
     sa.Column("active", sa.Boolean(create_constraint=False), nullable=False, server_default=sa.true()),
     sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("totp_secret", sa.String(64), nullable=True),  # base32 RFC 6238 secret; NULL = no second factor
+    sa.Column("totp_last_step", sa.Integer, nullable=True),  # last accepted 30-s step (a code is used once)
+    sa.Column("password_changed_at", sa.DateTime(), nullable=True),
+    sqlite_autoincrement=True,
 )
 
 user_centre = sa.Table(
@@ -100,7 +111,11 @@ web_session = sa.Table(
     sa.Column("user_id", sa.Integer, sa.ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False,
               index=True),
     sa.Column("created_at", sa.DateTime(), nullable=False),
-    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=False),  # absolute end (session_hours after sign-in)
+    sa.Column("last_seen_at", sa.DateTime(), nullable=True),  # idle timeout; NULL = created_at
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(200), nullable=True),
+    sa.Column("pending", sa.String(8), nullable=True),  # 'totp' | 'enrol': password checked, second factor not yet
 )
 
 login_attempt = sa.Table(
@@ -111,6 +126,40 @@ login_attempt = sa.Table(
     sa.Column("client", sa.String(64), nullable=False),
     sa.Column("at", sa.DateTime(), nullable=False, index=True),
     sa.Column("success", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("device", sa.String(32), nullable=True),  # device-cookie id: the client key when present
+    sqlite_autoincrement=True,
+)
+
+#: One-time password-reset links issued by an administrator (only the token's SHA-256 is kept).
+password_reset = sa.Table(
+    "password_reset",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("issued_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.Column("used_at", sa.DateTime(), nullable=True),
+)
+
+#: Who read which patient record, and who exported what (not hash-chained; append-only by the app).
+access_trail = sa.Table(
+    "access_trail",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime(), nullable=False, index=True),
+    sa.Column("user_id", sa.Integer, nullable=True),
+    sa.Column("username", sa.String(64), nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),  # read | export
+    sa.Column("resource", sa.String(32), nullable=False),  # patient | patient_audit | registry | audit | access
+    sa.Column("format", sa.String(8), nullable=False),  # html | json | csv
+    sa.Column("patient_pk", sa.Integer, nullable=True, index=True),  # no FK: the trail outlives deletions
+    sa.Column("patient_id", sa.String(64), nullable=True),
+    sa.Column("centre", sa.String(120), nullable=True, index=True),
+    sa.Column("patients", sa.Integer, nullable=True),  # how many patients the read or export covered
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("detail", sa.String(300), nullable=True),
+    sqlite_autoincrement=True,
 )
 
 web_setting = sa.Table(
@@ -141,6 +190,7 @@ audit_log = sa.Table(
     sa.Column("version", sa.Integer, nullable=True),  # the patient's version after the change
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sqlite_autoincrement=True,
 )
 
 #: One row (id = 1): the chain's last entry; locked by every write transaction (one writer at a time).

@@ -16,8 +16,10 @@ from oncosurg import __version__
 from oncosurg.web.db import WebStore
 from oncosurg.web.deps import render, wants_json
 from oncosurg.web.errors import NotSignedIn, WebError, error_body
+from oncosurg.web.middleware import AccessLog, RequestGuard
 from oncosurg.web.models import ErrorBody
-from oncosurg.web.security import SecurityHeadersMiddleware
+from oncosurg.web.security import SecurityHeadersMiddleware, parse_networks
+from oncosurg.web.services.access import AccessRecorder
 from oncosurg.web.services.dashboard import Dashboard
 from oncosurg.web.services.users import secret_key
 from oncosurg.web.settings import Settings
@@ -34,6 +36,7 @@ token (`GET /me.json`) in the `csrf_token` form field or the `X-CSRF-Token` head
 def create_app(settings: Settings | None = None, *, create: bool = True) -> FastAPI:
     """The app on ``settings.db_url``; ``create=False`` (``oncosurg serve``) requires an existing registry."""
     settings = settings or Settings.from_env()
+    trusted = parse_networks(settings.trusted_proxies)
     store = WebStore(settings.db_url, create=create)
     app = FastAPI(title="oncosurg registry", version=__version__, description=DESCRIPTION, docs_url=None,
                   redoc_url=None, openapi_url="/openapi.json",
@@ -41,31 +44,42 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
     app.state.settings = settings
     app.state.store = store
     app.state.secret = secret_key(store.write, configured=settings.secret_key)
-    app.state.dashboard = Dashboard(settings.protocol)
+    app.state.dashboard = Dashboard(settings.protocol, refresh_seconds=settings.dashboard_refresh_seconds)
+    app.state.trusted = trusted
+    app.state.access = AccessRecorder(store)
+    # outermost last: the access log sees every response, headers are added to the guard's refusals too
+    app.add_middleware(RequestGuard, state=app.state)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)
+    app.add_middleware(AccessLog, trusted=trusted, header=settings.client_ip_header)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
 
-    from oncosurg.web.routes import audit, auth, data, overview, patients, users
+    from oncosurg.web.routes import access, account, audit, auth, data, overview, patients, users
 
-    for module in (auth, patients, overview, data, audit, users):
+    for module in (auth, account, patients, overview, data, audit, access, users):
         app.include_router(module.router)
     _error_handlers(app)
     return app
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` and ``oncosurg serve --workers N``: settings from the environment."""
-    return create_app(Settings.from_env())
+    """Factory for ``uvicorn --factory`` and ``oncosurg serve --workers N``: settings from the environment;
+    the dashboard starts computing in the background."""
+    app = create_app(Settings.from_env())
+    app.state.dashboard.warm(app.state.store.engine)
+    return app
 
 
-def _respond(request: Request, message: str, errors: list, status: int) -> Response:
+def _respond(request: Request, message: str, errors: list, status: int,
+             headers: dict[str, str] | None = None) -> Response:
     if wants_json(request) or (request.method not in ("GET", "HEAD") and "text/html" not in request.headers.get(
             "accept", "")):
-        return JSONResponse(error_body(message, errors, status), status_code=status)
+        return JSONResponse(error_body(message, errors, status), status_code=status, headers=headers)
     if status == 401 and request.method == "GET":
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Response(status_code=303, headers={"location": f"/login?next={quote(target)}"})
-    return render(request, "error.html", {"message": message, "errors": errors, "status": status}, status=status)
+    response = render(request, "error.html", {"message": message, "errors": errors, "status": status}, status=status)
+    response.headers.update(headers or {})
+    return response
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -73,7 +87,9 @@ def _error_handlers(app: FastAPI) -> None:
     async def web_error(request: Request, exc: WebError) -> Response:
         if isinstance(exc, NotSignedIn):
             request.state.user = None
-        return _respond(request, exc.message, exc.errors, exc.status)
+        wait = getattr(exc, "retry_after", None)
+        return _respond(request, exc.message, exc.errors, exc.status,
+                        {"retry-after": str(wait)} if wait is not None else None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

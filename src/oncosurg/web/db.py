@@ -1,13 +1,18 @@
-"""The web app's handle on the store: many readers, one writer.
+"""The web app's handle on the store: many readers, one writer at a time, never "database is locked".
 
 Reads use the ordinary engine of :func:`oncosurg.store.open_store`.  Every write goes through
-:meth:`WebStore.write`, one transaction at a time:
+:meth:`WebStore.write`, one short transaction at a time:
 
-* on SQLite (WAL journal) through a process-wide lock and ``BEGIN IMMEDIATE``, so a transaction
-  that reads then writes never fails half-way on a stale snapshot (datasette's single writer);
+* on SQLite (WAL journal: readers never wait) through a process-wide lock and ``BEGIN IMMEDIATE``
+  (:func:`oncosurg.store.engine.begin_immediate`: the write lock is taken before anything is read,
+  retried with back-off while another process, e.g. a command-line import, holds it), so a
+  transaction never fails half-way with "database is locked"; after two minutes of waiting the
+  request is refused with 503 (nothing saved) rather than an internal error;
 * on PostgreSQL by locking the audit chain's head row (``SELECT … FOR UPDATE``) first.
 
-Either way the audit trail's hash chain is appended by one transaction at a time.
+Either way the audit trail's hash chain is appended by one transaction at a time.  Large imports
+(:mod:`oncosurg.store.bulk`) validate and stage outside these transactions and hold the write lock
+only for their final swap, under :meth:`WebStore.serial` like any other write.
 """
 
 from __future__ import annotations
@@ -20,19 +25,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
-from oncosurg.store.engine import open_store
+from oncosurg.store.engine import BUSY_TIMEOUT_MS, StoreBusy, begin_immediate, open_store
+from oncosurg.web.errors import Busy
 
 
 def _sqlite_writer_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # let the "begin" event issue BEGIN IMMEDIATE
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
 def _sqlite_begin_immediate(conn: sa.Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    begin_immediate(conn)
 
 
 class WebStore:
@@ -45,7 +51,7 @@ class WebStore:
         if self.dialect == "sqlite":
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            self.writer = sa.create_engine(self.engine.url, pool_size=1, max_overflow=0, pool_timeout=60)
+            self.writer = sa.create_engine(self.engine.url, pool_size=1, max_overflow=0, pool_timeout=300)
             sa.event.listen(self.writer, "connect", _sqlite_writer_connect)
             sa.event.listen(self.writer, "begin", _sqlite_begin_immediate)
         else:
@@ -57,15 +63,27 @@ class WebStore:
             yield conn
 
     @contextmanager
+    def serial(self) -> Iterator[None]:
+        """This process's turn to write (SQLite: one writer per process queues here, not in SQLite)."""
+        if self.dialect == "sqlite":
+            with self._lock:
+                yield
+        else:
+            yield
+
+    @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """One write transaction; commits on success, rolls back on any exception."""
-        if self.dialect == "sqlite":
-            with self._lock, self.writer.begin() as conn:
-                yield conn
-        else:
-            with self.writer.begin() as conn:
-                conn.execute(sa.select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update())
-                yield conn
+        try:
+            if self.dialect == "sqlite":
+                with self._lock, self.writer.begin() as conn:
+                    yield conn
+            else:
+                with self.writer.begin() as conn:
+                    conn.execute(sa.select(t.audit_head.c.id).where(t.audit_head.c.id == 1).with_for_update())
+                    yield conn
+        except StoreBusy as exc:
+            raise Busy(f"the registry is busy with a large import; nothing was saved, try again ({exc})") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -23,7 +23,7 @@ from oncosurg.report.terminal import format_estimate
 from oncosurg.web import security
 from oncosurg.web.db import WebStore
 from oncosurg.web.errors import Forbidden, Invalid, NotSignedIn
-from oncosurg.web.services import users
+from oncosurg.web.services import throttle, users
 from oncosurg.web.services.patients import Context
 from oncosurg.web.settings import Settings
 
@@ -50,16 +50,56 @@ def session_token(request: Request) -> str | None:
     return token if token and len(token) <= 128 else None
 
 
+def lookup_user(store: WebStore, settings: Settings, token: str) -> users.User | None:
+    """The user of a live session (absolute and idle timeouts); moves the idle timeout on, writing
+    ``last_seen_at`` at most once a minute."""
+    now = settings.now()
+    with store.read() as conn:
+        row = users.session_row(conn, token=token, now=now, idle_minutes=settings.session_idle_minutes)
+        if row is None or row["pending"]:
+            return None
+        user = users.load_user(conn, user_id=int(row["user_id"]))
+    if user is not None and users.needs_touch(row, now):
+        from oncosurg.web.services.access import side_write
+
+        with side_write(store) as conn:
+            users.touch_session(conn, token=token, now=now)
+    return user
+
+
 def optional_user(request: Request, store: StoreDep) -> users.User | None:
     if hasattr(request.state, "user"):
         return request.state.user
     token = session_token(request)
-    user = None
-    if token:
-        with store.read() as conn:
-            user = users.session_user(conn, token=token)
+    user = lookup_user(store, request.app.state.settings, token) if token else None
     request.state.user = user
     return user
+
+
+def client_address(request: Request) -> str:
+    """The client's address (the socket's peer, or the header of a configured trusted proxy)."""
+    found = getattr(request.state, "client_address", None)
+    if found:
+        return found
+    settings = request.app.state.settings
+    return security.client_address(request.scope, trusted=request.app.state.trusted, header=settings.client_ip_header)
+
+
+def record_access(request: Request, user: users.User, rows: list[dict[str, Any]]) -> None:
+    """Record reads or exports in the access trail (blocking until committed: call from a thread).
+
+    Each row gives ``action``, ``resource``, ``fmt`` and optionally ``centre``, ``patient_pk``,
+    ``patient_id``, ``patients``, ``detail`` (:func:`oncosurg.web.services.access.row`)."""
+    from oncosurg.web.services import access
+
+    now, client = request.app.state.settings.now(), client_address(request)
+    request.app.state.access.record([access.row(user, client=client, now=now, **r) for r in rows])
+
+
+def sign_in_client(request: Request, username: str) -> throttle.Client:
+    """Who signs in, for throttling: the device cookie bound to ``username`` when valid, and the address."""
+    device = security.device_id(request.app.state.secret, username, request.cookies.get(security.DEVICE_COOKIE))
+    return throttle.Client(client_address(request), device)
 
 
 def current_user(user: Annotated[users.User | None, Depends(optional_user)]) -> users.User:

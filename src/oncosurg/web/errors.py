@@ -51,5 +51,11 @@ class Throttled(WebError):
     status = 429
 
 
+class Busy(WebError):
+    """The database stayed locked by another writer too long (nothing was saved; try again)."""
+
+    status = 503
+
+
 def error_body(message: str, errors: list[dict[str, Any]] | None, status: int) -> dict[str, Any]:
     return {"ok": False, "error": message, "errors": errors or [], "status": status}

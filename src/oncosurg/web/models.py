@@ -26,6 +26,7 @@ class Me(BaseModel):
     role: str
     all_centres: bool
     centres: list[str]
+    totp: bool = False
     csrf_token: str | None = None
 
 
@@ -109,6 +110,10 @@ class Verification(BaseModel):
     head_hash: str
     problem: str | None
     bad_id: int | None
+    patients_checked: int = 0
+    patients_unchecked: int = 0
+    mismatches: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
 
 
 class UploadReport(_Open):
@@ -120,3 +125,17 @@ class UploadReport(_Open):
 
 class Users(_Open):
     users: list[dict[str, Any]]
+
+
+class Account(_Open):
+    account: dict[str, Any]
+    sessions: list[dict[str, Any]]
+    idle_minutes: int
+    session_hours: int
+
+
+class AccessPage(_Open):
+    entries: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int

@@ -36,11 +36,26 @@ SETTINGS: tuple[Setting, ...] = (
                                         "MDT review) for longer than this is 'status unknown', not due for review"),
     Setting("followup_overdue_months", 6, "follow-up is overdue when the last contact is older than this"),
     Setting("session_hours", 12, "a session expires this many hours after sign-in"),
-    Setting("login_max_failures", 5, "failed sign-ins per user name or client within the window before refusal"),
-    Setting("login_window_minutes", 15, "the login-throttling window"),
+    Setting("session_idle_minutes", 30, "a session also expires after this many minutes without a request"),
+    Setting("login_max_failures", 5, "failed sign-ins of one (user name, client) pair before delays start"),
+    Setting("login_window_minutes", 1440, "failures older than this (or before the pair's last success) are forgotten"),
+    Setting("login_max_delay_seconds", 900, "the growing delay (1, 2, 4 … s) stops growing here"),
+    Setting("login_global_per_minute", 100, "failed sign-ins per minute, all clients together, above which "
+                                            "clients without a device cookie for the account wait"),
+    Setting("trusted_proxies", "", "comma-separated addresses or networks of reverse proxies whose client "
+                                   "header is believed"),
+    Setting("client_ip_header", "x-forwarded-for", "the header a trusted proxy puts the client address in"),
+    Setting("admin_totp_required", False, "admins must use a TOTP second factor (enrolled at next sign-in)"),
+    Setting("password_min_score", 3, "the least zxcvbn strength score (0-4) of a new password"),
+    Setting("reset_link_hours", 24, "a password-reset link expires this many hours after it is issued"),
+    Setting("upload_max_mb", 50, "uploads larger than this are refused before they are read"),
+    Setting("form_max_kb", 1024, "other request bodies larger than this are refused before they are read"),
     Setting("secure_cookies", False, "mark cookies Secure (set when served behind HTTPS)"),
     Setting("postop_window_days", DEFAULT_POSTOP_WINDOW_DAYS, "postoperative window of the Clavien-Dindo V rule"),
     Setting("page_size", 50, "patients per page of the patient list"),
+    Setting("dashboard_refresh_seconds", 30, "after a change, the dashboard shows its last result (with its time) "
+                                             "and is recomputed in the background at most this often "
+                                             "(0: before answering)"),
 )
 
 
@@ -57,13 +72,35 @@ class Settings:
     review_horizon_weeks: int = 52
     followup_overdue_months: int = 6
     session_hours: int = 12
+    session_idle_minutes: int = 30
     login_max_failures: int = 5
-    login_window_minutes: int = 15
+    login_window_minutes: int = 1440
+    login_max_delay_seconds: int = 900
+    login_global_per_minute: int = 100
+    trusted_proxies: str = ""
+    client_ip_header: str = "x-forwarded-for"
+    admin_totp_required: bool = False
+    password_min_score: int = 3
+    reset_link_hours: int = 24
+    upload_max_mb: int = 50
+    form_max_kb: int = 1024
     secure_cookies: bool = False
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
     page_size: int = 50
+    dashboard_refresh_seconds: int = 30
     #: today's date; tests replace it to move the clock
     today: Callable[[], dt.date] = field(default=dt.date.today, compare=False)
+    #: the time (naive UTC) for sessions, sign-in delays and reset links; tests replace it
+    now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                                           compare=False)
+
+    @property
+    def upload_max_bytes(self) -> int:
+        return self.upload_max_mb * 1024 * 1024
+
+    @property
+    def form_max_bytes(self) -> int:
+        return self.form_max_kb * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from oncosurg.store import audit
-from oncosurg.web.deps import Auditor, CurrentUser, StoreDep
+from oncosurg.web.deps import Auditor, CurrentUser, StoreDep, record_access
 from oncosurg.web.deps import page as respond
 from oncosurg.web.errors import Forbidden
 from oncosurg.web.models import AuditPage, Verification
@@ -43,12 +43,21 @@ def verify(request: Request, user: Auditor, store: StoreDep) -> Any:
 
 @router.get("/audit.csv", summary="The audit trail of your centres as CSV (with hashes)",
             response_class=StreamingResponse)
-def audit_csv(user: Auditor, store: StoreDep) -> StreamingResponse:
+def audit_csv(request: Request, user: Auditor, store: StoreDep) -> StreamingResponse:
+    scope = _scope(user)
+    record_access(request, user, [{"action": "export", "resource": "audit", "fmt": "csv", "centre": c}
+                                  for c in (scope if scope is not None else [None])])
+
     def chunks() -> Any:
         with store.read() as conn:
             yield from audit.export_csv(conn, centres=_scope(user))
     return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8",
                              headers={"content-disposition": 'attachment; filename="audit-trail.csv"'})
+
+
+def _read(request: Request, user: User, head: dict[str, Any], fmt: str, action: str) -> None:
+    record_access(request, user, [{"action": action, "resource": "patient_audit", "fmt": fmt, "centre": head["centre"],
+                                   "patient_pk": head["id"], "patient_id": head["patient_id"], "patients": 1}])
 
 
 def _patient_reader(user: User) -> None:
@@ -62,20 +71,24 @@ def patient_audit(request: Request, pk: PK, user: CurrentUser, store: StoreDep, 
     _patient_reader(user)
     with store.read() as conn:
         head = patients.patient_head(conn, user=user, pk=pk)
-        rows, total = audit.entries(conn, patient_pk=pk, limit=PAGE, offset=(page - 1) * PAGE)
+        rows, total = audit.entries(conn, **patients.history_filter(conn, head=head), limit=PAGE,
+                                    offset=(page - 1) * PAGE)
+    _read(request, user, head, "json" if request.url.path.endswith(".json") else "html", "read")
     return respond(request, "audit.html", {"entries": rows, "total": total, "page": page, "patient": head,
                                         "pages": max(1, -(-total // PAGE))})
 
 
 @router.get("/patients/{pk}/audit.csv", summary="One patient's audit trail as CSV", response_class=StreamingResponse)
-def patient_audit_csv(pk: PK, user: CurrentUser, store: StoreDep) -> StreamingResponse:
+def patient_audit_csv(request: Request, pk: PK, user: CurrentUser, store: StoreDep) -> StreamingResponse:
     _patient_reader(user)
     with store.read() as conn:
         head = patients.patient_head(conn, user=user, pk=pk)
+        history = patients.history_filter(conn, head=head)
+    _read(request, user, head, "csv", "export")
 
     def chunks() -> Any:
         with store.read() as conn:
-            yield from audit.export_csv(conn, patient_pk=pk)
+            yield from audit.export_csv(conn, **history)
     name = f"audit-{head['patient_id']}.csv"
     return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8",
                              headers={"content-disposition": f'attachment; filename="{name}"'})

@@ -22,6 +22,7 @@ from oncosurg.web.deps import (
     form_data,
     make_context,
     no_nul,
+    record_access,
     render,
     see_other,
     threaded,
@@ -30,6 +31,7 @@ from oncosurg.web.deps import (
 from oncosurg.web.errors import Forbidden, Invalid, WebError
 from oncosurg.web.models import UploadReport
 from oncosurg.web.routes import Text
+from oncosurg.web.services import access
 from oncosurg.web.services import upload as uploads
 from oncosurg.web.services.users import visible_centres
 
@@ -65,13 +67,18 @@ async def upload(request: Request, user: Writer, store: StoreDep, settings: Sett
         raise Invalid("send the CSV as the 'file' field, with a 'centre'",
                       errors=[{"column": "file", "message": "a file is required"}])
     no_nul({"centre": centre, "mode": mode})
-    data = await file.read(uploads.MAX_BYTES + 1)
+    data = await file.read(settings.upload_max_bytes + 1)
     ctx = make_context(user, settings)
     source = (file.filename or "upload.csv")[:255]
 
     def work() -> dict[str, Any]:
-        with store.write() as conn:
-            return uploads.stage(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode)
+        with store.read() as conn:  # validation takes no write lock
+            report = uploads.validate(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode,
+                                      max_bytes=settings.upload_max_bytes)
+        if report["ok"] and (report["create"] or report["update"]):
+            with store.write() as conn:
+                report["token"] = uploads.keep(conn, ctx=ctx, data=data, source=source, centre=centre, mode=mode)
+        return report
 
     report = await threaded(work)
     if not _html(request):
@@ -90,9 +97,8 @@ async def confirm(request: Request, user: Writer, store: StoreDep, settings: Set
     ctx = make_context(user, settings)
 
     def work() -> dict[str, Any]:
-        with store.write() as conn:
-            return uploads.confirm(conn, ctx=ctx, token=token if isinstance(token, str) else "",
-                                   reason=reason if isinstance(reason, str) else "")
+        return uploads.confirm(store, ctx=ctx, token=token if isinstance(token, str) else "",
+                               reason=reason if isinstance(reason, str) else "")
 
     try:
         result = await threaded(work)
@@ -110,11 +116,14 @@ async def confirm(request: Request, user: Writer, store: StoreDep, settings: Set
 
 @router.get("/export.csv", summary="The registry CSV of your centres (the import format)",
             response_class=StreamingResponse)
-def export(user: CurrentUser, store: StoreDep, centre: Text = "") -> StreamingResponse:
+def export(request: Request, user: CurrentUser, store: StoreDep, centre: Text = "") -> StreamingResponse:
     if centre and not user.sees(centre):
         raise Forbidden(f"centre '{centre}' is not granted to you")
     with store.read() as conn:
         wanted = [centre] if centre else visible_centres(conn, user=user)
+        counts = access.patient_counts(conn, wanted)
+    record_access(request, user, [{"action": "export", "resource": "registry", "fmt": "csv", "centre": name,
+                                   "patients": counts.get(name, 0)} for name in wanted])
 
     def rows() -> Iterator[str]:
         buffer = io.StringIO()

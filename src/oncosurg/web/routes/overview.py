@@ -12,6 +12,8 @@ from oncosurg.web.routes import Text
 from oncosurg.web.services.worklist import worklist as build_worklist
 
 router = APIRouter(tags=["overview"])
+#: Rows shown per worklist section (the totals count them all); 500 rows made it the costliest page.
+WORKLIST_ROWS = 100
 
 
 @router.get("/worklist.json", response_model=Worklist, summary="MDT reviews due and overdue follow-up")
@@ -20,7 +22,7 @@ def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: Set
     with store.read() as conn:
         data = build_worklist(conn, user=user, today=settings.today(), review_cycles=settings.review_cycles,
                               review_weeks=settings.review_weeks, review_horizon_weeks=settings.review_horizon_weeks,
-                              followup_overdue_months=settings.followup_overdue_months)
+                              followup_overdue_months=settings.followup_overdue_months, limit=WORKLIST_ROWS)
     return page(request, "worklist.html", data)
 
 

@@ -19,6 +19,7 @@ from oncosurg.web.deps import (
     Writer,
     form_data,
     make_context,
+    record_access,
     render,
     see_other,
     threaded,
@@ -180,16 +181,26 @@ def _locked(data: dict[str, Any], settings: Any) -> bool:
     return patients.is_locked(parsed, today=settings.today(), lock_days=settings.lock_days)
 
 
+def _read(request: Request, user: Any, head: dict[str, Any], fmt: str) -> None:
+    """Record the read in the access trail (who, when, which patient, which format) before it is sent."""
+    record_access(request, user, [{"action": "read", "resource": "patient", "fmt": fmt, "centre": head["centre"],
+                                   "patient_pk": head["pk"], "patient_id": head["patient_id"], "patients": 1}])
+
+
 @router.get("/patients/{pk}.json", response_model=Patient, summary="A patient's whole pathway")
-def patient_json(pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
+def patient_json(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
     with store.read() as conn:
         data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                      horizon_weeks=settings.review_horizon_weeks)
+    _read(request, user, data, "json")
     return data | {"locked": _locked(data, settings)}
 
 
 @router.get("/patients/{pk}", include_in_schema=False)
 def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Response:
+    with store.read() as conn:
+        head = patients.patient_head(conn, user=user, pk=pk)
+    _read(request, user, head | {"pk": pk}, "json" if request.url.path.endswith(".json") else "html")
     return _patient_view(request, user, store, settings, pk)
 
 

@@ -1,27 +1,35 @@
-"""The dashboard: the chosen protocol's endpoints and Kaplan-Meier curves, live, for the user's centres.
+"""The dashboard: the chosen protocol's endpoints and Kaplan-Meier curves, for the user's centres.
 
 The protocol runs unchanged through :func:`oncosurg.protocol.engine.run_protocol`; a user who may
 not see every centre gets the same protocol with one more cohort step, ``centre in (…)``, placed
-first so that no count in the flow covers other centres.  Results are cached per (protocol,
-centres) and recomputed as soon as the data change: the cache key includes a fingerprint of the
-registry (patient count, last id, last audit row, last import batch), which a web edit, a CSV
-upload and a command-line import (``--update`` too: it opens a batch) all change.
+first so that no count in the flow covers other centres.
+
+Results are kept per (protocol, centres) with the fingerprint of the registry they were computed
+from (patient count, last id, last audit row, last import batch: a web edit, a CSV upload and a
+command-line import, ``--update`` too, all change it).  When the registry has changed, the last
+result is served at once, with its time (``computed_at``) and ``stale: true``, and one recomputation
+is started in the background, at most once per ``refresh_seconds`` per centre set: under a stream
+of edits the protocol runs twice a minute, not once per request (``refresh_seconds = 0`` recomputes
+before answering, one request at a time per centre set).  Only the very first request for a centre
+set waits for its computation; :meth:`Dashboard.warm` starts the all-centre one with the server.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-from oncosurg.protocol.engine import compile_protocol, run_protocol
 from oncosurg.protocol.model import Inclusion, Protocol, ProtocolError, load_protocol
-from oncosurg.stats import kaplan_meier
 from oncosurg.store import tables as t
 from oncosurg.web.errors import Forbidden
 from oncosurg.web.services.svg import km_svg
@@ -49,28 +57,48 @@ def restrict(protocol: Protocol, centres: list[str]) -> Protocol:
 
 
 def fingerprint(conn: sa.Connection) -> tuple[Any, ...]:
-    """Changes whenever the registry does: web writes move the audit head, imports add a batch."""
-    p = t.patient
-    row = conn.execute(sa.select(sa.func.count(), sa.func.max(p.c.id))).one()
-    head = conn.execute(sa.select(t.audit_head.c.last_id).where(t.audit_head.c.id == 1)).scalar()
-    batch = conn.execute(sa.select(sa.func.max(t.import_batch.c.id))).scalar()
-    return (*row, head, batch)
+    """Changes whenever the registry does: new patients move the last id, web writes (deletions too)
+    move the audit head, imports add a batch.  One query."""
+    row = conn.execute(sa.select(
+        sa.select(sa.func.max(t.patient.c.id)).scalar_subquery(),
+        sa.select(t.audit_head.c.last_id).where(t.audit_head.c.id == 1).scalar_subquery(),
+        sa.select(sa.func.max(t.import_batch.c.id)).scalar_subquery())).one()
+    return tuple(row)
+
+
+log = logging.getLogger("oncosurg.web.dashboard")
+
+
+@dataclass(slots=True)
+class _Entry:
+    """The last result for one (protocol, centres) key and its refresh state."""
+
+    snapshot: tuple[dict[str, Any], tuple[Any, ...]] | None = None  # (result, fingerprint it was computed from)
+    started: float = float("-inf")  # time.monotonic() of the last computation's start
+    pending: bool = False  # a background refresh is scheduled or running
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one computation per key at a time
 
 
 class Dashboard:
-    """Loads the protocol once and caches results per (centres, data fingerprint)."""
+    """Loads the protocol once; keeps the last result per centre set, refreshed at most once per
+    ``refresh_seconds`` in the background (see the module docstring)."""
 
-    def __init__(self, protocol_ref: str, *, size: int = 64) -> None:
+    def __init__(self, protocol_ref: str, *, size: int = 64, refresh_seconds: float = 30.0) -> None:
         self.protocol_ref = protocol_ref
+        self.refresh_seconds = refresh_seconds
         self._protocol: Protocol | None = None
         self.error: str | None = None
-        self._cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], _Entry] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._background = threading.Semaphore(1)  # background recomputations run one at a time
+        self.computations = 0  # how many times the protocol ran (tests, benchmarks)
 
     @property
     def protocol(self) -> Protocol | None:
         if self._protocol is None and self.error is None:
+            from oncosurg.protocol.engine import compile_protocol
+
             try:
                 self._protocol = load_protocol(self.protocol_ref)
                 compile_protocol(self._protocol)
@@ -85,7 +113,7 @@ class Dashboard:
             allowed = visible_centres(conn, user=user)
             if centre and centre not in allowed:
                 raise Forbidden(f"centre '{centre}' is not granted to you")
-            key_fp = fingerprint(conn)
+            now_fp = fingerprint(conn)
         centres = [centre] if centre else allowed
         restricted = bool(centre) or not user.all_centres
         base = {"centres": centres, "all_centres": not restricted, "available_centres": allowed,
@@ -94,28 +122,103 @@ class Dashboard:
             return base | {"protocol": None, "results": None, "curves": [], "cached": False}
         if restricted and not centres:
             return base | {"protocol": protocol.summary(), "results": None, "curves": [], "cached": False}
-        key = (protocol.id, tuple(centres) if restricted else None, key_fp)
+        key = (protocol.id, tuple(centres) if restricted else None)
+        return base | self._serve(engine, key, now_fp, protocol, centres if restricted else None)
+
+    def warm(self, engine: sa.Engine) -> threading.Thread | None:
+        """Compute the all-centre dashboard in the background (the server calls it at start-up)."""
+        protocol = self.protocol
+        if protocol is None:
+            return None
+
+        def run() -> None:
+            try:
+                with engine.connect() as conn:
+                    now_fp = fingerprint(conn)
+                self._serve(engine, (protocol.id, None), now_fp, protocol, None)
+            except Exception:  # a failed warm-up only means the first request computes
+                log.exception("dashboard warm-up failed")
+
+        thread = threading.Thread(target=run, name="dashboard-warm", daemon=True)
+        thread.start()
+        return thread
+
+    def _entry(self, key: tuple[Any, ...]) -> _Entry:
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit | {"cached": True}
-        effective = restrict(protocol, centres) if restricted else protocol
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+            self._entries.move_to_end(key)
+            return entry
+
+    def _serve(self, engine: sa.Engine, key: tuple[Any, ...], now_fp: tuple[Any, ...], protocol: Protocol,
+               centres: list[str] | None) -> dict[str, Any]:
+        entry = self._entry(key)
+
+        def run() -> None:
+            self._run(engine, entry, protocol, centres)
+
+        snapshot = entry.snapshot
+        if snapshot is not None and snapshot[1] == now_fp:
+            return snapshot[0] | {"cached": True, "stale": False}
+        if snapshot is not None and self.refresh_seconds > 0:
+            self._schedule(entry, run)
+            return snapshot[0] | {"cached": True, "stale": True}
+        with entry.lock:  # the first computation, or refresh_seconds == 0: one at a time, the others wait
+            snapshot = entry.snapshot
+            if snapshot is not None and snapshot[1] == now_fp:
+                return snapshot[0] | {"cached": True, "stale": False}
+            run()
+            assert entry.snapshot is not None
+            return entry.snapshot[0] | {"cached": False, "stale": False}
+
+    def _schedule(self, entry: _Entry, run: Callable[[], None]) -> None:
+        """One background refresh, no earlier than ``refresh_seconds`` after the last computation started."""
+        with self._lock:
+            if entry.pending:
+                return
+            entry.pending = True
+        delay = max(0.0, entry.started + self.refresh_seconds - time.monotonic())
+
+        def refresh() -> None:
+            try:
+                with self._background, entry.lock:
+                    run()
+            except Exception:  # the last result stays; the next stale request retries
+                log.exception("dashboard refresh failed")
+            finally:
+                entry.pending = False
+
+        timer = threading.Timer(delay, refresh)
+        timer.daemon = True
+        timer.start()
+
+    def _run(self, engine: sa.Engine, entry: _Entry, protocol: Protocol, centres: list[str] | None) -> None:
+        """Run the protocol on the registry as it is now (the caller holds ``entry.lock``)."""
+        from oncosurg.protocol.engine import run_protocol
+
+        entry.started = time.monotonic()
+        with engine.connect() as conn:
+            now_fp = fingerprint(conn)  # read first: a change made while computing triggers another refresh
+        effective = restrict(protocol, centres) if centres is not None else protocol
         results = run_protocol(engine, effective, provenance={"data": "live registry"})
-        if restricted:
+        if centres is not None:
             flow = results["cohort"]["flow"][1:]
             flow[0] = flow[0] | {"excluded": None, "reason": None}
             results["cohort"]["flow"] = flow
-        out = base | {"protocol": protocol.summary(), "results": results, "curves": self._curves(engine, effective),
-                      "computed_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "cached": False}
-        with self._lock:
-            self._cache[key] = out
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return out
+        result = {"protocol": protocol.summary(), "results": results, "curves": self._curves(engine, effective),
+                  "computed_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "refresh_seconds": self.refresh_seconds}
+        entry.snapshot = (result, now_fp)  # one assignment: readers see a result with its own fingerprint
+        self.computations += 1
 
     @staticmethod
     def _curves(engine: sa.Engine, protocol: Protocol) -> list[dict[str, Any]]:
+        from oncosurg.protocol.engine import compile_protocol
+        from oncosurg.stats import kaplan_meier
+
         cp = compile_protocol(protocol)
         curves = []
         with engine.connect() as conn:

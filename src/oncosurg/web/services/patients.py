@@ -79,6 +79,17 @@ def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
     return dict(row)
 
 
+def history_filter(conn: sa.Connection, *, head: Mapping[str, Any]) -> dict[str, Any]:
+    """Which audit rows are the history of the patient ``head`` (a patient the reader may see): rows
+    under its pk, recorded in its centre, after the last deletion of a patient under that pk.
+
+    Ids are never reused (migration 0003); the filter also holds on registries written before,
+    where a new patient could inherit a deleted one's pk, from whichever centre.
+    """
+    pk = head["pk"] if "pk" in head else head["id"]
+    return {"patient_pk": pk, "centres": [head["centre"]], "after": audit.history_start(conn, patient_pk=pk)}
+
+
 @functools.cache
 def _registry() -> sa.Select:
     """The registry's one-row-per-patient select, built once (building it costs more than running it)."""
@@ -107,17 +118,29 @@ def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
 
 def created_at(conn: sa.Connection, *, pk: int, import_batch_id: int | None) -> dt.datetime | None:
     """When the record was created: its first audit row, else its import batch; ``None`` if unknown."""
-    first = conn.execute(sa.select(sa.func.min(t.audit_log.c.at)).where(
-        t.audit_log.c.patient_pk == pk, t.audit_log.c.action == "create", t.audit_log.c.entity == "patient")
-    ).scalar()
-    if first:
-        return dt.datetime.strptime(first, "%Y-%m-%dT%H:%M:%S.%fZ")
-    if import_batch_id is not None:
-        imported = conn.execute(sa.select(t.import_batch.c.imported_at)
-                                .where(t.import_batch.c.id == import_batch_id)).scalar()
-        if isinstance(imported, dt.datetime):
-            return imported.replace(tzinfo=None)
-    return None
+    return created_many(conn, {pk: import_batch_id})[pk]
+
+
+def created_many(conn: sa.Connection, batches: Mapping[int, int | None], *, chunk: int = 500
+                 ) -> dict[int, dt.datetime | None]:
+    """:func:`created_at` of many patients (pk → import batch id).  The latest ``create`` row counts:
+    before migration 0003 a pk could be inherited from a deleted patient created earlier."""
+    a, b = t.audit_log, t.import_batch
+    pks = sorted(batches)
+    out: dict[int, dt.datetime | None] = dict.fromkeys(pks)
+    for i in range(0, len(pks), chunk):
+        rows = conn.execute(sa.select(a.c.patient_pk, sa.func.max(a.c.at)).where(
+            a.c.patient_pk.in_(pks[i:i + chunk]), a.c.action == "create", a.c.entity == "patient")
+            .group_by(a.c.patient_pk))
+        for pk, at in rows:
+            out[pk] = dt.datetime.fromisoformat(at.rstrip("Z")) if at else None
+    wanted = sorted({bid for pk, bid in batches.items() if out[pk] is None and bid is not None})
+    if wanted:
+        imported = dict(conn.execute(sa.select(b.c.id, b.c.imported_at).where(b.c.id.in_(wanted))).all())
+        for pk, bid in batches.items():
+            if out[pk] is None and isinstance(imported.get(bid), dt.datetime):
+                out[pk] = imported[bid].replace(tzinfo=None)
+    return out
 
 
 def is_locked(created: dt.datetime | None, *, today: dt.date, lock_days: int) -> bool:
@@ -256,7 +279,7 @@ def bump_version(conn: sa.Connection, *, head: Mapping[str, Any], version: int |
 def stale(conn: sa.Connection, *, head: Mapping[str, Any], version: int, submitted: Any = None) -> Conflict:
     pk = head["pk"] if "pk" in head else head["id"]
     current = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar()
-    changes = audit.changes_since(conn, patient_pk=pk, version=version)
+    changes = audit.changes_since(conn, version=version, **history_filter(conn, head=head))
     who = sorted({c["username"] for c in changes})
     by = f" by {', '.join(who)}" if who else " (outside the web app, e.g. a CSV import)"
     error = Conflict(
@@ -328,7 +351,7 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     plan = write_stages(conn, pk, record, source="surgery card")
     if plan.refusals:
         raise Invalid(f"{len(plan.refusals)} problem(s): nothing was saved", errors=[
-            web_error("X430", column, audit.text(record.get(column)), message, hint)
+            web_error("X418", column, audit.text(record.get(column)), message, hint)
             for column, message, hint in plan.refusals])
     if stage == "cetuximab":
         _store_regimen(conn, pk, new_regimen)

@@ -1,4 +1,9 @@
-"""Accounts, roles, centre grants, sessions, sign-in throttling and the stored secret key."""
+"""Accounts, roles, centre grants, sessions (absolute and idle timeouts), sign-in and the stored secret key.
+
+An administrator grants only what they hold: an admin limited to some centres creates and changes
+accounts of those centres only, never an all-centre account, and cannot change, deactivate or end
+the sessions of an account that sees more than they do (:func:`may_grant`, :func:`managed_user`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ import sqlalchemy as sa
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.web import security
-from oncosurg.web.errors import Invalid, NotFound, Throttled
+from oncosurg.web.errors import Forbidden, Invalid, NotFound
+from oncosurg.web.services import throttle
+from oncosurg.web.settings import Settings
 
 ROLES: tuple[str, ...] = ("admin", "data_manager", "investigator", "auditor")
 ROLE_HELP: dict[str, str] = {
@@ -23,6 +30,10 @@ ROLE_HELP: dict[str, str] = {
     "auditor": "reads patients and the audit trail of the granted centres (read-only)",
 }
 _USERNAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+#: A pending sign-in (password checked, second factor not yet) lasts this long.
+PENDING_MINUTES = 10
+#: ``last_seen_at`` is written at most this often per session (reads stay reads).
+TOUCH_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,7 @@ class User:
     role: str
     all_centres: bool
     centres: frozenset[str]
+    totp: bool = False
 
     @property
     def can_write(self) -> bool:
@@ -50,9 +62,15 @@ class User:
     def sees(self, centre: str) -> bool:
         return self.all_centres or centre in self.centres
 
+    def holds(self, *, all_centres: bool, centres: Iterable[str]) -> bool:
+        """Whether these grants are within this user's own (an admin grants only what they hold)."""
+        if self.all_centres:
+            return True
+        return not all_centres and set(centres) <= self.centres
+
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "username": self.username, "role": self.role, "all_centres": self.all_centres,
-                "centres": sorted(self.centres)}
+                "centres": sorted(self.centres), "totp": self.totp}
 
 
 def utcnow() -> dt.datetime:
@@ -73,21 +91,48 @@ def ensure_centre(conn: sa.Connection, *, name: str) -> int:
     return int(conn.execute(sa.insert(t.centre).values(name=name)).inserted_primary_key[0])
 
 
+def may_grant(by: User | None, *, all_centres: bool, centres: Iterable[str]) -> None:
+    """Refuse (:class:`Forbidden`) grants that ``by`` does not hold (``None`` = the command line)."""
+    if by is None:
+        return
+    if not by.is_admin:
+        raise Forbidden("only admins manage accounts")
+    if not by.holds(all_centres=all_centres, centres=centres):
+        what = "all centres" if all_centres else ", ".join(sorted(set(centres) - by.centres))
+        raise Forbidden(f"you can grant only centres you hold yourself; not {what}")
+
+
+def managed_user(conn: sa.Connection, *, by: User | None, user_id: int) -> dict[str, object]:
+    """The account ``user_id`` if ``by`` may manage it (its grants are within ``by``'s), else raise."""
+    row = conn.execute(sa.select(t.app_user).where(t.app_user.c.id == user_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no user {user_id}")
+    names = set(conn.execute(sa.select(t.centre.c.name).join(t.user_centre, t.user_centre.c.centre_id == t.centre.c.id)
+                             .where(t.user_centre.c.user_id == user_id)).scalars())
+    if by is not None and not by.holds(all_centres=bool(row["all_centres"]), centres=names):
+        raise Forbidden(f"'{row['username']}' sees centres you do not hold: only an administrator holding them "
+                        "can change this account")
+    return dict(row) | {"centres": sorted(names)}
+
+
 def create_user(conn: sa.Connection, *, username: str, password: str, role: str,
-                centres: Iterable[str] = (), all_centres: bool = False, actor: audit.Actor | None = None) -> int:
+                centres: Iterable[str] = (), all_centres: bool = False, actor: audit.Actor | None = None,
+                by: User | None = None, min_score: int = 3) -> int:
     """Create an account (centres are created when new); raises :class:`Invalid` with every problem.
 
+    ``by`` (the signed-in admin; ``None`` for the command line) may grant only what they hold.
     With ``actor`` the creation is recorded in the audit trail (role and grants, never the password).
     """
     problems: list[dict[str, str]] = []
     centres = [c.strip() for c in centres if c.strip()]
+    may_grant(by, all_centres=all_centres, centres=centres)
     if not _USERNAME_RE.fullmatch(username):
         problems.append({"column": "username", "message": "1-64 characters from A-Z a-z 0-9 _ . @ -"})
     elif conn.execute(sa.select(t.app_user.c.id).where(t.app_user.c.username == username)).first():
         problems.append({"column": "username", "message": f"user '{username}' already exists"})
     if role not in ROLES:
         problems.append({"column": "role", "message": f"role must be one of {', '.join(ROLES)}"})
-    problem = security.password_problem(password)
+    problem = security.password_problem(password, min_score=min_score, user_inputs=[username, *centres])
     if problem:
         problems.append({"column": "password", "message": problem})
     if not all_centres and not centres:
@@ -98,7 +143,7 @@ def create_user(conn: sa.Connection, *, username: str, password: str, role: str,
         raise Invalid("the account was not created", errors=problems)
     user_id = int(conn.execute(sa.insert(t.app_user).values(
         username=username, password_hash=security.hash_password(password), role=role, all_centres=all_centres,
-        active=True, created_at=utcnow())).inserted_primary_key[0])
+        active=True, created_at=utcnow(), password_changed_at=utcnow())).inserted_primary_key[0])
     for name in sorted(set(centres)):
         conn.execute(sa.insert(t.user_centre).values(user_id=user_id, centre_id=ensure_centre(conn, name=name)))
     if actor is not None:
@@ -116,27 +161,41 @@ def load_user(conn: sa.Connection, *, user_id: int) -> User | None:
         return None
     names = conn.execute(sa.select(t.centre.c.name).join(t.user_centre, t.user_centre.c.centre_id == t.centre.c.id)
                          .where(t.user_centre.c.user_id == user_id)).scalars()
-    return User(row["id"], row["username"], row["role"], bool(row["all_centres"]), frozenset(names))
+    return User(row["id"], row["username"], row["role"], bool(row["all_centres"]), frozenset(names),
+                totp=bool(row["totp_secret"]))
 
 
-def list_users(conn: sa.Connection) -> list[dict[str, object]]:
+def username_of(conn: sa.Connection, *, user_id: int) -> str | None:
+    """The name of an active account."""
+    return conn.execute(sa.select(t.app_user.c.username).where(t.app_user.c.id == user_id,
+                                                               t.app_user.c.active.is_(True))).scalar()
+
+
+def list_users(conn: sa.Connection, *, by: User | None = None) -> list[dict[str, object]]:
+    """Every account; for a centre-limited admin, the accounts sharing a centre with them, each
+    marked ``manageable`` when its grants are within theirs."""
     out = []
     for row in conn.execute(sa.select(t.app_user).order_by(t.app_user.c.username)).mappings():
-        names = conn.execute(sa.select(t.centre.c.name)
-                             .join(t.user_centre, t.user_centre.c.centre_id == t.centre.c.id)
-                             .where(t.user_centre.c.user_id == row["id"]).order_by(t.centre.c.name)).scalars()
+        names = list(conn.execute(sa.select(t.centre.c.name)
+                                  .join(t.user_centre, t.user_centre.c.centre_id == t.centre.c.id)
+                                  .where(t.user_centre.c.user_id == row["id"]).order_by(t.centre.c.name)).scalars())
+        if by is not None and not by.all_centres and not row["all_centres"] and not by.centres & set(names):
+            continue
         out.append({"id": row["id"], "username": row["username"], "role": row["role"],
-                    "all_centres": bool(row["all_centres"]), "active": bool(row["active"]), "centres": list(names)})
+                    "all_centres": bool(row["all_centres"]), "active": bool(row["active"]), "centres": names,
+                    "totp": bool(row["totp_secret"]),
+                    "manageable": by is None or by.holds(all_centres=bool(row["all_centres"]), centres=names)})
     return out
 
 
 def set_grants(conn: sa.Connection, *, user_id: int, role: str, centres: Iterable[str], all_centres: bool,
-               actor: audit.Actor | None = None) -> None:
-    """Change an account's role and centre grants (centres are created when new)."""
-    row = conn.execute(sa.select(t.app_user.c.role, t.app_user.c.all_centres).where(t.app_user.c.id == user_id)).first()
-    if row is None:
-        raise NotFound(f"no user {user_id}")
+               actor: audit.Actor | None = None, by: User | None = None) -> None:
+    """Change an account's role and centre grants (centres are created when new); ``by`` may change
+    only accounts within their grants, and grant only what they hold."""
+    managed_user(conn, by=by, user_id=user_id)
+    row = conn.execute(sa.select(t.app_user.c.role, t.app_user.c.all_centres).where(t.app_user.c.id == user_id)).one()
     centres = sorted({c.strip() for c in centres if c.strip()})
+    may_grant(by, all_centres=all_centres, centres=centres)
     problems = []
     if role not in ROLES:
         problems.append({"column": "role", "message": f"role must be one of {', '.join(ROLES)}"})
@@ -161,10 +220,9 @@ def set_grants(conn: sa.Connection, *, user_id: int, role: str, centres: Iterabl
     conn.execute(sa.delete(t.web_session).where(t.web_session.c.user_id == user_id))  # sign in again
 
 
-def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.Actor | None = None) -> None:
-    before = conn.execute(sa.select(t.app_user.c.active).where(t.app_user.c.id == user_id)).scalar()
-    if before is None:
-        raise NotFound(f"no user {user_id}")
+def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.Actor | None = None,
+               by: User | None = None) -> None:
+    before = managed_user(conn, by=by, user_id=user_id)["active"]
     conn.execute(sa.update(t.app_user).where(t.app_user.c.id == user_id).values(active=active))
     if actor is not None and bool(before) != active:
         audit.append(conn, actor=actor, entries=[{"action": "update", "entity": "app_user", "entity_id": user_id,
@@ -173,48 +231,121 @@ def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.
         conn.execute(sa.delete(t.web_session).where(t.web_session.c.user_id == user_id))
 
 
-def sign_in(conn: sa.Connection, *, username: str, password: str, client: str, max_failures: int,
-            window_minutes: int) -> int | None:
+def sign_in(conn: sa.Connection, *, username: str, password: str, client: throttle.Client, settings: Settings,
+            now: dt.datetime) -> int | None:
     """The user id when the password is right; ``None`` when wrong.
 
-    Raises :class:`Throttled` (without checking the password) after ``max_failures`` failures for
-    the user name, or from the client, within the window.  Every attempt is recorded.
+    Raises :class:`~oncosurg.web.errors.Throttled` (without checking the password) while this
+    (user name, client) pair must wait (:mod:`oncosurg.web.services.throttle`); never because of
+    another client's failures.  Every checked attempt is recorded.
     """
-    now = utcnow()
-    since = now - dt.timedelta(minutes=window_minutes)
-    a = t.login_attempt
-    username, client = username[:64], client[:64]
-    failures = conn.execute(sa.select(
-        sa.func.count().filter(a.c.username == username),
-        sa.func.count().filter(a.c.client == client),
-    ).where(a.c.at >= since, a.c.success.is_(False))).one()
-    if max(failures) >= max_failures:
-        raise Throttled(f"too many failed sign-ins; wait {window_minutes} minutes and try again")
+    username = username[:64]
+    throttle.check(conn, username=username, client=client, settings=settings, now=now)
     row = conn.execute(sa.select(t.app_user.c.id, t.app_user.c.password_hash)
                        .where(t.app_user.c.username == username, t.app_user.c.active.is_(True))).first()
     ok = security.verify_password(row.password_hash if row else None, password)
-    conn.execute(sa.insert(a).values(username=username, client=client, at=now, success=ok))
-    conn.execute(sa.delete(a).where(a.c.at < now - dt.timedelta(days=30)))
+    throttle.record(conn, username=username, client=client, success=ok and row is not None, now=now)
     return int(row.id) if ok and row else None
 
 
-def create_session(conn: sa.Connection, *, user_id: int, hours: int) -> str:
+def second_factor(conn: sa.Connection, *, user_id: int, settings: Settings) -> str | None:
+    """What a signed-in password still needs: ``'totp'`` (a code), ``'enrol'`` (an admin must set up
+    TOTP first, when ``admin_totp_required``), or ``None``."""
+    row = conn.execute(sa.select(t.app_user.c.role, t.app_user.c.totp_secret).where(t.app_user.c.id == user_id)).one()
+    if row.totp_secret:
+        return "totp"
+    if settings.admin_totp_required and row.role == "admin":
+        return "enrol"
+    return None
+
+
+def create_session(conn: sa.Connection, *, user_id: int, hours: int, now: dt.datetime | None = None,
+                   client: str | None = None, user_agent: str | None = None, pending: str | None = None) -> str:
+    """A new session token (the database keeps its SHA-256); ``pending`` sessions only complete a sign-in."""
     token = security.new_token()
-    now = utcnow()
-    conn.execute(sa.insert(t.web_session).values(token_hash=security.token_hash(token), user_id=user_id,
-                                                 created_at=now, expires_at=now + dt.timedelta(hours=hours)))
+    now = now or utcnow()
+    ends = now + (dt.timedelta(minutes=PENDING_MINUTES) if pending else dt.timedelta(hours=hours))
+    conn.execute(sa.insert(t.web_session).values(
+        token_hash=security.token_hash(token), user_id=user_id, created_at=now, expires_at=ends, last_seen_at=now,
+        client=(client or "")[:64] or None, user_agent=(user_agent or "")[:200] or None, pending=pending))
     conn.execute(sa.delete(t.web_session).where(t.web_session.c.expires_at < now))
     return token
 
 
-def session_user(conn: sa.Connection, *, token: str) -> User | None:
-    row = conn.execute(sa.select(t.web_session.c.user_id).where(
-        t.web_session.c.token_hash == security.token_hash(token), t.web_session.c.expires_at > utcnow())).first()
-    return load_user(conn, user_id=row.user_id) if row else None
+def _live(now: dt.datetime, idle_minutes: int) -> list[sa.ColumnElement[bool]]:
+    s = t.web_session
+    idle_since = now - dt.timedelta(minutes=idle_minutes)
+    return [s.c.expires_at > now, sa.func.coalesce(s.c.last_seen_at, s.c.created_at) > idle_since]
+
+
+def session_row(conn: sa.Connection, *, token: str, now: dt.datetime | None = None, idle_minutes: int = 30
+                ) -> dict[str, object] | None:
+    """The live session row of ``token`` (neither past its absolute end nor idle too long), pending or not."""
+    now = now or utcnow()
+    row = conn.execute(sa.select(t.web_session).where(t.web_session.c.token_hash == security.token_hash(token),
+                                                      *_live(now, idle_minutes))).mappings().first()
+    return dict(row) if row else None
+
+
+def session_user(conn: sa.Connection, *, token: str, now: dt.datetime | None = None, idle_minutes: int = 30
+                 ) -> User | None:
+    """The user of a live, complete session (``None`` when expired, idle too long or pending)."""
+    row = session_row(conn, token=token, now=now, idle_minutes=idle_minutes)
+    if row is None or row["pending"]:
+        return None
+    return load_user(conn, user_id=int(row["user_id"]))  # type: ignore[arg-type]
+
+
+def needs_touch(row: dict[str, object], now: dt.datetime) -> bool:
+    seen = row.get("last_seen_at") or row["created_at"]
+    return (now - seen).total_seconds() >= TOUCH_SECONDS  # type: ignore[operator]
+
+
+def touch_session(conn: sa.Connection, *, token: str, now: dt.datetime) -> None:
+    """Move the idle timeout on (written at most once per :data:`TOUCH_SECONDS`)."""
+    conn.execute(sa.update(t.web_session).where(t.web_session.c.token_hash == security.token_hash(token))
+                 .values(last_seen_at=now))
 
 
 def end_session(conn: sa.Connection, *, token: str) -> None:
     conn.execute(sa.delete(t.web_session).where(t.web_session.c.token_hash == security.token_hash(token)))
+
+
+def session_id(token_hash: str) -> str:
+    """A session's public id: the first 16 hex digits of its token's SHA-256 (not usable to sign in)."""
+    return token_hash[:16]
+
+
+def list_sessions(conn: sa.Connection, *, user_id: int, now: dt.datetime, idle_minutes: int,
+                  current: str | None = None) -> list[dict[str, object]]:
+    """The user's live sessions, newest first; ``current`` (a token) is marked."""
+    s = t.web_session
+    current_hash = security.token_hash(current) if current else None
+    rows = conn.execute(sa.select(s).where(s.c.user_id == user_id, s.c.pending.is_(None), *_live(now, idle_minutes))
+                        .order_by(s.c.created_at.desc())).mappings()
+    return [{"id": session_id(r["token_hash"]), "created_at": _iso(r["created_at"]),
+             "last_seen_at": _iso(r["last_seen_at"] or r["created_at"]), "expires_at": _iso(r["expires_at"]),
+             "client": r["client"], "user_agent": r["user_agent"], "current": r["token_hash"] == current_hash}
+            for r in rows]
+
+
+def end_sessions(conn: sa.Connection, *, user_id: int, which: str = "all", keep: str | None = None) -> int:
+    """End ``which`` of the user's sessions: ``'all'``, or one session id; never the token ``keep``.
+    Returns how many ended."""
+    s = t.web_session
+    where = [s.c.user_id == user_id]
+    if which != "all":
+        if not (len(which) == 16 and all(c in "0123456789abcdef" for c in which)):
+            raise Invalid("no such session", errors=[{"column": "session", "value": which[:20],
+                                                      "message": "a session id has 16 hexadecimal digits"}])
+        where.append(s.c.token_hash.startswith(which))
+    if keep:
+        where.append(s.c.token_hash != security.token_hash(keep))
+    return conn.execute(sa.delete(s).where(*where)).rowcount
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
 def secret_key(store_writer, *, configured: str | None) -> str:  # type: ignore[no-untyped-def]

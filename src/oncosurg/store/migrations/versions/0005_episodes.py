@@ -4,13 +4,16 @@ get their keys and their line.
 
 Every value is kept: the flat registry row of each patient is the same before and after (the flat
 projection, ``oncosurg.store.projection``), and the migration is audited — one ``migrate`` row per
-patient in the hash chain, carrying the patient's record after the migration as a baseline.
+patient in the hash chain, carrying the patient's rows after the migration.  It also asks for the
+audit-state baseline (``web_setting`` ``audit_baseline`` = ``pending``), which the application writes
+once the schema is at head (``oncosurg.store.audit_state.write_pending_baselines``): ``oncosurg audit
+verify`` checks each patient's state from there on.
 
 The SQL here is frozen (it does not import the application's model), so later changes to the
 model cannot change what this migration did.
 
 Revision ID: 0005_episodes
-Revises: 0002
+Revises: 0003_ids_never_reused
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_episodes"
-down_revision = "0002"
+down_revision = "0003_ids_never_reused"
 branch_labels = None
 depends_on = None
 
@@ -222,6 +225,13 @@ def upgrade() -> None:
     for name in V1_STAGES:
         op.drop_table(name)
     _audit(bind)
+    _ask_for_baseline(bind)
+
+
+def _ask_for_baseline(bind: sa.Connection) -> None:
+    done = bind.execute(sa.text("UPDATE web_setting SET value = 'pending' WHERE key = 'audit_baseline'")).rowcount
+    if not done:
+        bind.execute(sa.text("INSERT INTO web_setting (key, value) VALUES ('audit_baseline', 'pending')"))
 
 
 def _create_pathology_and_fill() -> None:
