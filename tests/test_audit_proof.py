@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from oncosurg.cli import cli
 from oncosurg.ingest.csv import parse_registry_csv
 from oncosurg.schema import COLUMNS
-from oncosurg.store import audit
+from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
 from oncosurg.store.repository import import_records
 from web_helpers import CENTRE_A, Api, add_user, make_app, verify_chain
@@ -96,8 +96,7 @@ def test_a_direct_edit_of_the_tables_is_caught(app: FastAPI, edit: str) -> None:
     assert verify_chain(app).ok
     with app.state.store.engine.begin() as conn:
         if edit == "stage_value":
-            conn.execute(sa.update(t.cetuximab_course).where(t.cetuximab_course.c.patient_pk == pk)
-                         .values(cetuximab_cycles=12))
+            conn.execute(sa.update(t.therapy_line).where(t.therapy_line.c.patient_pk == pk).values(cycles=12))
         elif edit == "patient_row":
             conn.execute(sa.update(t.patient).where(t.patient.c.patient_id == "CLI-2").values(sex="M"))
         elif edit == "review_deleted":
@@ -106,13 +105,14 @@ def test_a_direct_edit_of_the_tables_is_caught(app: FastAPI, edit: str) -> None:
             conn.execute(sa.update(t.complication).where(t.complication.c.patient_pk == pk)
                          .values(grade="I", grade_rank=1))
         elif edit == "regimen":
-            conn.execute(sa.update(t.cetuximab_regimen).values(dose_mg_m2=500))
+            conn.execute(sa.update(t.therapy_line).values(dose_mg_m2=500))
         elif edit == "patient_inserted":
             centre = conn.execute(sa.select(t.centre.c.id)).scalar()
             conn.execute(sa.insert(t.patient).values(centre_id=centre, patient_id="GHOST", referral="in_house",
                                                      version=1))
         elif edit == "patient_deleted":
-            for table in (*t.STAGE_TABLES.values(), t.complication):
+            for name in reversed(list(t.EPISODES)[1:]):  # children before their parents
+                table = t.EPISODES[name]
                 conn.execute(sa.delete(table).where(table.c.patient_pk.in_(
                     sa.select(t.patient.c.id).where(t.patient.c.patient_id == "CLI-2"))))
             conn.execute(sa.delete(t.patient).where(t.patient.c.patient_id == "CLI-2"))
@@ -147,8 +147,8 @@ def test_a_checkpoint_catches_truncation(app: FastAPI) -> None:
         prev = conn.execute(sa.select(t.audit_log.c.hash).where(t.audit_log.c.id == last - 1)).scalar_one()
         conn.execute(sa.update(t.audit_head).values(last_id=last - 1, last_hash=prev))
         pk = conn.execute(sa.select(t.patient.c.id).where(t.patient.c.patient_id == "LAST-1")).scalar_one()
-        for table in t.STAGE_TABLES.values():
-            conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
+        for name in reversed(list(t.EPISODES)[1:]):  # children before their parents
+            conn.execute(sa.delete(t.EPISODES[name]).where(t.EPISODES[name].c.patient_pk == pk))
         conn.execute(sa.delete(t.patient).where(t.patient.c.id == pk))
     with app.state.store.read() as conn:
         assert audit.verify(conn).ok  # consistent: the chain alone cannot tell
@@ -164,8 +164,10 @@ def test_a_checkpoint_catches_a_rehashed_chain(app: FastAPI) -> None:
                                                         t.audit_log.c.field == "cetuximab_cycles",
                                                         t.audit_log.c.action == "update")).mappings().first()
         conn.execute(sa.update(t.audit_log).where(t.audit_log.c.id == row["id"]).values(new_value="3"))
-        conn.execute(sa.update(t.cetuximab_course).where(t.cetuximab_course.c.patient_pk == pk)
-                     .values(cetuximab_cycles=3))
+        conn.execute(sa.update(t.therapy_line).where(t.therapy_line.c.patient_pk == pk).values(cycles=3))
+        state = audit_state.dumps(audit_state.table_states(conn, [pk])[pk]["state"])
+        conn.execute(sa.update(t.audit_log).where(t.audit_log.c.patient_pk == pk, t.audit_log.c.action == "state")
+                     .values(new_value=state))  # and the recorded states, so that they agree with the tables
         prev = audit.GENESIS
         for r in conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id)).mappings().all():
             digest = audit.row_hash(prev, dict(r))
@@ -240,38 +242,42 @@ def test_a_database_of_0_1_0_gets_a_state_baseline(backend: str, request: pytest
     with app.state.store.read() as conn:
         baselines = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.action == "baseline")
                                  .order_by(t.audit_log.c.id)).mappings().all()
-    assert len(baselines) == patients and baselines[0]["id"] == rows_before + 1
-    assert json.loads(baselines[0]["new_value"])["record"]["patient_id"] == baselines[0]["patient_id"]
+    # after the release's rows and one migrate row per patient (0005_episodes)
+    assert len(baselines) == patients and baselines[0]["id"] == rows_before + patients + 1
+    assert json.loads(baselines[0]["new_value"])["patient"]["patient_id"] == baselines[0]["patient_id"]
     result = verify_chain(app)
     assert result.ok, result
     assert result.patients_checked == patients and result.patients_unchecked == 0
     # a later direct edit of an imported patient, which 0.1.0's trail could not have caught, is caught
     with app.state.store.engine.begin() as conn:
-        conn.execute(sa.update(t.cetuximab_course).where(t.cetuximab_course.c.patient_pk == 1)
-                     .values(cetuximab_cycles=99))
+        conn.execute(sa.update(t.therapy_line).where(t.therapy_line.c.patient_pk == 1).values(cycles=99))
     broken = verify_chain(app)
-    assert not broken.ok and broken.mismatches[0]["field"] == "cetuximab_cycles"
+    assert not broken.ok and broken.mismatches[0]["field"] == "cycles"
     app.state.store.dispose()
 
 
 def test_patients_without_values_in_the_trail_are_reported_not_checkable() -> None:
     """A create row without values (command-line imports before 0.2) and no baseline yet: not checkable;
-    a baseline row makes the patient checkable from there on."""
-    from oncosurg.store.audit_state import Replay, compare, empty
+    a baseline row makes the patient checkable from there on; a change no state row follows is reported."""
+    from oncosurg.store.audit_state import Replay, compare
 
-    def row(pk: int, action: str, field: str | None = None, value: str | None = None, entity: str = "patient"
-            ) -> dict:
-        return {"patient_pk": pk, "entity": entity, "action": action, "field": field, "new_value": value,
+    def row(pk: int, action: str, field: str | None = None, value: str | None = None, entity: str = "patient",
+            rid: int = 0) -> dict:
+        return {"id": rid, "patient_pk": pk, "entity": entity, "action": action, "field": field, "new_value": value,
                 "entity_id": pk, "centre": "C", "patient_id": f"P{pk}"}
 
+    def state(cycles: str) -> dict:
+        return {"patient": {"patient_id": "P"}, "therapy_line": [{"line_number": "3", "cycles": cycles}]}
+
     replay = Replay()
-    for r in (row(1, "create"), row(2, "create"), row(1, "update", "cetuximab_cycles", "4", "cetuximab_course")):
+    for r in (row(1, "create"), row(2, "create"), row(3, "create", None, json.dumps(state("5"))),
+              row(1, "update", "cycles", "4", "therapy_line")):
         replay.apply(r)
-    state = empty() | {"record": {"patient_id": "P2", "cetuximab_cycles": "6"}}
-    replay.apply(row(2, "baseline", "state", json.dumps(state)))
-    tables = {pk: {"centre": "C", "patient_id": f"P{pk}", "state": empty() | {
-        "record": {"patient_id": f"P{pk}", "cetuximab_cycles": "7"}}} for pk in (1, 2)}
+    replay.apply(row(2, "baseline", "state", json.dumps(state("6"))))
+    replay.apply(row(3, "update", "cycles", "6", "therapy_line", rid=9))  # and no state row after it
+    tables = {pk: {"centre": "C", "patient_id": f"P{pk}", "state": state("7")} for pk in (1, 2, 3)}
     mismatches, checked, unchecked = compare(replay, tables)
-    assert (checked, unchecked) == (1, 1)
-    assert [(m["patient_id"], m["field"], m["trail"], m["table"]) for m in mismatches] == [("P2", "cetuximab_cycles",
-                                                                                           "6", "7")]
+    assert (checked, unchecked) == (2, 1)
+    assert [(m["patient_id"], m["what"], m["field"], m["trail"], m["table"]) for m in mismatches] == [
+        ("P2", "therapy_line 3", "cycles", "6", "7"),
+        ("P3", "a change (trail row 9) without the state it produced", None, None, None)]

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from oncosurg.pathway.update import stands_for_worst_grade
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.engine import alembic_config, open_store
-from oncosurg.web.services.users import load_user
 from release_databases import RELEASE_DATABASES, copy_sqlite, restore_postgres
 from web_helpers import CENTRE_A, CENTRE_B, Api, add_user, fixed_today, make_app, verify_chain
 
@@ -82,56 +82,65 @@ def test_a_deleted_patients_ids_are_never_given_again(two_centres) -> None:  # t
     rows = Api(two_centres, "aud").get("/audit.json").json()["entries"]
     removed = {(r["entity"], r["entity_id"]) for r in rows if r["action"] == "delete"}
     assert {(entity, item) for entity, item in ids.items()} <= removed
-    assert any(r["field"] == "description" and r["old_value"] == "re-laparotomy for bleeding" for r in rows
+    assert any(r["entity"] == "complication" and "re-laparotomy for bleeding" in (r["old_value"] or "") for r in rows
                if r["action"] == "delete")
     assert trail.get(f"/patients/{gone}.json").status_code == 404
 
 
 def _legacy_reuse(url: str) -> tuple[int, int]:
-    """A registry as release 0.1.0 left it on SQLite: centre A's patient deleted, and its pk given to the
-    next patient, registered by centre B.  Returns (reused pk, number of rows of the deleted patient)."""
-    app = make_app(url, today=fixed_today(dt.date(2024, 6, 1)))
-    add_user(app, "dm_a", "data_manager", CENTRE_A)
-    b_id = add_user(app, "dm_b", "data_manager", CENTRE_B)
-    a = Api(app, "dm_a")
-    gone = a.register(patient_id="PB-0002")
-    a.post(f"/patients/{gone}/reviews", {"review_date": "2024-02-01", "decision": "potentially_resectable",
-                                         "notes": "liver-first discussed; wife anxious"})
-    for cycles in ("3", "4", "5"):
-        a.save(gone, "cetuximab", cetuximab_cycles=cycles)
-    version = a.patient(gone)["version"]
-    a.post(f"/patients/{gone}/delete", {"version": str(version), "reason": "consent withdrawn"})
-    with app.state.store.read() as conn:
-        user_b = load_user(conn, user_id=b_id)
-        deleted_rows = conn.execute(sa.select(sa.func.count()).select_from(t.audit_log)
-                                    .where(t.audit_log.c.patient_pk == gone)).scalar_one()
-    app.state.store.dispose()
-    engine = open_store(url)
+    """A registry as release 0.1.0 left it on SQLite (its schema, revision 0002; its id allocation; its
+    audit rows): centre A's patient deleted, and its pk given to the next patient, registered by
+    centre B.  Returns (reused pk, number of rows of the deleted patient)."""
+    engine = sa.create_engine(url)
     cfg = alembic_config(url)
-    with engine.connect() as conn:  # back to release 0.1.0's schema: plain INTEGER PRIMARY KEY
-        conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        conn.commit()
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0002")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+    with engine.begin() as conn:
+        def sql(statement: str, **values: object) -> sa.CursorResult:
+            return conn.execute(sa.text(statement), values)
+
+        def log(user: str, *entries: dict) -> None:
+            audit.append(conn, actor=audit.Actor(None, user), entries=list(entries), states=False)
+
+        centres = {name: sql("INSERT INTO centre (name) VALUES (:n)", n=name).lastrowid
+                   for name in (CENTRE_A, CENTRE_B)}
+
+        def register(centre: str, patient_id: str, user: str) -> int:
+            pk = sql("INSERT INTO patient (centre_id, patient_id, referral, version) VALUES (:c, :p, 'in_house', 1)",
+                     c=centres[centre], p=patient_id).lastrowid
+            sql("INSERT INTO prior_chemotherapy (patient_pk, prior_chemo_lines) VALUES (:pk, 2)", pk=pk)
+            sql("INSERT INTO cetuximab_course (patient_pk, cetuximab_start, cetuximab_partner) "
+                "VALUES (:pk, '2024-01-08', 'irinotecan')", pk=pk)
+            sql("INSERT INTO follow_up (patient_pk, last_contact_date) VALUES (:pk, '2024-02-05')", pk=pk)
+            values = (("patient_id", patient_id), ("referral", "in_house"), ("prior_chemo_lines", "2"),
+                      ("cetuximab_start", "2024-01-08"), ("cetuximab_partner", "irinotecan"),
+                      ("last_contact_date", "2024-02-05"))
+            log(user, *[{"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": centre,
+                         "patient_id": patient_id, "field": name, "new_value": value, "version": 1}
+                        for name, value in values])
+            return pk
+
+        gone = register(CENTRE_A, "PB-0002", "dm_a")
+        head = {"patient_pk": gone, "centre": CENTRE_A, "patient_id": "PB-0002"}
+        review = sql("INSERT INTO mdt_review (patient_pk, review_date, decision, notes) VALUES (:pk, '2024-02-01', "
+                     "'potentially_resectable', 'liver-first discussed; wife anxious')", pk=gone).lastrowid
+        log("dm_a", *[head | {"action": "create", "entity": "mdt_review", "entity_id": review, "field": f,
+                              "new_value": v, "version": 2}
+                      for f, v in (("decision", "potentially_resectable"), ("notes", "liver-first discussed; "
+                                                                                      "wife anxious"))])
+        for version, cycles in enumerate(("3", "4", "5"), start=3):
+            sql("UPDATE cetuximab_course SET cetuximab_cycles = :c WHERE patient_pk = :pk", c=int(cycles), pk=gone)
+            log("dm_a", head | {"action": "update", "entity": "cetuximab_course", "entity_id": gone,
+                                "field": "cetuximab_cycles", "new_value": cycles, "version": version})
+        for table in ("mdt_review", "prior_chemotherapy", "cetuximab_course", "follow_up"):
+            sql(f"DELETE FROM {table} WHERE patient_pk = :pk", pk=gone)
+        sql("DELETE FROM patient WHERE id = :pk", pk=gone)
+        log("dm_a", head | {"action": "delete", "entity": "patient", "entity_id": gone, "reason": "consent withdrawn",
+                            "version": 6})
+        deleted_rows = sql("SELECT count(*) FROM audit_log WHERE patient_pk = :pk", pk=gone).scalar_one()
+        new = register(CENTRE_B, "BJ-0001", "dm_b")
     engine.dispose()
-    old = sa.create_engine(url)
-    with old.begin() as conn:  # as 0.1.0 registered a patient: its tables, its id allocation, its audit rows
-        assert user_b is not None
-        centre = conn.execute(sa.select(t.centre.c.id).where(t.centre.c.name == CENTRE_B)).scalar_one()
-        new = conn.execute(sa.insert(t.patient).values(centre_id=centre, patient_id="BJ-0001", referral="in_house",
-                                                       version=1)).inserted_primary_key[0]
-        values = {"prior_chemo_lines": 2, "cetuximab_start": dt.date(2024, 1, 8), "cetuximab_partner": "irinotecan",
-                  "last_contact_date": dt.date(2024, 2, 5)}
-        conn.execute(sa.insert(t.prior_chemotherapy).values(patient_pk=new, prior_chemo_lines=2))
-        conn.execute(sa.insert(t.cetuximab_course).values(patient_pk=new, cetuximab_start=dt.date(2024, 1, 8),
-                                                          cetuximab_partner="irinotecan"))
-        conn.execute(sa.insert(t.follow_up).values(patient_pk=new, last_contact_date=dt.date(2024, 2, 5)))
-        audit.append(conn, actor=audit.Actor(user_b.id, user_b.username), entries=[
-            {"action": "create", "entity": "patient", "entity_id": new, "patient_pk": new, "centre": CENTRE_B,
-             "patient_id": "BJ-0001", "field": name, "new_value": value, "version": 1}
-            for name, value in (("patient_id", "BJ-0001"), ("referral", "in_house"), *values.items())])
-    old.dispose()
     return new, deleted_rows
 
 
@@ -143,6 +152,8 @@ def test_history_and_conflicts_never_show_another_patients_rows_under_a_reused_i
                                (reused,)).fetchone()
     assert under_pk[0] > deleted_rows and under_pk[1] == 2  # the old id allocation did hand the pk over
     app = make_app(url, today=fixed_today(dt.date(2024, 6, 1)))  # migrates to head
+    add_user(app, "dm_a", "data_manager", CENTRE_A)
+    add_user(app, "dm_b", "data_manager", CENTRE_B)
     try:
         b = Api(app, "dm_b")
         history = b.get(f"/patients/{reused}/audit.json").json()
@@ -178,15 +189,17 @@ def test_a_release_registry_never_reuses_the_ids_of_its_deleted_rows(db, request
             highest = {entity: conn.execute(sa.select(sa.func.max(a.c.entity_id)).where(a.c.entity == entity)
                                             ).scalar() for entity in ("patient", "mdt_review")}
             assert highest["patient"] > conn.execute(sa.select(sa.func.max(t.patient.c.id))).scalar()  # deleted last
-            kinds = dict(conn.execute(sa.select(t.complication.c.description, t.complication.c.from_worst_grade)).all())
-        assert kinds["worst complication (registry CSV)"] is True
-        assert kinds["wound infection, opened at the bedside"] is False
+            rows = conn.execute(sa.select(t.complication)).mappings().all()
+        kinds = {r["description"]: stands_for_worst_grade(r) for r in rows}
+        assert kinds["worst complication (registry CSV)"] is True  # it follows a flat worst grade
+        assert kinds["wound infection, opened at the bedside"] is False  # recorded one by one
         with engine.begin() as conn:
             centre = conn.execute(sa.select(t.centre.c.id)).scalars().first()
             pk = conn.execute(sa.insert(t.patient).values(centre_id=centre, patient_id="NEW-1", referral="in_house")
                               ).inserted_primary_key[0]
-            review = conn.execute(sa.insert(t.mdt_review).values(patient_pk=pk, review_date=dt.date(2024, 1, 1),
-                                                                 decision="resectable")).inserted_primary_key[0]
+            review = conn.execute(sa.insert(t.mdt_review).values(patient_pk=pk, review_no=1, decision="resectable",
+                                                                 review_date=dt.date(2024, 1, 1))
+                                  ).inserted_primary_key[0]
         assert pk > highest["patient"] and review > highest["mdt_review"]
     finally:
         engine.dispose()

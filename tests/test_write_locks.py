@@ -1,6 +1,7 @@
-"""No long write locks (issue 10, item 4): uploads are validated outside any write transaction and written
-by a short swap; patients edited meanwhile are checked again; on SQLite a writer that finds the database
-locked waits and retries, so "database is locked" never reaches a user."""
+"""No long write locks (issue 10, item 4): imports and uploads are validated outside any write transaction
+and written in one transaction that takes the lock only then; patients edited meanwhile are checked
+again; on SQLite a writer that finds the database locked waits and retries, so "database is locked"
+never reaches a user."""
 
 from __future__ import annotations
 
@@ -109,27 +110,28 @@ def test_a_patient_edited_during_an_import_is_checked_again_not_overwritten(stor
     import_records(store, parsed.records, source="first.csv", sha256=parsed.sha256, rows=5)
     changed = [{**r, "cetuximab_cycles": "6"} for r in rows]
     parsed = parse_registry_csv(_csv(changed), source="second.csv")
-    from oncosurg.store import bulk
+    from oncosurg.store import repository
 
-    original = bulk._stage
+    original = repository.plan_import
     edits = {"n": 0}
 
-    def stage_then_edit(conn: sa.Connection, *args: Any, **kwargs: Any) -> None:
-        original(conn, *args, **kwargs)
-        if edits["n"] == 0 and kwargs.get("transaction", True):
+    def plan_then_edit(conn: sa.Connection, *args: Any, **kwargs: Any) -> Any:
+        plan = original(conn, *args, **kwargs)
+        if edits["n"] == 0:  # planned without the write lock: someone edits PB-0002 meanwhile
             edits["n"] += 1
-            with store.begin() as other:  # someone edits PB-0002 meanwhile (no lock held by the import)
+            with store.begin() as other:
                 pk = other.execute(sa.select(t.patient.c.id).where(t.patient.c.patient_id == "PB-0002")).scalar()
-                other.execute(sa.update(t.cetuximab_course).where(t.cetuximab_course.c.patient_pk == pk)
+                other.execute(sa.update(t.therapy_line).where(t.therapy_line.c.patient_pk == pk)
                               .values(best_response="PR"))
                 other.execute(sa.update(t.patient).where(t.patient.c.id == pk).values(version=t.patient.c.version + 1))
                 audit.append(other, actor=audit.Actor(None, "editor"), entries=[
-                    {"action": "update", "entity": "cetuximab_course", "patient_pk": pk, "field": "best_response",
+                    {"action": "update", "entity": "therapy_line", "patient_pk": pk, "field": "best_response",
                      "new_value": "PR", "version": 2}])
+        return plan
 
-    monkeypatch.setattr(bulk, "_stage", stage_then_edit)
+    monkeypatch.setattr(repository, "plan_import", plan_then_edit)
     result = import_records(store, parsed.records, source="second.csv", sha256=parsed.sha256, rows=5, update=True)
-    assert not result.issues and result.updated == 5 and edits["n"] == 1
+    assert not result.issues and result.updated == 5 and edits["n"] == 1  # planned again under the lock
     with store.connect() as conn:
         records = {r["patient_id"]: r for r in iter_records(conn)}
         assert audit.verify(conn).ok
@@ -183,7 +185,7 @@ def test_an_upload_confirmed_twice_at_once_imports_once(app: FastAPI) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.patient)).scalar_one() == 3
 
 
-def test_every_column_survives_the_staged_swap(store: sa.Engine) -> None:
+def test_every_column_survives_the_import(store: sa.Engine) -> None:
     from oncosurg.reference import build_reference_rows
 
     rows = build_reference_rows(7)

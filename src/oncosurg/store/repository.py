@@ -573,13 +573,13 @@ def _audit_entry(change: Change, row_id: int, *, pk: int, centre: str, patient_i
     if change.action == "update":
         entry |= {"old_value": audit.text(change.old), "new_value": audit.text(change.new)}
     elif change.action == "create":
-        entry["new_value"] = _row_json(change.table, change.new)
+        entry["new_value"] = row_json(change.table, change.new)
     else:
-        entry["old_value"] = _row_json(change.table, change.old)
+        entry["old_value"] = row_json(change.table, change.old)
     return entry
 
 
-def _row_json(table: Table, row: Mapping[str, Any] | None) -> str:
+def row_json(table: Table, row: Mapping[str, Any] | None) -> str:
     spec = TABLE_BY_NAME[table]
     return json.dumps({f.name: audit.text((row or {}).get(f.name)) for f in spec.fields}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False)

@@ -17,12 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.pathway.flat import from_flat
+from oncosurg.pathway.model import Table
 from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.episodes import insert_records
-from oncosurg.store.repository import registry_select, write_stages
+from oncosurg.store.repository import registry_select, row_json, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -439,12 +440,19 @@ def delete_patient(conn: sa.Connection, *, ctx: Context, pk: int, version: int, 
     regimen = read_regimen(conn, pk)
     changes = [(c, record.get(c), None) for c in COLUMNS if c != "centre" and record.get(c) is not None]
     changes += [(c, regimen.get(c), None) for c in REGIMEN_COLUMNS if regimen.get(c) is not None]
-    for table in (t.mdt_review, t.response_assessment, t.complication, t.pathology, t.liver_procedure,
-                  t.disease_event, t.contact, t.therapy_line):
+    removed = []  # every episode row goes into the trail with its values
+    for name in (Table.MDT_REVIEW, Table.RESPONSE_ASSESSMENT, Table.COMPLICATION, Table.PATHOLOGY,
+                 Table.LIVER_PROCEDURE, Table.DISEASE_EVENT, Table.CONTACT, Table.THERAPY_LINE):
+        table = t.EPISODES[name]
+        for row in conn.execute(sa.select(table).where(table.c.patient_pk == pk).order_by(table.c.id)).mappings():
+            removed.append({"action": "delete", "entity": name.value, "entity_id": row["id"], "patient_pk": pk,
+                            "centre": head["centre"], "patient_id": head["patient_id"], "reason": reason,
+                            "version": version + 1, "old_value": row_json(name, row)})
         conn.execute(sa.delete(table).where(table.c.patient_pk == pk))
     conn.execute(sa.delete(t.change_log).where(t.change_log.c.patient_pk == pk))
     conn.execute(sa.delete(t.patient).where(t.patient.c.id == pk))
-    audit.append(conn, actor=ctx.actor, entries=_entries(head, version + 1, "delete", "patient", pk, changes, reason))
+    audit.append(conn, actor=ctx.actor,
+                 entries=removed + _entries(head, version + 1, "delete", "patient", pk, changes, reason))
 
 
 __all__ = ["CLAVIEN_DINDO", "STAGE_FILTERS", "Context", "create_patient", "delete_patient", "list_patients",
