@@ -11,8 +11,8 @@ Reads use the ordinary engine of :func:`oncosurg.store.open_store`.  Every write
 * on PostgreSQL by locking the audit chain's head row (``SELECT … FOR UPDATE``) first.
 
 Either way the audit trail's hash chain is appended by one transaction at a time.  Large imports
-(:mod:`oncosurg.store.bulk`) validate and stage outside these transactions and hold the write lock
-only for their final swap, under :meth:`WebStore.serial` like any other write.
+(:func:`oncosurg.store.repository.import_records`) validate outside these transactions and take the
+write lock only to write.
 """
 
 from __future__ import annotations
