@@ -83,6 +83,14 @@ def validate_bundle(bundle: Mapping[str, Any]) -> Bundle:
     return Bundle.model_validate(bundle)
 
 
+def element_path(loc: Iterable[Any]) -> str:
+    """A FHIR element path of a validation error location (``component[0].valueInteger``)."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def bundle_problems(bundle: Mapping[str, Any], who: str) -> list[Issue]:
     """Every validation error of one bundle, naming the patient, the resource and the element."""
     try:
@@ -95,7 +103,7 @@ def bundle_problems(bundle: Mapping[str, Any], who: str) -> list[Issue]:
             where = ".".join(loc)
             if len(loc) >= 3 and loc[0] == "entry" and loc[1].isdigit() and loc[2] == "resource":
                 resource = entries[int(loc[1])].get("resource") or {}
-                where = f"{resource.get('resourceType')}/{resource.get('id')}." + ".".join(loc[3:])
+                where = f"{resource.get('resourceType')}/{resource.get('id')}." + element_path(err["loc"][3:])
             shown = err.get("input")
             value = None if isinstance(shown, dict | list) else str(shown)
             issues.append(Issue(F_FHIR.code, f"patient {who}: {err['msg']} (FHIR R4)",

@@ -28,6 +28,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from oncosurg.export.fhir import element_path
 from oncosurg.export.fhir import terminology as tx
 from oncosurg.export.fhir.resources import COMPONENTS, VALUE_SYSTEM
 from oncosurg.ingest.fhir import values as fv
@@ -224,7 +225,7 @@ class BundleReader:
             except ValidationError as exc:
                 self.invalid.add(str(kind))
                 for err in exc.errors()[:_MAX_SCHEMA_ERRORS]:
-                    where = ".".join(str(p) for p in err["loc"])
+                    where = element_path(err["loc"])
                     shown = err.get("input")
                     self.issues.append(Issue(F_FHIR.code, f"{err['msg']} (FHIR R4 validation)", "correct the "
                                              "resource so that it is valid FHIR R4", None,
