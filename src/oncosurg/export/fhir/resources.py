@@ -169,6 +169,8 @@ class PatientResources:
         self.patient()
         self.conditions()
         self.patient_observations()
+        if any(ln.get("largest_met_mm") is not None for ln in record.rows(Table.THERAPY_LINE)):
+            self.tumour()
         for line in record.rows(Table.THERAPY_LINE):
             self.therapy_line(line)
         for review in record.rows(Table.MDT_REVIEW):
@@ -230,6 +232,17 @@ class PatientResources:
             "extension": [{"url": tx.CONDITION_RELATED, "valueReference": self.ref("primary")}],
             **statuses, "code": {"coding": tx.LIVER_METASTASES, "text": "Colorectal liver metastases"},
             "bodySite": [{"coding": [tx.LIVER]}], "subject": self.ref("patient")}, tx.PROFILE["secondary"])
+
+    def tumour(self) -> None:
+        """The liver metastases as an mCODE Tumor (BodyStructure): what TumorSize observations measure."""
+        record_id = f"{self.centre}::{self.pid}" if self.centre else self.pid
+        self.add("liver-tumour", "BodyStructure", {
+            "extension": [{"url": f"{tx.MCODE}/mcode-related-condition",
+                           "valueReference": self.ref("liver-metastases")}],
+            "identifier": [{"use": "usual", "type": {"coding": [{"system": "http://hl7.org/fhir/resource-types",
+                                                                  "code": "BodyStructure"}]},
+                            "system": tx.TUMOUR_ID_SYSTEM, "value": f"{record_id}/liver-metastases"}],
+            "location": {"coding": [tx.LIVER]}, "patient": self.ref("patient")}, tx.PROFILE["tumor"])
 
     def patient_observations(self) -> None:
         get = self.record.patient.get
@@ -300,7 +313,9 @@ class PatientResources:
                                        "valueCodeableConcept": {"coding": [tx.BSA_BASIS]}})
                     dosage = {"dose": quantity(fields["dose_mg_m2"], line["dose_mg_m2"])}
             self.add(f"line-{n}-{agent}", "MedicationAdministration", {
-                "extension": extensions, "status": "completed" if stop is not None else "unknown",
+                # mCODE: a termination reason coded in SNOMED CT (progression, toxicity) means "stopped"
+                "extension": extensions, "status": "stopped" if reason in tx.STOP_REASON_SNOMED
+                else "completed" if stop is not None else "unknown",
                 "statusReason": [concept("stop_reason", reason, *([tx.STOP_REASON_SNOMED[reason]]
                                                                    if reason in tx.STOP_REASON_SNOMED else []))]
                 if reason else None,
@@ -315,7 +330,8 @@ class PatientResources:
                              components=components, focus=[self.ref("liver-metastases")])
         if line.get("largest_met_mm") is not None:
             self.observation(f"line-{n}-tumour-size", element("largest_met_mm", tx.TUMOR_SIZE), extensions=tag,
-                             effective=start, profile=tx.PROFILE["tumor_size"], components=[
+                             effective=start, profile=tx.PROFILE["tumor_size"], focus=[self.ref("liver-tumour")],
+                             components=[
                                  {"code": {"coding": [tx.LONGEST_DIMENSION]},
                                   "valueQuantity": quantity(fields["largest_met_mm"], line["largest_met_mm"])}])
         if line.get("best_response"):

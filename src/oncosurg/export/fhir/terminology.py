@@ -74,6 +74,7 @@ PROFILE = {
     "administration": f"{MCODE}/mcode-cancer-related-medication-administration",
     "tumor_marker": f"{MCODE}/mcode-tumor-marker-test",
     "tumor_size": f"{MCODE}/mcode-tumor-size",
+    "tumor": f"{MCODE}/mcode-tumor",
     "disease_status": f"{MCODE}/mcode-cancer-disease-status",
 }
 EXT_TREATMENT_INTENT = f"{MCODE}/mcode-procedure-intent"
@@ -95,6 +96,8 @@ def extension(name: str) -> str:
 
 PATIENT_ID_SYSTEM = f"{CANONICAL}/sid/patient-id"
 RECORD_ID_SYSTEM = f"{CANONICAL}/sid/record-id"
+#: Identifiers of the tumours oncosurg describes (``<centre>::<patient_id>/liver-metastases``).
+TUMOUR_ID_SYSTEM = f"{CANONICAL}/sid/tumour"
 
 
 def patient_id_system(centre: str) -> str:
@@ -185,23 +188,27 @@ CODE_SYSTEMS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "primary-side": ("Primary tumour side", "Left- or right-sided colorectal primary.", _labelled(("left", "right"))),
 }
 
-#: Extensions oncosurg defines: name → (value type, meaning).
-EXTENSIONS: dict[str, tuple[str, str]] = {
-    "episode-number": ("integer", "the episode's number within its patient (review_no, procedure_no, "
-                       "complication_no, event_no, contact_no, assessment_no)"),
-    "therapy-line": ("integer", "the clinical line number of the therapy line a resource belongs to"),
-    "procedure-number": ("integer", "the procedure_no of the liver procedure a resource belongs to"),
-    "given-at": ("Coding", "where the therapy line was given (code system given-at)"),
-    "cycles": ("integer", "cycles given in the therapy line"),
-    "schedule": ("Coding", "targeted-agent schedule (code system schedule)"),
-    "body-surface-area": ("Quantity", "body-surface area used for the dose (m2)"),
-    "approach": ("Coding", "surgical approach (code system approach)"),
-    "two-stage": ("boolean", "part of a two-stage hepatectomy strategy"),
-    "portal-vein-embolization": ("boolean", "preceded by portal vein embolisation"),
-    "complications-assessed": ("boolean", "complications were assessed (none recorded means none occurred)"),
-    "referral": ("Coding", "how the patient came to the centre (code system referral)"),
-    "referral-date": ("date", "date of the referral"),
-    "disease-site": ("Coding", "a site of a progression or recurrence (code system disease-site); repeats"),
+#: Extensions oncosurg defines: name → (value type, meaning, resource types it is used on).
+EXTENSIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "episode-number": ("integer", "The episode's number within its patient (review_no, procedure_no, complication_no, "
+                       "event_no, contact_no, assessment_no).", ("Observation", "Procedure", "Condition")),
+    "therapy-line": ("integer", "The clinical line number of the therapy line a resource belongs to.",
+                     ("MedicationAdministration", "Observation")),
+    "procedure-number": ("integer", "The procedure_no of the liver procedure a resource belongs to.",
+                         ("Condition", "Observation")),
+    "given-at": ("Coding", "Where the therapy line was given (code system given-at).", ("MedicationAdministration",)),
+    "cycles": ("integer", "Cycles given in the therapy line.", ("MedicationAdministration",)),
+    "schedule": ("Coding", "Targeted-agent schedule (code system schedule).", ("MedicationAdministration",)),
+    "body-surface-area": ("Quantity", "Body-surface area used for the dose, in m2.", ("MedicationAdministration",)),
+    "approach": ("Coding", "Surgical approach (code system approach).", ("Procedure",)),
+    "two-stage": ("boolean", "Part of a two-stage hepatectomy strategy.", ("Procedure",)),
+    "portal-vein-embolization": ("boolean", "Preceded by portal vein embolisation.", ("Procedure",)),
+    "complications-assessed": ("boolean", "Complications were assessed (none recorded means none occurred).",
+                               ("Procedure",)),
+    "referral": ("Coding", "How the patient came to the centre (code system referral).", ("Patient",)),
+    "referral-date": ("date", "Date of the referral.", ("Patient",)),
+    "disease-site": ("Coding", "A site of a progression or recurrence (code system disease-site); repeats.",
+                     ("Observation",)),
 }
 
 

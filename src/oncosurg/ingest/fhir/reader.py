@@ -39,7 +39,7 @@ from oncosurg.schema import Field, Kind
 
 #: Resource types the reader reads; every other type (valid R4 or not) is ignored and counted.
 READ = ("Patient", "Condition", "Procedure", "Observation", "MedicationAdministration", "MedicationStatement",
-        "Medication")
+        "Medication", "BodyStructure")
 _MAX_SCHEMA_ERRORS = 20
 _KEYED = {"mdt_review": (Table.MDT_REVIEW, "review_no", "decision"),
           "response_assessment": (Table.RESPONSE_ASSESSMENT, "assessment_no", "category"),
@@ -262,6 +262,9 @@ class BundleReader:
             return None
         centre, patient_id = identity
         self.conditions()
+        for body in self.of_type("BodyStructure"):  # oncosurg's Tumor holds no registry value
+            if not any(i.get("system") == tx.TUMOUR_ID_SYSTEM for i in body.get("identifier", [])):
+                self.ignored["BodyStructure (not oncosurg's tumour)"] += 1
         self.medications()
         for o in self.of_type("Observation"):
             self.observation(o)
