@@ -10,19 +10,24 @@ only (ATC, RxNorm, LOINC, HGNC, UCUM), no oncosurg extensions except the pseudon
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fhir_helpers import write
 from oncosurg.cli import cli
+from oncosurg.export.fhir import patient_bundle
 from oncosurg.export.fhir import terminology as tx
-from oncosurg.ingest.fhir import FhirBundles, read_fhir_bundles
+from oncosurg.ingest.fhir import FhirBundles, read_bundle, read_fhir_bundles
 from oncosurg.pathway.flat import partner_of
 from oncosurg.pathway.model import Table
+from oncosurg.reference import random_registry
 
 PATIENT_URL = "urn:uuid:0b4f8a56-1f0e-4f5b-9d0e-000000000001"
 MRN = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
@@ -233,3 +238,41 @@ def test_a_resource_without_a_type_or_an_entry_without_resource_is_reported_not_
     result = CliRunner().invoke(cli, ["validate", "--format", "fhir", str(folder)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "b.json: column 'entry[4]'" in result.output and "entry 4 has no resource" in result.output
+
+
+# ------------------------------------------------------------------ the reader reports, never raises
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+                    | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_bundles_give_issues_never_exceptions(data: st.DataObject) -> None:
+    record = random_registry(1, data.draw(st.integers(0, 50)), episodes=16)[0]
+    bundle = json.loads(json.dumps(patient_bundle(record)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        paths = [p for p in _paths(bundle) if p]
+        path = data.draw(st.sampled_from(paths))
+        parent = bundle
+        for step in path[:-1]:
+            parent = parent[step]
+        if data.draw(st.booleans()) and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = data.draw(JSON)
+    out = FhirBundles(source="fuzz")
+    read_bundle(json.dumps(bundle).encode(), "fuzz.json", out)  # must not raise
+    assert all(i.file == "fuzz.json" for i in out.issues)

@@ -54,7 +54,8 @@ def test_every_resource_validates_and_is_put_under_a_stable_id(cohort: list[Any]
             assert entry["fullUrl"] == f"urn:uuid:{resource['id']}"
             assert entry["request"] == {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
             kinds[resource["resourceType"]] += 1
-    assert set(kinds) == {"Patient", "Condition", "MedicationAdministration", "Procedure", "Observation", "BodyStructure"}
+    assert set(kinds) == {"Patient", "Condition", "MedicationAdministration", "Procedure", "Observation",
+                          "BodyStructure"}
     assert fx.patient_bundle(cohort[0]) == fx.patient_bundle(copy.deepcopy(cohort[0]))
 
 

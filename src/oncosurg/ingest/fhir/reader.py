@@ -71,6 +71,14 @@ def _ext(resource: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
     return [e for e in resource.get("extension", []) if isinstance(e, Mapping) and e.get("url") == url]
 
 
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
 class BundleReader:
     """Reads one bundle; ``places`` is shared by every bundle of a source (a row points into it)."""
 
@@ -232,6 +240,7 @@ class BundleReader:
                                              f"{_label(resource)}.{where}",
                                              None if isinstance(shown, dict | list) else str(shown), self.name))
                 continue
+            resource = _without_nulls(resource)  # JSON null is not FHIR; the models accept it as absent
             self.resources.append(resource)
             if entry.get("fullUrl"):
                 self.by_ref[str(entry["fullUrl"])] = resource
