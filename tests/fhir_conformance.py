@@ -362,11 +362,40 @@ def bundle_resources(bundle: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[s
             yield f"entry[{i}]", e["resource"]
 
 
+#: The R4 schema's patterns that use ``\\s``/``\\S``, as FHIR defines them: XML Schema regular
+#: expressions, where whitespace is only space, tab, CR and LF.  Read by Python's ``re`` (or
+#: ECMAScript) they would also count U+00A0 and other spaces as whitespace and refuse a FHIR string
+#: holding a no-break space.
+_XSD_PATTERNS = {
+    r"^[ \r\n\t\S]+$": r"^[\s\S]+$",  # string, markdown: any character, at least one
+    r"^[^\s]+(\s[^\s]+)*$": r"^[^ \t\n\r]+([ \t\n\r][^ \t\n\r]+)*$",  # code
+    r"^\S*$": r"^[^ \t\n\r]*$",  # uri
+    r"^(\s*([0-9a-zA-Z\+/=]){4}\s*)+$": r"^([ \t\n\r]*([0-9a-zA-Z\+/=]){4}[ \t\n\r]*)+$",  # base64Binary
+}
+
+
+def _xsd_whitespace(schema: Any) -> Any:
+    """The schema with :data:`_XSD_PATTERNS` applied (any other whitespace pattern is an error)."""
+    if isinstance(schema, dict):
+        out = {}
+        for k, v in schema.items():
+            if k == "pattern" and isinstance(v, str):
+                if ("\\s" in v or "\\S" in v) and v not in _XSD_PATTERNS:
+                    raise ValueError(f"R4 schema pattern {v!r}: give its XML Schema reading in _XSD_PATTERNS")
+                out[k] = _XSD_PATTERNS.get(v, v)
+            else:
+                out[k] = _xsd_whitespace(v)
+        return out
+    if isinstance(schema, list):
+        return [_xsd_whitespace(v) for v in schema]
+    return schema
+
+
 class R4Schema:
     """Strict FHIR R4 (4.0.1) structure: the official JSON Schema, resource by resource."""
 
     def __init__(self, path: Path) -> None:
-        self.schema = json.loads(path.read_text(encoding="utf-8"))
+        self.schema = _xsd_whitespace(json.loads(path.read_text(encoding="utf-8")))
         self.types = set(self.schema["discriminator"]["mapping"])
         self._cls = jsonschema.validators.validator_for(self.schema)
         self._validators: dict[str, Any] = {}

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from episode_factory import registries as episode_registries
 from fhir_conformance import Conformance
 from fhir_helpers import resources
 from fhir_packages import complete
@@ -92,6 +93,12 @@ def test_every_bundle_of_the_reference_cohort_conforms(conformance: Conformance)
 def test_every_bundle_of_random_registries_conforms(conformance: Conformance, seed: int) -> None:
     records = random_registry(80, seed, centres=["Centre 1 (synthetic)", "Hôpital « B »", "東京"], episodes=17)
     assert assert_conforms(conformance, (fx.patient_bundle(r) for r in records)) == 80
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(episode_registries())
+def test_bundles_of_generated_episode_records_conform(conformance: Conformance, records: list[Any]) -> None:
+    assert_conforms(conformance, (fx.patient_bundle(r) for r in records))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -169,6 +176,13 @@ def test_strict_r4_violations_are_caught(conformance: Conformance, change: Any, 
     change(resources(bundle, "Patient")[0])
     issues = conformance.schema.check(bundle)
     assert issues and any(where in f"{p} {m}" for p, m in issues), issues
+
+
+def test_strings_follow_fhir_whitespace(conformance: Conformance) -> None:
+    # FHIR's patterns are XML Schema's: a no-break space is text, an empty string is not a string
+    assert conformance.schema.check({"resourceType": "Patient", "name": [{"text": "0\u00a0"}]}) == []
+    assert conformance.schema.check({"resourceType": "Patient", "name": [{"text": ""}]})
+    assert conformance.schema.check({"resourceType": "Patient", "gender": "fe male"})
 
 
 def test_r4b_only_and_unknown_resource_types_are_not_r4(conformance: Conformance) -> None:

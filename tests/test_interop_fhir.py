@@ -15,6 +15,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from episode_factory import registries as episode_registries
+from episode_factory import same
 from fhir_helpers import canonical, read_one, resources, through_fhir, write
 from interop_helpers import csv_text, registries, typed_records
 from oncosurg.cli import cli
@@ -106,9 +108,17 @@ def test_random_registry_round_trip_is_exact(seed: int) -> None:
     assert [canonical(r) for r in back] == [canonical(r) for r in records]
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(episode_registries())
+def test_generated_episode_records_round_trip(records: list[Any]) -> None:
+    back, read = through_fhir(records)
+    assert all(same(a, b) for a, b in zip(records, back, strict=True))
+    assert not read.ignored
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32), st.integers(9, 17))
-def test_generated_registries_round_trip(seed: int, episodes: int) -> None:
+def test_generated_random_registries_round_trip(seed: int, episodes: int) -> None:
     records = random_registry(4, seed, centres=["Hôpital « Nord », Lyon", "東京", "A/B centre"], episodes=episodes)
     back, _ = through_fhir(records)
     assert [canonical(r) for r in back] == [canonical(r) for r in records]

@@ -55,10 +55,11 @@ def date_text(value: Any) -> str:
 
 
 def number_text(value: Decimal) -> str:
-    """A decimal as registry text: ``49`` for a whole number, else its shortest exact form."""
-    if value == value.to_integral_value():
+    """A decimal as registry text: ``49`` for a whole number, else the shortest text of the nearest
+    float (``4.9`` cm → ``49``; ``0.1`` mm stays ``0.1``; ``5e-324`` stays short)."""
+    if value == value.to_integral_value() and abs(value) < Decimal("1e15"):
         return str(int(value))
-    return format(value.normalize(), "f")
+    return repr(float(value))
 
 
 def quantity_text(q: Any, unit: str) -> tuple[str | None, str | None]:
