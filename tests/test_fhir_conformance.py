@@ -234,3 +234,16 @@ def test_every_local_code_and_extension_of_the_export_is_defined() -> None:
     assert used_codes and used_codes <= defined, sorted(used_codes - defined)[:5]
     assert used_extensions == extensions
     assert not any(url.startswith(tx.LEGACY) for url, _ in used_codes)
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_a_missing_cache_fails_under_ci_and_skips_elsewhere(tmp_path: Path, ci: str, outcome: str) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CI": ci, "ONCOSURG_FHIR_CACHE": str(tmp_path / "empty")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)),
+                          "-k", "definitions_package_is_strict"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=300, check=False)
+    assert outcome in run.stdout, run.stdout[-2000:]
+    assert (run.returncode != 0) == (ci == "true")  # under CI=true the run fails
