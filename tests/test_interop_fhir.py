@@ -298,3 +298,29 @@ def test_json_output_of_validate(tmp_path: Path) -> None:
     write(tmp_path, "1.json", fx.patient_bundle(a_record()))
     result = CliRunner().invoke(cli, ["validate", "--format", "fhir", str(tmp_path), "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["ok"] is True
+
+
+def test_update_from_a_bundle_without_procedures_keeps_them(tmp_path: Path) -> None:
+    from oncosurg.store.repository import ImportOptions, import_patients
+
+    record = next(r for r in random_registry(30, 8, episodes=16) if len(r.rows(Table.LIVER_PROCEDURE)) >= 2)
+    engine = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    assert import_patients(engine, [record], source="mem", sha256="", rows=1).created == 1
+    bundle = fx.patient_bundle(record)
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Procedure"
+                       and not e["resource"].get("partOf")]  # no Procedure, no pathology
+    tag = resources(bundle, "MedicationAdministration")[0]["extension"][0]  # the first line's number
+    before = next(ln["cycles"] for ln in record.rows(Table.THERAPY_LINE) if ln["line_number"] == tag["valueInteger"])
+    for m in resources(bundle, "MedicationAdministration"):
+        if m["extension"][0] == tag:
+            m["extension"] = [e for e in m["extension"] if e["url"] != tx.extension("cycles")]
+            m["extension"].append({"url": tx.extension("cycles"), "valueInteger": 77})
+    got, read = read_one(bundle)
+    assert got is not None, [i.format() for i in read.issues]
+    result = import_patients(engine, [got], source="b.json", sha256="", rows=1, options=ImportOptions(update=True))
+    assert result.updated == 1 and not result.issues
+    assert [c[2:] for c in result.changes] == [("therapy_line.cycles", before, 77)]
+    with engine.connect() as conn:
+        (stored,) = read_records(conn, t.EPISODES, t.centre, [1]).values()
+    for table in (Table.LIVER_PROCEDURE, Table.PATHOLOGY, Table.COMPLICATION):
+        assert canonical(stored)[2].get(table) == canonical(record)[2].get(table)
