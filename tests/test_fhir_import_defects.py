@@ -25,6 +25,7 @@ from oncosurg.cli import cli
 from oncosurg.export.fhir import patient_bundle
 from oncosurg.export.fhir import terminology as tx
 from oncosurg.ingest.fhir import FhirBundles, read_bundle, read_fhir_bundles
+from oncosurg.ingest.fhir.reader import BundleReader
 from oncosurg.pathway.flat import partner_of
 from oncosurg.pathway.model import Table
 from oncosurg.reference import random_registry
@@ -116,6 +117,23 @@ def test_a_tumour_size_before_no_line_is_refused(tmp_path: Path) -> None:
     size = tumour_size(49, {"system": tx.UCUM, "code": "mm"}, day="2006-01-01")  # after every line's start
     (issue,) = read(tmp_path, patient(), *CETUXIMAB_IRINOTECAN, size).issues
     assert issue.code == "F111" and "cannot tell which therapy line" in issue.message
+
+
+def test_a_refused_quantity_that_opens_its_row_records_the_rows_place() -> None:
+    """A cell refused before anything else opened its row was listed as failed at place ``None``, so the
+    rules across episodes could not tell that this row's value had failed its own check."""
+    bundle = patient_bundle(random_registry(1, 3, episodes=8)[0])
+    size = next(e["resource"] for e in bundle["entry"] if tx.TUMOR_SIZE["code"] in
+                [c.get("code") for c in (e["resource"].get("code") or {}).get("coding", [])])
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+                       or e["resource"] is size]  # the size is its line's only resource
+    size["component"][0]["valueQuantity"] |= {"code": "kg", "unit": "kg"}
+    places: list[Any] = []
+    reader = BundleReader(json.loads(json.dumps(bundle)), "p.json", places)
+    reader.read()
+    assert "F111" in [i.code for i in reader.issues]
+    (failed,) = [f for f in reader.failed if f[1] == "largest_met_mm"]
+    assert failed[2] is not None and places[failed[2]].table is Table.THERAPY_LINE
 
 
 # ------------------------------------------------------------------ a BRAF variant is not a RAS mutation

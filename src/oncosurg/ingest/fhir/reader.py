@@ -159,8 +159,8 @@ class BundleReader:
                 return self._wrong_type(table, key, fld, holder, resource, path, "Quantity", prefix)
             text, problem = fv.quantity_text(q, tx.UCUM_OF_UNIT.get(fld.unit, "1"))
             if problem:
-                self.failed.append((table, fld.name, self.row_place.get((table, key))))
                 self.row(table, key, resource)
+                self.failed.append((table, fld.name, self.row_place[(table, key)]))
                 self.carried.setdefault(table, set()).add(fld.name)
                 return self.refuse(resource, f"{path}Quantity", f"{table.value}.{fld.name}: the quantity {problem}",
                                    f"give the value with a UCUM unit convertible to {fld.unit}",
@@ -194,7 +194,7 @@ class BundleReader:
         self.carried.setdefault(table, set()).add(fld.name)
         if not given:
             return  # no value: carried empty
-        self.failed.append((table, fld.name, self.row_place.get((table, key))))
+        self.failed.append((table, fld.name, self.row_place[(table, key)]))
         self.refuse(resource, f"{path}{given[0][len(prefix):]}", f"{table.value}.{fld.name}: expected "
                     f"{prefix}{want}, found {given[0]}", f"give {fld.name} as {prefix}{want}")
 
