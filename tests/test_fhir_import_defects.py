@@ -167,6 +167,35 @@ def test_a_variant_of_another_gene_is_ignored_and_counted(tmp_path: Path) -> Non
     assert read_back.ignored == {"Observation (variant assessment of a gene the registry does not record)": 1}
 
 
+
+def studied(value: dict[str, Any]) -> dict[str, Any]:
+    return observation(tx.VARIANT_ASSESSMENT, valueCodeableConcept={"coding": [tx.PRESENT]},
+                       component=[{"code": {"coding": [tx.GENE_STUDIED]}, "valueCodeableConcept": value}])
+
+
+@pytest.mark.parametrize(("gene_given", "shown"), [
+    ({"text": "BRAF"}, "'BRAF'"),
+    ({"coding": [{"system": "http://www.genenames.org", "code": "BRAF"}]}, "http://www.genenames.org|BRAF"),
+    ({"coding": [{"system": tx.HGNC, "code": "BRAF"}]}, f"{tx.HGNC}|BRAF"),
+])
+def test_a_gene_not_given_as_an_hgnc_id_is_refused_not_ignored(tmp_path: Path, gene_given: dict[str, Any],
+                                                               shown: str) -> None:
+    """A BRAF mutation whose gene is a symbol or text was ignored as "a gene the registry does not record"."""
+    braf = studied(gene_given)
+    read_back = read(tmp_path, patient(), *CETUXIMAB_IRINOTECAN, braf)
+    (issue,) = read_back.issues
+    assert (issue.code, issue.file, issue.value) == ("F111", "other-system.json", shown)
+    assert issue.column == f"Observation/{braf['resource']['id']}.component[0].valueCodeableConcept"
+    assert "not given as an HGNC id" in issue.message and "HGNC:1097" in issue.hint
+    assert not read_back.ignored
+
+
+def test_an_hgnc_id_without_its_prefix_is_read(tmp_path: Path) -> None:
+    record = one_record(read(tmp_path, patient(), *CETUXIMAB_IRINOTECAN,
+                             studied({"coding": [{"system": tx.HGNC, "code": "1097", "display": "BRAF"}]})))
+    assert (record.patient["braf_status"], record.patient.get("ras_status")) == ("mutant", None)
+
+
 # ------------------------------------------------------------------ an earlier oxaliplatin line stays its own line
 
 def test_an_earlier_oxaliplatin_line_does_not_join_the_cetuximab_line(tmp_path: Path) -> None:

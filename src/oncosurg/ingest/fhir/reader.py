@@ -564,6 +564,13 @@ class BundleReader:
             self.components(table, key, o, COMPONENTS[table])
 
     def marker(self, o: Mapping[str, Any], el: str | None, genes: list[str]) -> None:
+        if "?" in genes:
+            (i, shown), *_ = fv.genes_unread(o.get("component", []))
+            what = f"patient.{el}" if el else "a genetic variant assessment"
+            self.refuse(o, f"component[{i}].valueCodeableConcept", f"{what}: the gene studied is not given as an "
+                        "HGNC id, so oncosurg cannot tell which gene was tested", "give the gene studied as a code "
+                        f"of {tx.HGNC} (KRAS HGNC:6407, NRAS HGNC:7989, BRAF HGNC:1097)", shown)
+            return
         columns = {tx.GENE_COLUMN.get(g) for g in genes}
         if el is None:
             if not genes:

@@ -128,14 +128,31 @@ def drug(concept: Concept) -> Drug:
 
 
 def gene_ids(components: Iterable[Mapping[str, Any]]) -> list[str]:
-    """HGNC ids of the "gene studied" components (LOINC 48018-6) of an observation."""
+    """HGNC ids of the "gene studied" components (LOINC 48018-6) of an observation (``HGNC:1097``; a bare
+    ``1097`` in the HGNC system is read as ``HGNC:1097``).  A gene given another way (only as text, a
+    symbol, another code system) is ``"?"``: the caller refuses it, since it may be a gene the registry
+    records."""
     out = []
     for component in components:
         if not isinstance(component, Mapping) or not has(component.get("code"), tx.GENE_STUDIED):
             continue
-        out += [code for system, code in codings(component.get("valueCodeableConcept")) if system == tx.HGNC]
-        if not any(system == tx.HGNC for system, _ in codings(component.get("valueCodeableConcept"))):
-            out.append("?")  # a gene given another way (e.g. only as text): named by the caller
+        ids = [code if code.startswith("HGNC:") else f"HGNC:{code}"
+               for system, code in codings(component.get("valueCodeableConcept"))
+               if system == tx.HGNC and (code.startswith("HGNC:") or code.isdigit())]
+        out += ids or ["?"]
+    return out
+
+
+def genes_unread(components: Iterable[Mapping[str, Any]]) -> list[tuple[int, str]]:
+    """The "gene studied" components :func:`gene_ids` cannot read: (index, how they name the gene)."""
+    out = []
+    for i, component in enumerate(components):
+        if not isinstance(component, Mapping) or gene_ids([component]) != ["?"]:
+            continue
+        value = component.get("valueCodeableConcept")
+        text = value.get("text") if isinstance(value, Mapping) else None
+        shown = ", ".join(f"{s or '?'}|{c}" for s, c in codings(value) if c)
+        out.append((i, shown or repr(text or "no code")))
     return out
 
 
