@@ -103,6 +103,7 @@ def test_a_tumour_size_in_cm_is_converted_to_mm(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("unit", "said"), [
     ({"unit": "in", "system": tx.UCUM, "code": "[in_i]"}, "is in '[in_i]', which oncosurg does not convert to 'mm'"),
     ({"unit": "cm"}, "gives no UCUM unit code"),
+    ({"unit": "cm", "code": "cm"}, "gives the unit code 'cm' without its system"),  # FHIR qty-3
     ({"unit": "cm", "system": "http://example.org/units", "code": "cm"}, "not UCUM"),
 ])
 def test_a_tumour_size_in_another_unit_is_refused(tmp_path: Path, unit: dict[str, str], said: str) -> None:

@@ -66,7 +66,8 @@ def quantity_text(q: Any, unit: str) -> tuple[str | None, str | None]:
     """A Quantity in the registry's UCUM ``unit`` as registry text, converted when UCUM allows it.
 
     Returns ``(text, None)`` or ``(None, problem)``: no numeric value, a ``system`` other than UCUM,
-    no unit code, or a unit that does not convert (e.g. ``in`` for a size in mm).
+    a unit code without its system, no unit code, or a unit that does not convert (e.g. ``in`` for a
+    size in mm).
     """
     if not isinstance(q, Mapping):
         return None, "is not a Quantity"
@@ -77,6 +78,8 @@ def quantity_text(q: Any, unit: str) -> tuple[str | None, str | None]:
     if system is not None and system != tx.UCUM:
         return None, f"gives its unit in {system!r}, not UCUM ({tx.UCUM})"
     code = q.get("code") or (q.get("unit") if system == tx.UCUM else None)
+    if code and system is None:  # FHIR qty-3: a unit code needs its system
+        return None, f"gives the unit code {code!r} without its system (the registry reads UCUM, {tx.UCUM})"
     if not code:
         return None, f"gives no UCUM unit code (the registry records {unit!r})"
     factors = tx.UCUM_CONVERSIONS.get(unit, {unit: "1"})
