@@ -209,6 +209,22 @@ def test_an_earlier_oxaliplatin_line_does_not_join_the_cetuximab_line(tmp_path: 
     assert (rescue["start_date"], rescue["stop_date"]) == (dt.date(2005, 1, 10), dt.date(2005, 4, 1))
 
 
+
+def test_a_later_line_sharing_the_fluoropyrimidine_is_its_own_line(tmp_path: Path) -> None:
+    """FOLFOX then FOLFIRI: the later fluorouracil joined the FOLFOX line (sorted before irinotecan), which
+    then overlapped an irinotecan-only line; cycle by cycle, each line keeps its agents."""
+    def cycles(*agents: tuple[str, str], days: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [medication(system, code, day, day) for day in days for system, code in agents]
+
+    folfox = cycles((tx.ATC, "L01XA03"), (tx.RXNORM, "4492"), days=("2004-03-01", "2004-03-15", "2004-03-29"))
+    folfiri = cycles((tx.ATC, "L01CE02"), (tx.ATC, "L01BC02"), days=("2005-01-10", "2005-01-24"))
+    record = one_record(read(tmp_path, patient(), *folfiri, *folfox))
+    assert [(n, agents, str(ln["start_date"]), str(ln["stop_date"])) for (n, agents), ln in
+            zip(lines(record), record.rows(Table.THERAPY_LINE), strict=True)] == [
+        (1, "oxaliplatin;fluoropyrimidine", "2004-03-01", "2004-03-29"),
+        (2, "irinotecan;fluoropyrimidine", "2005-01-10", "2005-01-24")]
+
+
 # ------------------------------------------------------------------ premedication is not an agent
 
 def test_premedication_is_ignored_by_its_code_class(tmp_path: Path) -> None:

@@ -451,14 +451,19 @@ class BundleReader:
         self.carried[t].update(("schedule", "bsa_m2", "dose_mg_m2"))
 
     def foreign_lines(self, administrations: list[tuple[str, str | None, str, Mapping[str, Any]]]) -> None:
-        """Administrations without a line number: a new line starts when an agent the line lacks appears."""
+        """Administrations without a line number, taken date by date: the agents started on one date join
+        the current line when it has them all, else they start a new line (so FOLFOX then FOLFIRI is
+        two lines although both give a fluoropyrimidine)."""
         lines: list[list[tuple[str, str | None, str, Mapping[str, Any]]]] = []
+        by_date: dict[str, list[tuple[str, str | None, str, Mapping[str, Any]]]] = {}
         for item in sorted(administrations, key=lambda a: (a[0], a[2])):
+            by_date.setdefault(item[0], []).append(item)
+        for items in by_date.values():
             current = lines[-1] if lines else None
-            if current is not None and (item[2] in {a[2] for a in current} or item[0] == current[0][0]):
-                current.append(item)
+            if current is not None and {a[2] for a in items} <= {a[2] for a in current}:
+                current += items
             else:
-                lines.append([item])
+                lines.append(items)
         first = max((k[0] for k in self.rows[Table.THERAPY_LINE]), default=0) + 1
         t = Table.THERAPY_LINE
         for n, items in enumerate(lines, start=first):
