@@ -304,6 +304,20 @@ def test_a_resource_without_a_type_or_an_entry_without_resource_is_reported_not_
     assert "b.json: column 'entry[4]'" in result.output and "entry 4 has no resource" in result.output
 
 
+
+def test_a_conflict_names_the_resource_that_gave_the_first_value(tmp_path: Path) -> None:
+    """Two Conditions disagreeing on the primary site: the message named the Patient (the resource that
+    opened the row) as the source of the first value, not the Condition that gave it."""
+    def condition(code: str) -> dict[str, Any]:
+        return entry({"resourceType": "Condition", "code": {"coding": [{"system": tx.ICD10_CM, "code": code}]},
+                      "subject": {"reference": PATIENT_URL}})
+
+    rectum, colon = condition("C20"), condition("C18.7")
+    (issue,) = read(tmp_path, patient(), *CETUXIMAB_IRINOTECAN, rectum, colon).issues
+    assert (issue.code, issue.column, issue.value) == ("F108", f"Condition/{colon['resource']['id']}.code", "colon")
+    assert issue.message.endswith(f"differs from 'rectum' given by Condition/{rectum['resource']['id']}.code")
+
+
 # ------------------------------------------------------------------ the reader reports, never raises
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)

@@ -50,7 +50,8 @@ _SITE_CODES = {(tx.SNOMED, "363406005"): "colon", (tx.SNOMED, "363351006"): "rec
 
 @dataclass(slots=True)
 class Place:
-    """Where the values of one row came from: the bundle, the resource, and each column's element."""
+    """Where the values of one row came from: the bundle, the resource that opened it, and each
+    column's resource and element (``Condition/c1.code``: a row's values may come from several resources)."""
 
     bundle: str
     label: str
@@ -58,8 +59,7 @@ class Place:
     elements: dict[str, str] = field(default_factory=dict)
 
     def column(self, name: str | None) -> str:
-        element = self.elements.get(name or "")
-        return f"{self.label}.{element}" if element else self.label
+        return self.elements.get(name or "") or self.label
 
 
 def _label(resource: Mapping[str, Any]) -> str:
@@ -128,12 +128,12 @@ class BundleReader:
         place_index = self.row_place[(table, key)]
         place = self.places[place_index]
         self.carried.setdefault(table, set()).add(column)
+        where = f"{_label(resource)}.{element}"
         if text is None or text == "":
-            place.elements.setdefault(column, element)
+            place.elements.setdefault(column, where)
             return
         fld = TABLE_BY_NAME[table].field_by_name[column]
         value, problem = parse_cell(fld, text, line=None, today=self.today)
-        where = f"{_label(resource)}.{element}"
         if problem is not None:
             self.failed.append((table, column, place_index))
             self.issues.append(dataclasses.replace(problem, message=f"{table.value}.{column}: {problem.message}",
@@ -146,7 +146,7 @@ class BundleReader:
                                      where, text, self.name))
             return
         row[column] = value
-        place.elements.setdefault(column, element)
+        place.elements.setdefault(column, where)
 
     def put_value(self, table: Table, key: tuple[Any, ...], fld: Field, holder: Mapping[str, Any],
                   resource: Mapping[str, Any], element: str, prefix: str = "value") -> None:
@@ -420,7 +420,7 @@ class BundleReader:
         agents = set((row.get("agents") or "").split(";")) - {""} | {agent}
         row["agents"] = join_list(agents, AGENTS)
         self.carried[t].add("agents")
-        self.places[self.row_place[(t, key)]].elements.setdefault("agents", element)
+        self.places[self.row_place[(t, key)]].elements.setdefault("agents", f"{_label(m)}.{element}")
         period = m.get("effectivePeriod") or {}
         self.put(t, key, "start_date", fv.date_text(period["start"]) if period.get("start") else None, m,
                  "effectivePeriod.start")
@@ -471,7 +471,7 @@ class BundleReader:
             row = self.row(t, (n,), m)
             row["agents"] = join_list({a[2] for a in items}, AGENTS)
             self.carried[t].add("agents")
-            self.places[self.row_place[(t, (n,))]].elements.setdefault("agents", "medication[x]")
+            self.places[self.row_place[(t, (n,))]].elements.setdefault("agents", f"{_label(m)}.medication[x]")
             self.put(t, (n,), "start_date", min(a[0] for a in items), m, "effective[x]")
             ends = [a[1] for a in items]
             self.put(t, (n,), "stop_date", max(e for e in ends if e) if all(ends) else None, m, "effective[x]")
