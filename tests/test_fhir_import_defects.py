@@ -225,6 +225,20 @@ def test_a_later_line_sharing_the_fluoropyrimidine_is_its_own_line(tmp_path: Pat
         (2, "irinotecan;fluoropyrimidine", "2005-01-10", "2005-01-24")]
 
 
+
+def test_agents_started_within_the_regimen_window_join_the_line(tmp_path: Path) -> None:
+    """A cetuximab loading dose a week before FOLFIRI split the rescue line into cetuximab alone and
+    cetuximab + FOLFIRI; bevacizumab added after 28 days still starts a new line."""
+    meds = [medication(tx.ATC, "L01FE01", "2005-01-03", "2005-01-03"),  # cetuximab 400 mg/m2 loading dose
+            *(medication(system, code, day, day) for day in ("2005-01-10", "2005-01-24")
+              for system, code in ((tx.ATC, "L01FE01"), (tx.ATC, "L01CE02"), (tx.ATC, "L01BC02"))),
+            medication(tx.ATC, "L01FG01", "2005-03-07", "2005-04-04")]  # bevacizumab, 63 days later
+    record = one_record(read(tmp_path, patient(), *meds))
+    assert lines(record) == [(1, "cetuximab;irinotecan;fluoropyrimidine"), (2, "bevacizumab")]
+    assert [(str(ln["start_date"]), str(ln["stop_date"])) for ln in record.rows(Table.THERAPY_LINE)] == [
+        ("2005-01-03", "2005-01-24"), ("2005-03-07", "2005-04-04")]
+
+
 # ------------------------------------------------------------------ premedication is not an agent
 
 def test_premedication_is_ignored_by_its_code_class(tmp_path: Path) -> None:

@@ -37,6 +37,9 @@ from oncosurg.pathway.model import AGENTS, PATIENT, TABLE_BY_NAME, Table, is_res
 from oncosurg.rules import F_FHIR, F_FHIR_UNREADABLE, F_LAYOUT, V_REQUIRED, Issue, parse_cell
 from oncosurg.schema import Field, Kind
 
+#: Days from a line's first administration within which other agents still join that line (the
+#: regimen window of rule-based line-of-therapy algorithms; a new agent later starts a new line).
+REGIMEN_WINDOW_DAYS = 28
 #: Resource types the reader reads; every other type (valid R4 or not) is ignored and counted.
 READ = ("Patient", "Condition", "Procedure", "Observation", "MedicationAdministration", "MedicationStatement",
         "Medication", "BodyStructure")
@@ -60,6 +63,14 @@ class Place:
 
     def column(self, name: str | None) -> str:
         return self.elements.get(name or "") or self.label
+
+
+def _day(text: str) -> dt.date | None:
+    """A full ISO date (``None`` for a partial or bad one)."""
+    try:
+        return dt.date.fromisoformat(text) if len(text) == 10 else None
+    except ValueError:
+        return None
 
 
 def _label(resource: Mapping[str, Any]) -> str:
@@ -451,16 +462,19 @@ class BundleReader:
         self.carried[t].update(("schedule", "bsa_m2", "dose_mg_m2"))
 
     def foreign_lines(self, administrations: list[tuple[str, str | None, str, Mapping[str, Any]]]) -> None:
-        """Administrations without a line number, taken date by date: the agents started on one date join
-        the current line when it has them all, else they start a new line (so FOLFOX then FOLFIRI is
-        two lines although both give a fluoropyrimidine)."""
+        """Administrations without a line number, taken date by date: the agents given on one date join
+        the current line when it has them all or when the date is within :data:`REGIMEN_WINDOW_DAYS`
+        of the line's start (a loading dose a week before the chemotherapy), else they start a new
+        line (so FOLFOX then FOLFIRI is two lines although both give a fluoropyrimidine)."""
         lines: list[list[tuple[str, str | None, str, Mapping[str, Any]]]] = []
         by_date: dict[str, list[tuple[str, str | None, str, Mapping[str, Any]]]] = {}
         for item in sorted(administrations, key=lambda a: (a[0], a[2])):
             by_date.setdefault(item[0], []).append(item)
-        for items in by_date.values():
+        for date, items in by_date.items():
             current = lines[-1] if lines else None
-            if current is not None and {a[2] for a in items} <= {a[2] for a in current}:
+            start, day = (_day(current[0][0]) if current else None), _day(date)
+            if current is not None and ({a[2] for a in items} <= {a[2] for a in current} or (
+                    start is not None and day is not None and (day - start).days < REGIMEN_WINDOW_DAYS)):
                 current += items
             else:
                 lines.append(items)
