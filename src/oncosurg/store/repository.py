@@ -449,6 +449,7 @@ class _PatientWriter:
                 if problem is not None:
                     result.issues.append(dataclasses.replace(problem, file=file))
                 else:
+                    result.issues += _new_record_issues(record, line, options)
                     creates.append(record)
                 continue
             if not options.update:
@@ -464,7 +465,7 @@ class _PatientWriter:
                                         f"{audit.text(before)})", "leave the column or file out to keep the value "
                                         "(what the file does not carry is left unchanged), or pass --allow-clear",
                                         line, column, "", file) for column, before in plan.clears]
-            result.issues += check_patient(merged_episodes(stored[hit.pk], plan),
+            result.issues += check_patient(merged_episodes(stored[hit.pk], plan), where=_located_in(record),
                                            postop_window_days=options.postop_window_days)
             if plan:
                 updates.append((record, hit.pk, plan))
@@ -508,6 +509,26 @@ class _PatientWriter:
                 record = dataclasses.replace(record, centre=default)
             out.append(record)
         return out
+
+
+def _located_in(record: PatientRecord) -> Callable[[Table, Mapping[str, Any]], tuple[str | None, int | None]]:
+    """``check_patient``'s ``where`` for the rows of ``record`` (the source's file and line of each key)."""
+    def where(table: Table, row: Mapping[str, Any]) -> tuple[str | None, int | None]:
+        key = tuple(row.get(k) for k in TABLE_BY_NAME[table].key)
+        return record.where.get((table, key), (None, None))
+    return where
+
+
+def _new_record_issues(record: PatientRecord, line: int | None, options: ImportOptions) -> list[Issue]:
+    """What keeps a record from creating a patient: a required patient field it lacks (``V301``; a
+    source may carry only some tables), or a rule across its episodes."""
+    missing = [f.name for f in TABLE_BY_NAME[Table.PATIENT].fields
+               if f.required == "yes" and record.patient.get(f.name) is None]
+    issues = [Issue(V_REQUIRED.code, f"a new patient needs {c}; the source does not give it",
+                    f"add the {c} of this patient (or register the patient first)", line, c, None) for c in missing]
+    if missing:
+        return issues
+    return check_patient(record, where=_located_in(record), postop_window_days=options.postop_window_days)
 
 
 def _os_user() -> str:
