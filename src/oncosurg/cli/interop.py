@@ -3,6 +3,8 @@
 ``oncosurg import --format redcap|fhir|xlsx`` and ``oncosurg export --format redcap|fhir|xlsx``
 (with ``--deidentify --key-file K``) are options of the registry commands
 (:mod:`oncosurg.cli.registry`), which call :func:`read_interop` and :func:`export_interop` here.
+REDCap and Excel carry the episode model (the REDCap episode project, one sheet per table); a
+de-identified export and the FHIR bundles carry the flat projection.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from oncosurg.schema import COLUMNS
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from oncosurg.ingest.episode_rows import EpisodeFile
+
 FORMATS = ("csv", "redcap", "fhir", "xlsx")
+#: Formats that carry the episode model (the others carry the flat projection).
+EPISODE_FORMATS = ("redcap", "xlsx")
 DEFAULT_PROTOCOL = "rescue-cetuximab-2007"
 MANIFEST = "deidentification-manifest.json"
 
@@ -42,9 +48,13 @@ def format_option(verb: str, *, long: bool = False):  # type: ignore[no-untyped-
                 else "."))
 
 
-def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> ParsedFile:
+def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> ParsedFile | EpisodeFile:
     """Read and validate a REDCap export, a FHIR bundle directory (or file) or an Excel workbook
-    (``options``: ``case_sensitive_ids``, ``postop_window_days``)."""
+    (``options``: ``case_sensitive_ids``, ``postop_window_days``; for REDCap and Excel also ``stored``,
+    the registered records an update is checked against).  REDCap exports of the episode project and
+    episode workbooks give an :class:`EpisodeFile`; exports of the flat project of earlier releases
+    and one-sheet workbooks a flat :class:`ParsedFile`."""
+    stored = options.pop("stored", None)
     file = Path(path)
     if fmt == "fhir":
         if not file.exists():
@@ -53,17 +63,17 @@ def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Par
         raise UserError(f"{path}: no such file")
     try:
         if fmt == "redcap":
-            from oncosurg.ingest.redcap import read_redcap_export
+            from oncosurg.ingest.redcap_episodes import read_redcap
 
-            return read_redcap_export(file, centre=centre, **options)
+            return read_redcap(file, centre=centre, stored=stored, **options)
         if fmt == "fhir":
             from oncosurg.ingest.fhir import read_fhir_bundles
 
             return read_fhir_bundles(file, centre=centre, **options)
         if fmt == "xlsx":
-            from oncosurg.ingest.xlsx import read_workbook
+            from oncosurg.ingest.xlsx_episodes import read_workbook
 
-            return read_workbook(file, centre=centre, **options)
+            return read_workbook(file, centre=centre, stored=stored, **options)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     raise UserError(f"unknown format {fmt!r}")  # pragma: no cover - click.Choice
@@ -111,6 +121,9 @@ def export_interop(
                         "`python -c 'import secrets; print(secrets.token_hex(32))' > K`)")
     if key_file and not deidentify:
         raise UserError("--key-file is only used with --deidentify")
+    if fmt in EPISODE_FORMATS and not deidentify:
+        _export_episodes(engine, out=out, fmt=fmt, centre=centre)
+        return
     from oncosurg.store.repository import iter_records
 
     with engine.connect() as conn:
@@ -158,6 +171,38 @@ def export_interop(
         click.echo(f"{out}: {len(records)} de-identified patient(s); manifest {manifest_path}", err=True)
     elif out != "-":
         click.echo(f"{out}: {len(records)} patient(s) ({count} {'bundles' if fmt == 'fhir' else 'rows'}).", err=True)
+
+
+def _export_episodes(engine: sa.Engine, *, out: str, fmt: str, centre: str | None) -> None:
+    """``export --format redcap|xlsx``: every patient with their episodes (the REDCap episode project, the
+    episode workbook)."""
+    from oncosurg.store import tables as t
+    from oncosurg.store.episodes import iter_records as iter_episode_records
+
+    with engine.connect() as conn:
+        records = (record for _, record in iter_episode_records(conn, t.EPISODES, t.centre, centre_name=centre))
+        if fmt == "xlsx":
+            from oncosurg.export.xlsx_episodes import write_workbook
+
+            count = write_workbook(records, Path(out))
+            click.echo(f"{out}: {count} patient(s), one sheet per table.", err=True)
+            return
+        from oncosurg.export import redcap_episodes
+
+        handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            rows = redcap_episodes.write_records(_counted(records, counter := [0]), handle)
+        finally:
+            if handle is not sys.stdout:
+                handle.close()
+    if out != "-":
+        click.echo(f"{out}: {counter[0]} patient(s) ({rows} rows: one per patient and per episode).", err=True)
+
+
+def _counted(items: Iterable[Any], counter: list[int]) -> Iterable[Any]:
+    for item in items:
+        counter[0] += 1
+        yield item
 
 
 @cli.group("redcap")
