@@ -207,11 +207,13 @@ def _counted(items: Iterable[Any], counter: list[int]) -> Iterable[Any]:
 
 @cli.group("redcap")
 def redcap_group() -> None:
-    """REDCap: the data dictionary (and repeating-instrument setup) of the oncosurg REDCap project.
+    """REDCap: the data dictionary, repeating instruments and events of the oncosurg REDCap project.
 
     Capture in REDCap with `oncosurg redcap dictionary > dict.csv` (upload in Project Setup → Data
-    Dictionary) and `oncosurg redcap repeating` (Project Setup → Repeating instruments → upload);
-    bring records back with `oncosurg import --format redcap EXPORT.csv`.
+    Dictionary) and `oncosurg redcap repeating > repeating.csv` (Project Setup → Repeating
+    instruments → upload); for a longitudinal project also `oncosurg redcap events --list` (Define
+    my events) and `oncosurg redcap events` (Designate instruments). Bring records back with
+    `oncosurg import --format redcap EXPORT.csv`.
     """
 
 
@@ -219,23 +221,45 @@ def redcap_group() -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="-", show_default=True,
               help="Output CSV file ('-' = standard output).")
 def redcap_dictionary_cmd(out: str) -> None:
-    """Write the REDCap data dictionary of the registry.
+    """Write the REDCap data dictionary of the episode model.
 
-    One instrument per pathway stage, REDCap validation types (date_ymd, integer, number with
-    min/max), choices with the registry codes, yes/no fields, branching logic for surgery-only and
-    hepatectomy-only fields, and the repeating 'complication' instrument (one instance per
-    complication with its Clavien-Dindo grade).
+    A 'patient' instrument and one repeating instrument per episode table (therapy_line,
+    mdt_review, response_assessment, liver_procedure, complication, pathology, disease_event,
+    contact); variable names of at most 26 characters; REDCap validation types (date_ymd, integer,
+    number with min/max), choices with the model's codes, yes/no fields, checkboxes for lists
+    (agents, sites, resected segments) and branching logic. Keys: the repeat instance numbers MDT
+    reviews, assessments, procedures, disease events and contacts; line_number, procedure_no /
+    complication_no and pathology_procedure_no are fields.
     """
+    from oncosurg.export import redcap_episodes
+
     if out == "-":
-        redcap_export.write_dictionary(sys.stdout)
+        redcap_episodes.write_dictionary(sys.stdout)
         return
     with open(out, "w", encoding="utf-8", newline="") as handle:
-        redcap_export.write_dictionary(handle)
+        redcap_episodes.write_dictionary(handle)
 
 
 @redcap_group.command("repeating")
 @click.option("--longitudinal", is_flag=True,
               help="Event-based layout (event_name,form_name,custom_form_label) for longitudinal projects.")
 def redcap_repeating_cmd(longitudinal: bool) -> None:
-    """Write REDCap's repeating-instruments setup: the 'complication' instrument repeats."""
-    redcap_export.write_repeating_setup(sys.stdout, longitudinal=longitudinal)
+    """Write REDCap's repeating-instruments setup: every episode instrument repeats."""
+    from oncosurg.export import redcap_episodes
+
+    redcap_episodes.write_repeating_setup(sys.stdout, longitudinal=longitudinal)
+
+
+@redcap_group.command("events")
+@click.option("--list", "as_list", is_flag=True,
+              help="The events themselves (Define my events: event_name,arm_num,unique_event_name).")
+def redcap_events_cmd(as_list: bool) -> None:
+    """Write the instrument-event mapping of a longitudinal project (arm_num,unique_event_name,form).
+
+    Three events on one arm: enrolment (patient, therapy lines, MDT reviews, response assessments),
+    surgery (liver procedures, complications, pathology), follow-up (disease events, contacts).
+    Each instrument sits in one event, so its instance numbers stay the episodes' numbers.
+    """
+    from oncosurg.export import redcap_episodes
+
+    (redcap_episodes.write_events if as_list else redcap_episodes.write_event_mapping)(sys.stdout)
