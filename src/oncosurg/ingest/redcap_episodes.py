@@ -80,6 +80,10 @@ def _header_names() -> tuple[dict[str, str], dict[str, str]]:
 
 
 _RAW, _LABELS = _header_names()
+#: Export column → (variable, variable name, checkbox option).
+_COLUMN = {c: (rc.VARIABLE_MAP[c.partition("___")[0]], c.partition("___")[0], c.partition("___")[2])
+           for c in _RAW if c.partition("___")[0] in rc.VARIABLE_MAP}
+_NO_VARIABLE: tuple[Any, str, str] = (None, "", "")
 _SPECIAL = {name for name, column in {**_RAW, **_SPECIAL_LABELS}.items() if column == _IGNORED
             or column in (rc.RECORD_ID, rc.EVENT, rc.REPEAT_INSTRUMENT, rc.REPEAT_INSTANCE)}
 #: Header cells of the flat project of earlier releases (variables, labels, its instruments' status columns).
@@ -183,6 +187,7 @@ class _Reader:
         self.case_sensitive_ids = case_sensitive_ids
         self.contexts: dict[int, tuple[str, str, int | None]] = {}  # line → (record id, form, instance)
         self.builder = RecordBuilder({}, case_sensitive_ids=case_sensitive_ids, unit="line")
+        self.cache: dict[str, dict[str, Any]] = {}  # variable → raw text → parsed value
 
     # -- the file ----------------------------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class _Reader:
         if columns is None:
             return False
         records: dict[str, _Record] = {}
+        picks = list(columns.items())
         while True:
             try:
                 row = next(reader)
@@ -217,8 +223,8 @@ class _Reader:
                 self.issues.append(Issue(F_ROW_WIDTH.code, f"row has {len(row)} cells, the header has {len(header)}",
                                          "export the records again; do not edit the export by hand", line))
                 continue
-            cells = {name: row[i] for name, i in columns.items()}
-            rid = cells[rc.RECORD_ID].strip()
+            cells = {name: row[i] for name, i in picks if row[i]}  # the filled cells only
+            rid = cells.get(rc.RECORD_ID, "").strip()
             if not rid:
                 self.issues.append(Issue(V_REQUIRED.code, "the record id is empty", "every row needs its record id",
                                          line, rc.RECORD_ID, ""))
@@ -330,9 +336,10 @@ class _Reader:
                 return
             target = record.instances[(form, number)] = _Instance(form, number, line, event)
         for column, text in cells.items():
-            name, _, option = column.partition("___")
-            v = rc.VARIABLE_MAP.get(name)
-            if v is None or name == rc.RECORD_ID or text.strip() == "":
+            if not text or text.isspace():
+                continue
+            v, name, option = _COLUMN.get(column, _NO_VARIABLE)
+            if v is None or name == rc.RECORD_ID:
                 continue
             if v.form != form:
                 if option and text.strip().lower() in ("0", "unchecked"):
@@ -418,6 +425,15 @@ class _Reader:
         return values
 
     def _cell(self, v: rc.Variable, text: str, line: int) -> tuple[Any, Issue | None]:
+        cache = self.cache.setdefault(v.name, {})
+        if text in cache:
+            return cache[text], None
+        value, problem = self._parse(v, text, line)
+        if problem is None and v.field.kind is not Kind.TEXT and len(cache) < 10_000:
+            cache[text] = value  # dates, codes and small numbers repeat
+        return value, problem
+
+    def _parse(self, v: rc.Variable, text: str, line: int) -> tuple[Any, Issue | None]:
         f = v.field
         stripped = text.strip()
         if not stripped:
