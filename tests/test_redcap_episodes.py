@@ -92,6 +92,8 @@ def test_redcap_variable_names_are_at_most_26_characters() -> None:
     assert too_long == []
     assert {"sinusoid_dilatation_grade", "nodular_regen_hyperplasia"} <= set(names)
     assert len(set(names)) == len(names)
+    labels = [r["Field Label"] for r in dictionary()]
+    assert len(set(labels)) == len(labels)  # exports with labels as headers map back to one variable each
     assert all(n[0].isalpha() and n.replace("_", "").isalnum() and n == n.lower() for n in names)
 
 

@@ -155,7 +155,9 @@ class RecordBuilder:
             out.append(_at(Issue(E_ORPHAN.code, f"patient {draft.patient_id!r} of centre '{draft.centre}' has no "
                                  "patient row" + (" and is not registered" if update else ""),
                                  "add the patient (with its required values) to the file, or correct the centre "
-                                 "and patient_id", None, "patient_id", draft.patient_id), where))
+                                 "and patient_id" + ("" if update else "; a partial export of registered patients "
+                                                     "imports with --update"), None, "patient_id", draft.patient_id),
+                           where))
             return out
         out += self._required(draft, record, registered)
         if draft.bad_key or out:
