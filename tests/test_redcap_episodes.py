@@ -482,3 +482,14 @@ def test_a_number_that_is_still_not_a_number_says_so() -> None:
     result = parsed(export_of({**PATIENT, "age_at_rescue": "61,5,1"}, CONTACT))
     (issue,) = result.issues
     assert (issue.code, issue.column, issue.value) == ("V304", "age_at_rescue", "61,5,1")
+    assert "correct the value in REDCap" in issue.hint and "point" not in issue.hint
+
+
+def test_the_flat_projects_dictionary_remains_available() -> None:
+    """De-identified exports write the flat project (``--deidentify --format redcap``): its dictionary."""
+    runner = CliRunner()
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(cli, ["redcap", "dictionary", "--flat"]).output)))
+    assert {r["Form Name"] for r in rows} == set(flat_rc.FORMS) and "cetuximab_start" in {
+        r["Variable / Field Name"] for r in rows}
+    assert runner.invoke(cli, ["redcap", "repeating", "--flat"]).output.splitlines()[1] == (
+        "complication,[complication_grade]")

@@ -217,10 +217,15 @@ def redcap_group() -> None:
     """
 
 
+_FLAT_HELP = ("The flat project of earlier releases instead (one instrument per stage, one row per patient): "
+              "the form of de-identified exports (--deidentify) and of projects built before the episode model.")
+
+
 @redcap_group.command("dictionary")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="-", show_default=True,
               help="Output CSV file ('-' = standard output).")
-def redcap_dictionary_cmd(out: str) -> None:
+@click.option("--flat", is_flag=True, help=_FLAT_HELP)
+def redcap_dictionary_cmd(out: str, flat: bool = False) -> None:
     """Write the REDCap data dictionary of the episode model.
 
     A 'patient' instrument and one repeating instrument per episode table (therapy_line,
@@ -233,21 +238,23 @@ def redcap_dictionary_cmd(out: str) -> None:
     """
     from oncosurg.export import redcap_episodes
 
+    project = redcap_export if flat else redcap_episodes
     if out == "-":
-        redcap_episodes.write_dictionary(sys.stdout)
+        project.write_dictionary(sys.stdout)
         return
     with open(out, "w", encoding="utf-8", newline="") as handle:
-        redcap_episodes.write_dictionary(handle)
+        project.write_dictionary(handle)
 
 
 @redcap_group.command("repeating")
 @click.option("--longitudinal", is_flag=True,
               help="Event-based layout (event_name,form_name,custom_form_label) for longitudinal projects.")
-def redcap_repeating_cmd(longitudinal: bool) -> None:
-    """Write REDCap's repeating-instruments setup: every episode instrument repeats."""
+@click.option("--flat", is_flag=True, help=_FLAT_HELP)
+def redcap_repeating_cmd(longitudinal: bool, flat: bool = False) -> None:
+    """Write REDCap's repeating-instruments setup: every episode instrument repeats (--flat: the complication)."""
     from oncosurg.export import redcap_episodes
 
-    redcap_episodes.write_repeating_setup(sys.stdout, longitudinal=longitudinal)
+    (redcap_export if flat else redcap_episodes).write_repeating_setup(sys.stdout, longitudinal=longitudinal)
 
 
 @redcap_group.command("events")

@@ -450,7 +450,11 @@ class _Reader:
             stripped = stripped.replace(",", ".")  # REDCap's export option "decimal character: comma"
         value, problem = parse_cell(f, text if f.kind is Kind.TEXT else stripped, line=line, today=self.today)
         if problem is not None:
-            problem = Issue(problem.code, problem.message, problem.hint, line, v.name, text)
+            hint = problem.hint
+            if f.kind in (Kind.NUMBER, Kind.INTEGER) and "," in stripped:
+                hint = (f"correct the value in REDCap ({f.describe_type()}); a decimal comma is read, but not "
+                        "thousands separators or several commas")
+            problem = Issue(problem.code, problem.message, hint, line, v.name, text)
         return value, problem
 
     def _checkbox(self, v: rc.Variable, instance: _Instance) -> tuple[Any, Issue | None, int]:
