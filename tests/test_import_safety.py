@@ -66,7 +66,7 @@ class Registry:
     def rows(self) -> list[dict[str, str]]:
         result = self.run("export")
         assert result.exit_code == 0, result.output
-        return list(csv.DictReader(io.StringIO(result.output)))
+        return list(csv.DictReader(io.StringIO(result.stdout)))  # the CSV (notes go to stderr)
 
     def count(self) -> int:
         engine = open_store(self.db)

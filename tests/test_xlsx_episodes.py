@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
+from episode_factory import registries, same
 from oncosurg.cli import cli
 from oncosurg.export.xlsx import SPARE_ROWS
 from oncosurg.export.xlsx import write_workbook as write_flat_workbook
@@ -126,6 +127,17 @@ def test_random_registries_round_trip(tmp_path: Path, seed: int, episodes_per_pa
     back = episodes(workbook(records, tmp_path, f"r{seed}.xlsx"))
     assert back.ok, [i.format() for i in back.issues[:5]]
     assert [canonical(r) for r in back.records] == sorted((canonical(r) for r in records), key=by_patient)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(registries(max_size=4))
+def test_generated_registries_round_trip(tmp_path: Path, records: list[PatientRecord]) -> None:
+    """records → Excel → records, on valid patients drawn by ``tests/episode_factory.py``."""
+    back = episodes(workbook(records, tmp_path, "generated.xlsx"))
+    assert back.ok, [i.format() for i in back.issues[:5]]
+    assert len(back.records) == len(records)
+    assert all(same(a, b) for a, b in zip(back.records, records, strict=True))
 
 
 def test_flat_origin_records_are_unchanged(reference_csv: Path, tmp_path: Path) -> None:

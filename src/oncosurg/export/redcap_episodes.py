@@ -69,7 +69,9 @@ RENAMES: dict[tuple[Table, str], str] = {
 INSTANCE_KEYS: dict[Table, str] = {Table.MDT_REVIEW: "review_no", Table.RESPONSE_ASSESSMENT: "assessment_no",
                                    Table.LIVER_PROCEDURE: "procedure_no", Table.DISEASE_EVENT: "event_no",
                                    Table.CONTACT: "contact_no"}
+#: REDCap's advice for variable names; longer positional numbers keep their exponent.
 MAX_NAME = 26
+MAX_POSITIONAL = 32
 
 FORM_LABELS: dict[str, str] = {
     PATIENT_FORM: "Patient", "therapy_line": "Therapy line", "mdt_review": "MDT review",
@@ -246,6 +248,7 @@ def _project() -> tuple[Variable, ...]:
         out += [_variable(spec, f) for f in spec.fields if f.name != own]
     names = [v.name for v in out]
     assert len(set(names)) == len(names), "REDCap variable names must be unique"
+    assert max(map(len, names)) <= MAX_NAME, "REDCap advises variable names of at most 26 characters"
     return tuple(out)
 
 
@@ -313,11 +316,14 @@ def record_id(centre: str | None, patient_id: str) -> str:
 
 def number_text(value: float | int) -> str:
     """A number as REDCap's ``number`` validation accepts it: positional, no exponent (``0.00001``, not
-    ``1e-05``), a whole number without a decimal point; the digits round-trip exactly."""
+    ``1e-05``), a whole number without a decimal point; the digits round-trip exactly.  A number whose
+    positional form would be longer than :data:`MAX_POSITIONAL` characters (no measurement is) keeps
+    its exponent."""
     number = float(value)
     if number.is_integer() and abs(number) < 1e15:
         return str(int(number))
-    return format(Decimal(repr(number)), "f")
+    text = format(Decimal(repr(number)), "f")
+    return text if len(text) <= MAX_POSITIONAL else repr(number)
 
 
 def raw_values(v: Variable, value: Any) -> dict[str, str]:

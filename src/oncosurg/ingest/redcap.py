@@ -53,7 +53,7 @@ from oncosurg.rules import (
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
 
 _IGNORED = "<ignored>"
-_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
 _SPECIAL_LABELS = {"Event Name": rc.EVENT, "Repeat Instrument": rc.REPEAT_INSTRUMENT,
                    "Repeat Instance": rc.REPEAT_INSTANCE, "Data Access Group": _IGNORED,
                    "Survey Identifier": _IGNORED, "Survey Timestamp": _IGNORED, "Complete?": _IGNORED}

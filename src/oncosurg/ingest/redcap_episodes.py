@@ -58,7 +58,7 @@ from oncosurg.schema import DEFAULT_POSTOP_WINDOW_DAYS, FIELD_BY_NAME, Kind
 _IGNORED = "<ignored>"
 #: Delimiters REDCap's export offers.
 DELIMITERS = (",", ";", "\t", "|", "^")
-_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
 _SPECIAL_LABELS = {"Event Name": rc.EVENT, "Repeat Instrument": rc.REPEAT_INSTRUMENT,
                    "Repeat Instance": rc.REPEAT_INSTANCE, "Data Access Group": _IGNORED,
                    "Survey Identifier": _IGNORED, "Survey Timestamp": _IGNORED, "Complete?": _IGNORED}
