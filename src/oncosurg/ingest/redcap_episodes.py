@@ -294,10 +294,12 @@ class _Reader:
 
     # -- rows --------------------------------------------------------------------------------------
 
-    def _layout(self, message: str, hint: str, line: int, column: str, value: str) -> None:
-        self.issues.append(Issue(F_LAYOUT.code, message, hint, line, column, value))
+    def _layout(self, message: str, hint: str, line: int, column: str, value: str, record_id: str = "") -> None:
+        where = f"record '{record_id}': " if record_id else ""
+        self.issues.append(Issue(F_LAYOUT.code, where + message, hint, line, column, value))
 
     def _row(self, record: _Record, cells: dict[str, str], line: int) -> None:
+        rid = record.record_id
         event = cells.get(rc.EVENT, "").strip()
         event = _EVENT_LABELS.get(event, event)
         named = cells.get(rc.REPEAT_INSTRUMENT, "").strip()
@@ -309,21 +311,21 @@ class _Reader:
             if form not in rc.REPEATING_FORMS:
                 self._layout(f"'{named}' is not a repeating instrument of the project",
                              "the repeating instruments are " + ", ".join(rc.REPEATING_FORMS), line,
-                             rc.REPEAT_INSTRUMENT, named)
+                             rc.REPEAT_INSTRUMENT, named, rid)
                 return
             if not number_text.isdigit() or int(number_text) < 1:
                 self._layout("the repeat instance is not a positive whole number",
                              "export the records again; REDCap numbers instances 1, 2, 3…", line,
-                             rc.REPEAT_INSTANCE, number_text)
+                             rc.REPEAT_INSTANCE, number_text, rid)
                 return
             number = int(number_text)
         elif number_text:
             self._layout("a repeat instance without a repeating instrument (a repeating event)",
                          "the oncosurg project repeats instruments, not events: export from a project built "
                          "from `oncosurg redcap dictionary` and `oncosurg redcap repeating`", line,
-                         rc.REPEAT_INSTANCE, number_text)
+                         rc.REPEAT_INSTANCE, number_text, rid)
             return
-        self.contexts[line] = (record.record_id, form, number)
+        self.contexts[line] = (rid, form, number)
         if number is None:
             if record.base is None:
                 record.base = _Instance(form, None, line, event)
@@ -332,7 +334,7 @@ class _Reader:
             earlier = record.instances.get((form, number))
             if earlier is not None:
                 self._layout(f"instance {number} of '{form}' appears twice (first on line {earlier.line})",
-                             "keep one row per instance", line, rc.REPEAT_INSTANCE, number_text)
+                             "keep one row per instance", line, rc.REPEAT_INSTANCE, number_text, rid)
                 return
             target = record.instances[(form, number)] = _Instance(form, number, line, event)
         for column, text in cells.items():
@@ -346,7 +348,7 @@ class _Reader:
                     continue
                 where = "the patient row" if number is None else f"an instance of '{form}'"
                 self._layout(f"'{name}' belongs to the instrument '{v.form}', but this row is {where}",
-                             "export the records again; do not move values between rows", line, column, text)
+                             "export the records again; do not move values between rows", line, column, text, rid)
                 continue
             earlier_cell = target.cells.get(column)
             if earlier_cell is None:
@@ -354,7 +356,7 @@ class _Reader:
             elif earlier_cell[0] != text:
                 where = f" (event '{target.event}')" if target.event else ""
                 self._layout(f"differs from {earlier_cell[0]!r} given on line {earlier_cell[1]}{where}",
-                             "keep one value per record: enter the field in one event only", line, column, text)
+                             "keep one value per record: enter the field in one event only", line, column, text, rid)
 
     # -- records -----------------------------------------------------------------------------------
 
