@@ -194,9 +194,9 @@ def test_flat_origin_records_are_unchanged(reference_csv: Path) -> None:
     assert [to_flat(r) for r in back.records] == flat
 
 
-def test_cli_export_import_keeps_every_episode(tmp_path: Path) -> None:
+def test_cli_export_import_keeps_every_episode(tmp_path: Path, store_url: str) -> None:
     records = random_registry(40, 3, centres=3, episodes=16)
-    a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", store_url  # into SQLite and PostgreSQL
     source = open_store(a)
     assert not import_patients(source, records, source="gen", sha256="0", rows=len(records)).issues
     out = tmp_path / "redcap.csv"
@@ -223,16 +223,18 @@ def stored(db: str) -> list[tuple[Any, ...]]:
 # ------------------------------------------------------------------ exports of selected instruments, fields, records
 
 @pytest.fixture
-def registry(tmp_path: Path) -> tuple[str, str, list[PatientRecord]]:
-    """A registry of 6 multi-episode patients and its full REDCap export."""
+def registry(store_url: str) -> tuple[str, str, list[PatientRecord]]:
+    """A registry of 6 multi-episode patients (SQLite, PostgreSQL) and its full REDCap export."""
     records = random_registry(6, 11, centres=2, episodes=16)
-    db = f"sqlite:///{tmp_path / 'r.db'}"
+    db = store_url
     engine = open_store(db)
     assert not import_patients(engine, records, source="gen", sha256="0", rows=6).issues
     engine.dispose()
     out = io.StringIO()
-    with open_store(db).connect() as conn:
+    engine = open_store(db)
+    with engine.connect() as conn:
         rc.write_records((r for _, r in iter_records(conn, t.EPISODES, t.centre)), out)
+    engine.dispose()
     return db, out.getvalue(), records
 
 

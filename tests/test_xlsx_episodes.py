@@ -165,9 +165,10 @@ def test_cli_export_import_keeps_every_episode(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ partial workbooks
 
 @pytest.fixture
-def registry(tmp_path: Path) -> tuple[str, Path]:
+def registry(tmp_path: Path, store_url: str) -> tuple[str, Path]:
+    """A registry of 5 multi-episode patients (SQLite, PostgreSQL) and its full workbook."""
     records = random_registry(5, 21, centres=1, episodes=16)
-    db = f"sqlite:///{tmp_path / 'r.db'}"
+    db = store_url
     engine = open_store(db)
     assert not import_patients(engine, records, source="gen", sha256="0", rows=5).issues
     engine.dispose()
