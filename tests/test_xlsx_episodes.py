@@ -345,3 +345,24 @@ def test_flat_workbooks_are_still_read(reference_csv: Path, tmp_path: Path) -> N
     wb = load_workbook(path)
     formats = {wb["registry"][f"A{row}"].number_format for row in range(2, wb["registry"].max_row + 1)}
     assert formats == {"@"}  # patient_id is text in every row, spare rows included
+
+
+@pytest.mark.libreoffice
+def test_a_workbook_re_saved_by_libreoffice_imports_the_same_episodes(tmp_path: Path) -> None:
+    """A data manager opens the exported workbook in LibreOffice Calc and saves it: nothing changes."""
+    from libreoffice import require, type_cells
+
+    require()
+    records = random_registry(12, 9, centres=("A", 'Hôpital "Nord", Lyon', "東京"), episodes=16)
+    a, b = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    engine = open_store(a)
+    assert not import_patients(engine, records, source="gen", sha256="0", rows=len(records)).issues
+    engine.dispose()
+    out, resaved = tmp_path / "registry.xlsx", tmp_path / "resaved.xlsx"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["export", "--db", a, "--format", "xlsx", "--out", str(out)]).exit_code == 0
+    type_cells(out, resaved, [], tmp_path)
+    assert resaved.read_bytes() != out.read_bytes()  # LibreOffice wrote its own file
+    result = runner.invoke(cli, ["import", "--format", "xlsx", str(resaved), "--db", b])
+    assert result.exit_code == 0, result.output
+    assert stored(b) == stored(a)
