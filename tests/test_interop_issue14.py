@@ -105,7 +105,7 @@ def test_ids_typed_in_libreoffice_keep_their_form(tmp_path: Path) -> None:
         header = [c.value for c in ws[1]]
         first = next(r for r in range(2, ws.max_row + 2) if ws.cell(row=r, column=header.index("patient_id") + 1)
                      .value is None)
-        for offset, patient_id in enumerate(("00124", "1E5")):
+        for offset, patient_id in enumerate(("00124", "1E5", "3-4", "TRUE")):
             for index, column in enumerate(header):
                 text = patient_id if column == "patient_id" else values.get(column)
                 if text is not None:
@@ -119,4 +119,4 @@ def test_ids_typed_in_libreoffice_keep_their_form(tmp_path: Path) -> None:
         ids = set(conn.execute(sa.select(t.patient.c.patient_id)).scalars())
     engine.dispose()
     assert result.exit_code == 0, result.output
-    assert ids == {"PB-001", "00124", "1E5"}
+    assert ids == {"PB-001", "00124", "1E5", "3-4", "TRUE"}

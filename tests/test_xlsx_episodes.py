@@ -334,6 +334,21 @@ def test_numeric_ids_are_refused_with_the_fix() -> None:
     assert "Text" in issue.hint and "00124" in issue.message
 
 
+def test_ids_a_spreadsheet_made_dates_or_truth_values_are_refused() -> None:
+    """``3-4`` or ``1/2`` typed into a General cell becomes a date, ``TRUE`` a truth value: the id is lost."""
+    wb = minimal()
+    wb["contacts"].append(["A", dt.datetime(2026, 3, 4), 1, dt.date(2006, 1, 1), "alive"])
+    wb["patients"].append([True, "P8", "in_house"])
+    wb["patients"].append(["A", dt.time(12, 30), "in_house"])
+    result = parse_workbook(saved(wb), source="book.xlsx")
+    found = [(i.code, i.file, i.line, i.column, i.value) for i in result.issues]
+    assert ("V315", "contacts", 3, "patient_id", "2026-03-04") in found
+    assert ("V315", "patients", 3, "centre", "TRUE") in found
+    assert ("V315", "patients", 4, "patient_id", "12:30:00") in found
+    assert not result.records
+    assert "a date" in next(i.message for i in result.issues if i.file == "contacts")
+
+
 # ------------------------------------------------------------------ the flat workbook of earlier releases
 
 def test_flat_workbooks_are_still_read(reference_csv: Path, tmp_path: Path) -> None:
@@ -345,6 +360,17 @@ def test_flat_workbooks_are_still_read(reference_csv: Path, tmp_path: Path) -> N
     wb = load_workbook(path)
     formats = {wb["registry"][f"A{row}"].number_format for row in range(2, wb["registry"].max_row + 1)}
     assert formats == {"@"}  # patient_id is text in every row, spare rows included
+    ws = wb["registry"]
+    last = len(flat) + 2  # the first spare row
+    for n, converted in enumerate((124, dt.datetime(2026, 3, 4), True)):
+        for column, cell in enumerate(ws[2], start=1):  # a copy of the first patient's row ...
+            ws.cell(row=last + n, column=column).value = cell.value
+        ws.cell(row=last + n, column=1).value = converted  # ... whose patient_id a spreadsheet converted
+    bad = tmp_path / "typed.xlsx"
+    wb.save(bad)
+    result = read_workbook(bad)
+    assert [(i.code, i.line, i.column, i.value) for i in result.issues] == [
+        ("V315", last + n, "patient_id", shown) for n, shown in enumerate(("124", "2026-03-04", "TRUE"))]
 
 
 @pytest.mark.libreoffice

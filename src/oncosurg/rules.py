@@ -91,8 +91,9 @@ V_FUTURE = _rule("V312", "future-date", "A date lies after today.")
 V_CONTROL = _rule("V313", "control-characters", "A text value holds control characters.")
 V_SPACES = _rule("V314", "identifier-spaces", "patient_id or centre starts or ends with a space.")
 V_NUMERIC_ID = _rule("V315", "identifier-not-text",
-                     "A workbook's patient_id or centre cell holds a number, not text: the spreadsheet turned the "
-                     "typed id into a number and its written form may be lost (00124 → 124, 1E5 → 100000).")
+                     "A workbook's patient_id or centre cell holds a number (or a date, or TRUE/FALSE), not text: "
+                     "the spreadsheet converted the typed id and its written form may be lost (00124 → 124, "
+                     "1E5 → 100000, 3-4 → a date).")
 X_SURGERY_BEFORE_START = _rule("X401", "surgery-before-cetuximab", "surgery_date is before cetuximab_start.",
                                ("surgery_date", "cetuximab_start"))
 X_CONTACT_BEFORE_SURGERY = _rule("X402", "contact-before-surgery", "last_contact_date is before surgery_date.",

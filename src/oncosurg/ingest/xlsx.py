@@ -5,8 +5,8 @@ each further row one patient, exactly as the registry CSV — the same header ru
 missing, duplicate columns), the same value and cross-field rules, and issues name the sheet row
 (the header is row 1).  Excel's own cell types are turned into registry text first: a date cell
 becomes ``YYYY-MM-DD``, a whole-number cell ``6`` (not ``6.0``), a TRUE/FALSE cell ``yes``/``no``.
-A number in the ``patient_id`` or ``centre`` column is refused (``V315``): the spreadsheet
-converted the typed id and its form may be lost.
+A number, a date or TRUE/FALSE in the ``patient_id`` or ``centre`` column is refused (``V315``):
+the spreadsheet converted the typed id and its form may be lost.
 Formulas are read as their cached values.  Other sheets (the ``dictionary``) are ignored.
 """
 
@@ -41,11 +41,21 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def numeric_id_issue(column: str, value: float, row: int, sheet: str | None = None) -> Issue:
-    """``V315``: an id cell holds a number (a spreadsheet converted the typed id; its form may be lost)."""
-    shown = cell_text(value)
-    return Issue(V_NUMERIC_ID.code, f"the cell holds the number {shown}, not text: the spreadsheet turned the typed "
-                 f"{column} into a number, and its written form may be lost (00124 becomes 124, 1E5 becomes 100000)",
+def converted_id(value: Any) -> bool:
+    """Whether an id cell holds what a spreadsheet made of a typed id: a number (``00124`` → 124), a date
+    or time (``3-4`` → 4 March), or TRUE/FALSE — anything but text."""
+    return value is not None and not isinstance(value, str)
+
+
+def numeric_id_issue(column: str, value: Any, row: int, sheet: str | None = None) -> Issue:
+    """``V315``: an id cell holds a number, a date or TRUE/FALSE (a spreadsheet converted the typed id;
+    its form may be lost)."""
+    shown = "TRUE" if value is True else "FALSE" if value is False else cell_text(value)
+    kind = ("a truth value" if isinstance(value, bool) else "a date" if isinstance(value, (dt.date, dt.time))
+            else "a number")
+    return Issue(V_NUMERIC_ID.code, f"the cell holds {kind} ({shown}), not text: the spreadsheet turned the typed "
+                 f"{column} into {kind}, and its written form may be lost (00124 becomes 124, 1E5 becomes 100000, "
+                 "3-4 becomes a date)",
                  f"format the {column} column as Text (Format → Cells → Text), type the {column} again as written in "
                  "the centre's records (or start it with an apostrophe: '00124), save and import again",
                  row, column, shown, sheet)
@@ -118,8 +128,7 @@ def parse_workbook(
             refused += 1
             continue
         numeric = [(c, values[number - 1][i]) for c, i in columns.items() if c in ID_COLUMNS
-                   and i < len(values[number - 1]) and isinstance(values[number - 1][i], (int, float))
-                   and not isinstance(values[number - 1][i], bool)]
+                   and i < len(values[number - 1]) and converted_id(values[number - 1][i])]
         if numeric:
             result.issues += [numeric_id_issue(c, v, number) for c, v in numeric]
             refused += 1

@@ -6,8 +6,9 @@ registry format's files as sheets, same columns); a workbook without such sheets
 one-sheet workbook of earlier releases, read by :mod:`oncosurg.ingest.xlsx`.  Row 1 of a sheet
 names its columns; every further row is one row of the table.  Excel's cell types are turned into
 registry text first (a date cell → ``YYYY-MM-DD``, ``6.0`` → ``6``, TRUE/FALSE → yes/no); the id
-columns (``centre``, ``patient_id``) must be text: a number there lost its written form (``00124``
-typed into a General cell is 124, ``1E5`` is 100000) and is refused (``V315``) with the fix.
+columns (``centre``, ``patient_id``) must be text: a number, date or TRUE/FALSE there lost its
+written form (``00124`` typed into a General cell is 124, ``1E5`` is 100000, ``3-4`` a date) and is
+refused (``V315``) with the fix.
 
 A sheet the workbook does not have is not carried: ``import --update`` leaves that table unchanged;
 in a sheet, a column it does not have is not carried either, and a row it does not list is kept.
@@ -28,7 +29,7 @@ from typing import Any
 from oncosurg.export.xlsx_episodes import DICTIONARY_SHEET, ID_COLUMNS, SHEETS, column_field, sheet_columns
 from oncosurg.ingest.csv import ParsedFile
 from oncosurg.ingest.episode_rows import EpisodeFile, RecordBuilder, StoredLookup
-from oncosurg.ingest.xlsx import cell_text, numeric_id_issue
+from oncosurg.ingest.xlsx import cell_text, converted_id, numeric_id_issue
 from oncosurg.pathway.model import EpisodeTable, Table
 from oncosurg.rules import (
     F_ROW_WIDTH,
@@ -171,7 +172,7 @@ class _Reader:
         identity: dict[str, str] = {}
         for column in ID_COLUMNS:
             value = cells.get(column)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if converted_id(value):
                 self.issues.append(numeric_id_issue(column, value, number, sheet))
                 return
             text = cell_text(value)
