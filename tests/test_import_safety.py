@@ -17,7 +17,9 @@ from click.testing import CliRunner, Result
 
 from oncosurg.cli import cli
 from oncosurg.export import redcap as rc
+from oncosurg.ingest.csv import ParsedFile
 from oncosurg.ingest.redcap import parse_redcap_export
+from oncosurg.ingest.redcap_episodes import read_redcap
 from oncosurg.schema import COLUMNS, REQUIRED
 from oncosurg.store import tables as t
 from oncosurg.store.engine import open_store
@@ -64,7 +66,7 @@ class Registry:
     def rows(self) -> list[dict[str, str]]:
         result = self.run("export")
         assert result.exit_code == 0, result.output
-        return list(csv.DictReader(io.StringIO(result.output)))
+        return list(csv.DictReader(io.StringIO(result.stdout)))  # the CSV (notes go to stderr)
 
     def count(self) -> int:
         engine = open_store(self.db)
@@ -187,6 +189,18 @@ def test_same_patient_id_in_two_centres_round_trips(tmp_path: Path, fmt: str) ->
 
 # ------------------------------------------------------------------ item 2: a partial update never erases
 
+def flat_redcap_export(registry: Registry) -> Path:
+    """The registry as an export of the flat REDCap project of earlier releases (which must still import)."""
+    from oncosurg.ingest.csv import parse_registry_csv
+
+    result = registry.run("export")
+    records = [r.values for r in parse_registry_csv(result.output.encode(), source="export.csv").records]
+    path = registry.tmp / "redcap.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        rc.write_records(records, fh)
+    return path
+
+
 def redcap_selected(path: Path, forms: set[str], changes: dict[str, str], only: str = "") -> Path:
     """Keep the columns of ``forms`` (plus the record id) of a REDCap export, as REDCap's 'selected
     instruments' export writes it, and change some values (of the record ids ending with ``only``)."""
@@ -210,13 +224,13 @@ def redcap_selected(path: Path, forms: set[str], changes: dict[str, str], only: 
 
 def test_redcap_export_of_selected_instruments_changes_only_what_it_carries(registry: Registry) -> None:
     before = registry.rows()
-    full = registry.tmp / "redcap.csv"
-    assert registry.run("export", "--format", "redcap", "--out", str(full)).exit_code == 0
+    full = flat_redcap_export(registry)  # the flat project (today's episode project: test_redcap_episodes)
     selected = redcap_selected(full, {"patient", "follow_up"}, {"last_contact_date": "2006-12-15"})
     rows = list(csv.DictReader(selected.open(encoding="utf-8")))
     assert "surgery_date" not in rows[0] and "steatosis_pct" not in rows[0]
     parsed = parse_redcap_export(selected.read_bytes())
     assert parsed.ok and "surgery_date" not in parsed.records[0].carried
+    assert isinstance(read_redcap(selected), ParsedFile)  # `import --format redcap` reads it with the flat reader
     result = registry.imports(selected, "--format", "redcap", "--update")
     assert result.exit_code == 0, result.output
     after = registry.rows()
@@ -226,8 +240,7 @@ def test_redcap_export_of_selected_instruments_changes_only_what_it_carries(regi
 
 
 def test_redcap_selected_fields_without_the_patient_instrument(registry: Registry) -> None:
-    full = registry.tmp / "redcap.csv"
-    assert registry.run("export", "--format", "redcap", "--out", str(full)).exit_code == 0
+    full = flat_redcap_export(registry)  # the flat project (today's episode project: test_redcap_episodes)
     selected = redcap_selected(full, {"cetuximab_course"}, {"cetuximab_cycles": "5"})
     result = registry.imports(selected, "--format", "redcap", "--update")  # the centre is in the record id
     assert result.exit_code == 0, result.output
@@ -236,8 +249,7 @@ def test_redcap_selected_fields_without_the_patient_instrument(registry: Registr
 
 
 def test_redcap_surgery_without_the_complication_instrument_keeps_the_grade(registry: Registry) -> None:
-    full = registry.tmp / "redcap.csv"
-    assert registry.run("export", "--format", "redcap", "--out", str(full)).exit_code == 0
+    full = flat_redcap_export(registry)  # the flat project (today's episode project: test_redcap_episodes)
     selected = redcap_selected(full, {"patient", "surgery"}, {"margin": "R1"}, only="::PB-001")
     result = registry.imports(selected, "--format", "redcap", "--update")  # any_complication = yes, no grades
     assert result.exit_code == 0, result.output
@@ -329,8 +341,9 @@ def test_exports_write_whole_numbers_as_integers(registry: Registry) -> None:
     assert (row["age_at_cetuximab"], row["largest_met_mm"], row["steatosis_pct"]) == ("61", "45", "35")
     out = registry.tmp / "r.csv"
     assert registry.run("export", "--format", "redcap", "--out", str(out)).exit_code == 0
-    first = next(csv.DictReader(out.open(encoding="utf-8")))
-    assert (first["age_at_cetuximab"], first["largest_met_mm"]) == ("61", "45")
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    line = next(r for r in rows if r["redcap_repeat_instrument"] == "therapy_line")
+    assert (rows[0]["age_at_rescue"], line["largest_met_mm"]) == ("61", "45")
     folder = registry.tmp / "fhir"
     assert registry.run("export", "--format", "fhir", "--out", str(folder)).exit_code == 0
     text = next(folder.glob("*PB-001.json")).read_text()

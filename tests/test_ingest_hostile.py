@@ -160,7 +160,7 @@ def test_validate_reads_the_interop_formats(tmp_path: Path) -> None:
     assert runner.invoke(cli, ["import", str(good), "--db", db]).exit_code == 0
     assert runner.invoke(cli, ["export", "--db", db, "--format", "xlsx", "--out", str(out)]).exit_code == 0
     result = runner.invoke(cli, ["validate", "--format", "xlsx", str(out)])
-    assert result.exit_code == 0 and "1 row(s), no errors" in result.output
+    assert result.exit_code == 0 and "1 patient(s)" in result.output and "no errors" in result.output
     bad = tmp_path / "bad.xlsx"
     bad.write_bytes(b"not a workbook")
     result = runner.invoke(cli, ["validate", "--format", "xlsx", str(bad)])

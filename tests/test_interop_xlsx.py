@@ -14,7 +14,7 @@ from openpyxl import Workbook, load_workbook
 
 from interop_helpers import csv_text, registries, typed_records
 from oncosurg.cli import cli
-from oncosurg.export.xlsx import write_workbook
+from oncosurg.export.xlsx import SPARE_ROWS, write_workbook
 from oncosurg.ingest.csv import read_registry_csv
 from oncosurg.ingest.xlsx import parse_workbook, read_workbook
 from oncosurg.schema import COLUMNS, FIELDS
@@ -45,7 +45,7 @@ def test_workbook_layout_validations_and_dictionary(reference_csv: Path, tmp_pat
     assert wb.sheetnames == ["registry", "dictionary"]
     ws = wb["registry"]
     assert [c.value for c in ws[1]] == list(COLUMNS)
-    assert ws.max_row == 152
+    assert ws.max_row == 152 + SPARE_ROWS  # the spare rows carry the validations and the ids' text format
     start = COLUMNS.index("cetuximab_start") + 1
     assert isinstance(ws.cell(row=2, column=start).value, dt.datetime)
     assert ws.cell(row=2, column=start).number_format == "yyyy-mm-dd"
@@ -96,7 +96,7 @@ def test_cli_csv_registry_xlsx_registry_csv_is_lossless(reference_csv: Path, tmp
 def test_excel_typed_cells_become_registry_text() -> None:
     header = ["patient_id", "referral", "prior_chemo_lines", "cetuximab_start", "cetuximab_partner", "bilobar",
               "age_at_cetuximab", "last_contact_date"]
-    data = sheet([header, [1001, "in_house", 2.0, dt.datetime(2005, 1, 10), "irinotecan", True, 61.5,
+    data = sheet([header, ["1001", "in_house", 2.0, dt.datetime(2005, 1, 10), "irinotecan", True, 61.5,
                            dt.date(2006, 1, 10)]])
     parsed = parse_workbook(data, source="x.xlsx", centre="A")
     assert parsed.ok, [i.format() for i in parsed.issues]

@@ -59,7 +59,9 @@ F_ENCODING = _rule("F102", "not-utf8", "The file must be UTF-8 text.")
 F_BINARY = _rule("F103", "binary-file", "The file contains NUL bytes: it is not a CSV text file.")
 F_SYNTAX = _rule("F104", "csv-syntax", "The CSV cannot be parsed (e.g. an unclosed quote).")
 F_ROW_WIDTH = _rule("F105", "row-width", "A data row has more or fewer cells than the header.")
-F_WORKBOOK = _rule("F106", "xlsx-workbook", "An Excel file cannot be read as an .xlsx workbook.")
+F_WORKBOOK = _rule("F106", "xlsx-workbook",
+                   "An Excel file cannot be read as an .xlsx workbook, or holds a sheet the registry workbook does "
+                   "not define.")
 F_FHIR = _rule("F107", "fhir-invalid",
                "A FHIR file is not JSON, not a valid FHIR R4 Bundle, or its bundle has no Patient.")
 F_FHIR_UNREADABLE = _rule("F111", "fhir-unreadable",
@@ -92,6 +94,10 @@ V_SEGMENTS = _rule("V311", "segments", "Resected segments are not Couinaud 1-8 s
 V_FUTURE = _rule("V312", "future-date", "A date lies after today.")
 V_CONTROL = _rule("V313", "control-characters", "A text value holds control characters.")
 V_SPACES = _rule("V314", "identifier-spaces", "patient_id or centre starts or ends with a space.")
+V_NUMERIC_ID = _rule("V315", "identifier-not-text",
+                     "A workbook's patient_id or centre cell holds a number (or a date, or TRUE/FALSE), not text: "
+                     "the spreadsheet converted the typed id and its written form may be lost (00124 → 124, "
+                     "1E5 → 100000, 3-4 → a date).")
 X_SURGERY_BEFORE_START = _rule("X401", "surgery-before-cetuximab", "surgery_date is before cetuximab_start.",
                                ("surgery_date", "cetuximab_start"))
 X_CONTACT_BEFORE_SURGERY = _rule("X402", "contact-before-surgery", "last_contact_date is before surgery_date.",

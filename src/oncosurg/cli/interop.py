@@ -3,6 +3,8 @@
 ``oncosurg import --format redcap|fhir|xlsx`` and ``oncosurg export --format redcap|fhir|xlsx``
 (with ``--deidentify --key-file K``) are options of the registry commands
 (:mod:`oncosurg.cli.registry`), which call :func:`read_interop` and :func:`export_interop` here.
+REDCap and Excel carry the episode model (the REDCap episode project, one sheet per table); a
+de-identified export and the FHIR bundles carry the flat projection.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from oncosurg.schema import COLUMNS
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from oncosurg.ingest.episode_rows import EpisodeFile
+
 FORMATS = ("csv", "redcap", "fhir", "xlsx")
+#: Formats that carry the episode model (the others carry the flat projection).
+EPISODE_FORMATS = ("redcap", "xlsx")
 DEFAULT_PROTOCOL = "rescue-cetuximab-2007"
 MANIFEST = "deidentification-manifest.json"
 
@@ -43,8 +49,12 @@ def format_option(verb: str, *, long: bool = False):  # type: ignore[no-untyped-
 
 def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Any:
     """Read and validate a REDCap export, a FHIR bundle directory (or file) or an Excel workbook
-    (``options``: ``case_sensitive_ids``, ``postop_window_days``): a :class:`ParsedFile` of flat
-    records, or for FHIR a :class:`~oncosurg.ingest.fhir.FhirBundles` of patient records."""
+    (``options``: ``case_sensitive_ids``, ``postop_window_days``; for REDCap and Excel also ``stored``,
+    the registered records an update is checked against).  REDCap exports of the episode project and
+    episode workbooks give an :class:`EpisodeFile`, FHIR a :class:`~oncosurg.ingest.fhir.FhirBundles`
+    (patient records with their episodes); exports of the flat project of earlier releases and
+    one-sheet workbooks a flat :class:`ParsedFile`."""
+    stored = options.pop("stored", None)
     file = Path(path)
     if fmt == "fhir":
         if not file.exists():
@@ -53,17 +63,17 @@ def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Any
         raise UserError(f"{path}: no such file")
     try:
         if fmt == "redcap":
-            from oncosurg.ingest.redcap import read_redcap_export
+            from oncosurg.ingest.redcap_episodes import read_redcap
 
-            return read_redcap_export(file, centre=centre, **options)
+            return read_redcap(file, centre=centre, stored=stored, **options)
         if fmt == "fhir":
             from oncosurg.ingest.fhir import read_fhir_bundles
 
             return read_fhir_bundles(file, centre=centre, **options)
         if fmt == "xlsx":
-            from oncosurg.ingest.xlsx import read_workbook
+            from oncosurg.ingest.xlsx_episodes import read_workbook
 
-            return read_workbook(file, centre=centre, **options)
+            return read_workbook(file, centre=centre, stored=stored, **options)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     raise UserError(f"unknown format {fmt!r}")  # pragma: no cover - click.Choice
@@ -116,6 +126,9 @@ def export_interop(
         raise UserError("--key-file is only used with --deidentify")
     if fmt == "fhir" and not deidentify:
         _export_fhir(engine, out=out, centre=centre, previous=previous)
+        return
+    if fmt in EPISODE_FORMATS and not deidentify:
+        _export_episodes(engine, out=out, fmt=fmt, centre=centre)
         return
     from oncosurg.store.repository import iter_records
 
@@ -203,37 +216,100 @@ def _export_fhir(engine: sa.Engine, *, out: str, centre: str | None, previous: s
         click.echo(f"{out}: {written.patients} patient(s) ({written.bundles} bundles){deleted}.", err=True)
 
 
+def _export_episodes(engine: sa.Engine, *, out: str, fmt: str, centre: str | None) -> None:
+    """``export --format redcap|xlsx``: every patient with their episodes (the REDCap episode project, the
+    episode workbook)."""
+    from oncosurg.store import tables as t
+    from oncosurg.store.episodes import iter_records as iter_episode_records
+
+    with engine.connect() as conn:
+        records = (record for _, record in iter_episode_records(conn, t.EPISODES, t.centre, centre_name=centre))
+        if fmt == "xlsx":
+            from oncosurg.export.xlsx_episodes import write_workbook
+
+            count = write_workbook(records, Path(out))
+            click.echo(f"{out}: {count} patient(s), one sheet per table.", err=True)
+            return
+        from oncosurg.export import redcap_episodes
+
+        handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            rows = redcap_episodes.write_records(_counted(records, counter := [0]), handle)
+        finally:
+            if handle is not sys.stdout:
+                handle.close()
+    if out != "-":
+        click.echo(f"{out}: {counter[0]} patient(s) ({rows} rows: one per patient and per episode).", err=True)
+
+
+def _counted(items: Iterable[Any], counter: list[int]) -> Iterable[Any]:
+    for item in items:
+        counter[0] += 1
+        yield item
+
+
 @cli.group("redcap")
 def redcap_group() -> None:
-    """REDCap: the data dictionary (and repeating-instrument setup) of the oncosurg REDCap project.
+    """REDCap: the data dictionary, repeating instruments and events of the oncosurg REDCap project.
 
     Capture in REDCap with `oncosurg redcap dictionary > dict.csv` (upload in Project Setup → Data
-    Dictionary) and `oncosurg redcap repeating` (Project Setup → Repeating instruments → upload);
-    bring records back with `oncosurg import --format redcap EXPORT.csv`.
+    Dictionary) and `oncosurg redcap repeating > repeating.csv` (Project Setup → Repeating
+    instruments → upload); for a longitudinal project also `oncosurg redcap events --list` (Define
+    my events) and `oncosurg redcap events` (Designate instruments). Bring records back with
+    `oncosurg import --format redcap EXPORT.csv`.
     """
+
+
+_FLAT_HELP = ("The flat project of earlier releases instead (one instrument per stage, one row per patient): "
+              "the form of de-identified exports (--deidentify) and of projects built before the episode model.")
 
 
 @redcap_group.command("dictionary")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="-", show_default=True,
               help="Output CSV file ('-' = standard output).")
-def redcap_dictionary_cmd(out: str) -> None:
-    """Write the REDCap data dictionary of the registry.
+@click.option("--flat", is_flag=True, help=_FLAT_HELP)
+def redcap_dictionary_cmd(out: str, flat: bool = False) -> None:
+    """Write the REDCap data dictionary of the episode model.
 
-    One instrument per pathway stage, REDCap validation types (date_ymd, integer, number with
-    min/max), choices with the registry codes, yes/no fields, branching logic for surgery-only and
-    hepatectomy-only fields, and the repeating 'complication' instrument (one instance per
-    complication with its Clavien-Dindo grade).
+    A 'patient' instrument and one repeating instrument per episode table (therapy_line,
+    mdt_review, response_assessment, liver_procedure, complication, pathology, disease_event,
+    contact); variable names of at most 26 characters; REDCap validation types (date_ymd, integer,
+    number with min/max), choices with the model's codes, yes/no fields, checkboxes for lists
+    (agents, sites, resected segments) and branching logic. Keys: the repeat instance numbers MDT
+    reviews, assessments, procedures, disease events and contacts; line_number, procedure_no /
+    complication_no and pathology_procedure_no are fields.
     """
+    from oncosurg.export import redcap_episodes
+
+    project = redcap_export if flat else redcap_episodes
     if out == "-":
-        redcap_export.write_dictionary(sys.stdout)
+        project.write_dictionary(sys.stdout)
         return
     with open(out, "w", encoding="utf-8", newline="") as handle:
-        redcap_export.write_dictionary(handle)
+        project.write_dictionary(handle)
 
 
 @redcap_group.command("repeating")
 @click.option("--longitudinal", is_flag=True,
               help="Event-based layout (event_name,form_name,custom_form_label) for longitudinal projects.")
-def redcap_repeating_cmd(longitudinal: bool) -> None:
-    """Write REDCap's repeating-instruments setup: the 'complication' instrument repeats."""
-    redcap_export.write_repeating_setup(sys.stdout, longitudinal=longitudinal)
+@click.option("--flat", is_flag=True, help=_FLAT_HELP)
+def redcap_repeating_cmd(longitudinal: bool, flat: bool = False) -> None:
+    """Write REDCap's repeating-instruments setup: every episode instrument repeats (--flat: the complication)."""
+    from oncosurg.export import redcap_episodes
+
+    (redcap_export if flat else redcap_episodes).write_repeating_setup(sys.stdout, longitudinal=longitudinal)
+
+
+@redcap_group.command("events")
+@click.option("--list", "as_list", is_flag=True,
+              help="The events themselves (Define my events: event_name,arm_num,unique_event_name).")
+def redcap_events_cmd(as_list: bool) -> None:
+    """Write the instrument-event mapping of a longitudinal project (arm_num,unique_event_name,form).
+
+    Three events on one arm: enrolment (patient, therapy lines, MDT reviews, response assessments),
+    surgery (liver procedures, complications, pathology), follow-up (disease events, contacts).
+    Each instrument sits in one event, so its instance numbers stay the episodes' numbers.
+    """
+    from oncosurg.export import redcap_episodes
+
+    (redcap_episodes.write_events if as_list else redcap_episodes.write_event_mapping)(sys.stdout)

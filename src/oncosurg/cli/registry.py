@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import click
 
 from oncosurg.cli import UserError, cli, create_registry, db_option, json_option, open_registry
-from oncosurg.cli.interop import DEFAULT_PROTOCOL, export_interop, format_option, read_interop
+from oncosurg.cli.interop import (
+    DEFAULT_PROTOCOL,
+    EPISODE_FORMATS,
+    export_interop,
+    format_option,
+    read_interop,
+)
 from oncosurg.export import cell_text
 from oncosurg.ingest.csv import ParsedFile, read_registry_csv
 from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS
@@ -19,6 +25,7 @@ from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from oncosurg.ingest.episode_rows import EpisodeFile, StoredLookup
     from oncosurg.rules import Issue
     from oncosurg.store.repository import ImportOptions, ImportResult
 
@@ -47,10 +54,11 @@ def _reading_options(f):  # type: ignore[no-untyped-def]
 
 
 def _read(path: str, centre: str | None, fmt: str = "csv", *, case_sensitive_ids: bool = False,
-          postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> ParsedFile:
+          postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS, stored: StoredLookup | None = None
+          ) -> ParsedFile | EpisodeFile:
     options = {"centre": centre, "case_sensitive_ids": case_sensitive_ids, "postop_window_days": postop_window_days}
     if fmt != "csv":
-        return read_interop(path, fmt, **options)
+        return read_interop(path, fmt, **options, **({"stored": stored} if stored is not None else {}))
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{path}: no such file")
@@ -101,10 +109,13 @@ def validate_cmd(file: str, centre: str | None, max_errors: int, fmt: str, as_js
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
+    patients = getattr(parsed, "patients", None)  # the episode forms: patients and their rows
     if as_json:
-        click.echo(json.dumps({"ok": True, "source": file, "rows": parsed.rows, "error_count": 0, "errors": []}))
+        click.echo(json.dumps({"ok": True, "source": file, "rows": parsed.rows, "error_count": 0, "errors": [],
+                               **({"patients": patients} if patients is not None else {})}))
     else:
-        click.echo(f"{file}: {parsed.rows} row(s), no errors.")
+        click.echo(f"{file}: " + (f"{patients} patient(s), " if patients is not None else "")
+                   + f"{parsed.rows} row(s), no errors.")
 
 
 def _validate_long(path: str, centre: str | None, max_errors: int, as_json: bool, postop_window_days: int) -> None:
@@ -160,6 +171,9 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
                postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS) -> None:
     """Validate a registry CSV (or --format redcap|fhir|xlsx|long) and import it in one transaction.
 
+    REDCap exports of the episode project and episode workbooks carry episodes: with --update an
+    instrument, sheet or column the file does not carry is kept, an episode it does not list is kept.
+
     A file with any error changes nothing, and every error is listed at once (exit status 2). A
     patient is (centre, patient_id). A patient already registered is refused unless --update, which
     changes only the columns the file carries — a column the file leaves out is kept, an empty cell
@@ -168,7 +182,7 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     registered in another centre (unless --allow-id-in-other-centre).
     """
     from oncosurg.store.engine import StoreError
-    from oncosurg.store.repository import ImportOptions, import_patients, import_records
+    from oncosurg.store.repository import ImportOptions, import_patients, import_records, stored_lookup
 
     if (allow_new or allow_clear) and not update:
         raise UserError("--allow-new and --allow-clear go with --update (a plain import only registers new patients)")
@@ -178,13 +192,18 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
     if fmt == "long":
         _import_long(file, db, centre, options, max_errors=max_errors, as_json=as_json)
         return
-    parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days)
+    engine = None
+    if update and fmt in EPISODE_FORMATS:  # an update of episodes is checked against the registered records
+        engine = open_registry(db)  # an update needs the registry; read it first
+    parsed = _read(file, centre, fmt, case_sensitive_ids=case_sensitive_ids, postop_window_days=postop_window_days,
+                   stored=None if engine is None else stored_lookup(engine))
     _ignored(parsed, as_json)
     if parsed.issues:
         report_issues(file, parsed.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
-    engine = create_registry(db)
-    write = import_patients if fmt == "fhir" else import_records  # FHIR: records with their episodes
+    engine = engine or create_registry(db)
+    # a flat file: flat records; REDCap's episode project, the episode workbook, FHIR: records with their episodes
+    write = import_records if isinstance(parsed, ParsedFile) else import_patients
     try:
         result = write(engine, parsed.records, source=file, sha256=parsed.sha256, rows=parsed.rows, options=options)
     except StoreError as exc:  # the database stayed locked by another writer
@@ -273,12 +292,15 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
     patients whose other episodes it leaves out. --format long writes every episode: a folder (or a
     .zip) of one CSV per table (docs/registry-long.md).
 
-    --format redcap writes REDCap's flat record CSV (its import and export format), fhir one FHIR R4
-    transaction Bundle per patient (every episode, mCODE STU4 profiles) into the new --out directory
-    (written whole or not at all), xlsx an Excel workbook with a
-    data-dictionary sheet and cell validation lists. --deidentify (with --key-file) replaces ids by
-    keyed pseudonyms, shifts each patient's dates by one keyed offset (intervals and the protocol's
-    cohort unchanged) and caps ages at 90; the manifest says what was removed.
+    --format redcap writes REDCap's flat record CSV of the episode project (`oncosurg redcap
+    dictionary`; one row per patient and per episode instance: REDCap's import and export format),
+    xlsx an Excel workbook with one sheet per table (the long format's files), validation lists and a
+    dictionary sheet, fhir one FHIR R4 transaction Bundle per patient (every episode, mCODE STU4
+    profiles) into the new --out directory (written whole or not at all). --deidentify (with
+    --key-file) writes the flat projection in every format (the flat REDCap project of earlier
+    releases, the one-sheet workbook): it replaces ids by keyed pseudonyms, shifts each patient's
+    dates by one keyed offset (intervals and the protocol's cohort unchanged) and caps ages at 90;
+    the manifest says what was removed.
     """
     from oncosurg.store.repository import iter_records, patients_beyond_flat
 

@@ -1,4 +1,11 @@
-"""The registry as a REDCap project: data dictionary, repeating-instrument setup, flat record export.
+"""The flat REDCap project of earlier releases: data dictionary, repeating-instrument setup, record export.
+
+Today's project describes the episode model (:mod:`oncosurg.export.redcap_episodes`); this one,
+one row per patient, remains for the projects built from it (their exports still import) and for
+de-identified exports, which carry the flat projection (``oncosurg redcap dictionary --flat``).
+Its names keep the flat registry's, two of them longer than REDCap's 26-character advice
+(``sinusoidal_dilatation_grade``, ``nodular_regenerative_hyperplasia``): renaming them would break
+the projects built from it.
 
 The project has one instrument per pathway stage (:class:`oncosurg.schema.Stage`) and keeps the
 registry column names as REDCap variable names.  The REDCap record id is ``record_id``, written

@@ -1,9 +1,12 @@
-"""Registry records → an Excel workbook a data manager can fill in and import back.
+"""Flat registry records → an Excel workbook a data manager can fill in and import back.
 
-Sheet ``registry``: the registry columns in registry order, one row per patient, dates as Excel
-dates shown ``yyyy-mm-dd``, numbers as numbers (a number with more than the 15 significant digits
-an Excel number keeps is written as text, so nothing is lost), everything else as text; every column carries a
-cell validation (a drop-down list for coded and yes/no columns, whole-number or decimal ranges,
+The flat workbook, one row per patient (``oncosurg export --format xlsx`` writes the episode
+workbook of :mod:`oncosurg.export.xlsx_episodes`; this one remains for de-identified exports).
+Sheet ``registry``: the registry columns in registry order, dates as Excel dates shown
+``yyyy-mm-dd``, ``patient_id`` and ``centre`` formatted as text in every row (spare rows included,
+so typed ids keep their form), numbers as numbers (a number with more than the 15 significant
+digits an Excel number keeps is written as text, so nothing is lost), everything else as text;
+every column carries a cell validation (a drop-down list for coded and yes/no columns, whole-number or decimal ranges,
 dates), with an input message naming the accepted values.  Sheet ``dictionary``: one row per column
 (stage, accepted values, required, unit, notes) — the same content as ``docs/registry-columns.md``.
 """
@@ -28,6 +31,10 @@ DICTIONARY_SHEET = "dictionary"
 DICTIONARY_HEADER = ("column", "stage", "accepted values", "required", "unit", "notes")
 #: Rows below the data that still carry the validations (room for new patients).
 SPARE_ROWS = 1000
+#: Excel's "Text" number format: what is typed into such a cell stays text (``00124`` is not 124).
+TEXT_FORMAT = "@"
+#: Columns formatted as text in every row, spare rows included (identifiers: their written form matters).
+ID_COLUMNS = ("patient_id", "centre")
 
 
 def _required(f: Field) -> str:
@@ -87,6 +94,8 @@ def _registry_sheet(ws: Worksheet, records: Iterable[Mapping[str, Any]]) -> int:
                 cell.number_format = "yyyy-mm-dd"
             elif isinstance(cell.value, str):
                 cell.data_type = "s"  # never a formula, whatever the text starts with
+            if f.name in ID_COLUMNS:
+                cell.number_format = TEXT_FORMAT
     last = count + 1 + SPARE_ROWS
     for i, f in enumerate(FIELDS, start=1):
         letter = get_column_letter(i)
@@ -97,6 +106,10 @@ def _registry_sheet(ws: Worksheet, records: Iterable[Mapping[str, Any]]) -> int:
             dv.add(f"{letter}2:{letter}{last}")
         if f.kind is Kind.DATE:  # new rows typed in Excel show dates as the registry writes them
             ws.column_dimensions[letter].number_format = "yyyy-mm-dd"
+        if f.name in ID_COLUMNS:  # ids typed into new rows stay text (Excel and LibreOffice keep them as typed)
+            ws.column_dimensions[letter].number_format = TEXT_FORMAT
+            for row in range(count + 2, last + 1):
+                ws.cell(row=row, column=i).number_format = TEXT_FORMAT
     ws.freeze_panes = "B2"
     return count
 

@@ -1,10 +1,13 @@
-"""REDCap flat record export (CSV) → validated registry records.
+"""REDCap flat record export (CSV) of the flat project of earlier releases → validated registry records.
 
-Reads the export of a project built from ``oncosurg redcap dictionary``
-(:mod:`oncosurg.export.redcap`), as REDCap writes it: one row per record × event × repeat
+Reads the export of a project built from the flat dictionary of earlier releases
+(:mod:`oncosurg.export.redcap`; today's ``oncosurg redcap dictionary`` describes the episode model,
+read by :mod:`oncosurg.ingest.redcap_episodes`, which hands exports of the flat project here), as
+REDCap writes it: one row per record × event × repeat
 instance; ``redcap_event_name`` (longitudinal projects), ``redcap_repeat_instrument`` and
-``redcap_repeat_instance``; checkbox options as ``field___code`` columns; raw values or labels, and
-variable names or labels as headers.  ``<form>_complete``, ``<form>_timestamp``,
+``redcap_repeat_instance``; checkbox options as ``field___code`` columns (1/0, Checked/Unchecked or
+the option's label: "export checkbox labels"); raw values or labels, and variable names or labels as
+headers; any CSV delimiter; numbers with a decimal comma.  ``<form>_complete``, ``<form>_timestamp``,
 ``redcap_survey_identifier`` and ``redcap_data_access_group`` columns are ignored.
 
 The rows of one record are merged (a field given twice with different values is an error), the
@@ -25,6 +28,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import re
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
@@ -49,6 +53,7 @@ from oncosurg.rules import (
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, DEFAULT_POSTOP_WINDOW_DAYS
 
 _IGNORED = "<ignored>"
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+(?:[eE][+-]?\d+)?")
 _SPECIAL_LABELS = {"Event Name": rc.EVENT, "Repeat Instrument": rc.REPEAT_INSTRUMENT,
                    "Repeat Instance": rc.REPEAT_INSTANCE, "Data Access Group": _IGNORED,
                    "Survey Identifier": _IGNORED, "Survey Timestamp": _IGNORED, "Complete?": _IGNORED}
@@ -107,8 +112,10 @@ def parse_redcap_export(
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS,
     today: dt.date | None = None,
     case_sensitive_ids: bool = False,
+    delimiter: str = ",",
 ) -> ParsedFile:
-    """Validate the bytes of a REDCap flat CSV record export (raw or labels)."""
+    """Validate the bytes of a REDCap flat CSV record export (raw or labels; ``delimiter``: the CSV
+    delimiter chosen in REDCap's export options)."""
     sha256 = hashlib.sha256(data).hexdigest()
     probe = ParsedFile(source=source, sha256=sha256)
     text = _decode(data, probe)
@@ -119,7 +126,7 @@ def parse_redcap_export(
                                   "export the records from REDCap as 'CSV / Microsoft Excel (raw data)'"))
         return probe
     csv.field_size_limit(_FIELD_LIMIT)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as exc:
@@ -235,9 +242,12 @@ def _merge_row(record: _Record, cells: dict[str, str], line: int) -> None:
         if f is None or name == rc.RECORD_ID or value.strip() == "":
             continue
         if option:
-            state = {"1": True, "checked": True, "0": False, "unchecked": False}.get(value.strip().lower())
+            label = f.choices.get(option, option).casefold()  # REDCap's option "export checkbox labels"
+            state = {"1": True, "checked": True, label: True, "0": False, "unchecked": False}.get(
+                value.strip().casefold())
             if state is None:
-                record.issues.append(Issue(V_SEGMENTS.code, "a checkbox value must be 1/0 (or Checked/Unchecked)",
+                record.issues.append(Issue(V_SEGMENTS.code, "a checkbox value must be 1/0, Checked/Unchecked or the "
+                                           f"option's label ({f.choices.get(option, option)!r})",
                                            "export raw data or labels from REDCap unchanged", line, column, value))
             elif state:
                 record.checked.setdefault(name, {}).setdefault(option, line)
@@ -247,6 +257,8 @@ def _merge_row(record: _Record, cells: dict[str, str], line: int) -> None:
                 record.grades.append((_code(f, value), line))
             continue
         converted = _code(f, value)
+        if f.validation == "number" and _DECIMAL_COMMA.fullmatch(converted.strip()):
+            converted = converted.strip().replace(",", ".")  # REDCap's export option "decimal character: comma"
         previous = record.values.get(name)
         if previous is None:
             record.values[name] = (converted, line, event)

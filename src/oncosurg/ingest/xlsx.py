@@ -5,6 +5,8 @@ each further row one patient, exactly as the registry CSV — the same header ru
 missing, duplicate columns), the same value and cross-field rules, and issues name the sheet row
 (the header is row 1).  Excel's own cell types are turned into registry text first: a date cell
 becomes ``YYYY-MM-DD``, a whole-number cell ``6`` (not ``6.0``), a TRUE/FALSE cell ``yes``/``no``.
+A number, a date or TRUE/FALSE in the ``patient_id`` or ``centre`` column is refused (``V315``):
+the spreadsheet converted the typed id and its form may be lost.
 Formulas are read as their cached values.  Other sheets (the ``dictionary``) are ignored.
 """
 
@@ -17,10 +19,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from oncosurg.export.xlsx import REGISTRY_SHEET
+from oncosurg.export.xlsx import ID_COLUMNS, REGISTRY_SHEET
 from oncosurg.ingest._validate import RawRecord, validate_records
 from oncosurg.ingest.csv import ParsedFile, _check_header
-from oncosurg.rules import F_EMPTY, F_ROW_WIDTH, F_WORKBOOK, Issue
+from oncosurg.rules import F_EMPTY, F_ROW_WIDTH, F_WORKBOOK, V_NUMERIC_ID, Issue
 from oncosurg.schema import DEFAULT_POSTOP_WINDOW_DAYS, REQUIRED
 
 
@@ -37,6 +39,26 @@ def cell_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def converted_id(value: Any) -> bool:
+    """Whether an id cell holds what a spreadsheet made of a typed id: a number (``00124`` → 124), a date
+    or time (``3-4`` → 4 March), or TRUE/FALSE — anything but text."""
+    return value is not None and not isinstance(value, str)
+
+
+def numeric_id_issue(column: str, value: Any, row: int, sheet: str | None = None) -> Issue:
+    """``V315``: an id cell holds a number, a date or TRUE/FALSE (a spreadsheet converted the typed id;
+    its form may be lost)."""
+    shown = "TRUE" if value is True else "FALSE" if value is False else cell_text(value)
+    kind = ("a truth value" if isinstance(value, bool) else "a date" if isinstance(value, (dt.date, dt.time))
+            else "a number")
+    return Issue(V_NUMERIC_ID.code, f"the cell holds {kind} ({shown}), not text: the spreadsheet turned the typed "
+                 f"{column} into {kind}, and its written form may be lost (00124 becomes 124, 1E5 becomes 100000, "
+                 "3-4 becomes a date)",
+                 f"format the {column} column as Text (Format → Cells → Text), type the {column} again as written in "
+                 "the centre's records (or start it with an apostrophe: '00124), save and import again",
+                 row, column, shown, sheet)
 
 
 def read_workbook(
@@ -77,9 +99,10 @@ def parse_workbook(
         return result
     try:
         ws = wb[REGISTRY_SHEET] if REGISTRY_SHEET in wb.sheetnames else wb.worksheets[0]
-        rows = [[cell_text(v) for v in row] for row in ws.iter_rows(values_only=True)]
+        values = [list(row) for row in ws.iter_rows(values_only=True)]
     finally:
         wb.close()
+    rows = [[cell_text(v) for v in row] for row in values]
     while rows and not any(c.strip() for c in rows[-1]):
         rows.pop()
     if not rows:
@@ -102,6 +125,12 @@ def parse_workbook(
             result.issues.append(Issue(F_ROW_WIDTH.code, f"row has values beyond the {len(header)} named columns",
                                        "delete the values outside the registry columns or name their column",
                                        number))
+            refused += 1
+            continue
+        numeric = [(c, values[number - 1][i]) for c, i in columns.items() if c in ID_COLUMNS
+                   and i < len(values[number - 1]) and converted_id(values[number - 1][i])]
+        if numeric:
+            result.issues += [numeric_id_issue(c, v, number) for c, v in numeric]
             refused += 1
             continue
         row = row + [""] * (len(header) - len(row))
