@@ -27,7 +27,6 @@ from oncosurg.schema import COLUMNS
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from oncosurg.ingest.episode_rows import EpisodeFile
 
 FORMATS = ("csv", "redcap", "fhir", "xlsx")
 #: Formats that carry the episode model (the others carry the flat projection).
