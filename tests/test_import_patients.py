@@ -92,7 +92,8 @@ def test_a_partial_update_changes_only_what_it_carries(store: sa.Engine) -> None
         rows = conn.execute(sa.select(t.audit_log.c.action, t.audit_log.c.entity, t.audit_log.c.field)
                             .where(t.audit_log.c.patient_id == record.patient_id).order_by(t.audit_log.c.id)).all()
         assert audit.verify(conn).ok
-    assert [tuple(r) for r in rows][1:] == [("update", "patient", "msi_status"), ("create", "contact", None)]
+    assert [tuple(r) for r in rows][1:] == [("update", "patient", "msi_status"), ("create", "contact", None),
+                                            ("state", "patient", "state")]  # the record after the change
 
 
 def test_clearing_needs_allow_clear_and_breaking_a_rule_writes_nothing(store: sa.Engine) -> None:
