@@ -1,0 +1,191 @@
+"""Simulated multi-episode registries (synthetic) and their long-format CSV files, for tests.
+
+:func:`simulate` draws patients along the pathway of the seed study: an earlier line that failed, a
+rescue (conversion) line with cetuximab that is the index, perhaps a hepatectomy while alive and
+followed (a decision taken *after* time zero), recurrences or progressions, perhaps a repeat
+hepatectomy, contacts up to the last one (the death when dead).  Referred patients are referred
+after their rescue line started elsewhere.  ``effect`` is the hazard ratio of death after the
+hepatectomy (1 = no effect).  Every record passes the episode rules (a death within the
+postoperative window gets its grade V complication).
+
+:func:`write_csv` / :func:`read_csv` store records as the long registry files (``patients.csv``,
+``therapy_lines.csv``… with the model's columns), which ``tests/reference/comparisons_reference.R``
+reads to recompute the comparisons independently.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oncosurg.pathway.flat import PatientRecord
+from oncosurg.pathway.model import TABLE_BY_NAME, TABLES, Table
+from oncosurg.schema import Kind
+
+DAY = dt.timedelta(days=1)
+
+
+def simulate(n: int, seed: int, *, effect: float = 1.0, referred: float = 0.2, median_death: float = 420.0,
+             median_resection: float = 150.0, resectable: float = 0.5, start: dt.date = dt.date(2010, 1, 1),
+             accrual_days: int = 900, follow_days: int = 1500, centre: str = "Simulated centre (synthetic)"
+             ) -> list[PatientRecord]:
+    """``n`` patients; times in whole days.  A resectable patient is resected at an exponential time
+    (median ``median_resection`` days) if still alive and followed then; death hazard after the
+    resection is ``effect`` times the hazard before it."""
+    rng = np.random.default_rng(seed)
+    lam = np.log(2) / median_death
+    out: list[PatientRecord] = []
+    i = -1
+    while len(out) < n:
+        i += 1
+        index = start + int(rng.integers(0, accrual_days)) * DAY
+        is_referred = rng.random() < referred
+        admin = (start + follow_days * DAY - index).days  # administrative end of follow-up
+        censor = min(admin, int(rng.integers(60, admin + 400)))
+        resection = rng.exponential(median_resection / np.log(2)) if rng.random() < resectable else np.inf
+        t0 = rng.exponential(1 / lam)
+        death = t0 if t0 <= resection else resection + rng.exponential(1 / (lam * effect))
+        death = max(1, round(death))
+        end = min(death, censor)
+        dead = death <= censor
+        surgery = round(resection) if np.isfinite(resection) else None
+        referral_day = None
+        if is_referred:
+            # referred some time after the rescue line started elsewhere; a patient who died or was lost
+            # before the referral never reaches this registry (left truncation)
+            referral_day = int(rng.integers(0, 240))
+            if referral_day >= end:
+                continue
+            if surgery is not None and surgery <= referral_day:
+                surgery = referral_day + int(rng.integers(7, 60))
+        if surgery is not None and not (1 <= surgery < end):
+            surgery = None
+        patient: dict[str, Any] = {
+            "patient_id": f"S{seed}-{i:05d}", "sex": str(rng.choice(["F", "M"])),
+            "age_at_rescue": float(round(rng.uniform(35, 80), 1)),
+            "ras_status": str(rng.choice(["wild_type", "not_tested"])),
+            "referral": "referred" if is_referred else "in_house",
+            "referral_date": index + referral_day * DAY if is_referred else None,
+        }
+        given = "elsewhere" if is_referred else "centre"
+        prior = index - int(rng.integers(120, 400)) * DAY
+        lines = [
+            {"line_number": 1, "start_date": prior, "stop_date": index - 14 * DAY,
+             "agents": "oxaliplatin;fluoropyrimidine", "intent": "palliative", "given_at": given,
+             "stop_reason": "progression"},
+            {"line_number": 2, "start_date": index, "agents": "cetuximab;irinotecan", "intent": "conversion",
+             "given_at": given, "cycles": int(rng.integers(2, 12))},
+        ]
+        record = PatientRecord(centre, patient)
+        record.episodes[Table.THERAPY_LINE] = lines
+        events = [{"event_no": 1, "event_date": prior + int(rng.integers(60, 100)) * DAY,
+                   "event_kind": "progression", "sites": "liver"}]
+        procedures: list[dict[str, Any]] = []
+        complications: list[dict[str, Any]] = []
+        if surgery is not None:
+            procedures.append({"procedure_no": 1, "procedure_date": index + surgery * DAY,
+                               "procedure_type": "hepatectomy", "resected_segments": "5;6", "margin": "R0",
+                               "complications_assessed": True})
+            recur = surgery + int(rng.exponential(300)) + 1
+            if recur < end:
+                events.append({"event_no": 2, "event_date": index + recur * DAY, "event_kind": "recurrence",
+                               "sites": "liver"})
+                repeat = recur + int(rng.integers(30, 120))
+                if rng.random() < 0.4 and repeat < end:
+                    procedures.append({"procedure_no": 2, "procedure_date": index + repeat * DAY,
+                                       "procedure_type": "hepatectomy", "resected_segments": "3",
+                                       "margin": "R0", "complications_assessed": True})
+        elif rng.random() < 0.8:
+            progress = int(rng.integers(30, 400))
+            if progress < end:
+                events.append({"event_no": 2, "event_date": index + progress * DAY, "event_kind": "progression",
+                               "sites": "liver;lung"})
+        if dead and procedures:
+            last = procedures[-1]
+            if 0 <= (index + end * DAY - last["procedure_date"]).days <= 60:
+                complications.append({"procedure_no": last["procedure_no"], "complication_no": 1, "grade": "V",
+                                      "complication_date": index + end * DAY})
+        contacts = [{"contact_no": k + 1, "contact_date": index + d * DAY, "vital_status": "alive"}
+                    for k, d in enumerate(range(90, end, 90))]
+        contacts.append({"contact_no": len(contacts) + 1, "contact_date": index + end * DAY,
+                         "vital_status": "dead" if dead else "alive"})
+        record.episodes[Table.DISEASE_EVENT] = events
+        record.episodes[Table.CONTACT] = contacts
+        if procedures:
+            record.episodes[Table.LIVER_PROCEDURE] = procedures
+        if complications:
+            record.episodes[Table.COMPLICATION] = complications
+        out.append(record)
+    return out
+
+
+def _text(kind: Kind, value: Any) -> str:
+    if value is None:
+        return ""
+    if kind is Kind.BOOL:
+        return "yes" if value else "no"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer() and kind is Kind.INTEGER:
+        return str(int(value))
+    return str(value)
+
+
+def _value(kind: Kind, text: str) -> Any:
+    if text == "":
+        return None
+    if kind is Kind.DATE:
+        return dt.date.fromisoformat(text)
+    if kind is Kind.INTEGER:
+        return int(text)
+    if kind is Kind.NUMBER:
+        return float(text)
+    if kind is Kind.BOOL:
+        return text == "yes"
+    return text
+
+
+def write_csv(records: list[PatientRecord], folder: Path) -> Path:
+    """The long registry files of ``records`` in ``folder`` (one file per table, model columns)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for spec in TABLES:
+        kinds = {f.name: f.kind for f in spec.fields}
+        with (folder / spec.file).open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(spec.columns)
+            for r in records:
+                rows = [r.patient] if spec.table is Table.PATIENT else r.rows(spec.table)
+                for row in rows:
+                    writer.writerow([r.centre if c == "centre" else r.patient_id if c == "patient_id"
+                                     else _text(kinds[c], row.get(c)) for c in spec.columns])
+    return folder
+
+
+def read_csv(folder: Path) -> list[PatientRecord]:
+    """Records from the files :func:`write_csv` wrote."""
+    records: dict[tuple[str, str], PatientRecord] = {}
+    episodes: dict[tuple[str, str], dict[Table, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for spec in TABLES:
+        kinds = {f.name: f.kind for f in spec.fields}
+        path = folder / spec.file
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                key = (row["centre"], row["patient_id"])
+                values = {c: _value(kinds[c], row[c]) for c in spec.columns if c in kinds}
+                if spec.table is Table.PATIENT:
+                    records[key] = PatientRecord(row["centre"], values)
+                else:
+                    episodes[key][spec.table].append({k: v for k, v in values.items() if k != "patient_id"})
+    for key, tables in episodes.items():
+        records[key].episodes.update({t: rows for t, rows in tables.items()})
+    return list(records.values())
+
+
+__all__ = ["TABLE_BY_NAME", "read_csv", "simulate", "write_csv"]

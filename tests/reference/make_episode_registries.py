@@ -1,0 +1,30 @@
+"""Write the simulated multi-episode registries of tests/reference/episodes/ (run by hand, then the R scripts).
+
+    .venv/bin/python tests/reference/make_episode_registries.py
+    Rscript tests/reference/comparisons_reference.R
+
+The registries are synthetic (tests/episode_registry.py): sim-1 without any effect of resection,
+sim-2 with a protective effect (hazard ratio 0.5) and more referred patients, sim-3 with a harmful
+one (2.0) and ties (follow-up in whole weeks is not enforced: days).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from episode_registry import simulate, write_csv  # noqa: E402
+
+REGISTRIES = {
+    "sim-1": dict(n=300, seed=1),
+    "sim-2": dict(n=250, seed=2, effect=0.5, referred=0.3),
+    "sim-3": dict(n=200, seed=3, effect=2.0, median_death=300.0, median_resection=90.0),
+}
+
+if __name__ == "__main__":
+    for name, kw in REGISTRIES.items():
+        write_csv(simulate(**kw), HERE / "episodes" / name)  # type: ignore[arg-type]
+        print(f"wrote {HERE / 'episodes' / name}")
