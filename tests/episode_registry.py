@@ -47,24 +47,22 @@ def simulate(n: int, seed: int, *, effect: float = 1.0, referred: float = 0.2, m
         is_referred = rng.random() < referred
         admin = (start + follow_days * DAY - index).days  # administrative end of follow-up
         censor = min(admin, int(rng.integers(60, admin + 400)))
-        resection = rng.exponential(median_resection / np.log(2)) if rng.random() < resectable else np.inf
-        t0 = rng.exponential(1 / lam)
-        death = t0 if t0 <= resection else resection + rng.exponential(1 / (lam * effect))
+        resectable_patient = rng.random() < resectable
+        surgery = max(1, round(rng.exponential(median_resection / np.log(2)))) if resectable_patient else None
+        t0 = rng.exponential(1 / lam)  # time to death without a resection
+        referral_day = int(rng.integers(0, 240)) if is_referred else None
+        if surgery is not None and referral_day is not None and surgery <= referral_day:
+            surgery = referral_day + int(rng.integers(7, 60))  # operated at the centre, after the referral
+        # the hazard of death is multiplied by `effect` from the day of the operation on
+        death = t0 if surgery is None or t0 <= surgery else surgery + rng.exponential(1 / (lam * effect))
         death = max(1, round(death))
         end = min(death, censor)
         dead = death <= censor
-        surgery = round(resection) if np.isfinite(resection) else None
-        referral_day = None
-        if is_referred:
-            # referred some time after the rescue line started elsewhere; a patient who died or was lost
-            # before the referral never reaches this registry (left truncation)
-            referral_day = int(rng.integers(0, 240))
-            if referral_day >= end:
-                continue
-            if surgery is not None and surgery <= referral_day:
-                surgery = referral_day + int(rng.integers(7, 60))
-        if surgery is not None and not (1 <= surgery < end):
-            surgery = None
+        # a referred patient who died or was lost before the referral never reaches this registry
+        if referral_day is not None and referral_day >= end:
+            continue
+        if surgery is not None and not surgery < end:
+            surgery = None  # dead or lost before the operation
         patient: dict[str, Any] = {
             "patient_id": f"S{seed}-{i:05d}", "sex": str(rng.choice(["F", "M"])),
             "age_at_rescue": float(round(rng.uniform(35, 80), 1)),
@@ -87,10 +85,26 @@ def simulate(n: int, seed: int, *, effect: float = 1.0, referred: float = 0.2, m
                    "event_kind": "progression", "sites": "liver"}]
         procedures: list[dict[str, Any]] = []
         complications: list[dict[str, Any]] = []
+        end_date = index + end * DAY
+        reviews = [{"review_no": 1, "review_date": index + 7 * DAY if referral_day is None
+                    else index + referral_day * DAY, "decision": "unresectable_continue", "line_number": 2}]
         if surgery is not None:
+            margin = str(rng.choice(["R0", "R0", "R0", "R1"]))
+            segments = str(rng.choice(["5;6", "2;3", "4;5;6;7;8", "6;7;8"]))
             procedures.append({"procedure_no": 1, "procedure_date": index + surgery * DAY,
-                               "procedure_type": "hepatectomy", "resected_segments": "5;6", "margin": "R0",
+                               "procedure_type": "hepatectomy", "resected_segments": segments, "margin": margin,
                                "complications_assessed": True})
+            reviews.append({"review_no": 2, "review_date": index + max(surgery - 14, 1) * DAY,
+                            "decision": "resectable", "line_number": 2})
+            if rng.random() < 0.3:
+                grade = str(rng.choice(["I", "II", "IIIa", "IIIb"]))
+                complications.append({"procedure_no": 1, "complication_no": 1, "grade": grade,
+                                      "complication_date": index + (surgery + 3) * DAY})
+            adjuvant = surgery + int(rng.integers(30, 75))
+            if rng.random() < 0.5 and adjuvant < end:
+                lines.append({"line_number": 3, "start_date": index + adjuvant * DAY, "agents":
+                              "oxaliplatin;fluoropyrimidine", "intent": "adjuvant", "given_at": "centre",
+                              "cycles": 6})
             recur = surgery + int(rng.exponential(300)) + 1
             if recur < end:
                 events.append({"event_no": 2, "event_date": index + recur * DAY, "event_kind": "recurrence",
@@ -105,11 +119,14 @@ def simulate(n: int, seed: int, *, effect: float = 1.0, referred: float = 0.2, m
             if progress < end:
                 events.append({"event_no": 2, "event_date": index + progress * DAY, "event_kind": "progression",
                                "sites": "liver;lung"})
+        complications = [c for c in complications if c["complication_date"] <= end_date]
         if dead and procedures:
             last = procedures[-1]
-            if 0 <= (index + end * DAY - last["procedure_date"]).days <= 60:
-                complications.append({"procedure_no": last["procedure_no"], "complication_no": 1, "grade": "V",
-                                      "complication_date": index + end * DAY})
+            if 0 <= (end_date - last["procedure_date"]).days <= 60:
+                number = 1 + sum(c["procedure_no"] == last["procedure_no"] for c in complications)
+                complications.append({"procedure_no": last["procedure_no"], "complication_no": number, "grade": "V",
+                                      "complication_date": end_date})
+        record.episodes[Table.MDT_REVIEW] = [r for r in reviews if r["review_date"] <= end_date]
         contacts = [{"contact_no": k + 1, "contact_date": index + d * DAY, "vital_status": "alive"}
                     for k, d in enumerate(range(90, end, 90))]
         contacts.append({"contact_no": len(contacts) + 1, "contact_date": index + end * DAY,

@@ -3,7 +3,8 @@
     .venv/bin/python tests/reference/make_episode_registries.py
     Rscript tests/reference/comparisons_reference.R
 
-The registries are synthetic (tests/episode_registry.py): sim-1 without any effect of resection,
+The registries are synthetic: the reference cohort with all its episodes (oncosurg.reference), and
+simulated registries (tests/episode_registry.py): sim-1 without any effect of resection,
 sim-2 with a protective effect (hazard ratio 0.5) and more referred patients, sim-3 with a harmful
 one (2.0) and ties (follow-up in whole weeks is not enforced: days).
 """
@@ -18,6 +19,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from episode_registry import simulate, write_csv  # noqa: E402
 
+from oncosurg.reference import reference_records  # noqa: E402
+
 REGISTRIES = {
     "sim-1": dict(n=300, seed=1),
     "sim-2": dict(n=250, seed=2, effect=0.5, referred=0.3),
@@ -25,6 +28,8 @@ REGISTRIES = {
 }
 
 if __name__ == "__main__":
+    write_csv(reference_records(), HERE / "episodes" / "reference-cohort")
+    print(f"wrote {HERE / 'episodes' / 'reference-cohort'}")
     for name, kw in REGISTRIES.items():
         write_csv(simulate(**kw), HERE / "episodes" / name)  # type: ignore[arg-type]
         print(f"wrote {HERE / 'episodes' / name}")

@@ -12,6 +12,7 @@ Grammar (case-insensitive keywords)::
     operand := NUMBER | 'string' | "string" | true | false | date "YYYY-MM-DD"
              | $parameter | column | population | "(" expr ")"
              | has "(" column "," literal ("," literal)* ")"            -- a ';'-list holds one of the codes
+             | size "(" column ")"                                      -- how many codes a ';'-list holds
              | days "(" operand "," operand ")" | months "(" operand "," operand ")"   -- from the 1st date to the 2nd
              | exists "(" query ")" | count "(" query ")"
              | (first | last | min | max) "(" TABLE "." COLUMN ["where" expr] ")"
@@ -159,7 +160,7 @@ class Call:
 Node = Literal | Name | Param | Compare | IsNull | In | BoolOp | Not | Query | Call
 
 #: Functions over values, and aggregates over a query (their argument is a query).
-VALUE_FUNCTIONS = ("has", "days", "months")
+VALUE_FUNCTIONS = ("has", "size", "days", "months")
 AGGREGATES = ("exists", "count", "first", "last", "min", "max")
 
 # --------------------------------------------------------------------------- parser
@@ -617,6 +618,15 @@ class Compiler:
                                           node.position)
                 codes.append(arg.value)
             return sa.or_(*[has_code(sql, c) for c in codes]), ColumnType("bool")
+        if node.name == "size":
+            if len(node.args) != 1:
+                raise ExpressionError("size(column) takes one list column", text, node.position)
+            sql, ctype = self._value(node.args[0], text, reads)
+            if ctype.kind != "codes":
+                raise ExpressionError(f"size(…) needs a list column (such as resected_segments), not {ctype.kind}",
+                                      text, node.position)
+            count = sa.func.length(sql) - sa.func.length(sa.func.replace(sql, ";", "")) + 1
+            return sa.case((sql.is_(None), sa.null()), (sql == "", 0), else_=count), ColumnType("int")
         # days / months
         if len(node.args) != 2:
             raise ExpressionError(f"{node.name}(from_date, to_date) takes two dates", text, node.position)
