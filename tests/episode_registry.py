@@ -172,14 +172,15 @@ def write_csv(records: list[PatientRecord], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for spec in TABLES:
         kinds = {f.name: f.kind for f in spec.fields}
+        columns = list(dict.fromkeys(spec.columns))
         with (folder / spec.file).open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(spec.columns)
+            writer.writerow(columns)
             for r in records:
                 rows = [r.patient] if spec.table is Table.PATIENT else r.rows(spec.table)
                 for row in rows:
                     writer.writerow([r.centre if c == "centre" else r.patient_id if c == "patient_id"
-                                     else _text(kinds[c], row.get(c)) for c in spec.columns])
+                                     else _text(kinds[c], row.get(c)) for c in columns])
     return folder
 
 

@@ -238,9 +238,15 @@ def _hr(t: np.ndarray, e: np.ndarray, x: np.ndarray, entry: np.ndarray | None, l
         return None
     co = fit.coefficients[0]
     notes.extend(fit.warnings)
+    # a group without events (monotone likelihood): the coefficient runs off to infinity
+    estimable = not any("infinite" in w for w in fit.warnings) and _num(co.hr_upper) is not None \
+        and _num(co.hr_lower) not in (None, 0.0)
+    if not estimable:
+        notes.append(f"The hazard ratio for {label} is not estimable (one group has no event, or all of them); "
+                     "its value is not reported.")
     return {"label": label, "hr": _num(co.hr), "lower": _num(co.hr_lower), "upper": _num(co.hr_upper),
             "coef": _num(co.coef), "se": _num(co.se), "p": _num(co.p), "score_p": _num(fit.score_p),
-            "n": int(fit.n), "events": int(fit.events), "conf_level": level}
+            "n": int(fit.n), "events": int(fit.events), "conf_level": level, "estimable": estimable}
 
 
 def _km(t: np.ndarray, e: np.ndarray, entry: np.ndarray | None, conf_type: str, level: float) -> Any:

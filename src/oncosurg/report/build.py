@@ -253,14 +253,17 @@ def _figures(data: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
 
     figures: list[dict[str, Any]] = []
     progress("figure: cohort flow")
+    flow = data["flow"]
+    pathway = flow.get("pathway", True)
     figures.append({"id": "flow", "kind": "flow", "title": "Cohort flow",
-                    "caption": "Patients in the registry, exclusions by the protocol's cohort definition, and the "
-                               "pathway from rescue cetuximab to hepatectomy.",
-                    "alt": (f"Flow diagram: {data['flow']['registered']} in the registry, "
-                            f"{data['flow']['evaluated']} evaluated, "
-                            + " and ".join(f"{a['n']} {a['key'].replace('_', '-')}" for a in data["flow"]["arms"])
-                            + f", {data['flow']['operated']} operated, {data['flow']['hepatectomy']} hepatectomies"),
-                    **plots.save(flow_figure(data["flow"]))})
+                    "caption": "Patients in the registry, exclusions by the protocol's cohort definition, "
+                               + ("and the pathway from the index treatment to hepatectomy." if pathway else
+                                  "and the evaluated patients treated in-house or referred."),
+                    "alt": (f"Flow diagram: {flow['registered']} in the registry, {flow['evaluated']} evaluated, "
+                            + " and ".join(f"{a['n']} {a['key'].replace('_', '-')}" for a in flow["arms"])
+                            + (f", {flow['operated']} operated, {flow['hepatectomy']} hepatectomies" if pathway
+                               else "")),
+                    **plots.save(flow_figure(flow))})
     for km in data["km"]:
         progress(f"figure: {km['id']}")
         ci = f"{km['conf_type']} transform (R survfit conf.type = \"{km['conf_type']}\")"

@@ -126,8 +126,16 @@ def cohort_flow(conn: sa.Connection, cp: CompiledProtocol, results: dict[str, An
     total = sum(a["n"] for a in arms.values())
     sums = {k: sum(a[k] for a in arms.values()) for k in ("operated", "not_operated", "hepatectomy",
                                                             "exploration_only", "ablation_only")}
+    index = cp.protocol.index
+    # the operated / hepatectomy stages follow a treatment given before surgery (the seed study's pathway)
+    pathway = index is None or cp.view.index_table == "therapy_line"
+    label = "Evaluated" if index is None else f"Evaluated: {index.label[0].lower()}{index.label[1:]}"
+    texts = {}
+    if pathway and index is not None:
+        texts = {"in_house_text": "index treatment given at the centre", "referred_text": "index treatment given "
+                 "elsewhere"}
     return {"registered": steps[0]["n"], "exclusions": exclusions, "evaluated": total,
-            "arms": list(arms.values()), **sums}
+            "arms": list(arms.values()), "pathway": pathway, "evaluated_label": label, **texts, **sums}
 
 
 # ---------------------------------------------------------------------------------------- table 1
@@ -356,7 +364,9 @@ def comparison_figure(conn: sa.Connection, cp: CompiledProtocol, cid: str) -> di
 
     stats_lines = []
     hr = result.get("hr")
-    if hr and hr.get("hr") is not None:
+    if hr and not hr.get("estimable", True):
+        stats_lines.append(f"Hazard ratio not estimable ({hr['label']}): a group has no event")
+    elif hr and hr.get("hr") is not None:
         stats_lines.append(f"HR {hr['hr']:.2f} (95% CI {_f2(hr['lower'])}–{_f2(hr['upper'])}), "
                            f"p {_p_words(fmt_p(hr['p']))}: {hr['label']}")
     test = result.get("test")

@@ -26,7 +26,10 @@ def format_comparison(cmp: dict[str, Any]) -> tuple[str, str, str]:
     hr = cmp.get("hr")
     test = cmp.get("test")
     p = (test or {}).get("p") if test else (hr or {}).get("p")
-    if hr and hr.get("hr") is not None:
+    if hr and not hr.get("estimable", True):
+        text = "not estimable"
+        p = (test or {}).get("p") if test else None
+    elif hr and hr.get("hr") is not None:
         lo = "NE" if hr.get("lower") is None else f"{hr['lower']:.2f}"
         hi = "NE" if hr.get("upper") is None else f"{hr['upper']:.2f}"
         text = f"HR {hr['hr']:.2f} ({lo}–{hi})"

@@ -201,6 +201,8 @@ def context_placeholder(results: dict[str, Any], name: str, field: str) -> str:
 def comparison_placeholder(cmp: dict[str, Any], field: str | None) -> str:
     """``{comparison}``: the hazard ratio with its CI; fields hr, ci, p, n, events, landmark, full."""
     hr = cmp.get("hr") or {}
+    if hr and not hr.get("estimable", True):
+        hr = {}
     test = cmp.get("test") or {}
     p = test.get("p") if test.get("p") is not None else hr.get("p")
     if hr.get("hr") is None:

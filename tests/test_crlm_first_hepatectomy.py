@@ -1,0 +1,107 @@
+"""The second study (studies/crlm-first-hepatectomy.toml) equals an independent R re-implementation.
+
+``tests/reference/crlm_first_hepatectomy_reference.R`` recomputes every endpoint from the protocol's
+text with R survival 3.5.3 (binom.test, survfit log-log with summary at times, multi-state survfit
+for the cumulative incidences, survdiff) on the long-format registries of
+``tests/reference/episodes/``: the reference cohort with all its episodes (the protocol's accrual
+window and data cut) and simulated registries (no window, data cut 2013-12-31).  Counts exactly,
+estimates to 1e-6; on SQLite and PostgreSQL.  The study's report is written too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from episode_registry import read_csv
+from oncosurg.protocol.engine import run_protocol
+from oncosurg.protocol.model import load_protocol
+from oncosurg.store.repository import import_patients
+
+REF = Path(__file__).parent / "reference"
+EXPECTED: dict[str, Any] = json.loads((REF / "crlm_first_hepatectomy_expected.json").read_text())
+STUDY = load_protocol("crlm-first-hepatectomy")
+EXACT = {"n", "numerator", "denominator", "missing", "events", "competing", "n_risk"}
+
+
+def protocol_for(name: str):  # type: ignore[no-untyped-def]
+    if name == "reference-cohort":
+        return STUDY
+    return dataclasses.replace(STUDY, accrual_start=None, accrual_end=None, data_cut=dt.date(2013, 12, 31))
+
+
+def same(key: str, ours: Any, r: Any) -> bool:
+    if ours is None or r is None:
+        return ours is None and r is None
+    if key in EXACT:
+        return ours == r
+    return math.isclose(ours, r, rel_tol=1e-6, abs_tol=1e-12)
+
+
+def compare(endpoints: dict[str, Any], comparisons: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    bad = []
+    for eid, exp in expected.items():
+        if eid == "os_by_margin":
+            test = comparisons["os_by_margin"]["test"]
+            if not same("p", test["p"], exp["logrank_p"]):
+                bad.append(f"os_by_margin.p: ours {test['p']} R {exp['logrank_p']}")
+            continue
+        got = endpoints[eid]
+        at = {a["time"]: a for a in got.get("at", [])}
+        for key, value in exp.items():
+            if key.startswith(("surv_", "cif_")):
+                point = at[float(key.split("_")[1])]
+                for field, r_value in value.items():
+                    if not same(field, point[field], r_value):
+                        bad.append(f"{eid}.{key}.{field}: ours {point[field]!r} R {r_value!r}")
+            elif not same(key, got.get(key), value):
+                bad.append(f"{eid}.{key}: ours {got.get(key)!r} R {value!r}")
+        # times after the last follow-up are not estimated (R summary without extend)
+        reported = {float(k.split("_")[1]) for k in exp if k.startswith(("surv_", "cif_"))}
+        for time, point in at.items():
+            if time not in reported and (point.get("surv", point.get("cif")) is not None):
+                bad.append(f"{eid}: ours has a value at {time} months, R none")
+    return bad
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_second_study_matches_r(store: sa.Engine, name: str) -> None:
+    records = read_csv(REF / "episodes" / name)
+    assert not import_patients(store, records, source=name, sha256="0" * 64, rows=len(records)).issues
+    results = run_protocol(store, protocol_for(name))
+    assert compare(results["endpoints"], results["comparisons"], EXPECTED[name]) == []
+
+
+def test_expected_values_cover_every_endpoint_and_are_not_trivial() -> None:
+    for expected in EXPECTED.values():
+        assert set(expected) - {"os_by_margin"} == {e.id for e in STUDY.endpoints}
+    assert all(e["recurrence"]["events"] > 0 and e["repeat_hepatectomy_incidence"]["events"] > 0
+               for e in EXPECTED.values())
+    assert sum(e["recurrence"]["competing"] for e in EXPECTED.values()) > 20  # death competes
+    ref = EXPECTED["reference-cohort"]
+    assert ref["patients"]["n"] == 25 and ref["referred"]["n"] > 0
+
+
+def test_second_study_report(tmp_path: Path) -> None:
+    from oncosurg.reference import reference_records
+    from oncosurg.report.build import write_report
+    from oncosurg.store.engine import open_store
+
+    engine = open_store("sqlite://")
+    records = reference_records()
+    import_patients(engine, records, source="reference", sha256="0" * 64, rows=len(records))
+    results = run_protocol(engine, STUDY, provenance={"source": "reference cohort", "records": len(records)})
+    write_report(tmp_path, engine, STUDY, results, formats=("html",))
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    text = " ".join(re.sub(r"<[^>]+>", "", html).split())
+    assert "Between January 2004 and December 2006, 25 patients underwent a first hepatectomy" in text
+    assert "Months since first hepatectomy" in json.dumps(json.loads((tmp_path / "report-data.json").read_text()))
+    assert "Aalen-Johansen" in html and "Landmark" in html and "31 Mar 2007" in html
