@@ -121,3 +121,36 @@ def test_results_paragraph_dates_come_from_the_protocol_and_the_data() -> None:
     assert f"{results['endpoints']['evaluated']['n']} patients" in text
     cut = dt.date.fromisoformat(results["cohort"]["data_cut"])
     assert f"{cut.day} {cut:%B %Y}" in text  # "Records were analysed up to {cohort.data_cut}"
+
+
+def _merge(base: dict, block: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in block.items():
+        if isinstance(value, list):
+            out[key] = value  # the example's list replaces the study's
+        elif isinstance(value, dict) and key != "index":
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+def test_the_language_reference_examples_compile() -> None:
+    import re
+
+    from oncosurg.protocol.engine import compile_protocol
+
+    second = tomllib.loads((ROOT / "studies" / "crlm-first-hepatectomy.toml").read_text(encoding="utf-8"))
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        errors = []
+        for base in (SEED, second):
+            try:
+                compile_protocol(protocol_from_dict(_merge(base, tomllib.loads(block)), source="docs/protocol.md"))
+                break
+            except ProtocolError as exc:
+                errors.append(exc.problems)
+        else:
+            raise AssertionError(f"docs/protocol.md example does not compile: {errors}\n{block}")

@@ -341,7 +341,8 @@ def comparison_figure(conn: sa.Connection, cp: CompiledProtocol, cid: str) -> di
     raw: dict[str, Any] = {}
     result = run_comparison(conn, cp, cc, [], fits=raw)
     order = [g["key"] for g in result["groups"]]
-    labels = {g["key"]: g["label"] for g in result["groups"]}
+    enum = comp.method == "kaplan_meier" and comp.groups in cp.view.types and cp.view.types[comp.groups].choices
+    labels = {g["key"]: code_label(g["key"]) if enum else g["label"] for g in result["groups"]}
     fits = {k: v[0] for k, v in raw.items()}
     rows = {k: (v[1], v[2]) for k, v in raw.items() if v[1] is not None}
     tmax = max((float(f.time.max()) for f in fits.values() if f.time.size), default=0.0)
