@@ -179,11 +179,12 @@ def run_protocol(engine: sa.Engine, protocol: Protocol, *, provenance: Mapping[s
                  ) -> dict[str, Any]:
     """Evaluate every endpoint and comparison; returns the ``analyze`` JSON object."""
     from oncosurg.protocol.comparisons import run_comparison
+    from oncosurg.protocol.materialize import materialized
 
-    cp = compile_protocol(protocol)
-    warnings: list[dict[str, Any]] = list(cp.warnings)
-    c = cp.view.subquery.c
-    with engine.connect() as conn:
+    warnings: list[dict[str, Any]] = []
+    with engine.connect() as conn, materialized(conn, compile_protocol(protocol)) as cp:
+        warnings += cp.warnings
+        c = cp.view.subquery.c
         flow = _flow(conn, cp)
         warnings += _cohort_warnings(conn, cp, flow)
         endpoints = {ep.id: _endpoint(conn, cp, ep, warnings) for ep in protocol.endpoints}

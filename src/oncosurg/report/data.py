@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from oncosurg.protocol.comparisons import grouping_problem, run_comparison
 from oncosurg.protocol.engine import CompiledProtocol, compile_protocol
+from oncosurg.protocol.materialize import materialized
 from oncosurg.protocol.model import Protocol, ProtocolError
 from oncosurg.protocol.outcomes import date_spec
 from oncosurg.report.spec import CoxSpec, KMSpec, ReportSpec, report_spec
@@ -551,7 +552,7 @@ def report_data(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
             raise ProtocolError(protocol.source, [f"report.table_one_by: {name!r} is not an enum or yes/no column"])
     check_report_groupings(cp, spec)
     out: dict[str, Any] = {}
-    with engine.connect() as conn:
+    with engine.connect() as conn, materialized(conn, cp) as cp:
         step("cohort flow")
         out["flow"] = cohort_flow(conn, cp, results)
         step("Table 1")
