@@ -50,9 +50,12 @@ def index_select(tables: Mapping[Table, sa.FromClause], index: IndexEvent, param
     except ValueError:
         table = None
     if table is None or table is Table.PATIENT:
-        names = ", ".join(t.value for t in Table if t is not Table.PATIENT)
-        raise ExpressionError(f"unknown episode table '{query.table}' (tables: {names})", index.episode,
-                              query.position)
+        from difflib import get_close_matches
+
+        names = [t.value for t in Table if t is not Table.PATIENT]
+        guess = get_close_matches(query.table, names, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else f" (tables: {', '.join(names)})"
+        raise ExpressionError(f"unknown episode table '{query.table}'{hint}", index.episode, query.position)
     scope = episode_scope(tables, table)
     if not scope.dates:
         raise ExpressionError(f"{table.value} has no date of its own; choose a dated table (e.g. liver_procedure)",

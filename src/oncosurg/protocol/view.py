@@ -270,6 +270,8 @@ def build_view(
     problems: list[str] = []
     tables = cut_tables(t.EPISODES, data_cut)
     base, types, timing, index_table = _base(tables, index, params, problems)
+    if problems:  # without the index every later expression would fail too: report the cause only
+        raise ProtocolError("<analysis view>", problems)
     layer = _builtin(base, postop_window_days, major_hepatectomy_segments)
     types.update(DERIVED_TYPES)
     timing.update({n: "later" for n in DERIVED_TYPES})
