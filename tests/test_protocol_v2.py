@@ -97,10 +97,9 @@ def _shifted_registry(years: int) -> bytes:
     writer.writeheader()
     for row in rows:
         for key, value in row.items():
-            if key.endswith("_date") or key == "cetuximab_start":
-                if value:
-                    d = dt.date.fromisoformat(value)
-                    row[key] = d.replace(year=d.year + years, day=min(d.day, 28)).isoformat()
+            if (key.endswith("_date") or key == "cetuximab_start") and value:
+                d = dt.date.fromisoformat(value)
+                row[key] = d.replace(year=d.year + years, day=min(d.day, 28)).isoformat()
         writer.writerow(row)
     return out.getvalue().encode()
 

@@ -18,7 +18,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from episode_registry import simulate, write_csv  # noqa: E402
-
 from oncosurg.reference import reference_records  # noqa: E402
 
 REGISTRIES = {
