@@ -99,6 +99,8 @@ def test_second_study_report(tmp_path: Path) -> None:
     records = reference_records()
     import_patients(engine, records, source="reference", sha256="0" * 64, rows=len(records))
     results = run_protocol(engine, STUDY, provenance={"source": "reference cohort", "records": len(records)})
+    # every referral precedes the hepatectomy (time zero): pooling referred patients selects nobody later
+    assert not any(w["code"] == "pooled-referral" for w in results["warnings"])
     write_report(tmp_path, engine, STUDY, results, formats=("html",))
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
     text = " ".join(re.sub(r"<[^>]+>", "", html).split())

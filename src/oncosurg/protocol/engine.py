@@ -300,22 +300,28 @@ def _endpoint(conn: sa.Connection, cp: CompiledProtocol, ep: Endpoint, warnings:
         num = cp.numerators[ep.id]
         missing_cond = sa.and_(*[c[i].is_(None) for i in num.inputs]) if num.inputs else sa.false()
         one = sa.literal(1)
+        # referred patients whose referral follows time zero (or is undated) were selected after it
+        late = c.referral == "referred"
+        if "index_date" in c:
+            late = sa.and_(late, sa.or_(c.index_date.is_(None), c.referral_date.is_(None),
+                                        c.referral_date > c.index_date))
         row = conn.execute(
             sa.select(
                 sa.func.count(),
                 sa.func.sum(sa.case((missing_cond, one), else_=0)),
                 sa.func.sum(sa.case((sa.and_(sa.not_(missing_cond), num.sql), one), else_=0)),
                 sa.func.count(sa.distinct(sa.case((sa.not_(missing_cond), c.referral), else_=sa.null()))),
+                sa.func.sum(sa.case((sa.and_(sa.not_(missing_cond), late), one), else_=0)),
             ).select_from(cp.view.subquery).where(where)
         ).one()
-        total, missing, numerator, referral_kinds = (int(v or 0) for v in row)
+        total, missing, numerator, referral_kinds, late_referred = (int(v or 0) for v in row)
         denominator = total - missing
         estimate = numerator / denominator if denominator else None
         low, high = proportion_ci(numerator, denominator, method=ep.ci_method, conf_level=ep.conf_level) \
             if denominator else (None, None)
         out |= {"numerator": numerator, "denominator": denominator, "estimate": estimate, "ci_low": low,
                 "ci_high": high, "ci_method": ep.ci_method, "missing": missing}
-        if referral_kinds > 1:
+        if referral_kinds > 1 and late_referred:
             warnings.append(_warning(ep, "pooled-referral",
                                      f"{ep.id}: the denominator mixes in-house (intention-to-treat) and referred "
                                      "(selected) patients; report the two groups separately"))

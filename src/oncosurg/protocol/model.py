@@ -385,6 +385,10 @@ def _from_dict(data: dict[str, Any], source: str) -> Protocol:
     outcome_ids = {o.id for o in outcomes}
     endpoints = _endpoints(r, data.get("endpoints", []), populations, outcome_ids)
     comparisons = _comparisons(r, data.get("comparisons", []), populations, outcome_ids)
+    for i, comp in enumerate(comparisons):
+        if comp.id in {e.id for e in endpoints}:
+            problems.append(f"comparisons[{i}] ({comp.id}).id: an endpoint has this id; ids name both in the "
+                            "results paragraph")
     report = data.get("report", {})
     if not isinstance(report, dict):
         problems.append("report: must be a table")
