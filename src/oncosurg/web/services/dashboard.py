@@ -108,9 +108,10 @@ class Dashboard:
 
     @staticmethod
     def _curves(engine: sa.Engine, protocol: Protocol) -> list[dict[str, Any]]:
-        cp = compile_protocol(protocol)
+        from oncosurg.protocol.materialize import materialized
+
         curves = []
-        with engine.connect() as conn:
+        with engine.connect() as conn, materialized(conn, compile_protocol(protocol)) as cp:
             for ep in protocol.endpoints:
                 if ep.kind not in _CURVE_KINDS:
                     continue
