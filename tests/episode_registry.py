@@ -8,24 +8,19 @@ after their rescue line started elsewhere.  ``effect`` is the hazard ratio of de
 hepatectomy (1 = no effect).  Every record passes the episode rules (a death within the
 postoperative window gets its grade V complication).
 
-:func:`write_csv` / :func:`read_csv` store records as the long registry files (``patients.csv``,
-``therapy_lines.csv``… with the model's columns), which ``tests/reference/comparisons_reference.R``
-reads to recompute the comparisons independently.
+``tests/reference/make_episode_registries.py`` writes some of them as long registries (the files the
+R scripts of ``tests/reference/`` read).
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from oncosurg.pathway.flat import PatientRecord
-from oncosurg.pathway.model import TABLE_BY_NAME, TABLES, Table
-from oncosurg.schema import Kind
+from oncosurg.pathway.model import Table
 
 DAY = dt.timedelta(days=1)
 
@@ -139,71 +134,3 @@ def simulate(n: int, seed: int, *, effect: float = 1.0, referred: float = 0.2, m
             record.episodes[Table.COMPLICATION] = complications
         out.append(record)
     return out
-
-
-def _text(kind: Kind, value: Any) -> str:
-    if value is None:
-        return ""
-    if kind is Kind.BOOL:
-        return "yes" if value else "no"
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, float) and value.is_integer() and kind is Kind.INTEGER:
-        return str(int(value))
-    return str(value)
-
-
-def _value(kind: Kind, text: str) -> Any:
-    if text == "":
-        return None
-    if kind is Kind.DATE:
-        return dt.date.fromisoformat(text)
-    if kind is Kind.INTEGER:
-        return int(text)
-    if kind is Kind.NUMBER:
-        return float(text)
-    if kind is Kind.BOOL:
-        return text == "yes"
-    return text
-
-
-def write_csv(records: list[PatientRecord], folder: Path) -> Path:
-    """The long registry files of ``records`` in ``folder`` (one file per table, model columns)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for spec in TABLES:
-        kinds = {f.name: f.kind for f in spec.fields}
-        columns = list(dict.fromkeys(spec.columns))
-        with (folder / spec.file).open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(columns)
-            for r in records:
-                rows = [r.patient] if spec.table is Table.PATIENT else r.rows(spec.table)
-                for row in rows:
-                    writer.writerow([r.centre if c == "centre" else r.patient_id if c == "patient_id"
-                                     else _text(kinds[c], row.get(c)) for c in columns])
-    return folder
-
-
-def read_csv(folder: Path) -> list[PatientRecord]:
-    """Records from the files :func:`write_csv` wrote."""
-    records: dict[tuple[str, str], PatientRecord] = {}
-    episodes: dict[tuple[str, str], dict[Table, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for spec in TABLES:
-        kinds = {f.name: f.kind for f in spec.fields}
-        path = folder / spec.file
-        if not path.is_file():
-            continue
-        with path.open(encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                key = (row["centre"], row["patient_id"])
-                values = {c: _value(kinds[c], row[c]) for c in spec.columns if c in kinds}
-                if spec.table is Table.PATIENT:
-                    records[key] = PatientRecord(row["centre"], values)
-                else:
-                    episodes[key][spec.table].append({k: v for k, v in values.items() if k != "patient_id"})
-    for key, tables in episodes.items():
-        records[key].episodes.update({t: rows for t, rows in tables.items()})
-    return list(records.values())
-
-
-__all__ = ["TABLE_BY_NAME", "read_csv", "simulate", "write_csv"]

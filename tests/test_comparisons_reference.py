@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from episode_registry import read_csv
+from oncosurg.ingest.long import read_long
 from oncosurg.protocol.engine import run_protocol
 from oncosurg.protocol.model import load_protocol
 from oncosurg.store.repository import import_patients
@@ -31,6 +31,15 @@ EXPECTED: dict[str, Any] = json.loads((REF / "comparisons_expected.json").read_t
 PROTOCOL = load_protocol(str(REF / "comparisons-protocol.toml"))
 CUTS = {"none": None, "2012-06-30": dt.date(2012, 6, 30)}
 CASES = [(name, cut) for name in sorted(EXPECTED) for cut in CUTS]
+
+
+def load(store: sa.Engine, name: str) -> None:
+    """Import a long registry of tests/reference/episodes/ as `oncosurg import --format long` does."""
+    with read_long(REF / "episodes" / name) as registry:
+        assert registry.ok, [i.format() for i in registry.issues[:3]]
+        result = import_patients(store, registry.records(), source=name, sha256=registry.sha256,
+                                 rows=registry.patients)
+    assert not result.issues, [i.format() for i in result.issues[:3]]
 
 
 def close(a: float | None, b: float | None) -> bool:
@@ -61,9 +70,7 @@ def check_groups(ours: dict[str, Any], r: dict[str, Any], where: str, bad: list[
 
 @pytest.mark.parametrize(("name", "cut"), CASES)
 def test_comparisons_match_r(store: sa.Engine, name: str, cut: str) -> None:
-    records = read_csv(REF / "episodes" / name)
-    result = import_patients(store, records, source=name, sha256="0" * 64, rows=len(records))
-    assert not result.issues, [i.format() for i in result.issues[:3]]
+    load(store, name)
     protocol = dataclasses.replace(PROTOCOL, data_cut=CUTS[cut])
     ours = run_protocol(store, protocol)["comparisons"]
     bad: list[str] = []

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from episode_registry import read_csv
+from oncosurg.ingest.long import read_long
 from oncosurg.protocol.engine import run_protocol
 from oncosurg.protocol.model import load_protocol
 from oncosurg.store.repository import import_patients
@@ -36,6 +36,15 @@ def protocol_for(name: str):  # type: ignore[no-untyped-def]
     if name == "reference-cohort":
         return STUDY
     return dataclasses.replace(STUDY, accrual_start=None, accrual_end=None, data_cut=dt.date(2013, 12, 31))
+
+
+def load(store: sa.Engine, name: str) -> None:
+    """Import a long registry of tests/reference/episodes/ as `oncosurg import --format long` does."""
+    with read_long(REF / "episodes" / name) as registry:
+        assert registry.ok, [i.format() for i in registry.issues[:3]]
+        result = import_patients(store, registry.records(), source=name, sha256=registry.sha256,
+                                 rows=registry.patients)
+    assert not result.issues, [i.format() for i in result.issues[:3]]
 
 
 def same(key: str, ours: Any, r: Any) -> bool:
@@ -74,8 +83,7 @@ def compare(endpoints: dict[str, Any], comparisons: dict[str, Any], expected: di
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_second_study_matches_r(store: sa.Engine, name: str) -> None:
-    records = read_csv(REF / "episodes" / name)
-    assert not import_patients(store, records, source=name, sha256="0" * 64, rows=len(records)).issues
+    load(store, name)
     results = run_protocol(store, protocol_for(name))
     assert compare(results["endpoints"], results["comparisons"], EXPECTED[name]) == []
 

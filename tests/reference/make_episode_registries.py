@@ -1,12 +1,13 @@
-"""Write the simulated multi-episode registries of tests/reference/episodes/ (run by hand, then the R scripts).
+"""Write the multi-episode registries of tests/reference/episodes/ (run by hand, then the R scripts).
 
     .venv/bin/python tests/reference/make_episode_registries.py
     Rscript tests/reference/comparisons_reference.R
+    Rscript tests/reference/crlm_first_hepatectomy_reference.R
 
-The registries are synthetic: the reference cohort with all its episodes (oncosurg.reference), and
-simulated registries (tests/episode_registry.py): sim-1 without any effect of resection,
-sim-2 with a protective effect (hazard ratio 0.5) and more referred patients, sim-3 with a harmful
-one (2.0) and ties (follow-up in whole weeks is not enforced: days).
+They are long registries (docs/registry-long.md, written by oncosurg.export.long), all synthetic:
+the reference cohort with all its episodes (oncosurg.reference), and simulated registries
+(tests/episode_registry.py): sim-1 without any effect of resection, sim-2 with a protective effect
+(hazard ratio 0.5) and more referred patients, sim-3 with a harmful one (2.0).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from episode_registry import simulate, write_csv  # noqa: E402
+from episode_registry import simulate  # noqa: E402
+from oncosurg.export.long import write_long  # noqa: E402
 from oncosurg.reference import reference_records  # noqa: E402
 
 REGISTRIES = {
@@ -27,8 +29,8 @@ REGISTRIES = {
 }
 
 if __name__ == "__main__":
-    write_csv(reference_records(), HERE / "episodes" / "reference-cohort")
+    write_long(reference_records(), HERE / "episodes" / "reference-cohort", overwrite=True)
     print(f"wrote {HERE / 'episodes' / 'reference-cohort'}")
     for name, kw in REGISTRIES.items():
-        write_csv(simulate(**kw), HERE / "episodes" / name)  # type: ignore[arg-type]
+        write_long(simulate(**kw), HERE / "episodes" / name, overwrite=True)  # type: ignore[arg-type]
         print(f"wrote {HERE / 'episodes' / name}")
