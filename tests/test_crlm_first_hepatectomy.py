@@ -2,7 +2,8 @@
 
 ``tests/reference/crlm_first_hepatectomy_reference.R`` recomputes every endpoint from the protocol's
 text with R survival 3.5.3 (binom.test, survfit log-log with summary at times, multi-state survfit
-for the cumulative incidences, survdiff) on the long-format registries of
+for the cumulative incidences, survdiff; coxph for the adjuvant comparisons: landmark at 3 months and
+``tmerge`` time-dependent covariate) on the long-format registries of
 ``tests/reference/episodes/``: the reference cohort with all its episodes (the protocol's accrual
 window and data cut) and simulated registries (no window, data cut 2013-12-31).  Counts exactly,
 estimates to 1e-6; on SQLite and PostgreSQL.  The study's report is written too.
@@ -29,6 +30,8 @@ from oncosurg.store.repository import import_patients
 REF = Path(__file__).parent / "reference"
 EXPECTED: dict[str, Any] = json.loads((REF / "crlm_first_hepatectomy_expected.json").read_text())
 STUDY = load_protocol("crlm-first-hepatectomy")
+#: comparisons of a decision taken after the operation, pinned to R coxph (and survdiff from the landmark)
+COMPARISONS = ("rfs_adjuvant_landmark", "os_adjuvant_time_dependent")
 EXACT = {"n", "numerator", "denominator", "missing", "events", "competing", "n_risk"}
 
 
@@ -63,6 +66,9 @@ def compare(endpoints: dict[str, Any], comparisons: dict[str, Any], expected: di
             if not same("p", test["p"], exp["logrank_p"]):
                 bad.append(f"os_by_margin.p: ours {test['p']} R {exp['logrank_p']}")
             continue
+        if eid in COMPARISONS:
+            bad += compare_hr(eid, comparisons[eid], exp)
+            continue
         got = endpoints[eid]
         at = {a["time"]: a for a in got.get("at", [])}
         for key, value in exp.items():
@@ -81,6 +87,27 @@ def compare(endpoints: dict[str, Any], comparisons: dict[str, Any], expected: di
     return bad
 
 
+def compare_hr(cid: str, ours: dict[str, Any], exp: dict[str, Any]) -> list[str]:
+    """A landmark or time-dependent Cox comparison against R's coxph (and survdiff from the landmark)."""
+    bad = []
+    hr = ours["hr"]
+    if ours["n"] != exp["n"] or (hr["n"], hr["events"]) != (exp["n_fit"], exp["events"]):
+        bad.append(f"{cid}: ours n {ours['n']}, fit {hr['n']}/{hr['events']} events; "
+                   f"R n {exp['n']}, fit {exp['n_fit']}/{exp['events']}")
+    if "n_rows" in exp and ours.get("n_rows") != exp["n_rows"]:
+        bad.append(f"{cid}.n_rows: ours {ours.get('n_rows')} R {exp['n_rows']}")
+    if "logrank_p" in exp and not same("p", ours["test"]["p"], exp["logrank_p"]):
+        bad.append(f"{cid}.logrank_p: ours {ours['test']['p']} R {exp['logrank_p']}")
+    if hr["estimable"] != exp["estimable"]:
+        bad.append(f"{cid}.estimable: ours {hr['estimable']} R {exp['estimable']}")
+    # a coefficient running off to infinity stops at an arbitrary iteration: only its score test is compared
+    keys = ("hr", "lower", "upper", "p", "score_p") if exp["estimable"] else ("score_p",)
+    for key in keys:
+        if not same(key, hr[key], exp[key]):
+            bad.append(f"{cid}.{key}: ours {hr[key]!r} R {exp[key]!r}")
+    return bad
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_second_study_matches_r(store: sa.Engine, name: str) -> None:
     load(store, name)
@@ -90,7 +117,8 @@ def test_second_study_matches_r(store: sa.Engine, name: str) -> None:
 
 def test_expected_values_cover_every_endpoint_and_are_not_trivial() -> None:
     for expected in EXPECTED.values():
-        assert set(expected) - {"os_by_margin"} == {e.id for e in STUDY.endpoints}
+        assert set(expected) - {"os_by_margin", *COMPARISONS} == {e.id for e in STUDY.endpoints}
+        assert set(COMPARISONS) <= set(expected)
     assert all(e["recurrence"]["events"] > 0 and e["repeat_hepatectomy_incidence"]["events"] > 0
                for e in EXPECTED.values())
     assert sum(e["recurrence"]["competing"] for e in EXPECTED.values()) > 20  # death competes

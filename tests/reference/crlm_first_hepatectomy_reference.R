@@ -6,6 +6,8 @@
 # It reads the long-format registries of tests/reference/episodes/ (the reference cohort with all its
 # episodes, and simulated registries) and writes tests/reference/crlm_first_hepatectomy_expected.json,
 # which tests/test_crlm_first_hepatectomy.py compares with the engine on SQLite and PostgreSQL.
+# Endpoints, the log-rank test by margin, and the adjuvant comparisons (landmark at 3 months on RFS with
+# survdiff/coxph; OS with adjuvant chemotherapy as a tmerge time-dependent covariate, coxph).
 # The reference cohort is analysed with the protocol's accrual window and data cut; the simulated
 # registries (2010-2015) without a window and with a data cut on 2013-12-31.
 suppressMessages(library(survival))
@@ -14,6 +16,7 @@ num <- function(x) {
   if (length(x) == 0 || is.null(x) || is.na(x)) return("null")
   if (is.logical(x)) return(if (x) "true" else "false")
   if (is.character(x)) return(paste0('"', x, '"'))
+  if (!is.finite(x)) return("null")  # an infinite confidence limit
   sprintf("%.17g", x)
 }
 obj <- function(lst) {
@@ -165,7 +168,40 @@ study <- function(dir, window, cut) {
     sd <- survdiff(Surv(os_t[m], os_s[m]) ~ d$margin[m])
     e$os_by_margin <- list(logrank_p = 1 - pchisq(sd$chisq, length(sd$n) - 1), n = sum(m))
   }
+  # adjuvant chemotherapy, decided after the operation: its first line on or after the hepatectomy
+  adj <- lines[lines$intent == "adjuvant" & !is.na(lines$start), ]
+  a <- sapply(seq_len(nrow(d)), function(i) {
+    x <- adj$start[key(adj) == d$key[i] & adj$start >= d$index[i]]
+    if (length(x)) (min(x) - d$index[i]) / month else NA
+  })
+  # landmark at 3 months on RFS: event-free and followed at 3 months, grouped by adjuvant by then
+  rfs_t <- (ifelse(is.na(rfs_end), d$last, rfs_end) - d$index) / month
+  lm <- data.frame(t = rfs_t - 3, status = rfs_s, exposed = as.numeric(!is.na(a) & a <= 3))[rfs_t > 3, ]
+  sd <- survdiff(Surv(t, status) ~ exposed, data = lm)
+  e$rfs_adjuvant_landmark <- c(list(n = nrow(lm), logrank_p = 1 - pchisq(sd$chisq, 1)),
+                               cox_hr(Surv(t, status) ~ exposed, lm))
+  # OS with adjuvant chemotherapy as a time-dependent covariate (tmerge split at its start)
+  td0 <- data.frame(id = seq_len(nrow(d)), time = os_t, status = os_s, a = a)[os_t > 0, ]
+  td <- tmerge(td0, td0, id = id, status = event(time, status), tstart = 0, tstop = time)
+  td <- tmerge(td, td0, id = id, exposed = tdc(a))
+  e$os_adjuvant_time_dependent <- c(list(n = nrow(td0), n_rows = nrow(td)),
+                                    cox_hr(Surv(tstart, tstop, status) ~ exposed, td))
   e
+}
+cox_hr <- function(formula, data) {
+  # coxph with a Wald interval; not estimable when a group has no event: the coefficient runs off to
+  # infinity (coxph warns "coefficient may be infinite"), as oncosurg reports it
+  infinite <- FALSE
+  fit <- withCallingHandlers(coxph(formula, data = data), warning = function(w) {
+    if (grepl("infinite", conditionMessage(w))) {
+      infinite <<- TRUE
+      invokeRestart("muffleWarning")
+    }
+  })
+  s <- summary(fit)
+  ci <- unname(s$conf.int[1, ])
+  list(estimable = !infinite && is.finite(ci[4]), hr = ci[1], lower = ci[3], upper = ci[4],
+       p = unname(s$coefficients[1, 5]), score_p = unname(s$sctest["pvalue"]), n_fit = fit$n, events = fit$nevent)
 }
 
 dirs <- sort(list.dirs("tests/reference/episodes", recursive = FALSE))
