@@ -234,3 +234,20 @@ def test_baseline_groups_and_referral_with_entry_are_compared(loaded: sa.Engine)
     referral = results["by_referral"]
     assert {g["key"]: g["n"] for g in referral["groups"]} == {"in_house": 2, "referred": 1}
     assert any("1 patient(s) enter the risk set at their referral date" in n for n in referral["notes"])
+
+
+def test_referred_patients_without_delayed_entry_are_flagged(loaded: sa.Engine) -> None:
+    # E was referred on 2010-05-01, three months after its index (cetuximab elsewhere, 2010-02-01): without
+    # delayed entry its first three months are immortal, whether the groups are fixed at time zero or not
+    comparisons = [
+        {"id": "by_decision", "label": "x", "outcome": "os", "method": "kaplan_meier",
+         "groups": "unresectable_at_index"},
+        {"id": "td", "label": "x", "outcome": "os", "method": "time_dependent_cox",
+         "exposure": "liver_procedure where procedure_type = 'hepatectomy'"}]
+    results = run_protocol(loaded, protocol_from_dict({**BASE, "comparisons": comparisons}))
+    flagged = {w["comparison"]: w["message"] for w in results["warnings"] if w["code"] == "referral-after-origin"}
+    assert set(flagged) == {"by_decision", "td"}
+    assert "1 referred patient(s) were referred after the origin" in flagged["td"]
+    with_entry = [{**c, "entry": "referral_date"} for c in comparisons]
+    results = run_protocol(loaded, protocol_from_dict({**BASE, "comparisons": with_entry}))
+    assert not any(w["code"] == "referral-after-origin" for w in results["warnings"])

@@ -340,7 +340,7 @@ def run_comparison(conn: sa.Connection, cp: Any, cc: CompiledComparison, warning
         _landmark(out, cc, d, level, fits)
     else:
         _time_dependent(out, cc, d, level, fits)
-    if comp.entry is None and comp.method != "kaplan_meier":
+    if comp.entry is None:  # groups fixed at time zero too: a referred patient's time before referral is immortal
         _referral_warning(conn, cp, cc, warnings)
     return out
 
