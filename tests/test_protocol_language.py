@@ -251,3 +251,18 @@ def test_referred_patients_without_delayed_entry_are_flagged(loaded: sa.Engine) 
     with_entry = [{**c, "entry": "referral_date"} for c in comparisons]
     results = run_protocol(loaded, protocol_from_dict({**BASE, "comparisons": with_entry}))
     assert not any(w["code"] == "referral-after-origin" for w in results["warnings"])
+
+
+def test_an_origin_before_the_index_is_flagged_not_silently_lost(loaded: sa.Engine) -> None:
+    # the first line of A, C and E started before their index (the anti-EGFR line); the referral of E
+    # (2010-05-01) follows its index (2010-02-01)
+    data = {**BASE, "derived": {**BASE["derived"], "first_line": "first(therapy_line.start_date)"},
+            "outcomes": {"from_first_line": {"label": "x", "origin": "first_line", "events": ["death"]},
+                         "from_referral": {"label": "x", "origin": "referral_date", "events": ["death"]}}}
+    results = run_protocol(loaded, protocol_from_dict(data))
+    flagged = [w["message"] for w in results["warnings"] if w["code"] == "origin-before-index"]
+    assert flagged == ["outcomes.from_first_line: 3 patient(s) of the cohort have their origin (first_line) before "
+                       "the index; an origin counts only on or after the index (time zero), so they are left out of "
+                       "'from_first_line'"]
+    got = rows(loaded, data, "from_first_line_origin", "from_referral_origin")
+    assert got["E"] == (None, D("2010-05-01"))

@@ -187,6 +187,7 @@ def run_protocol(engine: sa.Engine, protocol: Protocol, *, provenance: Mapping[s
         c = cp.view.subquery.c
         flow = _flow(conn, cp)
         warnings += _cohort_warnings(conn, cp, flow)
+        warnings += _origin_warnings(conn, cp)
         endpoints = {ep.id: _endpoint(conn, cp, ep, warnings) for ep in protocol.endpoints}
         if flow[-1]["n"]:  # an empty cohort is one warning, not one per endpoint
             warnings += [_warning(ep, "not-estimable", f"{ep.id}: no patient of the cohort is in population "
@@ -233,6 +234,24 @@ def _cohort_warnings(conn: sa.Connection, cp: CompiledProtocol, flow: list[dict[
     return [{"endpoint": None, "code": "cohort-most-excluded",
              "message": f"the cohort keeps {kept} of {total} registered patient(s): {excluded} "
                         f"({100 * excluded / total:.0f}%) were excluded ({why})"}]
+
+
+def _origin_warnings(conn: sa.Connection, cp: CompiledProtocol) -> list[dict[str, Any]]:
+    """Cohort patients whose outcome origin (a date column) falls before the index: they have no origin."""
+    c = cp.view.subquery.c
+    out = []
+    for outcome in cp.protocol.outcomes:
+        flag = f"_{outcome.id}_origin_before_index"
+        if flag not in c:
+            continue
+        n = conn.execute(sa.select(sa.func.count()).select_from(cp.view.subquery)
+                         .where(cp.cohort, c[flag] == 1)).scalar_one()
+        if n:
+            out.append({"endpoint": None, "code": "origin-before-index",
+                        "message": f"outcomes.{outcome.id}: {n} patient(s) of the cohort have their origin "
+                                   f"({outcome.origin}) before the index; an origin counts only on or after the "
+                                   f"index (time zero), so they are left out of '{outcome.id}'"})
+    return out
 
 
 def _step_hint(conn: sa.Connection, cp: CompiledProtocol, step: dict[str, Any]) -> str:

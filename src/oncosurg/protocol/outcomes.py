@@ -142,15 +142,19 @@ def outcome_layers(layer: sa.CTE, types: Mapping[str, ColumnType], outcomes: Seq
     origin_cols: list[Any] = []
     origin_tables: dict[str, str | None] = {}
     for o in outcomes:
+        anchor = None if anchor_name is None or o.origin == "index" else layer.c[anchor_name]
         try:
-            spec = date_spec(o.origin, compiler, anchor=None if anchor_name is None or o.origin == "index"
-                             else layer.c[anchor_name], index_table=index_table)
+            spec = date_spec(o.origin, compiler, anchor=anchor, index_table=index_table)
         except ExpressionError as exc:
             problems.append(f"outcomes.{o.id}.origin: {exc}")
             spec = DateSpec(o.origin, sa.null())
         origin_tables[o.id] = spec.table
         origin_id = spec.id if spec.id is not None else sa.cast(sa.null(), sa.Integer())
         origin_cols += [spec.sql.label(f"{o.id}_origin"), origin_id.label(f"_{o.id}_origin_id")]
+        if anchor is not None and spec.id is None and not isinstance(spec.sql, sa.Null):
+            # a date column before the index is no origin: flagged (origin_before_index), never silently lost
+            raw = date_spec(o.origin, compiler).sql
+            origin_cols.append(sa.case((raw < anchor, 1), else_=0).label(f"_{o.id}_origin_before_index"))
     origins = layer_cte(sa.select(*layer.c, *origin_cols), "v_origins")
     origin_types = {f"{o.id}_origin": ColumnType("date") for o in outcomes}
     # 2. first event, competing event and censoring date of each outcome, on or after its origin
