@@ -410,8 +410,9 @@ def _index(r: _Reader, raw: Any) -> IndexEvent | None:
     r.unknown("index.", item, _INDEX_KEYS)
     entry = item.get("entry", "first")
     if entry not in ENTRY_RULES:
-        r.problems.append(f"index.entry: {entry!r} is not supported (a patient enters once, at the first "
-                          "qualifying index: entry = \"first\")")
+        r.problems.append(f"index.entry: {entry!r} is not supported yet: a patient enters once, at the first "
+                          "qualifying index (entry = \"first\"); several entries per patient need estimators with "
+                          "a robust variance clustered on the patient, which the statistics core does not have yet")
     return IndexEvent(label=r.text("index.label", item.get("label")), episode=r.text("index.episode",
                       item.get("episode")), entry=str(entry))
 
