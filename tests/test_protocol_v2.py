@@ -153,3 +153,24 @@ def test_the_language_reference_examples_compile() -> None:
                 errors.append(exc.problems)
         else:
             raise AssertionError(f"docs/protocol.md example does not compile: {errors}\n{block}")
+
+
+def test_seed_reproduces_every_published_figure_from_the_episodes(store: sa.Engine) -> None:
+    """The reference cohort with all its episodes (the long registry the demo imports), through the declared
+    index and outcomes, on SQLite and PostgreSQL: every published figure of the seed study."""
+    from oncosurg.ingest.long import read_long
+    from oncosurg.store.repository import import_patients
+    from test_demo import PUBLISHED_COUNTS, PUBLISHED_FRACTIONS
+
+    with read_long(ROOT / "tests" / "reference" / "episodes" / "reference-cohort") as registry:
+        assert registry.ok
+        assert not import_patients(store, registry.records(), source="ref", sha256=registry.sha256,
+                                   rows=registry.patients).issues
+    ep = run_protocol(store, load_protocol("rescue-cetuximab-2007"))["endpoints"]
+    assert {eid: ep[eid]["n"] for eid in PUBLISHED_COUNTS} == PUBLISHED_COUNTS
+    assert {eid: (ep[eid]["numerator"], ep[eid]["denominator"]) for eid in PUBLISHED_FRACTIONS} == PUBLISHED_FRACTIONS
+    assert ep["cycles_before_surgery"]["median"] == 6
+    assert ep["os_median"]["median"] is None and ep["os_median"]["events"] == 2  # not reached: 2 deaths among 25
+    assert round(ep["os_observed_median"]["median"]) == 20
+    assert round(ep["pfs_median"]["median"]) == 13
+    assert round(ep["followup_median"]["median"]) == 16
