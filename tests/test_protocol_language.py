@@ -268,3 +268,11 @@ def test_an_origin_before_the_index_is_flagged_not_silently_lost(loaded: sa.Engi
                        "'from_first_line'"]
     got = rows(loaded, data, "from_first_line_origin", "from_referral_origin")
     assert got["E"] == (None, D("2010-05-01"))
+
+
+def test_an_empty_cohort_names_the_data_cut(loaded: sa.Engine) -> None:
+    data = {**BASE, "cohort": {"data_cut": dt.date(2009, 1, 1)}}  # before every index
+    warnings = run_protocol(loaded, protocol_from_dict(data))["warnings"]
+    assert [w["message"] for w in warnings if w["code"] == "cohort-empty"] == [
+        "the cohort is empty: all 6 registered patient(s) were excluded (6 by 'Start of an anti-EGFR antibody after "
+        "a failed line': episodes dated after the data cut (2009-01-01) are ignored)"]

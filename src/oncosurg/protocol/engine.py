@@ -255,8 +255,10 @@ def _origin_warnings(conn: sa.Connection, cp: CompiledProtocol) -> list[dict[str
 
 
 def _step_hint(conn: sa.Connection, cp: CompiledProtocol, step: dict[str, Any]) -> str:
-    """For the accrual step: the protocol's window beside the registry's range of dates."""
+    """For the accrual step: the protocol's window beside the registry's range of dates; for the index: the cut."""
     p = cp.protocol
+    if step.get("kind") == "index" and p.data_cut is not None:
+        return f": episodes dated after the data cut ({p.data_cut.isoformat()}) are ignored"
     if not step["label"].endswith("within the accrual window"):
         return ""
     column = cp.view.subquery.c[p.accrual_column]
