@@ -143,3 +143,6 @@ def test_second_study_report(tmp_path: Path) -> None:
     assert "Between January 2004 and December 2006, 25 patients underwent a first hepatectomy" in text
     assert "Months since first hepatectomy" in json.dumps(json.loads((tmp_path / "report-data.json").read_text()))
     assert "Aalen-Johansen" in html and "Landmark" in html and "31 Mar 2007" in html
+    # the cut is the protocol's, not the latest last contact (same date here, another meaning)
+    assert "31 Mar 2007 (declared by the protocol: later records are ignored)" in text
+    assert "(latest last contact)" not in text
