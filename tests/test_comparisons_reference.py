@@ -4,9 +4,10 @@
 ``tests/reference/comparisons-protocol.toml`` from their text with R survival 3.5.3 (landmark with
 ``survdiff``/``coxph``, ``tmerge`` + ``coxph(Surv(tstart, tstop, status) ~ exposed)``, Simon-Makuch
 ``survfit`` on the split data, ``Surv(entry, time, status)`` for delayed entry) on the simulated
-long-format registries of ``tests/reference/episodes/`` (``tests/episode_registry.py``), with and
-without a data cut, and wrote ``comparisons_expected.json``.  Counts must match exactly, estimates
-to 1e-6 relative; on SQLite and PostgreSQL.
+long-format registries of ``tests/reference/episodes/`` (``tests/episode_registry.py``; ``ties`` has
+exposures, events and entries on the same day), with and without a data cut, and wrote
+``comparisons_expected.json``.  Counts must match exactly, estimates to 1e-6 relative; on SQLite and
+PostgreSQL.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 They are long registries (docs/registry-long.md, written by oncosurg.export.long), all synthetic:
 the reference cohort with all its episodes (oncosurg.reference), and simulated registries
 (tests/episode_registry.py): sim-1 without any effect of resection, sim-2 with a protective effect
-(hazard ratio 0.5) and more referred patients, sim-3 with a harmful one (2.0).
+(hazard ratio 0.5) and more referred patients, sim-3 with a harmful one (2.0); and ties, sim-2 with
+the ties of exposure, event and entry dates (make_tie_registry.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from make_tie_registry import write_ties  # noqa: E402
 
 from episode_registry import simulate  # noqa: E402
 from oncosurg.export.long import write_long  # noqa: E402
@@ -34,3 +37,5 @@ if __name__ == "__main__":
     for name, kw in REGISTRIES.items():
         write_long(simulate(**kw), HERE / "episodes" / name, overwrite=True)  # type: ignore[arg-type]
         print(f"wrote {HERE / 'episodes' / name}")
+    write_ties(HERE / "episodes" / "sim-2", HERE / "episodes" / "ties")
+    print(f"wrote {HERE / 'episodes' / 'ties'}")
