@@ -212,6 +212,8 @@ def test_cumulative_incidence_with_death_competing(loaded: sa.Engine) -> None:
     ({"outcomes": {"os": {"label": "os", "events": ["deaths"]}}}, "outcomes.os.events[0]: unknown column 'deaths'"),
     ({"outcomes": {"os": {"label": "os", "events": ["death"], "origin": "sex"}}}, "expected a date"),
     ({"index": None, "outcomes": {"os": {"label": "os", "events": ["death"]}}}, "'index' needs an [index] table"),
+    ({"outcomes": {"os": {"label": "os", "events": ["death"], "competing": ["death"]}}},
+     "outcomes.os.competing: 'death' is also an event"),
     ({"index": {**BASE["index"], "entry": "every"}}, "index.entry: 'every' is not supported yet: a patient enters "
      "once, at the first qualifying index"),
 ])

@@ -439,9 +439,14 @@ def _outcomes(r: _Reader, raw: Any, has_index: bool) -> tuple[Outcome, ...]:
         if not events:
             r.problems.append(f"{where}.events: list at least one event (\"death\", a date column, or "
                               "\"TABLE where …\")")
+        competing = r.strings(f"{where}.competing", item.get("competing"))
+        censor = r.strings(f"{where}.censor", item.get("censor"))
+        for key, others in (("competing", competing), ("censor", censor)):
+            for text in sorted({" ".join(t.split()) for t in others} & {" ".join(t.split()) for t in events}):
+                r.problems.append(f"{where}.{key}: {text!r} is also an event; a date is either the event, a "
+                                  "competing event or a censoring, not two of them")
         out.append(Outcome(id=oid, label=r.text(f"{where}.label", item.get("label")), origin=origin,
-                           events=events, competing=r.strings(f"{where}.competing", item.get("competing")),
-                           censor=r.strings(f"{where}.censor", item.get("censor")),
+                           events=events, competing=competing, censor=censor,
                            definition=r.text(f"{where}.definition", item.get("definition"), required=False)))
     return tuple(out)
 
