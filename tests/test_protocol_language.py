@@ -278,3 +278,11 @@ def test_an_empty_cohort_names_the_data_cut(loaded: sa.Engine) -> None:
     assert [w["message"] for w in warnings if w["code"] == "cohort-empty"] == [
         "the cohort is empty: all 6 registered patient(s) were excluded (6 by 'Start of an anti-EGFR antibody after "
         "a failed line': episodes dated after the data cut (2009-01-01) are ignored)"]
+
+
+def test_a_comparison_of_an_outcome_with_competing_events_says_how_they_are_counted(loaded: sa.Engine) -> None:
+    data = {**BASE, "comparisons": [{"id": "rec", "label": "x", "outcome": "recurrence", "method": "kaplan_meier",
+                                     "groups": "unresectable_at_index"}]}
+    notes = run_protocol(loaded, protocol_from_dict(data))["comparisons"]["rec"]["notes"]
+    assert "Competing events (death) are treated as censoring: the curves overstate the probability of the event " \
+           "(1 - Kaplan-Meier), and the hazard ratio is cause-specific." in notes

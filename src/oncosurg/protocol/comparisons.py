@@ -158,6 +158,10 @@ def compile_comparison(cp: Any, comp: Comparison, where_key: str, problems: list
             unknown = sa.and_(c.referral == "referred", c.referral_date.is_(None))
         entry = sa.case((unknown, sa.null()), (spec.sql.is_(None), sa.literal(0.0)),
                         (spec.sql <= origin, sa.literal(0.0)), else_=_months(origin, spec.sql))
+    competing = cp.protocol.outcome_by_id[comp.outcome].competing
+    if competing:
+        notes.append(f"Competing events ({', '.join(competing)}) are treated as censoring: the curves overstate the "
+                     "probability of the event (1 - Kaplan-Meier), and the hazard ratio is cause-specific.")
     if comp.population != "all" and cp.population_timing(comp.population) == "later":
         notes.append(f"The population {comp.population!r} is defined by what happened after time zero; the comparison "
                      "describes patients who reached that stage.")
