@@ -122,7 +122,7 @@ def _shipped_text_files() -> list[Path]:
         path = ROOT / name
         candidates = [path] if path.is_file() else sorted(path.rglob("*"))
         files += [p for p in candidates if p.is_file() and p.suffix in {".md", ".py", ".toml", ".R", ".j2", ".html", ""}
-                  and "__pycache__" not in p.parts]
+                  and "__pycache__" not in p.parts and not any(part.endswith(".egg-info") for part in p.parts)]
     return files
 
 

@@ -45,7 +45,7 @@ def test_analyze_refuses_a_cohort_outside_the_window(tmp_path: Path, registry: s
     result = CliRunner().invoke(cli, ["analyze", "--db", registry, "--protocol", protocol])
     assert result.exit_code == 3
     assert "the cohort is empty: all 151 registered patient(s) were excluded" in result.output
-    assert "151 by 'cetuximab_start within the accrual window'" in result.output
+    assert "151 by 'index_date within the accrual window'" in result.output
     assert "1990-01-01 to 1990-12-31" in result.output  # the protocol's window beside the registry's dates
     assert "--allow-empty" in result.output
     assert "not reached" not in result.output
@@ -99,7 +99,7 @@ def test_a_cohort_that_excludes_most_records_is_a_warning(tmp_path: Path, regist
     assert 0 < kept < 151 / 2
     (warning,) = [w for w in results["warnings"] if w["code"] == "cohort-most-excluded"]
     assert f"the cohort keeps {kept} of 151 registered patient(s): {151 - kept}" in warning["message"]
-    assert "by 'cetuximab_start within the accrual window'" in warning["message"]
+    assert "by 'index_date within the accrual window'" in warning["message"]
 
 
 def test_the_seed_cohort_has_no_cohort_warning(registry: str) -> None:

@@ -56,8 +56,9 @@ def test_few_at_risk_warning_and_flow(store: sa.Engine) -> None:
          patient("C2", death_date="2005-06-01", last_contact_date="2005-06-01"),
          patient("C3", cetuximab_start="2003-01-01", surgery_date="2003-03-01"))
     results = run_protocol(store, SEED)
-    assert [s["n"] for s in results["cohort"]["flow"]] == [3, 2]
-    assert results["cohort"]["flow"][1]["excluded"] == 1
+    # registered, with an index event (the rescue line), index within the accrual window
+    assert [s["n"] for s in results["cohort"]["flow"]] == [3, 3, 2]
+    assert results["cohort"]["flow"][2]["excluded"] == 1
     assert results["endpoints"]["os_median"]["median"] is not None
     assert any(w["code"] == "few-at-risk" and w["endpoint"] == "os_median" for w in results["warnings"])
     assert results["cohort"]["data_cut"] == "2005-06-01"

@@ -175,14 +175,17 @@ def test_numbers_at_risk_are_counted_from_the_records(demo: Path) -> None:
         assert last["events"] + last["censored"] + last["n_risk"] >= len(times) - 1
 
 
-def test_grouped_figure_warns_of_guarantee_time_bias(demo: Path) -> None:
-    figure = next(f for f in _data(demo)["km"] if f["by"] == "resected")
-    assert [g["label"] for g in figure["groups"]] == ["Resected", "Not resected"]
-    assert [g["n"] for g in figure["groups"]] == [25, 126]
-    assert figure["logrank"]["p"] < 0.05
-    assert any(w.startswith("Guarantee-time bias") for w in figure["warnings"])
+def test_resection_is_compared_only_by_methods_that_respect_time(demo: Path) -> None:
+    data = _data(demo)
+    assert not any(f["by"] for f in data["km"])  # no Kaplan-Meier split by a later decision
+    figures = {f["comparison"]: f for f in data["comparisons"]}
+    assert set(figures) == {"os_resection_landmark", "os_resection_simon_makuch", "os_by_referral"}
+    landmark = figures["os_resection_landmark"]
+    assert "6 months" in landmark["method_line"] and landmark["time_label"] == "Months since the 6-month landmark"
+    assert any(line.startswith("HR ") for line in landmark["stats_lines"])
+    assert not any("og-rank" in line for line in figures["os_resection_simon_makuch"]["stats_lines"])
     html = (demo / "index.html").read_text(encoding="utf-8")
-    assert "guarantee-time-bias" in html
+    assert 'id="cmp-os_resection_time_dependent"' in html and "tmerge" in html
 
 
 def test_table_one_by_resection_and_by_referral(demo: Path) -> None:
@@ -221,7 +224,7 @@ def test_pdf_has_the_expected_pages(demo: Path) -> None:
     for needle in ("SYNTHETIC DATA", "Hepatic resection after rescue cetuximab", "Results", "Cohort flow",
                    "Figure 1. Cohort flow", "Baseline characteristics", "Table 1a.", "Table 1b.", "Table 2.",
                    "Endpoints", "Survival", "Figure 2.", "Methods", "Notes and warnings", "page 1 of",
-                   "9/133 (6.8%)", "Guarantee-time bias"):
+                   "9/133 (6.8%)", "Table 3.", "Comparisons", "landmark"):
         assert needle in flat, needle
     assert "Results" in reader.pages[0].extract_text()
     assert [o.title for o in reader.outline if not isinstance(o, list)][:3] == [

@@ -186,7 +186,9 @@ def test_a_protocol_without_report_table_still_reports(tmp_path: Path) -> None:
     files = write_report(tmp_path / "out", engine, protocol, results, formats=("html",))
     html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "Table 1." in html and "All patients" in html  # one Table 1 for the whole cohort
-    assert html.count('<figure id="figure-') == 4  # flow + 3 Kaplan-Meier figures
+    # flow + 3 Kaplan-Meier figures + the landmark, Simon-Makuch and referral comparisons (the time-dependent Cox
+    # model is a row of the comparisons table)
+    assert html.count('<figure id="figure-') == 7
     assert "SYNTHETIC DATA" in html  # the reference centre is named '(synthetic)'
     assert not (tmp_path / "out" / "report.pdf").exists()
     assert files.seconds["total"] > 0

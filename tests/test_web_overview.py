@@ -201,5 +201,5 @@ def test_dashboard_for_a_restricted_user_counts_only_their_centres(app: FastAPI,
 def test_restrict_quotes_centre_names() -> None:
     protocol = load_protocol("rescue-cetuximab-2007")
     narrowed = restrict(protocol, ["O'Brien \\ centre"])
-    assert narrowed.include[0].where == "centre in ('O\\'Brien \\\\ centre')"
-    assert narrowed.accrual_start is None and narrowed.include[1].where.startswith("cetuximab_start between")
+    assert narrowed.scope[0].where == "centre in ('O\\'Brien \\\\ centre')"
+    assert narrowed.accrual_start == protocol.accrual_start and narrowed.include == protocol.include

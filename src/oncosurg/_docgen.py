@@ -75,17 +75,53 @@ def columns_reference() -> str:
 
 
 def view_reference() -> str:
-    from oncosurg.protocol.view import DERIVED_DESCRIPTIONS, DERIVED_TYPES, registry_types
+    from oncosurg.protocol.episodes import QUERY_TABLES, episode_scope
+    from oncosurg.protocol.view import DERIVED_DESCRIPTIONS, DERIVED_TYPES, PATIENT_EXTRA, registry_types
+    from oncosurg.store import tables as t
+
+    def kind(ctype: object) -> str:
+        return f"{ctype.kind}"  # type: ignore[attr-defined]
 
     parts = [GENERATED, "", "# Analysis-view columns", "",
-             "The columns a protocol's expressions, `column`, `time` and `event` may use: every registry "
-             "column plus the derived columns below (computed in the database, never imported; months = "
-             "days / 30.4375). A protocol's `[derived]` table adds its own yes/no columns.", "",
+             "The columns a protocol's expressions, `column`, `time` and `event` may use (see "
+             "[protocol.md](protocol.md)), computed in the database, never imported; months = days / 30.4375.", "",
+             "## The flat row and the patient", "",
+             "Every flat registry column (the rescue-line projection of the episodes: the first conversion line with "
+             "cetuximab, the operation after it, its worst complication and pathology, the first disease event on or "
+             "after its start, the last contact), the patient's other columns, and built-in columns derived from the "
+             "flat row. Timing: `baseline` (known at time zero), `later` (recorded after it), `referral` (known from "
+             "the referral date).", "",
              "| column | type | allowed values or meaning |", "|---|---|---|"]
-    for name, ctype in {**registry_types(), **DERIVED_TYPES}.items():
+    types = {**registry_types(), **{n: kind_of(n) for n in PATIENT_EXTRA}, **DERIVED_TYPES}
+    for name, ctype in types.items():
         meaning = ", ".join(f"`{c}`" for c in ctype.choices) or DERIVED_DESCRIPTIONS.get(name, "registry column")
-        parts.append(f"| `{name}` | {ctype.kind} | {meaning} |")
+        parts.append(f"| `{name}` | {kind(ctype)} | {meaning} |")
+    parts += ["", "## Index, derived and outcome columns", "",
+              "| column | type | meaning |", "|---|---|---|",
+              "| `index_date` | date | the date of the patient's index episode (`[index]`) |",
+              "| `index_<column>` | as the column | each column of the index episode (`index_line_number`, "
+              "`index_agents`, `index_procedure_type`…) |",
+              "| `<derived>` | yes/no or the value's type | each `[derived]` column of the protocol |",
+              "| `<outcome>_origin` | date | the outcome's origin (NULL: no origin, the patient is not analysed) |",
+              "| `<outcome>_days`, `<outcome>_months` | int, float | origin to the event or the end of follow-up |",
+              "| `<outcome>_event` | bool | the follow-up ends with the event (cause 1) |",
+              "| `<outcome>_cause` | int | 0 censored, 1 event, 2 competing event |",
+              "", "## Episode tables in queries", "",
+              "`exists(TABLE where …)`, `count(…)`, `first(TABLE.column where …)`, `last`, `min`, `max` read the "
+              "patient's own episodes; a child table also sees its parent's key and date.", ""]
+    for table in QUERY_TABLES:
+        scope = episode_scope(t.EPISODES, table)
+        cols = ", ".join(f"`{n}` ({kind(c)}{': ' + '/'.join(c.choices) if c.choices else ''})"
+                         for n, c in scope.types.items())
+        parts.append(f"- **{table.value}** (dated by {', '.join(scope.dates) or 'its procedure'}): {cols}")
     return "\n".join(parts) + "\n"
+
+
+def kind_of(name: str) -> object:
+    from oncosurg.pathway.model import PATIENT
+    from oncosurg.protocol.episodes import field_type
+
+    return field_type(PATIENT.field_by_name[name])
 
 
 BEGIN, END = "<!-- begin generated columns -->", "<!-- end generated columns -->"

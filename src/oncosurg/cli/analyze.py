@@ -115,6 +115,10 @@ def analyze_cmd(db: str | None, csv_file: str | None, protocol: str, allow_empty
     refuse_empty(results, allow_empty)
 
 
+#: The second bundled study: the demo writes its report on the same registry.
+SECOND_STUDY = "crlm-first-hepatectomy"
+
+
 @cli.command("demo")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="oncosurg-demo", show_default=True,
               help="Directory for the reference registry, its database, results.json and the study report.")
@@ -127,7 +131,8 @@ def demo_cmd(out: str, as_json: bool) -> None:
     OUT/reference-cohort.csv, imports the long registry into a fresh SQLite registry OUT/oncosurg.db,
     runs the rescue-cetuximab-2007 protocol, prints each endpoint beside the published value, writes
     OUT/results.json and the study report (OUT/index.html, OUT/report.pdf, OUT/figures/,
-    OUT/tables/, as `oncosurg report`).
+    OUT/tables/, as `oncosurg report`), then the report of a second study on the same registry,
+    crlm-first-hepatectomy, in OUT/crlm-first-hepatectomy/.
     """
     from oncosurg.cli.report import make_report, progress_lines
 
@@ -173,6 +178,11 @@ def demo_cmd(out: str, as_json: bool) -> None:
         render_results(results)
     step("writing the study report")
     make_report(engine, _load(SEED_PROTOCOL), results, folder, show_progress=not as_json, since=started)
+    second = folder / SECOND_STUDY
+    step(f"running the protocol {SECOND_STUDY} and writing its report")
+    second_results = _analyze(engine, SECOND_STUDY, provenance)
+    second.mkdir(exist_ok=True)
+    make_report(engine, _load(SECOND_STUDY), second_results, second, show_progress=not as_json, since=started)
     engine.dispose()
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -180,4 +190,5 @@ def demo_cmd(out: str, as_json: bool) -> None:
     click.echo(f"\nRegistry: {long_path}/ (flat: {csv_path})  Database: {db_path}  Results: {folder / 'results.json'}")
     click.echo(f"Report: {folder / 'index.html'}  PDF: {folder / 'report.pdf'}  Figures: {folder / 'figures'}/  "
                f"Table 1: {folder / 'tables'}/  ({time.perf_counter() - started:.1f} s)")
+    click.echo(f"Second study ({SECOND_STUDY}): {second / 'index.html'}")
 

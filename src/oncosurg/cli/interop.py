@@ -78,12 +78,24 @@ def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Any
     raise UserError(f"unknown format {fmt!r}")  # pragma: no cover - click.Choice
 
 
-def _window(protocol: str) -> Any:
+def _window(protocol: str, engine: sa.Engine, records: list[dict[str, Any]]) -> Any:
+    """The protocol's accrual window for the date shift; a format-2 window is on each patient's index date,
+    which the protocol engine computes from the episodes and which is put beside each record (not exported)."""
+    import sqlalchemy as sa
+
     from oncosurg.export.deidentify import Window
     from oncosurg.protocol.model import ProtocolError, load_protocol
 
     try:
         proto = load_protocol(protocol)
+        if proto.accrual_column == "index_date":
+            from oncosurg.protocol.engine import compile_protocol
+
+            c = compile_protocol(proto).view.subquery.c
+            with engine.connect() as conn:
+                index = {(r[0], r[1]): r[2] for r in conn.execute(sa.select(c.centre, c.patient_id, c.index_date))}
+            for record in records:
+                record["index_date"] = index.get((record.get("centre"), record.get("patient_id")))
     except ProtocolError as exc:
         raise UserError(str(exc)) from None
     return Window(proto.accrual_column, proto.accrual_start, proto.accrual_end)
@@ -140,7 +152,9 @@ def export_interop(
 
         try:
             key = load_key(str(key_file))
-            records, manifest = run_deidentify(records, key, window=_window(protocol))
+            records, manifest = run_deidentify(records, key, window=_window(protocol, engine, records))
+            for record in records:
+                record.pop("index_date", None)  # the original date that anchored the shift: never exported
         except KeyFileError as exc:
             raise UserError(str(exc)) from None
         except ValueError as exc:

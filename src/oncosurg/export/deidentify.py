@@ -9,8 +9,9 @@
   [-``max_shift_days``, +``max_shift_days``], so every interval (OS, PFS, follow-up, postoperative
   deaths) is unchanged; the draw excludes 0 and every interval between two of the patient's dates (no
   shifted date equals one of its original dates), and is restricted so that no date lands in the
-  future and ``cetuximab_start`` stays on the same side of the protocol's accrual window (the cohort
-  is unchanged);
+  future and the protocol's anchor date (the index date of a format-2 protocol, computed by the
+  protocol engine; ``cetuximab_start`` for format 1) stays on the same side of its accrual window
+  (the cohort is unchanged);
 * ``age_at_cetuximab`` → whole years, 90 and above reported as 90 (HIPAA Safe Harbor).
 
 Everything else is clinical data the protocol needs and is kept.  :func:`deidentify` also returns a

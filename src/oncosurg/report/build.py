@@ -89,9 +89,38 @@ def methods(results: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, st
               else f"from {fmt_date(acc['start'])}" if acc["start"] else
               f"until {fmt_date(acc['end'])}" if acc["end"] else "at any date")
     steps = "; ".join(i["label"] for i in proto.get("include", []))
-    out.append(("Cohort", f"Patients whose {acc['column'].replace('_', ' ')} fell {window} (inclusive)"
-               + (f", and who met: {steps}" if steps else "") + ". The data cut is the latest last-contact date "
-               f"in the cohort ({fmt_date(results['cohort']['data_cut'])}). Times in months are days / 30.4375."))
+    index = proto.get("index")
+    cohort = results["cohort"]
+    if index:
+        time_zero = (f"Time zero (the index) is each patient's first episode matching: {index['label']} "
+                     f"({index['episode']}); a patient enters the study once, at that first index (R: the episodes "
+                     "filtered, ordered by date, first row per patient). ")
+        who = f"Patients whose index fell {window} (inclusive)"
+    else:
+        time_zero = ""
+        who = f"Patients whose {acc['column'].replace('_', ' ')} fell {window} (inclusive)"
+    if cohort.get("data_cut_declared"):
+        cut = (f"Data cut {fmt_date(cohort['data_cut'])}: episodes after it are ignored, follow-up is truncated at "
+               "it (a patient seen alive after the cut is censored at the cut; R pmin(time, cut)).")
+    else:
+        cut = (f"No data cut is declared: records are used up to the latest last contact in the cohort "
+               f"({fmt_date(cohort['data_cut'])}).")
+    out.append(("Cohort", time_zero + who + (f", and who met at the index: {steps}" if steps else "") + ". " + cut
+                + " Times in months are days / 30.4375."))
+    outcomes = proto.get("outcomes") or {}
+    if outcomes:
+        parts = []
+        for oid, o in outcomes.items():
+            origin = "the index" if o["origin"] == "index" else o["origin"]
+            text = f"{o['label'] or oid}: from {origin} to the first of {', '.join(o['events'])}"
+            if o["competing"]:
+                text += f" (competing: {', '.join(o['competing'])})"
+            if o["censor"]:
+                text += f", censored at the first of {', '.join(o['censor'])}"
+            parts.append(text + ", else censored at the last contact")
+        out.append(("Outcomes", "; ".join(parts) + ". An event dated before the origin does not count; an episode is "
+                    "never the event of its own origin (R: time = pmin(event dates) - origin, status = 1 for the "
+                    "event, 2 for a competing event, 0 censored)."))
     if "proportion" in kinds:
         methods_used = {ep.get("ci_method") for ep in eps if ep["kind"] == "proportion"}
         names = {"clopper-pearson": "Clopper-Pearson exact intervals (R binom.test)",
@@ -112,6 +141,27 @@ def methods(results: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, st
                    "Smith 1996: death censors follow-up). Numbers at risk at time t count patients with a time "
                    "≥ t (R summary(survfit, times = t)); censored and event counts are cumulative up to t. Groups "
                    "are compared with the log-rank test (R survdiff, rho = 0)."))
+    if "cumulative_incidence" in kinds:
+        out.append(("Competing risks", "Cumulative incidence by the Aalen-Johansen estimator with the competing event "
+                    "as a second state, infinitesimal-jackknife standard errors and log-scale 95% intervals (R "
+                    "survfit(Surv(time, factor(status)) ~ 1); summary(fit, times = t))."))
+    from oncosurg.protocol.comparisons import METHOD_TEXT
+
+    used = []
+    for cmp in results.get("comparisons", {}).values():
+        key = cmp["method"] + ("_entry" if cmp["method"] == "kaplan_meier" and cmp.get("entry") else "")
+        text = METHOD_TEXT[key]
+        if cmp.get("landmark") is not None:
+            text = text.replace("at the landmark", f"at the {cmp['landmark']:g}-month landmark", 1)
+        if cmp.get("entry") and cmp["method"] != "kaplan_meier":
+            text += (f"; delayed entry at the {cmp['entry'].replace('_', ' ')} (left truncation, R "
+                     "Surv(entry, time, status))")
+        if text not in used:
+            used.append(text)
+    if used:
+        out.append(("Comparisons", "Groups decided after time zero (such as resection) are never compared from time "
+                    "zero, which would credit them with the time before the decision (guarantee-time bias). "
+                    + ". ".join(f"{t[0].upper()}{t[1:]}" for t in used) + "."))
     if data["cox"]:
         out.append(("Cox models", "Proportional hazards with Efron's method for ties (R coxph default), Wald 95% "
                    "confidence intervals for the hazard ratios, complete cases only. The proportional-hazards "
@@ -139,8 +189,10 @@ def notes(results: dict[str, Any], data: dict[str, Any], figures: Sequence[dict[
         if w["code"] == "pooled-referral":
             continue
         if w.get("endpoint"):
-            out.append({"code": w["code"], "message": w["message"], "href": f"#ep-{w['endpoint']}",
-                        "ref": "Table 2"})
+            out.append({"code": w["code"], "message": w["message"], "href": f"#ep-{w['endpoint']}", "ref": "Table 2"})
+        elif w.get("comparison"):
+            out.append({"code": w["code"], "message": w["message"], "href": f"#cmp-{w['comparison']}",
+                        "ref": "Comparisons"})
         else:  # the cohort's warnings point at the flow diagram
             number = numbers.get("flow")
             out.append({"code": w["code"], "message": w["message"], "href": f"#figure-{number}" if number else "",
@@ -150,6 +202,12 @@ def notes(results: dict[str, Any], data: dict[str, Any], figures: Sequence[dict[
                     "message": f"{len(pooled)} endpoints ({', '.join(pooled)}) have denominators that mix in-house "
                                "(intention-to-treat) and referred (selected) patients; report the groups separately "
                                "where the distinction matters."})
+    for fig in data.get("comparisons", []):
+        number = numbers.get(fig["id"])
+        for message in fig["warnings"]:
+            out.append({"code": "comparison", "message": f"{fig['label']}: {message}",
+                        "href": f"#figure-{number}" if number else "#comparisons",
+                        "ref": f"Figure {number}" if number else "Comparisons"})
     for fig in data["km"]:
         number = numbers.get(f"km-{fig['id']}")
         for message in fig["warnings"]:
@@ -172,7 +230,7 @@ def notes(results: dict[str, Any], data: dict[str, Any], figures: Sequence[dict[
 
 def build_model(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], data: dict[str, Any],
                 figures: list[dict[str, Any]]) -> dict[str, Any]:
-    from oncosurg.report.text import endpoint_rows
+    from oncosurg.report.text import comparison_rows, endpoint_rows
 
     paragraphs = results_segments(results, data.get("results_template"))
     if not results["cohort"]["n"]:  # said out loud instead of a paragraph of "not estimable"
@@ -181,7 +239,8 @@ def build_model(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
     return {
         "results": results, "data": data, "figures": figures,
         "paragraphs": paragraphs,
-        "endpoint_rows": endpoint_rows(results), "methods": methods(results, data),
+        "endpoint_rows": endpoint_rows(results), "comparison_rows": comparison_rows(results),
+        "methods": methods(results, data),
         "notes": notes(results, data, figures),
         "meta": {"generated_at": _generated_at(), "oncosurg_version": __version__, "versions": _versions(),
                  "protocol_path": display_path(protocol.source), "protocol_sha256": _sha256(protocol.source),
@@ -197,14 +256,17 @@ def _figures(data: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
 
     figures: list[dict[str, Any]] = []
     progress("figure: cohort flow")
+    flow = data["flow"]
+    pathway = flow.get("pathway", True)
     figures.append({"id": "flow", "kind": "flow", "title": "Cohort flow",
-                    "caption": "Patients in the registry, exclusions by the protocol's cohort definition, and the "
-                               "pathway from rescue cetuximab to hepatectomy.",
-                    "alt": (f"Flow diagram: {data['flow']['registered']} in the registry, "
-                            f"{data['flow']['evaluated']} evaluated, "
-                            + " and ".join(f"{a['n']} {a['key'].replace('_', '-')}" for a in data["flow"]["arms"])
-                            + f", {data['flow']['operated']} operated, {data['flow']['hepatectomy']} hepatectomies"),
-                    **plots.save(flow_figure(data["flow"]))})
+                    "caption": "Patients in the registry, exclusions by the protocol's cohort definition, "
+                               + ("and the pathway from the index treatment to hepatectomy." if pathway else
+                                  "and the evaluated patients treated in-house or referred."),
+                    "alt": (f"Flow diagram: {flow['registered']} in the registry, {flow['evaluated']} evaluated, "
+                            + " and ".join(f"{a['n']} {a['key'].replace('_', '-')}" for a in flow["arms"])
+                            + (f", {flow['operated']} operated, {flow['hepatectomy']} hepatectomies" if pathway
+                               else "")),
+                    **plots.save(flow_figure(flow))})
     for km in data["km"]:
         progress(f"figure: {km['id']}")
         ci = f"{km['conf_type']} transform (R survfit conf.type = \"{km['conf_type']}\")"
@@ -218,6 +280,20 @@ def _figures(data: dict[str, Any], progress: Progress) -> list[dict[str, Any]]:
         figures.append({"id": f"km-{km['id']}", "kind": "km", "title": km["title"], "caption": caption,
                         "warnings": km["warnings"], "data": km,
                         "alt": f"Kaplan-Meier plot: {km['title']}", **plots.save(plots.km_figure(km))})
+    for cmp in data.get("comparisons", []):
+        progress(f"figure: {cmp['id']}")
+        what = {"kaplan_meier": "Kaplan-Meier estimates by group",
+                "landmark": f"Landmark analysis at {cmp['result'].get('landmark') or 0:g} months: patients alive and "
+                            "under follow-up at the landmark, grouped by their status then, time from the landmark",
+                "simon_makuch": "Simon-Makuch estimates: patients count in the unexposed group until their exposure "
+                                "and in the exposed group after it"}[cmp["method"]]
+        entry = cmp["result"].get("entry")
+        caption = (f"{what}" + (f"; delayed entry at the {entry.replace('_', ' ')} (left truncation)" if entry else "")
+                   + f". Shaded: pointwise 95% confidence band ({cmp['conf_type']}); ticks: censored patients. "
+                   + ("Statistics in the figure: " + "; ".join(cmp["stats_lines"]) + "." if cmp["stats_lines"] else ""))
+        figures.append({"id": cmp["id"], "kind": "km", "title": cmp["title"], "caption": caption,
+                        "warnings": cmp["warnings"], "data": cmp, "alt": f"Comparison: {cmp['title']}",
+                        **plots.save(plots.km_figure(cmp))})
     for model in data["cox"]:
         if not model["terms"]:
             continue

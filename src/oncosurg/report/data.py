@@ -17,43 +17,31 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from oncosurg.protocol.comparisons import grouping_problem, run_comparison
 from oncosurg.protocol.engine import CompiledProtocol, compile_protocol
-from oncosurg.protocol.expr import Compiler
+from oncosurg.protocol.materialize import materialized
 from oncosurg.protocol.model import Protocol, ProtocolError
+from oncosurg.protocol.outcomes import date_spec
 from oncosurg.report.spec import CoxSpec, KMSpec, ReportSpec, report_spec
 from oncosurg.report.table_one import Variable, table_one
-from oncosurg.report.text import TIME_AXIS, code_label, column_label, display_path, fmt_date
-from oncosurg.schema import FIELD_BY_NAME, Stage
+from oncosurg.report.text import code_label, column_label, display_path, fmt_date, time_axis
+from oncosurg.schema import DAYS_PER_MONTH, FIELD_BY_NAME
 from oncosurg.stats import coxph, kaplan_meier, logrank_test
 from oncosurg.stats.compiled import kernels_cached
 
 Progress = Callable[[str], None]
 _FIRST_RUN = " (first run: compiling the {} kernels, cached for later runs)"
 
-#: Registry stages recorded after cetuximab starts: splitting on them is splitting on the future.
-_POST_BASELINE_STAGES = {Stage.SURGERY, Stage.COMPLICATIONS, Stage.PATHOLOGY_NONTUMORAL, Stage.PATHOLOGY_TUMORAL,
-                         Stage.FOLLOW_UP}
-_POST_BASELINE_DERIVED = {
-    "operated", "hepatectomy", "major_hepatectomy", "resected_segment_count", "any_complication", "postop_death",
-    "days_to_surgery", "followup_from_surgery_days", "followup_from_surgery_months", "alive_at_last_contact",
-    "disease_free_at_last_contact", "best_response", "cetuximab_cycles",
-}
-#: Time columns whose clock starts at cetuximab start.
-_FROM_CETUXIMAB = {"os_months", "os_days", "pfs_months", "pfs_days"}
-
-
-def _post_baseline(cp: CompiledProtocol, columns: tuple[str, ...] | list[str]) -> list[str]:
-    out = []
-    for name in columns:
-        field = FIELD_BY_NAME.get(name)
-        if name in _POST_BASELINE_DERIVED or (field is not None and field.stage in _POST_BASELINE_STAGES):
-            out.append(name)
-        elif name in cp.protocol.derived:
-            compiled = Compiler({n: cp.view.subquery.c[n] for n in cp.view.types}, cp.view.types,
-                                cp.protocol.parameters).compile(cp.protocol.derived[name])
-            if _post_baseline(cp, [c for c in compiled.columns if c != name]):
-                out.append(name)
-    return out
+def _later_reads(cp: CompiledProtocol, name: str) -> list[str]:
+    """What a grouping (population or column) reads that is recorded after time zero (empty: fixed at zero)."""
+    if cp.population_timing(name) != "later":
+        return []
+    if name not in cp.populations:
+        return [name]
+    compiled = cp.populations[name]
+    reads = [c for c in compiled.columns if cp.view.timing.get(c, "later") == "later"]
+    reads += [f"{q.table} after the index" for q in compiled.queries if not q.baseline]
+    return list(dict.fromkeys(reads)) or [name]
 
 
 class Grouping:
@@ -126,7 +114,11 @@ def cohort_flow(conn: sa.Connection, cp: CompiledProtocol, results: dict[str, An
     steps = results["cohort"]["flow"]
     accrual = protocol["accrual"]
     for step in steps[1:]:
-        if step["label"].endswith("within the accrual window"):
+        if step.get("kind") == "index" and not step["excluded"]:
+            continue  # everyone has an index event: nothing to say
+        if step.get("kind") == "index":
+            reason = f"no index event ({step['label'][0].lower()}{step['label'][1:]})"
+        elif step["label"].endswith("within the accrual window"):
             reason = (f"{accrual['column'].replace('_', ' ')} outside the accrual window "
                       f"({fmt_date(accrual['start'])} – {fmt_date(accrual['end'])})")
         else:
@@ -135,8 +127,16 @@ def cohort_flow(conn: sa.Connection, cp: CompiledProtocol, results: dict[str, An
     total = sum(a["n"] for a in arms.values())
     sums = {k: sum(a[k] for a in arms.values()) for k in ("operated", "not_operated", "hepatectomy",
                                                             "exploration_only", "ablation_only")}
+    index = cp.protocol.index
+    # the operated / hepatectomy stages follow a treatment given before surgery (the seed study's pathway)
+    pathway = index is None or cp.view.index_table == "therapy_line"
+    label = "Evaluated" if index is None else f"Evaluated: {index.label[0].lower()}{index.label[1:]}"
+    texts = {}
+    if pathway and index is not None:
+        texts = {"in_house_text": "index treatment given at the centre", "referred_text": "index treatment given "
+                 "elsewhere"}
     return {"registered": steps[0]["n"], "exclusions": exclusions, "evaluated": total,
-            "arms": list(arms.values()), **sums}
+            "arms": list(arms.values()), "pathway": pathway, "evaluated_label": label, **texts, **sums}
 
 
 # ---------------------------------------------------------------------------------------- table 1
@@ -186,10 +186,10 @@ def table_one_data(conn: sa.Connection, cp: CompiledProtocol, spec: ReportSpec) 
         table = table_one(variables, counts, [(k, labels[k], group_n.get(k, 0)) for k in order])
         table |= {"id": f"table-one-{grouping.name if grouping else 'all'}", "by": grouping.name if grouping else None,
                   "title": title, "group_missing": missing_group}
-        if grouping is not None and _post_baseline(cp, grouping.columns):
-            table["notes"].append(f"Groups are defined by {', '.join(_post_baseline(cp, grouping.columns))}, known "
-                                  "only after the start of cetuximab; differences describe who reached that "
-                                  "stage, not an effect of it.")
+        if grouping is not None and _later_reads(cp, grouping.name):
+            table["notes"].append(f"Groups are defined by {', '.join(_later_reads(cp, grouping.name))}, known "
+                                  "only after time zero; differences describe who reached that stage, not an "
+                                  "effect of it.")
         tables.append(table)
     return tables
 
@@ -208,9 +208,10 @@ def km_times(tmax: float) -> list[float]:
     return [i * step for i in range(math.floor(tmax / step + 1e-9) + 1)]
 
 
-def _curve(fit: Any, reverse: bool) -> dict[str, Any]:
+def _curve(fit: Any, reverse: bool, start: float = 0.0) -> dict[str, Any]:
+    """The step curve from ``start`` (0, or the first entry of a group with delayed entry)."""
     lo, up = fit.bands()
-    t = np.concatenate(([0.0], fit.time))
+    t = np.concatenate(([start], fit.time))
     s = np.concatenate(([1.0], fit.surv))
     lo = np.concatenate(([1.0], lo))
     up = np.concatenate(([1.0], up))
@@ -223,10 +224,48 @@ def _curve(fit: Any, reverse: bool) -> dict[str, Any]:
             "censored": {"time": clean(fit.time[cens]), "surv": clean(fit.surv[cens])}}
 
 
+def _groups_from_fits(order: list[Any], fits: dict[Any, Any], labels: dict[Any, str], times: list[float],
+                      reverse: bool = False, rows: dict[Any, tuple[Any, Any]] | None = None) -> list[dict[str, Any]]:
+    """Figure data per group; ``rows`` gives (entry, time) arrays of groups with delayed entry, whose numbers
+    at risk at t count the patients who have entered (entry <= t) and are still followed (time >= t)."""
+    groups = []
+    for key in order:
+        fit = fits[key]
+        entry, stop = (rows or {}).get(key, (None, None))
+        q = fit.median(rule="quantile")  # as the engine (R quantile(survfit))
+        at = fit.at(times, extend=True)
+        risk, ev_cum, ce_cum = [], 0.0, 0.0
+        for a in at:
+            ev_cum += a.n_event
+            ce_cum += a.n_censor
+            n_risk = int(a.n_risk) if entry is None else int(((entry <= a.time) & (stop >= a.time)).sum())
+            risk.append({"time": a.time, "n_risk": n_risk, "events": int(ev_cum), "censored": int(ce_cum),
+                         "surv": a.surv, "lower": a.lower, "upper": a.upper})
+        start = 0.0 if entry is None or not len(entry) else float(np.min(entry))
+        groups.append({"key": str(key), "label": labels[key], "n": int(fit.n), "events": int(fit.events),
+                       "median": q.estimate, "ci_low": q.lower, "ci_high": q.upper,
+                       "n_risk_at_median": None if q.estimate is None else int(fit.n_risk_at(q.estimate)),
+                       "curve": _curve(fit, reverse, start), "risk": risk})
+    return groups
+
+
+def _median_warnings(groups: list[dict[str, Any]], grouped: bool) -> list[str]:
+    warnings = []
+    for g in groups:
+        if g["median"] is None and grouped:  # single curves: the endpoint's warning says it
+            warnings.append(f"{g['label']}: median not reached ({g['events']} event(s) among {g['n']}).")
+        elif g["n_risk_at_median"] is not None and g["n_risk_at_median"] < 5:
+            warnings.append(f"{g['label']}: the median is reached with only {g['n_risk_at_median']} patient(s) "
+                            "at risk; it is unstable.")
+    return warnings
+
+
 def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[str, Any]:
     c = cp.view.subquery.c
     time, event = c[spec.time], c[spec.event]
     grouping = Grouping(cp, spec.by) if spec.by else None
+    later = _later_reads(cp, spec.by) if spec.by else []
+    referral = spec.by is not None and not later and cp.population_timing(spec.by) == "referral"
     gexpr = grouping.expr if grouping else sa.literal(1)
     rows = conn.execute(
         sa.select(gexpr.label("g"), time, event, sa.func.count())
@@ -234,6 +273,8 @@ def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[s
         .group_by(gexpr, time, event)).all()
     data: dict[Any, list[tuple[float, float, int]]] = {}
     for g, t, e, n in rows:
+        if t is None or float(t) < 0:
+            continue
         key = grouping.key(g) if grouping else "all"
         ev = float(bool(e))
         data.setdefault(key, []).append((float(t), 1.0 - ev if spec.reverse else ev, int(n)))
@@ -244,26 +285,27 @@ def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[s
     order = [lv for lv in (grouping.levels or sorted(data)) if lv in data] if grouping is not None else list(data)
     tmax = max((t for rows_ in data.values() for t, _, _ in rows_), default=0.0)
     times = list(spec.times) if spec.times else km_times(tmax)
-    groups = []
+    fits = {}
     for key in order:
         arr = np.asarray(data[key], dtype=float)
-        fit = kaplan_meier(arr[:, 0], arr[:, 1], weights=arr[:, 2], conf_type=spec.conf_type,
-                           conf_level=spec.conf_level)
-        q = fit.median(rule="quantile")  # as the engine (R quantile(survfit))
-        at = fit.at(times, extend=True)
-        risk, ev_cum, ce_cum = [], 0.0, 0.0
-        for a in at:
-            ev_cum += a.n_event
-            ce_cum += a.n_censor
-            risk.append({"time": a.time, "n_risk": int(a.n_risk), "events": int(ev_cum), "censored": int(ce_cum),
-                         "surv": a.surv, "lower": a.lower, "upper": a.upper})
-        label = "All patients" if grouping is None else grouping.label(key)
-        groups.append({"key": str(key), "label": label, "n": int(fit.n), "events": int(fit.events),
-                       "median": q.estimate, "ci_low": q.lower, "ci_high": q.upper,
-                       "n_risk_at_median": None if q.estimate is None else int(fit.n_risk_at(q.estimate)),
-                       "curve": _curve(fit, spec.reverse), "risk": risk})
+        fits[key] = kaplan_meier(arr[:, 0], arr[:, 1], weights=arr[:, 2], conf_type=spec.conf_type,
+                                 conf_level=spec.conf_level)
+    labels = {key: "All patients" if grouping is None else grouping.label(key) for key in order}
+    groups = _groups_from_fits(order, fits, labels, times, spec.reverse)
     logrank = None
-    if len(groups) > 1:
+    caveat = None
+    if later or referral:
+        # a split decided after time zero: drawn only as a description, without a test (format-1 files)
+        what = ", ".join(later) if later else "the referral (referred patients enter at referral)"
+        caveat = (f"Descriptive only: groups defined by {what}, after time zero. No test: the comparison is biased "
+                  "(guarantee time). See the protocol's [[comparisons]].")
+        warnings.append(
+            f"Guarantee-time bias: the groups are defined by {what}, which happens after the time origin. Patients in "
+            f"the {grouping.label(grouping.levels[0]).lower() if grouping and grouping.levels else 'first'} group "
+            "had to survive long enough to reach that stage, so the comparison favours them by construction; it is "
+            "descriptive only and no p-value is shown. Compare with a landmark analysis, a time-dependent Cox model "
+            "or a Simon-Makuch plot ([[comparisons]] in the protocol).")
+    elif len(groups) > 1:
         t_all = np.concatenate([np.repeat(np.asarray(data[k])[:, 0], np.asarray(data[k])[:, 2].astype(int))
                                 for k in order])
         e_all = np.concatenate([np.repeat(np.asarray(data[k])[:, 1], np.asarray(data[k])[:, 2].astype(int))
@@ -271,22 +313,9 @@ def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[s
         g_all = np.concatenate([np.full(int(np.asarray(data[k])[:, 2].sum()), i) for i, k in enumerate(order)])
         lr = logrank_test(t_all, e_all.astype(bool), g_all)
         logrank = {"chisq": float(lr.chisq), "df": int(lr.df), "p": float(lr.p)}
-    if grouping is not None and spec.time in _FROM_CETUXIMAB and _post_baseline(cp, grouping.columns):
-        warnings.append(
-            f"Guarantee-time bias: the groups are defined by {', '.join(_post_baseline(cp, grouping.columns))}, "
-            "which happens after the start of cetuximab, the time origin. Patients in the "
-            f"{grouping.label(grouping.levels[0]).lower() if grouping.levels else 'first'} group had to survive "
-            "long enough to reach that stage, so the comparison favours them by construction; it is "
-            "descriptive only. Use a landmark analysis or a time-varying covariate (split_at_exposure) to "
-            "compare.")
     if not groups:
         warnings.append("No patient in this population has the data: not estimable (n = 0).")
-    for g in groups:
-        if g["median"] is None and grouping is not None:  # single curves: the endpoint's warning says it
-            warnings.append(f"{g['label']}: median not reached ({g['events']} event(s) among {g['n']}).")
-        elif g["n_risk_at_median"] is not None and g["n_risk_at_median"] < 5:
-            warnings.append(f"{g['label']}: the median is reached with only {g['n_risk_at_median']} patient(s) "
-                            "at risk; it is unstable.")
+    warnings += _median_warnings(groups, grouping is not None)
     population = "all evaluated patients" if spec.population == "all" else \
         f"population {spec.population} ({cp.protocol.populations[spec.population]})"
     return {
@@ -294,10 +323,75 @@ def km_figure(conn: sa.Connection, cp: CompiledProtocol, spec: KMSpec) -> dict[s
         "label": spec.label, "population": spec.population, "population_text": population, "by": spec.by,
         "by_title": grouping.title if grouping else None, "time": spec.time, "event": spec.event,
         "reverse": spec.reverse, "conf_type": spec.conf_type, "conf_level": spec.conf_level, "unit": spec.unit,
-        "time_label": TIME_AXIS.get(spec.time, column_label(spec.time)),
+        "time_label": time_axis(cp.protocol, spec.time),
         "y_label": ("Remaining under follow-up (%)" if spec.reverse else f"{spec.label.split(',')[0]} (%)"),
-        "times": times, "groups": groups, "logrank": logrank, "warnings": warnings,
+        "times": times, "groups": groups, "logrank": logrank, "warnings": warnings, "caveat": caveat,
+        "event_noun": "deaths" if _is_death(cp, spec.event) else "events",
     }
+
+
+def _is_death(cp: CompiledProtocol, event: str) -> bool:
+    outcome = cp.protocol.outcome_by_id.get(event.removesuffix("_event"))
+    return outcome is not None and tuple(outcome.events) == ("death",)
+
+
+def comparison_figure(conn: sa.Connection, cp: CompiledProtocol, cid: str) -> dict[str, Any]:
+    """Curves of a comparison (per group, per landmark group, or Simon-Makuch) with its valid statistics."""
+    cc = cp.comparisons[cid]
+    comp = cc.spec
+    raw: dict[str, Any] = {}
+    result = run_comparison(conn, cp, cc, [], fits=raw)
+    order = [g["key"] for g in result["groups"]]
+    enum = comp.method == "kaplan_meier" and comp.groups in cp.view.types and cp.view.types[comp.groups].choices
+    labels = {g["key"]: code_label(g["key"]) if enum else g["label"] for g in result["groups"]}
+    fits = {k: v[0] for k, v in raw.items()}
+    rows = {k: (v[1], v[2]) for k, v in raw.items() if v[1] is not None}
+    tmax = max((float(f.time.max()) for f in fits.values() if f.time.size), default=0.0)
+    times = km_times(tmax)
+    groups = _groups_from_fits(order, fits, labels, times, rows=rows)
+    outcome = cp.protocol.outcome_by_id[comp.outcome]
+    axis = time_axis(cp.protocol, f"{comp.outcome}_months")
+    if comp.method == "landmark":
+        axis = f"Months since the {comp.landmark:g}-month landmark"
+    method_line = {
+        "kaplan_meier": "Kaplan-Meier by group" + (f", delayed entry at {comp.entry.replace('_', ' ')}"
+                                                  if comp.entry else ""),
+        "landmark": f"Landmark analysis at {comp.landmark:g} months: status at the landmark, time from it"
+        if comp.landmark is not None else "Landmark analysis",
+        "simon_makuch": "Simon-Makuch: patients change group at the exposure" + (
+            f"; delayed entry at {comp.entry.replace('_', ' ')}" if comp.entry else ""),
+        "time_dependent_cox": "Time-dependent Cox model",
+    }[comp.method]
+    from oncosurg.report.text import fmt_p
+
+    stats_lines = []
+    hr = result.get("hr")
+    if hr and not hr.get("estimable", True):
+        stats_lines.append(f"Hazard ratio not estimable ({hr['label']}): a group has no event")
+    elif hr and hr.get("hr") is not None:
+        stats_lines.append(f"HR {hr['hr']:.2f} (95% CI {_f2(hr['lower'])}–{_f2(hr['upper'])}), "
+                           f"p {_p_words(fmt_p(hr['p']))}: {hr['label']}")
+    test = result.get("test")
+    if test and test.get("p") is not None:
+        stats_lines.append(f"{test['name'][0].upper()}{test['name'][1:]}: p {_p_words(fmt_p(test['p']))}")
+    title_unit = "months"
+    return {
+        "id": f"cmp-{cid}", "comparison": cid, "title": comp.title or comp.label, "label": comp.label,
+        "method": comp.method, "method_line": method_line, "stats_lines": stats_lines, "result": result,
+        "population": comp.population, "by": comp.groups or "exposure", "by_title": result.get("group_title"),
+        "reverse": False, "conf_type": comp.conf_type, "conf_level": comp.conf_level, "unit": title_unit,
+        "time_label": axis, "y_label": f"{outcome.label} (%)", "times": times,
+        "groups": groups, "logrank": None, "warnings": list(result["notes"]), "caveat": None,
+        "event_noun": "deaths" if tuple(outcome.events) == ("death",) else "events",
+    }
+
+
+def _f2(x: float | None) -> str:
+    return "NE" if x is None else f"{x:.2f}"
+
+
+def _p_words(p: str) -> str:
+    return f"< {p[1:]}" if p.startswith("<") else f"= {p}"
 
 
 # ------------------------------------------------------------------------------------------- Cox
@@ -316,15 +410,42 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
             kind = "numeric" if ctype.kind in ("int", "float") else "binary" if ctype.kind == "bool" else "enum"
             kinds.append((name, kind, list(ctype.choices)))
     time, event = c[spec.time], c[spec.event]
-    rows = conn.execute(sa.select(time, event, *covariate_cols).where(_where(cp, spec.population))).all()
+    entry_col: Any = sa.literal(0.0)
+    if spec.entry is not None:
+        outcome = spec.outcome or spec.time.rsplit("_", 1)[0]
+        origin = c[f"{outcome}_origin"] if f"{outcome}_origin" in cp.view.types else None
+        if origin is None:
+            raise ProtocolError(cp.protocol.source, [f"report.cox ({spec.title}).entry: needs an outcome"])
+        try:
+            date = date_spec(spec.entry, cp.view.compiler(cp.protocol.parameters)).sql
+        except Exception as exc:  # ExpressionError
+            raise ProtocolError(cp.protocol.source, [f"report.cox ({spec.title}).entry: {exc}"]) from None
+        unknown = sa.and_(c.referral == "referred", c.referral_date.is_(None)) \
+            if spec.entry.strip() == "referral_date" else sa.false()
+        months = sa.cast(_days(origin, date), sa.Float()) / sa.literal(DAYS_PER_MONTH, sa.Float())
+        entry_col = sa.case((unknown, sa.null()), (date.is_(None), sa.literal(0.0)), (date <= origin, sa.literal(0.0)),
+                            else_=months)
+    rows = conn.execute(sa.select(time, event, entry_col.label("entry"), *covariate_cols)
+                        .where(_where(cp, spec.population))).all()
     complete = [r for r in rows if all(v is not None for v in r)]
     dropped = len(rows) - len(complete)
+    out: dict[str, Any] = {"id": spec.id, "title": spec.title, "population": spec.population, "time": spec.time,
+                           "event": spec.event, "ties": spec.ties, "entry": spec.entry, "dropped_incomplete": dropped,
+                           "terms": [], "warnings": []}
+    if spec.entry is not None:
+        before = len(complete)
+        complete = [r for r in complete if float(r[0]) > float(r[2])]
+        out["dropped_entry"] = before - len(complete)
     X: dict[str, np.ndarray] = {}
     terms: list[dict[str, Any]] = []
     for j, (name, kind, choices) in enumerate(kinds):
-        values = [r[2 + j] for r in complete]
+        values = [r[3 + j] for r in complete]
         if kind in ("numeric", "binary"):
-            X[name] = np.asarray([float(v) for v in values])
+            column = np.asarray([float(v) for v in values])
+            if column.size and np.all(column == column[0]):
+                out["warnings"].append(f"{name} has one value only among the patients analysed; left out of the model")
+                continue
+            X[name] = column
             label = name.replace("_", " ").capitalize() if name in cp.populations else column_label(name)
             field = FIELD_BY_NAME.get(name)
             unit = field.unit if field else ""
@@ -336,27 +457,30 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
             terms.append({"covariate": name, "label": f"{label} ({contrast})", "contrast": contrast, "name": name})
         else:
             present = [ch for ch in (choices or sorted(set(values))) if ch in set(values)]
+            if len(present) < 2:
+                out["warnings"].append(f"{name} has one value only among the patients analysed; left out of the model")
             for level in present[1:]:
                 key = f"{name}={level}"
                 X[key] = np.asarray([1.0 if v == level else 0.0 for v in values])
                 terms.append({"covariate": name,
                               "label": f"{column_label(name)}: {code_label(level)} vs {code_label(present[0]).lower()}",
                               "contrast": f"vs {code_label(present[0])}", "name": key})
-    out: dict[str, Any] = {"id": spec.id, "title": spec.title, "population": spec.population, "time": spec.time,
-                           "event": spec.event, "ties": spec.ties, "dropped_incomplete": dropped, "terms": [],
-                           "warnings": []}
     if not complete or not X:
         out["warnings"].append("no complete cases: the model was not fitted")
         return out
     t = np.asarray([float(r[0]) for r in complete])
     e = np.asarray([bool(r[1]) for r in complete])
-    fit = coxph(t, e, X, ties=spec.ties)
+    entry = np.asarray([float(r[2]) for r in complete]) if spec.entry is not None else None
+    if not e.any():
+        out["warnings"].append("no events: the model was not fitted")
+        return out
+    fit = coxph(t, e, X, ties=spec.ties, entry=entry)
     coefs = {co.name: co for co in fit.coefficients}
     for term in terms:
         co = coefs[term["name"]]
         term |= {"hr": co.hr, "lower": co.hr_lower, "upper": co.hr_upper, "p": co.p}
     out |= {"terms": terms, "n": fit.n, "events": fit.events, "concordance": fit.concordance, "lr_p": fit.lr_p,
-            "warnings": list(fit.warnings)}
+            "warnings": out["warnings"] + list(fit.warnings)}
     out["ph"] = _ph_test(fit, terms)
     if out["ph"] and out["ph"]["global"]["p"] is not None and out["ph"]["global"]["p"] < 0.05:
         out["warnings"].append(
@@ -364,10 +488,17 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
             "see the scaled Schoenfeld residuals and consider a time-varying effect or stratification.")
     if dropped:
         out["warnings"].append(f"{dropped} patient(s) with a missing covariate are left out (complete cases)")
-    post = _post_baseline(cp, [k[0] for k in kinds])
-    if post and spec.time in _FROM_CETUXIMAB:
-        out["warnings"].append(f"Guarantee-time bias: {', '.join(post)} are known only after the time origin "
-                               "(start of cetuximab); their hazard ratios are biased in favour of reaching them.")
+    if out.get("dropped_entry"):
+        out["warnings"].append(f"{out['dropped_entry']} patient(s) whose follow-up ended at or before their entry are "
+                               "left out")
+    if spec.entry is not None:
+        out["warnings"].append(f"Delayed entry: patients enter the risk set at their {spec.entry.replace('_', ' ')} "
+                               "(R coxph(Surv(entry, time, status) ~ …)); referred patients without a referral date "
+                               "are left out.")
+    post = [k[0] for k in kinds if _later_reads(cp, k[0])]
+    if post:
+        out["warnings"].append(f"Guarantee-time bias: {', '.join(post)} are known only after the time origin; "
+                               "their hazard ratios are biased in favour of reaching them.")
     if fit.events < 10 * max(1, len(X)):
         out["warnings"].append(f"{fit.events} events for {len(X)} coefficient(s): fewer than 10 events per "
                                "coefficient; estimates may be unstable.")
@@ -388,6 +519,29 @@ def _ph_test(fit: Any, terms: list[dict[str, Any]]) -> dict[str, Any] | None:
             for i, name in enumerate(z.terms[:-1])]
     return {"transform": "km", "terms": rows, "x": [float(v) for v in z.x],
             "global": {"chisq": float(z.chisq[-1]), "df": int(z.df[-1]), "p": float(z.p[-1])}}
+def _days(a: Any, b: Any) -> Any:
+    from oncosurg.protocol.expr import days_between
+
+    return days_between(a, b)
+
+
+def check_report_groupings(cp: CompiledProtocol, spec: ReportSpec) -> None:
+    """Format 2: a figure split or Cox covariate decided after time zero is refused (use [[comparisons]])."""
+    if cp.protocol.format != 2:
+        return
+    problems = []
+    for i, km in enumerate(spec.km):
+        if km.by:
+            problem = grouping_problem(cp, km.by, entry=None, what="by")
+            if problem:
+                problems.append(f"report.km[{i}].by: {problem}; draw it as a [[comparisons]] table instead")
+    for i, cox in enumerate(spec.cox):
+        for name in cox.covariates:
+            problem = grouping_problem(cp, name, entry=cox.entry, what="covariate")
+            if problem:
+                problems.append(f"report.cox[{i}].covariates: {problem}")
+    if problems:
+        raise ProtocolError(cp.protocol.source, problems)
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -415,8 +569,9 @@ def report_data(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
     for name in spec.table_one_by:
         if name not in cp.populations and cp.view.types[name].kind not in ("text", "bool"):
             raise ProtocolError(protocol.source, [f"report.table_one_by: {name!r} is not an enum or yes/no column"])
+    check_report_groupings(cp, spec)
     out: dict[str, Any] = {}
-    with engine.connect() as conn:
+    with engine.connect() as conn, materialized(conn, cp) as cp:
         step("cohort flow")
         out["flow"] = cohort_flow(conn, cp, results)
         step("Table 1")
@@ -426,6 +581,12 @@ def report_data(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
             step(f"Kaplan-Meier: {km.id}" + (_FIRST_RUN.format("log-rank") if km.by and not kernels_cached("logrank")
                                               else ""))
             out["km"].append(km_figure(conn, cp, km))
+        out["comparisons"] = []
+        for cid, cc in cp.comparisons.items():
+            if cc.spec.method == "time_dependent_cox":
+                continue  # a hazard ratio, no curve: it is in the comparisons table
+            step(f"comparison: {cid}")
+            out["comparisons"].append(comparison_figure(conn, cp, cid))
         out["cox"] = []
         for cox in spec.cox:
             step(f"Cox model: {cox.title}" + ("" if kernels_cached("_cox_kernels") else _FIRST_RUN.format("Cox")))

@@ -1,8 +1,9 @@
 """The cohort flow diagram (CONSORT style), drawn from the ``flow`` dictionary of the report data.
 
-registry → (exclusions: outside the accrual window, other inclusion steps) → evaluated →
-in-house | referred → (not operated, per arm) → operated → (explored only, ablation only) →
-hepatectomy.  Coordinates are in inches on a fixed page-width canvas, so text sizes are true.
+registry → (exclusions: no index event, outside the accrual window, eligibility) → evaluated →
+in-house | referred, then — for a study whose time zero is a treatment before surgery — (not
+operated, per arm) → operated → (explored only, ablation only) → hepatectomy.  Coordinates are in
+inches on a fixed page-width canvas, so text sizes are true.
 """
 
 from __future__ import annotations
@@ -57,28 +58,30 @@ def _n(n: int) -> str:
 
 def flow_figure(flow: dict[str, Any]) -> Figure:
     """The flow diagram for ``flow`` (:func:`oncosurg.report.data.cohort_flow`)."""
-    W, H = FIG_WIDTH, 6.9
+    pathway = flow.get("pathway", True)
+    W, H = FIG_WIDTH, 6.9 if pathway else 3.6
     arms = flow["arms"][:2]
     col = {0: 1.5, 1: 5.1} if len(arms) > 1 else {0: W / 2 - 0.3}
     mid = (col[0] + col[len(arms) - 1]) / 2
-    arm_text = {"in_house": ("In-house", "cetuximab given at the centre"),
-                "referred": ("Referred", "cetuximab given elsewhere")}
+    arm_text = {"in_house": ("In-house", flow.get("in_house_text", "treated at the centre from the start")),
+                "referred": ("Referred", flow.get("referred_text", "referred by another hospital"))}
     with style():
         fig = plt.figure(figsize=(W, H))
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_xlim(0, W)
-        ax.set_ylim(0, H)
+        ax.set_ylim(6.9 - H, 6.9)
         ax.axis("off")
         # registry and the exclusions of the cohort definition
         _, _, reg_bottom, _ = _box(ax, mid, 6.5, 2.6, 0.52, "Patients in the registry", _n(flow["registered"]))
         excluded = sum(e["n"] for e in flow["exclusions"])
-        if len(flow["exclusions"]) == 1:
-            reasons = flow["exclusions"][0]["reason"]
+        shown = [e for e in flow["exclusions"] if e["n"]] or flow["exclusions"][:1]
+        if len(shown) == 1:
+            reasons = shown[0]["reason"]
         else:
-            reasons = "; ".join(f"{e['reason']}: {e['n']}" for e in flow["exclusions"]) or "no exclusion criteria"
+            reasons = "; ".join(f"{e['reason']}: {e['n']}" for e in shown) or "no exclusion criteria"
         ex_y = 5.78
         x0, _, _, _ = _box(ax, 5.25, ex_y, 2.45, 0.8, f"Excluded: {_n(excluded)}", reasons, side=True, wrap=36)
-        _, _, ev_bottom, ev_top = _box(ax, mid, 5.05, 3.3, 0.52, "Evaluated: started rescue cetuximab",
+        _, _, ev_bottom, ev_top = _box(ax, mid, 5.05, 3.3, 0.52, flow.get("evaluated_label", "Evaluated"),
                                        _n(flow["evaluated"]))
         _arrow(ax, (mid, reg_bottom), (mid, ev_top))
         _line(ax, [mid, x0], [ex_y, ex_y])
@@ -92,6 +95,8 @@ def flow_figure(flow: dict[str, Any]) -> Figure:
             title, detail = arm_text.get(arm["key"], (arm["label"], ""))
             _arrow(ax, (col[i], split_y), (col[i], arm_y + 0.35))
             _box(ax, col[i], arm_y, 2.5, 0.7, title, detail, _n(arm["n"]))
+        if not pathway:
+            return fig
         # not operated, per arm, hanging off each arm's arrow towards the middle
         op_y, excl_y = 2.2, 3.0
         for i, arm in enumerate(arms):

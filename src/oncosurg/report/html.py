@@ -26,6 +26,8 @@ def cohort_text(results: dict[str, Any]) -> str:
     proto = results["protocol"]
     acc = proto["accrual"]
     parts = []
+    if proto.get("index"):
+        parts.append(f"an index event ({proto['index']['label']})")
     if acc["start"] or acc["end"]:
         parts.append(f"{acc['column'].replace('_', ' ')} within the accrual window")
     parts += [i["label"] for i in proto.get("include", [])]
@@ -55,6 +57,8 @@ def context(model: dict[str, Any]) -> dict[str, Any]:
         if row["ci"]:
             bits.append(row["ci"])
         ep_titles[row["id"]] = " · ".join(bits)
+    cmp_titles = {r["id"]: " · ".join(x for x in (r["label"], r["hr"], f"p {r['p']}" if r["p"] else "") if x)
+                  for r in model.get("comparison_rows", [])}
     description = model["meta"].get("description") or ""
     return {
         "css": (_TEMPLATES / "report.css").read_text(encoding="utf-8"),
@@ -64,7 +68,8 @@ def context(model: dict[str, Any]) -> dict[str, Any]:
         "cohort_text": cohort_text(results), "accrual_text": accrual_text(results),
         "last_import": data.get("last_import"), "paragraphs": model["paragraphs"], "ep_titles": ep_titles,
         "flow_fig": figures[0], "survival_figs": figures[1:], "tables": tables,
-        "endpoint_table_number": 2, "endpoint_rows": model["endpoint_rows"],
+        "endpoint_table_number": 2, "endpoint_rows": model["endpoint_rows"], "cmp_titles": cmp_titles,
+        "comparison_rows": model.get("comparison_rows", []),
         "show_published": any(r["published"] for r in model["endpoint_rows"]),
         "methods": model["methods"], "notes": model["notes"], "files": model.get("files", []),
     }

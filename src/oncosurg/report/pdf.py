@@ -254,6 +254,25 @@ def _endpoint_table(model: dict[str, Any], st: dict[str, ParagraphStyle]) -> lis
     return [_p(caption, st["caption"]), Spacer(1, 3), table, Spacer(1, 8)]
 
 
+def _comparison_table(model: dict[str, Any], st: dict[str, ParagraphStyle]) -> list[Flowable]:
+    head = [_p("Comparison and method", st["cell_head_l"]), _p("Hazard ratio (95% CI)", st["cell_head"]),
+            _p("p", st["cell_head"]), _p("n", st["cell_head"])]
+    rows = [head]
+    for r in model["comparison_rows"]:
+        label = (f'<a name="cmp-{r["id"]}"/><b>{_e(r["label"])}</b><br/>'
+                 f"<font size='6.8' color='#5b6470'>{_e(r['method'])}; {_e(r['contrast'])}"
+                 + (f"; {_e(r['test'])}" if r["test"] else "") + f" [{_e(r['id'])}; {_e(r['population'])}]</font>")
+        rows.append([_p(label, st["cell"]), _p(f"<b>{_e(r['hr'])}</b>", st["cell_r"]), _p(_e(r["p"]), st["cell_r"]),
+                     _p(_e(r["n"]), st["cell_r"])])
+    widths = [90 * mm, 36 * mm, 18 * mm, 14 * mm]
+    widths[0] += TEXT_W - sum(widths)
+    table = Table(rows, colWidths=widths, repeatRows=1)
+    styles = list(_BOOKTABS) + [("LINEBELOW", (0, i), (-1, i), 0.25, RULE) for i in range(1, len(rows) - 1)]
+    table.setStyle(TableStyle(styles))
+    caption = "<b>Table 3. Comparisons, each with a method that respects when its groups are decided.</b>"
+    return [_p(caption, st["caption"]), Spacer(1, 3), table, Spacer(1, 8)]
+
+
 class _Pages(rl_canvas.Canvas):
     """Canvas that knows the page count, for 'page n of N' (drawn after the last page)."""
 
@@ -338,7 +357,8 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     col_w = TEXT_W / 2 - 4 * mm
     left = [_p("PROTOCOL", st["h3"])] + ([_p(_e(description), st["small"]), Spacer(1, 3)] if description else [])
     left += kv([("Cohort", _e(cohort_text(results))), ("Accrual window", _e(accrual_text(results))),
-                ("Data cut", f"{_e(fmt_date(results['cohort'].get('data_cut')))} (latest last contact)"),
+                ("Data cut", f"{_e(fmt_date(results['cohort'].get('data_cut')))}"
+                             + ("" if results["cohort"].get("data_cut_declared") else " (latest last contact)")),
                 ("Cohort size", f"{results['cohort']['n']} patients")], col_w)
     sha = prov.get("sha256")
     value_w = col_w - KEY_W - 4  # the value column of kv(), less its right padding
@@ -366,6 +386,7 @@ def render_pdf(model: dict[str, Any]) -> bytes:
     story += _heading("Results", "results", st)
     for para in model["paragraphs"]:
         text = "".join(f'<link href="#ep-{seg[1]}" color="#0b4f7c">{_e(seg[2])}</link>' if seg[0] == "ref"
+                       else f'<link href="#cmp-{seg[1]}" color="#0b4f7c">{_e(seg[2])}</link>' if seg[0] == "cref"
                        else _e(seg[1]) for seg in para)
         story.append(_p(text, st["results"]))
     figures = model["figures"]
@@ -377,6 +398,9 @@ def render_pdf(model: dict[str, Any]) -> bytes:
             story += _table_one(t, chr(ord("a") + i) if many else "", st)
     story += _heading("Endpoints", "endpoints", st)
     story += _endpoint_table(model, st)
+    if model.get("comparison_rows"):
+        story += _heading("Comparisons", "comparisons", st)
+        story += _comparison_table(model, st)
     for i, fig in enumerate(figures[1:]):
         lead = _heading("Survival", "survival", st) if i == 0 else None
         story.append(_figure(fig, st, width=TEXT_W * (0.8 if fig["kind"] == "km" else 0.92), lead=lead))

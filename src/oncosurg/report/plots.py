@@ -83,6 +83,12 @@ def _num(x: float | None) -> str:
     return "NR" if x is None else f"{x:.1f}"
 
 
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def _median_text(g: dict[str, Any], unit: str) -> str:
     if g["median"] is None:
         return "median not reached"
@@ -113,7 +119,10 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
     header = not single
     table_h = (0.26 if header else 0.08) + row_h * len(rows)
     curve_h = 3.0
-    legend_lines = len(groups) + (1 if fig_data.get("logrank") else 0)
+    extra_lines = ([fig_data["method_line"]] if fig_data.get("method_line") else []) + \
+        list(fig_data.get("stats_lines") or [])
+    caveat = fig_data.get("caveat")
+    legend_lines = len(groups) + (1 if fig_data.get("logrank") else 0) + len(extra_lines) + (2 if caveat else 0)
     bottom_pad, label_pad, top_pad = 0.1, 0.52, 0.16 + 0.19 * legend_lines
     height = bottom_pad + table_h + label_pad + curve_h + top_pad
     left, right = 1.3, 0.2
@@ -154,8 +163,8 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
                 med = ("median follow-up not reached" if g["median"] is None else
                        f"median follow-up {g['median']:.1f} {unit} (95% CI {_num(g['ci_low'])}–{_num(g['ci_high'])})")
             else:
-                noun = "deaths" if fig_data["event"] == "os_event" else "events"
-                what = f"{_int(g['events'])} {noun}"
+                noun = fig_data.get("event_noun") or "events"
+                what = f"{_int(g['events'])} {noun[:-1] if g['events'] == 1 else noun}"
                 med = _median_text(g, unit)
             name = "" if single else f"{g['label']}: "
             handles.append(line)
@@ -164,6 +173,12 @@ def km_figure(fig_data: dict[str, Any]) -> Figure:
             p = fmt_p(fig_data["logrank"]["p"])
             handles.append(Line2D([], [], color="none"))
             labels.append(f"Log-rank test: p {'= ' + p if not p.startswith('<') else '< ' + p[1:]}")
+        for line in extra_lines:  # the method and only the statistics valid for it, inside the image
+            handles.append(Line2D([], [], color="none"))
+            labels.append(line)
+        if caveat:  # a biased split: the caveat travels with the PNG/SVG
+            handles.append(Line2D([], [], color="none"))
+            labels.append(_wrap(caveat, 105))
         ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(-0.01, 1.0), fontsize=8.2, handlelength=1.8,
                   borderaxespad=0.25, labelspacing=0.35)
         ax.set_ylim(0, 102)

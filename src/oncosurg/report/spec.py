@@ -22,9 +22,12 @@ the protocol (:class:`oncosurg.protocol.model.ProtocolError`).
     [[report.cox]]
     title = "Overall survival, baseline covariates"
     population = "all"
-    time = "os_months"
-    event = "os_event"
+    outcome = "os"                  # or time = "os_months" and event = "os_event"
+    entry = "referral_date"         # optional: delayed entry (referred patients enter at their referral)
     covariates = ["age_at_cetuximab", "sex", "extrahepatic_disease"]
+
+Every ``[[comparisons]]`` of the protocol gets a figure (Kaplan-Meier, landmark or Simon-Makuch curves)
+or a line of the comparisons table (time-dependent Cox model).
 """
 
 from __future__ import annotations
@@ -49,15 +52,23 @@ PLACEHOLDER_FIELDS: dict[str, tuple[str, ...]] = {
     "proportion": ("numerator", "denominator", "pct", "ci", "frac", "full", "n_pct", "numerator_words",
                    "Numerator_words"),
     "median": ("median", "iqr", "range", "n", "words", "Words"),
-    "km_median": ("median", "ci", "n", "events", "full"),
+    "km_median": ("median", "ci", "n", "events", "full", "at"),
     "followup_median": ("median", "ci", "n", "events", "full"),
+    "cumulative_incidence": ("at", "n", "events", "competing"),
+}
+#: Fields of a comparison placeholder (``{comparison_id}`` alone = the hazard ratio with its CI).
+COMPARISON_FIELDS = ("hr", "ci", "p", "n", "events", "landmark", "full")
+#: Placeholders from the protocol and the data rather than an endpoint: ``{accrual.start}``…
+CONTEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "accrual": ("start", "end", "start_date", "end_date"),
+    "cohort": ("n", "data_cut", "first_index", "last_index"),
 }
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z][a-z0-9_]*)(?:\.([A-Za-z_]+))?\}")
 
 _REPORT_KEYS = {"table_one_by", "table_one_variables", "results", "km", "cox"}
 _KM_KEYS = {"endpoint", "by", "population", "title", "times"}
-_COX_KEYS = {"title", "population", "time", "event", "covariates", "ties"}
+_COX_KEYS = {"title", "population", "time", "event", "outcome", "entry", "covariates", "ties"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,8 @@ class CoxSpec:
     event: str
     covariates: tuple[str, ...]
     ties: str = "efron"
+    entry: str | None = None
+    outcome: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +149,19 @@ def report_spec(protocol: Protocol, columns: set[str] | None = None) -> ReportSp
             problems.append("report.results: must be a non-empty string")
             results = None
         else:
+            comparisons = {c.id for c in protocol.comparisons}
             for match in PLACEHOLDER_RE.finditer(results):
                 eid, fld = match.group(1), match.group(2)
-                if eid not in endpoints:
-                    problems.append(f"report.results: {match.group(0)} names no endpoint")
+                if eid in CONTEXT_FIELDS and eid not in endpoints:
+                    if fld not in CONTEXT_FIELDS[eid]:
+                        problems.append(f"report.results: {match.group(0)}: use {{{eid}.<field>}} with a field of "
+                                        f"{', '.join(CONTEXT_FIELDS[eid])}")
+                elif eid in comparisons and eid not in endpoints:
+                    if fld and fld not in COMPARISON_FIELDS:
+                        problems.append(f"report.results: {match.group(0)}: a comparison has the fields "
+                                        f"{', '.join(COMPARISON_FIELDS)}")
+                elif eid not in endpoints:
+                    problems.append(f"report.results: {match.group(0)} names no endpoint or comparison")
                 elif fld and fld not in PLACEHOLDER_FIELDS[endpoints[eid].kind]:
                     allowed = ", ".join(PLACEHOLDER_FIELDS[endpoints[eid].kind])
                     problems.append(f"report.results: {match.group(0)}: a {endpoints[eid].kind} endpoint has "
@@ -200,9 +222,22 @@ def report_spec(protocol: Protocol, columns: set[str] | None = None) -> ReportSp
             continue
         for key in sorted(set(item) - _COX_KEYS):
             problems.append(f"{where}.{key}: unknown key (allowed: {', '.join(sorted(_COX_KEYS))})")
+        outcome = item.get("outcome")
+        if outcome is not None:
+            if outcome not in {o.id for o in protocol.outcomes}:
+                problems.append(f"{where}.outcome: unknown outcome {outcome!r}")
+            elif item.get("time") or item.get("event"):
+                problems.append(f"{where}: give either outcome or time/event, not both")
+            else:
+                item = {**item, "time": f"{outcome}_months", "event": f"{outcome}_event"}
         for key in ("time", "event", "title"):
             if not isinstance(item.get(key), str) or not item.get(key):
-                problems.append(f"{where}.{key}: required (a string)")
+                problems.append(f"{where}.{key}: required (a string)" + (" (or give outcome)" if key != "title"
+                                                                         else ""))
+        entry = item.get("entry")
+        if entry is not None and (not isinstance(entry, str) or not entry):
+            problems.append(f"{where}.entry: must be a date column (delayed entry, e.g. \"referral_date\")")
+            entry = None
         population = item.get("population", "all")
         if population != "all" and population not in populations:
             problems.append(f"{where}.population: unknown population {population!r}")
@@ -218,7 +253,7 @@ def report_spec(protocol: Protocol, columns: set[str] | None = None) -> ReportSp
             problems.append(f"{where}.ties: 'efron' or 'breslow'")
         cox.append(CoxSpec(id=f"cox-{i + 1}", title=str(item.get("title", "")), population=population,
                            time=str(item.get("time", "")), event=str(item.get("event", "")),
-                           covariates=covariates, ties=str(ties)))
+                           covariates=covariates, ties=str(ties), entry=entry, outcome=outcome))
     if problems:
         raise ProtocolError(protocol.source, problems)
     return ReportSpec(table_one_by=by, table_one_variables=variables, results=results, km=tuple(km),

@@ -17,6 +17,29 @@ def _num(x: float | None, digits: int = 1) -> str:
     return f"{x:.{digits}f}"
 
 
+def _pct(x: float | None) -> str:
+    return "NE" if x is None else f"{100 * x:.1f}"
+
+
+def format_comparison(cmp: dict[str, Any]) -> tuple[str, str, str]:
+    """(hazard ratio with CI, p, n) of one comparison result."""
+    hr = cmp.get("hr")
+    test = cmp.get("test")
+    p = (test or {}).get("p") if test else (hr or {}).get("p")
+    if hr and not hr.get("estimable", True):
+        text = "not estimable"
+        p = (test or {}).get("p") if test else None
+    elif hr and hr.get("hr") is not None:
+        lo = "NE" if hr.get("lower") is None else f"{hr['lower']:.2f}"
+        hi = "NE" if hr.get("upper") is None else f"{hr['upper']:.2f}"
+        text = f"HR {hr['hr']:.2f} ({lo}–{hi})"
+    else:
+        text = "—"
+    from oncosurg.report.text import fmt_p
+
+    return text, ("" if p is None else fmt_p(p)), str(cmp.get("n", ""))
+
+
 def format_estimate(ep: dict[str, Any]) -> tuple[str, str, str]:
     """(estimate, 95% CI, n) as display strings for one endpoint result."""
     kind = ep["kind"]
@@ -39,6 +62,11 @@ def format_estimate(ep: dict[str, Any]) -> tuple[str, str, str]:
     unit = "mo" if ep.get("unit") == "months" else ep.get("unit", "")
     if ep["n"] == 0:
         return NOT_ESTIMABLE, "", "0"
+    if kind == "cumulative_incidence":
+        shown = [a for a in ep.get("at", []) if a.get("cif") is not None]
+        estimate = "; ".join(f"{100 * a['cif']:.1f}% at {a['time']:g} {unit}" for a in shown) or "—"
+        ci = "; ".join(f"{_pct(a.get('lower'))}–{_pct(a.get('upper'))}%" for a in shown)
+        return estimate, ci, f"{ep['n']} ({ep['events']} events, {ep['competing']} competing)"
     estimate = "not reached" if ep["median"] is None else f"{ep['median']:.1f} {unit}"
     ci = "" if ep["n"] == 0 else f"{_num(ep['ci_low'])}–{_num(ep['ci_high'])} ({ep['conf_type']})"
     if kind == "followup_median":
@@ -71,6 +99,16 @@ def render_results(results: dict[str, Any], console: Console | None = None, *, p
             row.append(ep.get("published", {}).get("text", ""))
         table.add_row(*row)
     console.print(table)
+    if results.get("comparisons"):
+        ctable = Table(show_lines=False, header_style="bold")
+        for name, justify in (("Comparison", "left"), ("Method", "left"), ("Hazard ratio (95% CI)", "right"),
+                              ("p", "right"), ("n", "right")):
+            ctable.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for cid, cmp in results["comparisons"].items():
+            hr, p, n = format_comparison(cmp)
+            method = cmp["method"].replace("_", " ") + (f" at {cmp['landmark']:g} mo" if cmp.get("landmark") else "")
+            ctable.add_row(f"{cmp['label']}\n[dim]{cid}[/dim]", method, hr, p, n)
+        console.print(ctable)
     pooled = [w["endpoint"] for w in results["warnings"] if w["code"] == "pooled-referral"]
     for warning in results["warnings"]:
         if warning["code"] != "pooled-referral":

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from oncosurg.report.spec import PLACEHOLDER_RE
+from oncosurg.report.spec import CONTEXT_FIELDS, PLACEHOLDER_RE
 from oncosurg.report.terminal import NOT_ESTIMABLE, format_estimate
 
 Segment = tuple[str, ...]
@@ -144,18 +144,92 @@ def placeholder(ep: dict[str, Any], field: str | None) -> str:
             "Words": words.capitalize(),
         }
         return values.get(field or "", _median_text(ep))
+    if kind == "cumulative_incidence":
+        shown = [a for a in ep.get("at", []) if a.get("cif") is not None]
+        unit = ep.get("unit") or "months"
+        at = ", ".join(f"{100 * a['cif']:.1f}% at {a['time']:g} {unit_word(unit, a['time'])} "
+                       f"(95% CI {_pct(a.get('lower'))}–{_pct(a.get('upper'))}%)" for a in shown) or "not estimable"
+        values = {"at": at, "n": str(ep["n"]), "events": str(ep["events"]), "competing": str(ep["competing"])}
+        return values.get(field or "at", at)
     values = {"median": _median_text(ep), "ci": _ci_text(ep), "n": str(ep["n"]), "events": str(ep["events"]),
               "full": f"{_median_text(ep)} ({_ci_text(ep)})"}
     if not ep.get("n"):
         values |= {"ci": NOT_ESTIMABLE, "full": NOT_ESTIMABLE}
+    if field == "at":
+        unit = ep.get("unit") or "months"
+        return ", ".join(f"{100 * a['surv']:.1f}% at {a['time']:g} {unit_word(unit, a['time'])}"
+                         for a in ep.get("at", []) if a.get("surv") is not None) or "not estimable"
     if field is None:
         return values["full"] if ep.get("median") is not None else values["median"]
     return values[field]
 
 
+def _pct(x: float | None) -> str:
+    return "NE" if x is None else f"{100 * x:.1f}"
+
+
+def _month(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    d = dt.date.fromisoformat(str(iso)[:10])
+    return f"{d:%B %Y}"
+
+
+def _long_date(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    d = dt.date.fromisoformat(str(iso)[:10])
+    return f"{d.day} {d:%B %Y}"
+
+
+def context_placeholder(results: dict[str, Any], name: str, field: str) -> str:
+    """``{accrual.start}`` (month and year), ``{accrual.start_date}``, ``{cohort.data_cut}``, ``{cohort.n}``…"""
+    acc = results["protocol"]["accrual"]
+    cohort = results["cohort"]
+    if name == "accrual":
+        value = acc["start" if field.startswith("start") else "end"]
+        if value is None:
+            return "the start of the registry" if field.startswith("start") else "the data cut"
+        return _month(value) if field in ("start", "end") else _long_date(value)
+    if field == "n":
+        return str(cohort["n"])
+    if field == "data_cut":
+        return _long_date(cohort.get("data_cut"))
+    return _month(cohort.get("index_first" if field == "first_index" else "index_last"))
+
+
+def comparison_placeholder(cmp: dict[str, Any], field: str | None) -> str:
+    """``{comparison}``: the hazard ratio with its CI; fields hr, ci, p, n, events, landmark, full."""
+    hr = cmp.get("hr") or {}
+    if hr and not hr.get("estimable", True):
+        hr = {}
+    test = cmp.get("test") or {}
+    p = test.get("p") if test.get("p") is not None else hr.get("p")
+    if hr.get("hr") is None:
+        ratio = ci = "not estimable"
+    else:
+        ratio = f"{hr['hr']:.2f}"
+        lo = "NE" if hr.get("lower") is None else f"{hr['lower']:.2f}"
+        hi = "NE" if hr.get("upper") is None else f"{hr['upper']:.2f}"
+        ci = f"95% CI {lo}–{hi}"
+    p_text = fmt_p(p)
+    p_text = f"p {'< ' + p_text[1:] if p_text.startswith('<') else '= ' + p_text}"
+    landmark = cmp.get("landmark")
+    values = {"hr": ratio, "ci": ci, "p": p_text, "n": str(cmp.get("n", "")),
+              "events": str(hr.get("events", "")),
+              "landmark": "—" if landmark is None else f"{landmark:g} {unit_word('months', landmark)}",
+              "full": f"HR {ratio} ({ci}; {p_text})" if hr.get("hr") is not None else "not estimable"}
+    return values.get(field or "", f"{ratio} ({ci})" if hr.get("hr") is not None else "not estimable")
+
+
 def results_segments(results: dict[str, Any], template: str | None) -> list[list[Segment]]:
-    """Paragraphs of segments; ``template`` is the protocol's ``report.results`` text (or None)."""
+    """Paragraphs of segments; ``template`` is the protocol's ``report.results`` text (or None).
+
+    Segments are ``("text", s)``, ``("ref", endpoint_id, s)`` (linked to the endpoint row) or
+    ``("cref", comparison_id, s)`` (linked to the comparisons table).
+    """
     endpoints = results["endpoints"]
+    comparisons = results.get("comparisons", {})
     if template is None:
         paragraph: list[Segment] = []
         for eid, ep in endpoints.items():
@@ -169,8 +243,15 @@ def results_segments(results: dict[str, Any], template: str | None) -> list[list
         for match in PLACEHOLDER_RE.finditer(block):
             if match.start() > pos:
                 segments.append(("text", block[pos:match.start()]))
-            eid = match.group(1)
-            segments.append(("ref", eid, placeholder(endpoints[eid], match.group(2))))
+            eid, fld = match.group(1), match.group(2)
+            if eid in endpoints:
+                segments.append(("ref", eid, placeholder(endpoints[eid], fld)))
+            elif eid in comparisons:
+                segments.append(("cref", eid, comparison_placeholder(comparisons[eid], fld)))
+            elif eid in CONTEXT_FIELDS and fld:
+                segments.append(("text", context_placeholder(results, eid, fld)))
+            else:  # pragma: no cover - report_spec checked every placeholder
+                segments.append(("text", match.group(0)))
             pos = match.end()
         if pos < len(block):
             segments.append(("text", block[pos:]))
@@ -189,6 +270,25 @@ def endpoint_rows(results: dict[str, Any]) -> list[dict[str, str]]:
         rows.append({"id": eid, "label": ep["label"], "estimate": estimate, "ci": ci, "n": n,
                      "definition": ep.get("definition", ""), "population": ep.get("population", ""),
                      "published": ep.get("published", {}).get("text", ""), "kind": ep["kind"]})
+    return rows
+
+
+def comparison_rows(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The comparisons table: one display row per comparison (method, n, hazard ratio, test)."""
+    from oncosurg.report.terminal import format_comparison
+
+    rows = []
+    for cid, cmp in results.get("comparisons", {}).items():
+        hr, p, n = format_comparison(cmp)
+        method = {"kaplan_meier": "Kaplan-Meier, log-rank", "landmark": "Landmark",
+                  "time_dependent_cox": "Time-dependent Cox", "simon_makuch": "Simon-Makuch"}[cmp["method"]]
+        if cmp.get("landmark") is not None:
+            method += f" at {cmp['landmark']:g} months"
+        if cmp.get("entry"):
+            method += f"; entry at {cmp['entry'].replace('_', ' ')}"
+        test = (cmp.get("test") or {}).get("name") or ("Wald test of the hazard ratio" if cmp.get("hr") else "")
+        rows.append({"id": cid, "label": cmp["label"], "method": method, "n": n, "hr": hr, "p": p, "test": test,
+                     "contrast": (cmp.get("hr") or {}).get("label", ""), "population": cmp.get("population", "")})
     return rows
 
 
@@ -212,12 +312,18 @@ CODE_LABELS: dict[str, str] = {
     "SD": "Stable disease", "PD": "Progressive disease", "NE": "Not evaluable",
     "hepatectomy": "Hepatectomy", "exploration_only": "Exploration only", "ablation_only": "Ablation only",
 }
-#: Time axis labels by time column: where the clock starts.
-TIME_AXIS: dict[str, str] = {
-    "os_months": "Months since start of cetuximab",
-    "pfs_months": "Months since start of cetuximab",
-    "followup_from_surgery_months": "Months since surgery",
-}
+def time_axis(protocol: Any, time: str) -> str:
+    """The x-axis label of a time column: where its clock starts (the outcome's origin)."""
+    for outcome in getattr(protocol, "outcomes", ()):
+        if time in (f"{outcome.id}_months", f"{outcome.id}_days"):
+            unit = "Months" if time.endswith("_months") else "Days"
+            origin = outcome.origin
+            if origin == "index":
+                label = protocol.index.label if protocol.index is not None else ""
+                return f"{unit} since {label[0].lower()}{label[1:]}" if label else f"{unit} since the index"
+            words = origin.split(" where ")[0].strip().replace("_", " ")
+            return f"{unit} since the first {words}" if " where " in origin else f"{unit} since {words}"
+    return column_label(time)
 
 
 def column_label(name: str) -> str:

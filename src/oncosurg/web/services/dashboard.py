@@ -43,17 +43,9 @@ def _quote(text: str) -> str:
 
 
 def restrict(protocol: Protocol, centres: list[str]) -> Protocol:
-    """``protocol`` limited to ``centres``: the centre step first, then the accrual window, then the rest."""
-    steps = [Inclusion(f"Patients of {', '.join(centres)}", f"centre in ({', '.join(_quote(c) for c in centres)})")]
-    column = protocol.accrual_column
-    start = protocol.accrual_start.isoformat() if protocol.accrual_start else None
-    end = protocol.accrual_end.isoformat() if protocol.accrual_end else None
-    if start or end:
-        text = (f"{column} between date '{start}' and date '{end}'" if start and end
-                else f"{column} >= date '{start}'" if start else f"{column} <= date '{end}'")
-        steps.append(Inclusion(f"{column} within the accrual window", text))
-    return dataclasses.replace(protocol, accrual_start=None, accrual_end=None,
-                               include=(*steps, *protocol.include))
+    """``protocol`` limited to ``centres``: the centre step comes first, before the index and the accrual window."""
+    step = Inclusion(f"Patients of {', '.join(centres)}", f"centre in ({', '.join(_quote(c) for c in centres)})")
+    return dataclasses.replace(protocol, scope=(step, *protocol.scope))
 
 
 def fingerprint(conn: sa.Connection) -> tuple[Any, ...]:
@@ -217,11 +209,11 @@ class Dashboard:
     @staticmethod
     def _curves(engine: sa.Engine, protocol: Protocol) -> list[dict[str, Any]]:
         from oncosurg.protocol.engine import compile_protocol
+        from oncosurg.protocol.materialize import materialized
         from oncosurg.stats import kaplan_meier
 
-        cp = compile_protocol(protocol)
         curves = []
-        with engine.connect() as conn:
+        with engine.connect() as conn, materialized(conn, compile_protocol(protocol)) as cp:
             for ep in protocol.endpoints:
                 if ep.kind not in _CURVE_KINDS:
                     continue
