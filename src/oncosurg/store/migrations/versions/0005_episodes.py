@@ -359,7 +359,8 @@ def downgrade() -> None:
     stage("cetuximab_regimen", sa.Column("schedule", sa.String(16)), sa.Column("dose_mg_m2", sa.Float()),
           sa.Column("bsa_m2", sa.Float()), sa.Column("stop_date", sa.Date()))
     items("complication", sa.Column("grade", sa.String(8), nullable=False),
-          sa.Column("grade_rank", sa.Integer(), nullable=False), sa.Column("description", sa.String(200)))
+          sa.Column("grade_rank", sa.Integer(), nullable=False), sa.Column("description", sa.String(200)),
+          sa.Column("from_worst_grade", sa.Boolean(), server_default=sa.false(), nullable=False))  # as 0003 left it
     items("mdt_review", sa.Column("review_date", sa.Date(), nullable=False),
           sa.Column("decision", sa.String(32), nullable=False), sa.Column("cycles_at_review", sa.Integer()),
           sa.Column("notes", sa.String(2000)))
