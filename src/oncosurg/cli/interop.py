@@ -1,7 +1,7 @@
 """Interoperability: ``oncosurg redcap …`` and the non-CSV formats of ``import``/``export``.
 
 ``oncosurg import --format redcap|fhir|xlsx`` and ``oncosurg export --format redcap|fhir|xlsx``
-(with ``--deidentify --key-file K``) are options of the registry commands
+(with ``--deidentify [limited|safe-harbor]``) are options of the registry commands
 (:mod:`oncosurg.cli.registry`), which call :func:`read_interop` and :func:`export_interop` here.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oncosurg.cli import UserError, cli
-from oncosurg.export import record_texts
+from oncosurg.export import cell_text
 from oncosurg.export import redcap as redcap_export
 from oncosurg.ingest import _validate  # noqa: F401  (registers the F106-F108 rules for every command)
 from oncosurg.ingest.csv import ParsedFile
@@ -69,26 +69,66 @@ def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Par
     raise UserError(f"unknown format {fmt!r}")  # pragma: no cover - click.Choice
 
 
-def _window(protocol: str) -> Any:
-    from oncosurg.export.deidentify import Window
-    from oncosurg.protocol.model import ProtocolError, load_protocol
+def _release_protocol(protocol: str) -> tuple[Any, str | None]:
+    """The accrual window of ``protocol`` and the text of the same protocol without it (``None`` when it has none):
+    a release holds the cohort already, selected on the true dates."""
+    from oncosurg.deidentify.release import Window
+    from oncosurg.protocol.model import ProtocolError, load_protocol, resolve_protocol
 
     try:
         proto = load_protocol(protocol)
+        path = resolve_protocol(protocol)
     except ProtocolError as exc:
         raise UserError(str(exc)) from None
-    return Window(proto.accrual_column, proto.accrual_start, proto.accrual_end)
+    if proto.accrual_start is None and proto.accrual_end is None:
+        return None, None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    section = ""
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        elif section == "[cohort]" and stripped.split("=")[0].strip() in ("accrual_start", "accrual_end"):
+            lines[i] = "# (de-identified release: accrual applied before the date shift) # " + line
+    header = (f"# {proto.id} for a de-identified release written by `oncosurg export --deidentify`: the release\n"
+              f"# holds the patients whose true {proto.accrual_column} lies in {proto.accrual_start or '…'} to "
+              f"{proto.accrual_end or '…'}; its dates are shifted, so the window is not applied again.\n")
+    return Window(proto.accrual_column, proto.accrual_start, proto.accrual_end), header + "\n".join(lines) + "\n"
 
 
-def _write_csv(records: Iterable[Mapping[str, Any]], handle: Any) -> int:
+def _write_csv(records: Iterable[Mapping[str, Any]], handle: Any, columns: tuple[str, ...] = COLUMNS) -> int:
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     count = 0
     for record in records:
-        texts = record_texts(record)
-        writer.writerow([texts[c] for c in COLUMNS])
+        writer.writerow([cell_text(record.get(c)) for c in columns])
         count += 1
     return count
+
+
+def _deidentified(records: list[dict[str, Any]], *, mode: str, fmt: str, key_file: str | None, protocol: str,
+                  k: int | None) -> tuple[Any, str | None]:
+    """The release of ``records`` and the text of the protocol to analyse it with (``None`` if unchanged)."""
+    from oncosurg.deidentify import release
+    from oncosurg.deidentify.keys import KeyFileError, load_key
+
+    if mode == "safe-harbor":
+        if fmt != "csv":
+            raise UserError("--deidentify safe-harbor writes a CSV of years and day intervals (no date): use "
+                            "--format csv, or --deidentify limited for the other formats")
+        if key_file:
+            raise UserError("--deidentify safe-harbor uses random codes and no key: leave out --key-file")
+    elif not key_file:
+        raise UserError("--deidentify limited needs --key-file K (make one with `oncosurg key new --out K` and "
+                        "keep it apart from the exports)")
+    window, protocol_text = _release_protocol(protocol)
+    if mode == "safe-harbor":
+        return release.safe_harbor(records, window=window, k=k), None
+    try:
+        key = load_key(str(key_file))
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    return release.limited(records, key, window=window, k=k), protocol_text
 
 
 def export_interop(
@@ -97,36 +137,35 @@ def export_interop(
     out: str,
     fmt: str,
     centre: str | None,
-    deidentify: bool,
+    deidentify: str | None,
     key_file: str | None,
     protocol: str,
+    k_anonymity: int | None = None,
 ) -> None:
-    """``oncosurg export`` for the non-CSV formats and for de-identified exports (any format)."""
+    """``oncosurg export`` for the non-CSV formats and for de-identified exports (``deidentify``: a mode)."""
     if fmt in ("fhir", "xlsx") and out == "-":
         raise UserError(f"--format {fmt} needs --out ({'a directory' if fmt == 'fhir' else 'an .xlsx file'})")
     if deidentify and out == "-":
         raise UserError("--deidentify needs --out: the manifest of what was removed is written beside the export")
-    if deidentify and not key_file:
-        raise UserError("--deidentify needs --key-file K (a file with at least 16 secret bytes, e.g. "
-                        "`python -c 'import secrets; print(secrets.token_hex(32))' > K`)")
     if key_file and not deidentify:
         raise UserError("--key-file is only used with --deidentify")
+    if k_anonymity is not None and not deidentify:
+        raise UserError("--k-anonymity is only used with --deidentify")
+    if deidentify and fmt == "long":
+        raise UserError("--deidentify writes the registry CSV, REDCap, FHIR or Excel formats; the long registry "
+                        "carries free text and every episode date and is not de-identified yet: choose another "
+                        "--format")
     from oncosurg.store.repository import iter_records
 
     with engine.connect() as conn:
         records: list[dict[str, Any]] = list(iter_records(conn, centre=centre))
     manifest: dict[str, Any] | None = None
+    protocol_text: str | None = None
+    columns = COLUMNS
     if deidentify:
-        from oncosurg.export.deidentify import KeyFileError, load_key
-        from oncosurg.export.deidentify import deidentify as run_deidentify
-
-        try:
-            key = load_key(str(key_file))
-            records, manifest = run_deidentify(records, key, window=_window(protocol))
-        except KeyFileError as exc:
-            raise UserError(str(exc)) from None
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        released, protocol_text = _deidentified(records, mode=deidentify, fmt=fmt, key_file=key_file,
+                                                protocol=protocol, k=k_anonymity)
+        records, manifest, columns = released.records, released.manifest, released.columns
     target = Path(out)
     if fmt == "fhir":
         from oncosurg.export.fhir import write_bundles
@@ -137,27 +176,60 @@ def export_interop(
             raise UserError(f"{out}: the directory already holds .json files; export into an empty directory "
                             "(old bundles would be imported with the new ones)")
         count = write_bundles(records, target)
-        manifest_path = target / MANIFEST
+        manifest_path, protocol_path = target / MANIFEST, target / "release-protocol.toml"
     elif fmt == "xlsx":
         from oncosurg.export.xlsx import write_workbook
 
         count = write_workbook(records, target)
         manifest_path = target.with_name(target.name + ".manifest.json")
+        protocol_path = target.with_name(target.name + ".protocol.toml")
     else:
         handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
         try:
             count = (redcap_export.write_records(records, handle) if fmt == "redcap"
-                     else _write_csv(records, handle))
+                     else _write_csv(records, handle, columns))
         finally:
             if handle is not sys.stdout:
                 handle.close()
         manifest_path = target.with_name(target.name + ".manifest.json")
+        protocol_path = target.with_name(target.name + ".protocol.toml")
     if manifest is not None:
         manifest["format"] = fmt
+        if protocol_text is not None:
+            protocol_path.write_text(protocol_text, encoding="utf-8")
+            manifest["protocol_for_analysis"] = protocol_path.name
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        click.echo(f"{out}: {len(records)} de-identified patient(s); manifest {manifest_path}", err=True)
+        k = manifest["k_anonymity"].get("after", manifest["k_anonymity"]["before"])["k"]
+        click.echo(f"{out}: {len(records)} de-identified patient(s) ({deidentify}; k-anonymity {k}); manifest "
+                   f"{manifest_path}" + (f"; analyse with --protocol {protocol_path}" if protocol_text else ""),
+                   err=True)
     elif out != "-":
         click.echo(f"{out}: {len(records)} patient(s) ({count} {'bundles' if fmt == 'fhir' else 'rows'}).", err=True)
+
+
+@cli.group("key")
+def key_group() -> None:
+    """Keys of de-identified exports (`oncosurg export --deidentify limited --key-file K`)."""
+
+
+@key_group.command("new")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Key file to create (never "
+              "overwritten; readable by its owner only).")
+def key_new_cmd(out: str) -> None:
+    """Create a key file: 32 random bytes from the operating system, hex-encoded.
+
+    The same key gives the same pseudonyms and date shifts in every export, so exports made with it
+    can be linked; keep the key apart from the exports, and make a new one for unlinkable releases.
+    """
+    from oncosurg.deidentify.keys import write_new_key
+
+    try:
+        write_new_key(out)
+    except FileExistsError:
+        raise UserError(f"{out}: exists; a key is never overwritten (choose another --out)") from None
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the key file ({exc.strerror})") from None
+    click.echo(f"{out}: new key (32 random bytes); keep it apart from the exports.", err=True)
 
 
 @cli.group("redcap")

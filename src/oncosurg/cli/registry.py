@@ -241,15 +241,21 @@ def _s(value: object) -> str | None:
                    "--format long.")
 @click.option("--centre", default=None, metavar="NAME", help="Only this centre.")
 @format_option("Output", long=True)
-@click.option("--deidentify", is_flag=True,
-              help="Keyed pseudonyms, one date shift per patient, age capped at 90; a manifest of what was "
-                   "removed is written beside the output.")
+@click.option("--deidentify", "deidentify", type=click.Choice(("limited", "safe-harbor")), is_flag=False,
+              flag_value="limited", default=None,
+              help="De-identify (alone: limited). limited: keyed pseudonyms, dates shifted by a keyed per-patient "
+                   "offset (needs --key-file); safe-harbor: HIPAA Safe Harbor CSV, no date but the year. Only the "
+                   "protocol's cohort, in a keyed or random order; a manifest is written beside the output.")
 @click.option("--key-file", "key_file", type=click.Path(dir_okay=False), default=None, metavar="K",
-              help="Secret key for --deidentify (at least 16 bytes; keep it apart from the export).")
+              help="Key for --deidentify limited, made by `oncosurg key new` (keep it apart from the export).")
+@click.option("--k-anonymity", "k_anonymity", type=click.IntRange(min=2), default=None, metavar="K",
+              help="With --deidentify: suppress quasi-identifiers, then rows, until every group of rows sharing "
+                   "sex, age band, primary site and side, centre and year has K rows or more (e.g. 5).")
 @click.option("--protocol", "protocol", default=DEFAULT_PROTOCOL, show_default=True, metavar="ID_OR_PATH",
-              help="With --deidentify: the study protocol whose accrual window the date shifts respect.")
-def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", deidentify: bool = False,
-               key_file: str | None = None, protocol: str = DEFAULT_PROTOCOL) -> None:
+              help="With --deidentify: the study protocol whose cohort (accrual window, on the true dates) is "
+                   "released.")
+def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", deidentify: str | None = None,
+               key_file: str | None = None, k_anonymity: int | None = None, protocol: str = DEFAULT_PROTOCOL) -> None:
     """Write the registry as a registry CSV (the import format; columns in registry order).
 
     The registry CSV holds one row per patient: the rescue line, the operation that follows it, the
@@ -259,19 +265,20 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
 
     --format redcap writes REDCap's flat record CSV (its import and export format), fhir one FHIR R4
     transaction Bundle per patient into the --out directory, xlsx an Excel workbook with a
-    data-dictionary sheet and cell validation lists. --deidentify (with --key-file) replaces ids by
-    keyed pseudonyms, shifts each patient's dates by one keyed offset (intervals and the protocol's
-    cohort unchanged) and caps ages at 90; the manifest says what was removed.
+    data-dictionary sheet and cell validation lists. --deidentify releases the protocol's cohort:
+    limited (with --key-file) replaces ids by keyed pseudonyms and moves each patient's dates back by
+    one keyed offset (intervals kept; analyse with the .protocol.toml written beside it); safe-harbor
+    keeps no date but the year of time zero. The manifest says what was removed and the k-anonymity.
     """
     from oncosurg.store.repository import iter_records, patients_beyond_flat
 
     engine = open_registry(db)
-    if fmt == "long" and not (deidentify or key_file):
+    if fmt == "long" and not (deidentify or key_file or k_anonymity):
         _export_long(engine, out, centre)
         return
-    if fmt != "csv" or deidentify or key_file:
+    if fmt != "csv" or deidentify or key_file or k_anonymity:
         export_interop(engine, out=out, fmt=fmt, centre=centre, deidentify=deidentify, key_file=key_file,
-                       protocol=protocol)
+                       protocol=protocol, k_anonymity=k_anonymity)
         return
     handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:
