@@ -106,7 +106,7 @@ def _write_csv(records: Iterable[Mapping[str, Any]], handle: Any, columns: tuple
     return count
 
 
-def _deidentified(records: list[dict[str, Any]], *, mode: str, fmt: str, key_file: str | None, protocol: str,
+def _deidentified(records: list[Any], *, mode: str, fmt: str, key_file: str | None, protocol: str,
                   k: int | None) -> tuple[Any, str | None]:
     """The release of ``records`` and the text of the protocol to analyse it with (``None`` if unchanged)."""
     from oncosurg.deidentify import release
@@ -128,6 +128,10 @@ def _deidentified(records: list[dict[str, Any]], *, mode: str, fmt: str, key_fil
         key = load_key(str(key_file))
     except KeyFileError as exc:
         raise UserError(str(exc)) from None
+    if fmt == "long":
+        from oncosurg.deidentify.long import limited_long
+
+        return limited_long(records, key, window=window, k=k), protocol_text
     return release.limited(records, key, window=window, k=k), protocol_text
 
 
@@ -151,14 +155,17 @@ def export_interop(
         raise UserError("--key-file is only used with --deidentify")
     if k_anonymity is not None and not deidentify:
         raise UserError("--k-anonymity is only used with --deidentify")
-    if deidentify and fmt == "long":
-        raise UserError("--deidentify writes the registry CSV, REDCap, FHIR or Excel formats; the long registry "
-                        "carries free text and every episode date and is not de-identified yet: choose another "
-                        "--format")
     from oncosurg.store.repository import iter_records
 
+    records: list[Any]
     with engine.connect() as conn:
-        records: list[dict[str, Any]] = list(iter_records(conn, centre=centre))
+        if fmt == "long":
+            from oncosurg.store import tables as t
+            from oncosurg.store.episodes import iter_records as iter_patients
+
+            records = [r for _, r in iter_patients(conn, t.EPISODES, t.centre, centre_name=centre)]
+        else:
+            records = list(iter_records(conn, centre=centre))
     manifest: dict[str, Any] | None = None
     protocol_text: str | None = None
     columns = COLUMNS
@@ -167,7 +174,17 @@ def export_interop(
                                                 protocol=protocol, k=k_anonymity)
         records, manifest, columns = released.records, released.manifest, released.columns
     target = Path(out)
-    if fmt == "fhir":
+    if fmt == "long":
+        from oncosurg.export.long import write_long
+
+        try:
+            written = write_long(records, target)
+        except FileExistsError as exc:
+            raise UserError(f"{exc}; choose another --out") from None
+        count = written.patients
+        manifest_path = target.with_name(target.name + ".manifest.json")
+        protocol_path = target.with_name(target.name + ".protocol.toml")
+    elif fmt == "fhir":
         from oncosurg.export.fhir import write_bundles
 
         if target.exists() and not target.is_dir():

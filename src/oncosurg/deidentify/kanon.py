@@ -47,10 +47,10 @@ def measure(qis: Sequence[Mapping[str, Any]], target: int = 5) -> dict[str, Any]
             f"rows_in_groups_below_{target}": sum(n for n in groups.values() if n < target)}
 
 
-Row = dict[str, Any]
+Row = Any  # a released row: a flat record or a long-registry PatientRecord
 
 
-def enforce(rows: list[Row], qi_of: Callable[[Row], Row], k: int,
+def enforce(rows: list[Row], qi_of: Callable[[Row], dict[str, Any]], k: int,
             suppressible: Mapping[str, Callable[[Row], None]]) -> tuple[list[Row], dict[str, Any]]:
     """Datafly: suppress whole quasi-identifiers, then rows, until every group has ``k`` rows or more.
 

@@ -63,10 +63,11 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """De-identified rows (in release order), their columns and the manifest (no secret, no original value)."""
+    """De-identified rows in release order (flat records, or :class:`~oncosurg.pathway.flat.PatientRecord`\\ s of
+    the long registry), their columns (the long registry's files) and the manifest (no secret, no original value)."""
 
     mode: str
-    records: list[dict[str, Any]]
+    records: list[Any]
     columns: tuple[str, ...]
     manifest: dict[str, Any] = field(hash=False)
 
