@@ -84,8 +84,15 @@ def test_every_seed_endpoint_is_identical(reference_csv: Path, tmp_path: Path) -
     out = export(imported(reference_csv, tmp_path), tmp_path)
     protocol = out.with_name(out.name + ".protocol.toml")
     assert manifest_of(out)["protocol_for_analysis"] == protocol.name
-    assert analyze("--csv", str(out), protocol=str(protocol))["endpoints"] == analyze("--csv", str(reference_csv))[
-        "endpoints"]
+    original = analyze("--csv", str(reference_csv))["endpoints"]
+    assert analyze("--csv", str(out), protocol=str(protocol))["endpoints"] == original
+    # `analyze --csv` finds the manifest beside the release and does not apply the window to shifted dates
+    auto = analyze("--csv", str(out))
+    assert auto["endpoints"] == original
+    assert auto["provenance"]["deidentified_release"]["accrual"].startswith("applied to the true dates")
+    renamed = tmp_path / "copied-without-manifest.csv"
+    renamed.write_bytes(out.read_bytes())
+    assert "deidentified_release" not in analyze("--csv", str(renamed))["provenance"]
 
 
 def test_the_long_release_keeps_every_seed_endpoint(reference_csv: Path, tmp_path: Path) -> None:
@@ -109,7 +116,7 @@ def test_only_the_cohort_is_released_and_its_endpoints_are_identical(tmp_path: P
     assert outside > 0  # some patients start outside the accrual window: they are not released
     assert manifest_of(out)["cohort"]["outside_window_not_released"] == outside
     assert manifest_of(out)["records"] == 400 - outside == len(read_registry_csv(out).records)
-    assert after["endpoints"] == before["endpoints"]
+    assert after["endpoints"] == before["endpoints"] == analyze("--csv", str(out))["endpoints"]
 
 
 def test_manifest_says_what_was_removed_and_nothing_secret(reference_csv: Path, tmp_path: Path) -> None:

@@ -21,17 +21,23 @@ row order — never the registry's order — and measure k-anonymity (:mod:`onco
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import json
 import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from oncosurg.deidentify import kanon
 from oncosurg.schema import COLUMNS, FIELDS, Kind
+
+if TYPE_CHECKING:
+    from oncosurg.protocol.model import Protocol
 
 MODES = ("limited", "safe-harbor")
 DATE_COLUMNS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.kind is Kind.DATE)
@@ -231,3 +237,28 @@ def safe_harbor(records: Iterable[Mapping[str, Any]], *, window: Window | None =
     rows = _apply_k("safe-harbor", rows, k, manifest)
     manifest["records"] = len(rows)
     return Release("safe-harbor", rows, SAFE_HARBOR_COLUMNS, manifest)
+
+
+def release_cohort(path: str | Path) -> dict[str, Any] | None:
+    """The cohort of the ``limited`` release at ``path`` (its accrual window, applied on the true dates)
+    from the manifest written beside it, or ``None`` when ``path`` is not such a release."""
+    manifest = Path(f"{path}.manifest.json")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cohort = data.get("cohort") if isinstance(data, dict) and data.get("mode") == "limited" else None
+    if not isinstance(cohort, dict) or not {"column", "start", "end"} <= cohort.keys():
+        return None
+    return {"manifest": manifest.name, "column": cohort["column"], "start": cohort["start"], "end": cohort["end"]}
+
+
+def without_applied_window(protocol: Protocol, cohort: dict[str, Any]) -> Protocol:
+    """``protocol`` without its accrual window when the release's cohort was selected with that same window
+    (on the true dates; its shifted dates must not be filtered again); else ``protocol`` unchanged."""
+    if protocol.accrual_start is None and protocol.accrual_end is None:
+        return protocol
+    window = Window(protocol.accrual_column, protocol.accrual_start, protocol.accrual_end).describe()
+    if {k: cohort[k] for k in ("column", "start", "end")} != window:
+        return protocol
+    return dataclasses.replace(protocol, accrual_start=None, accrual_end=None)
