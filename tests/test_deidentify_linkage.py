@@ -204,3 +204,14 @@ def test_safe_harbor_exports_cannot_be_linked_to_each_other_or_by_order(holder: 
     matched = sum(int(r["days_to_last_contact"]) == f for r, f in zip(first, follow, strict=True))
     assert matched <= 0.1 * len(cohort)
     assert sorted(int(r["days_to_last_contact"]) for r in first) == sorted(follow)
+
+
+def test_the_public_window_and_the_shift_range_leave_the_true_start_wide(holder: dict[str, Any]) -> None:
+    """The attacker intersects the accrual window (public) with [shifted + 1, shifted + MAX_SHIFT_DAYS]."""
+    start, end = dt.date(2004, 2, 1).toordinal(), dt.date(2006, 4, 30).toordinal()
+    widths = []
+    for row in holder["seed"]:
+        shifted = dt.date.fromisoformat(row["cetuximab_start"]).toordinal()
+        widths.append(min(end, shifted + MAX_SHIFT_DAYS) - max(start, shifted + 1) + 1)
+    assert min(widths) >= 1 and statistics.median(widths) == end - start + 1
+    assert sum(w < 200 for w in widths) <= 0.05 * len(widths)
