@@ -193,6 +193,22 @@ def test_k_anonymity_is_measured_and_enforced(reference_csv: Path, tmp_path: Pat
         assert manifest_of(plain)["k_anonymity"]["before"]["k"] == 1
         after = manifest_of(enforced)["k_anonymity"]
         assert after["after"]["k"] >= 5 and after["after"]["rows"] == 151 - after["rows_dropped"]
+        ages = {r["age_at_cetuximab"] for r in read_rows(enforced)}  # no finer than the band that was measured
+        assert all(a == "" or re.fullmatch(r"\d0-\d9|90\+" if mode == "safe-harbor" else r"18|[2-9]0", a) for a in ages)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_k_anonymity_of_the_long_release(reference_csv: Path, tmp_path: Path) -> None:
+    out = export(imported(reference_csv, tmp_path), tmp_path, "--format", "long", "--k-anonymity", "5", name="long")
+    measured = manifest_of(out)["k_anonymity"]
+    assert measured["after"]["k"] >= 5 and measured["after"]["rows"] == 151 - measured["rows_dropped"]
+    patients = read_rows(out / "patients.csv")
+    assert len(patients) == measured["after"]["rows"]
+    assert {p["age_at_rescue"] for p in patients} <= {"", "18", "20", "30", "40", "50", "60", "70", "80", "90"}
 
 
 def test_kanon_enforce_drops_rows_only_after_suppressing_columns() -> None:

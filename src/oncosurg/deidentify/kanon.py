@@ -5,7 +5,9 @@ side, centre and the year of time zero (the accrual date as released).  ``k`` is
 smallest group of rows sharing all six values.  :func:`enforce` follows Sweeney's Datafly algorithm
 (Int J Uncertain Fuzz 2002;10:571-88): while more than ``k`` rows sit in groups smaller than ``k``,
 suppress (blank for every row) the quasi-identifier with the most distinct values; then drop the rows
-still in groups smaller than ``k``.
+still in groups smaller than ``k``.  Before that, the release's ages are generalised to the band the
+measure uses (:func:`band_floor` for columns that must stay numeric), so that ``k`` holds for what is
+released.
 """
 
 from __future__ import annotations
@@ -20,14 +22,25 @@ SUPPRESSED = "*"
 
 
 def age_band(age: Any) -> str | None:
-    """``"60-69"``; ``"90+"`` from 90 years on; ``None`` without an age."""
+    """``"60-69"``; ``"90+"`` from 90 years on; ``None`` without an age (a band is returned unchanged)."""
     if age is None or age == "":
         return None
+    if isinstance(age, str) and "-" in age:
+        return age
     years = int(float(str(age).rstrip("+")))
     if years >= 90:
         return "90+"
     low = years // 10 * 10
     return f"{low}-{low + 9}"
+
+
+def band_floor(age: Any) -> int | None:
+    """The age as the first year of its 10-year band (60 for 60-69; 18 for 18-19, the registry's minimum;
+    90 for 90 and above): a numeric column generalised to :func:`age_band`."""
+    band = age_band(age)
+    if band is None:
+        return None
+    return max(18, int(band.split("-")[0].rstrip("+")))
 
 
 def quasi_identifiers(row: Mapping[str, Any], accrual_column: str) -> dict[str, Any]:

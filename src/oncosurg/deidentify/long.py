@@ -99,7 +99,13 @@ def limited_long(records: Iterable[PatientRecord], key: bytes, *, window: Window
         return kanon.quasi_identifiers(to_flat(record), TIME_ZERO)
 
     manifest["k_anonymity"] = {"before": kanon.measure([qi_of(r) for r in released])}
-    if k is not None:
+    if k is None:
+        manifest["k_anonymity"]["note"] = "ages are released in whole years, finer than the 10-year band measured"
+    else:
+        for record in released:
+            record.patient["age_at_rescue"] = kanon.band_floor(record.patient.get("age_at_rescue"))
+        manifest["k_anonymity"]["age_generalised"] = (
+            "first year of the 10-year band (60 = 60-69; 18 = 18-19; 90 = 90 and above)")
         suppressible = {"age_band": _blank_patient("age_at_rescue"), "primary_side": _blank_patient("primary_side"),
                         "sex": _blank_patient("sex"), "primary_site": _blank_patient("primary_site"),
                         "centre": _pool_centre}

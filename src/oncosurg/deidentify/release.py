@@ -130,7 +130,15 @@ def _apply_k(mode: str, rows: list[dict[str, Any]], k: int | None, manifest: dic
         return kanon.quasi_identifiers(row, TIME_ZERO)
 
     manifest["k_anonymity"] = {"before": kanon.measure([qi_of(r) for r in rows])}
-    if k is not None:
+    if k is None:
+        manifest["k_anonymity"]["note"] = "ages are released in whole years, finer than the 10-year band measured"
+    else:
+        for row in rows:
+            age = row["age_at_cetuximab"]
+            row["age_at_cetuximab"] = kanon.age_band(age) if mode == "safe-harbor" else kanon.band_floor(age)
+        manifest["k_anonymity"]["age_generalised"] = (
+            "10-year band ('60-69', '90+')" if mode == "safe-harbor" else
+            "first year of the 10-year band (60 = 60-69; 18 = 18-19; 90 = 90 and above)")
         suppressible = {"age_band": _blank("age_at_cetuximab"), "primary_side": _blank("primary_side"),
                         "sex": _blank("sex"), "primary_site": _blank("primary_site"), "centre": _pool_centre}
         if mode == "safe-harbor":
