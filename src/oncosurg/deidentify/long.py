@@ -11,7 +11,7 @@ Rows are ordered by centre pseudonym and pseudonym (the long format's order), a 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from oncosurg.deidentify import kanon
@@ -21,11 +21,11 @@ from oncosurg.deidentify.release import (
     TIME_ZERO,
     Release,
     Window,
-    _common_manifest,
-    _whole_years,
+    base_manifest,
     centre_pseudonym,
     date_shift,
     pseudonym,
+    whole_years,
 )
 from oncosurg.pathway.flat import PatientRecord, to_flat
 from oncosurg.pathway.model import TABLE_BY_NAME, TABLES, Table
@@ -50,12 +50,12 @@ def _release_record(record: PatientRecord, key: bytes) -> PatientRecord:
 
     patient = move(Table.PATIENT, record.patient)
     patient["patient_id"] = pseudonym(key, record.centre, record.patient_id)
-    patient["age_at_rescue"] = _whole_years(patient.get("age_at_rescue"))
+    patient["age_at_rescue"] = whole_years(patient.get("age_at_rescue"))
     episodes = {table: [move(table, row) for row in rows] for table, rows in record.episodes.items()}
     return PatientRecord(centre_pseudonym(key, record.centre), patient, episodes)
 
 
-def _blank_patient(column: str):  # type: ignore[no-untyped-def]
+def _blank_patient(column: str) -> Callable[[PatientRecord], None]:
     def blank(record: PatientRecord) -> None:
         record.patient[column] = None
     return blank
@@ -79,7 +79,7 @@ def limited_long(records: Iterable[PatientRecord], key: bytes, *, window: Window
         new = _release_record(record, key)
         capped += new.patient.get("age_at_rescue") == AGE_CAP
         released.append(new)
-    manifest = _common_manifest("limited", window, total, outside)
+    manifest = base_manifest("limited", window, total, outside)
     manifest["method"] = "keyed HMAC-SHA256 pseudonyms and one keyed date shift per patient, every episode table"
     dated = [f"{spec.file}:{f.name}" for spec in TABLES for f in spec.fields if f.kind is Kind.DATE]
     manifest["columns"] = [

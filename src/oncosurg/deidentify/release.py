@@ -28,7 +28,7 @@ import hmac
 import json
 import math
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,7 +101,8 @@ def date_shift(key: bytes, centre: str, patient_id: str) -> int:
     return -(1 + draw % MAX_SHIFT_DAYS)
 
 
-def _whole_years(value: Any) -> int | None:
+def whole_years(value: Any) -> int | None:
+    """Whole years, :data:`AGE_CAP` and above as :data:`AGE_CAP`."""
     return None if value is None else min(math.floor(float(value)), AGE_CAP)
 
 
@@ -115,7 +116,7 @@ def _cohort(records: Iterable[Mapping[str, Any]], window: Window | None) -> tupl
     return kept, outside
 
 
-def _blank(column: str):  # type: ignore[no-untyped-def]
+def _blank(column: str) -> Callable[[dict[str, Any]], None]:
     def blank(row: dict[str, Any]) -> None:
         row[column] = None
     return blank
@@ -149,7 +150,8 @@ def _apply_k(mode: str, rows: list[dict[str, Any]], k: int | None, manifest: dic
     return rows
 
 
-def _common_manifest(mode: str, window: Window | None, total: int, outside: int) -> dict[str, Any]:
+def base_manifest(mode: str, window: Window | None, total: int, outside: int) -> dict[str, Any]:
+    """The manifest entries both modes (and the long release) share."""
     return {
         "mode": mode,
         "standard": ("HIPAA limited data set (45 CFR 164.514(e)): dates kept, shifted; use under a data use "
@@ -183,11 +185,11 @@ def limited(records: Iterable[Mapping[str, Any]], key: bytes, *, window: Window 
         for column in DATE_COLUMNS:
             if new[column] is not None:
                 new[column] = new[column] + shift
-        new["age_at_cetuximab"] = _whole_years(record.get("age_at_cetuximab"))
+        new["age_at_cetuximab"] = whole_years(record.get("age_at_cetuximab"))
         capped += new["age_at_cetuximab"] == AGE_CAP
         rows.append((_mac(key, "order", centre, patient_id), new))
     released = [row for _, row in sorted(rows, key=lambda pair: pair[0])]
-    manifest = _common_manifest("limited", window, len(source), outside)
+    manifest = base_manifest("limited", window, len(source), outside)
     manifest["method"] = "keyed HMAC-SHA256 pseudonyms and one keyed date shift per patient"
     manifest["columns"] = [
         {"column": "patient_id", "action": "replaced",
@@ -229,12 +231,12 @@ def safe_harbor(records: Iterable[Mapping[str, Any]], *, window: Window | None =
                 new[column] = value
         new["patient_id"] = f"SH-{code}"
         new["centre"] = centre_code[str(record.get("centre") or "")]
-        years = _whole_years(record.get("age_at_cetuximab"))
+        years = whole_years(record.get("age_at_cetuximab"))
         new["age_at_cetuximab"] = "90+" if years == AGE_CAP else years
         pooled += years == AGE_CAP
         rows.append(new)
     rows.sort(key=lambda row: row["patient_id"])
-    manifest = _common_manifest("safe-harbor", window, len(source), outside)
+    manifest = base_manifest("safe-harbor", window, len(source), outside)
     manifest["method"] = "random codes; dates as the year of time zero and days from time zero"
     manifest["columns"] = [
         {"column": "patient_id", "action": "replaced", "detail": "random 'SH-' code, new in every export, "
