@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from interop_helpers import registries, typed_records
 from oncosurg.cli import cli
 from oncosurg.deidentify import kanon
-from oncosurg.deidentify.keys import KeyFileError, key_text, load_key, new_key
+from oncosurg.deidentify.keys import KeyFileError, key_text, load_key, new_key, parse_key
 from oncosurg.deidentify.release import DATE_COLUMNS, MAX_SHIFT_DAYS, Window, limited, pseudonym, safe_harbor
 from oncosurg.ingest.csv import read_registry_csv
 from registry_factory import random_registry, write_registry
@@ -229,8 +229,10 @@ def test_key_new_makes_a_private_random_key(tmp_path: Path) -> None:
     again = runner.invoke(cli, ["key", "new", "--out", str(path)])
     assert again.exit_code == 2 and "never overwritten" in again.output and path.read_bytes() == first
     other = tmp_path / "k2"
-    assert runner.invoke(cli, ["key", "new", "--out", str(other)]).exit_code == 0
+    assert runner.invoke(cli, ["key", "new", str(other)]).exit_code == 0
     assert load_key(other) != load_key(path)
+    printed = runner.invoke(cli, ["key", "new"])
+    assert printed.exit_code == 0 and len(parse_key(printed.output)) == 32
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,12 @@ def _release_protocol(protocol: str) -> tuple[Any, str | None]:
     header = (f"# {proto.id} for a de-identified release written by `oncosurg export --deidentify`: the release\n"
               f"# holds the patients whose true {proto.accrual_column} lies in {proto.accrual_start or '…'} to "
               f"{proto.accrual_end or '…'}; its dates are shifted, so the window is not applied again.\n")
-    return Window(proto.accrual_column, proto.accrual_start, proto.accrual_end), header + "\n".join(lines) + "\n"
+    text = header + "\n".join(lines) + "\n"
+    window = Window(proto.accrual_column, proto.accrual_start, proto.accrual_end)
+    cohort = tomllib.loads(text).get("cohort", {})
+    if "accrual_start" in cohort or "accrual_end" in cohort:  # written in a form this edit does not read
+        return window, None
+    return window, text
 
 
 def _write_csv(records: Iterable[Mapping[str, Any]], handle: Any, columns: tuple[str, ...] = COLUMNS) -> int:
@@ -230,23 +236,31 @@ def key_group() -> None:
 
 
 @key_group.command("new")
-@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Key file to create (never "
-              "overwritten; readable by its owner only).")
-def key_new_cmd(out: str) -> None:
-    """Create a key file: 32 random bytes from the operating system, hex-encoded.
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Key file to create (never overwritten; readable by its owner only). Without it (or PATH) the "
+                   "key is printed on standard output.")
+def key_new_cmd(path: str | None, out: str | None) -> None:
+    """Create a key: 32 random bytes from the operating system, hex-encoded, in PATH (or --out).
 
     The same key gives the same pseudonyms and date shifts in every export, so exports made with it
     can be linked; keep the key apart from the exports, and make a new one for unlinkable releases.
     """
-    from oncosurg.deidentify.keys import write_new_key
+    from oncosurg.deidentify.keys import key_text, new_key, write_new_key
 
+    if path and out and path != out:
+        raise UserError("give the key file either as PATH or as --out, not both")
+    target = out or path
+    if target is None:
+        click.echo(key_text(new_key()), nl=False)
+        return
     try:
-        write_new_key(out)
+        write_new_key(target)
     except FileExistsError:
-        raise UserError(f"{out}: exists; a key is never overwritten (choose another --out)") from None
+        raise UserError(f"{target}: exists; a key is never overwritten (choose another --out)") from None
     except OSError as exc:
-        raise UserError(f"{out}: cannot create the key file ({exc.strerror})") from None
-    click.echo(f"{out}: new key (32 random bytes); keep it apart from the exports.", err=True)
+        raise UserError(f"{target}: cannot create the key file ({exc.strerror})") from None
+    click.echo(f"{target}: new key (32 random bytes); keep it apart from the exports.", err=True)
 
 
 @cli.group("redcap")
