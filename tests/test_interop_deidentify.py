@@ -236,8 +236,10 @@ def test_key_new_makes_a_private_random_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("0123456789abcdef0123456789abcdef", "not an oncosurg key"),  # yesterday's accepted 32-character key
+    ("0123456789abcdef0123456789abcdef", "16 bytes"),  # yesterday's accepted 32-character key
+    ("0123456789abcdef" * 4, "distinct byte values"),
     ("oncosurgpassword", "not an oncosurg key"),
+    ("correct horse battery staple oncosurg", "not an oncosurg key"),
     ("oncosurg-key-v1:" + b"oncosurgpasswordoncosurgpassword".hex(), "printable text"),
     ("oncosurg-key-v1:" + bytes(range(200, 216)).hex(), "16 bytes"),
     ("oncosurg-key-v1:" + (b"\x01\x9f" * 16).hex(), "distinct byte values"),
@@ -257,7 +259,7 @@ def test_export_option_problems_write_nothing(reference_csv: Path, tmp_path: Pat
     good = str(key_file(tmp_path))
     out = str(tmp_path / "x.csv")
     cases = [(["--deidentify", "--out", out], "oncosurg key new"),
-             (["--deidentify", "--key-file", str(weak), "--out", out], "not an oncosurg key"),
+             (["--deidentify", "--key-file", str(weak), "--out", out], "at least 32 random bytes"),
              (["--deidentify", "--key-file", str(tmp_path / "missing"), "--out", out], "cannot read"),
              (["--deidentify", "--key-file", good], "needs --out"),
              (["--key-file", good, "--out", out], "only used with --deidentify"),
@@ -290,6 +292,15 @@ def test_shift_keeps_intervals_and_the_past_and_depends_on_the_patient_only(rows
         name = pseudonym(key, before["centre"] or "", before["patient_id"])
         assert (released[name]["cetuximab_start"] - before["cetuximab_start"]
                 == again[name]["cetuximab_start"] - after["cetuximab_start"])
+
+
+def test_a_random_hex_or_binary_key_is_read(tmp_path: Path) -> None:
+    (tmp_path / "hex").write_text(KEY.hex() + "\n", encoding="ascii")  # secrets.token_hex(32)
+    (tmp_path / "raw").write_bytes(KEY)
+    assert load_key(tmp_path / "hex") == load_key(tmp_path / "raw") == KEY
+    (tmp_path / "weak").write_bytes(b"\xff" * 40)
+    with pytest.raises(KeyFileError, match="distinct byte values"):
+        load_key(tmp_path / "weak")
 
 
 def test_new_keys_pass_the_checks() -> None:

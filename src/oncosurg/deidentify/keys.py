@@ -1,9 +1,9 @@
 """De-identification keys: made by ``oncosurg key new``, checked before every keyed release.
 
 A key file holds one line ``oncosurg-key-v1:<hex>`` with at least :data:`MIN_KEY_BYTES` (32) random
-bytes from the operating system's generator (:func:`secrets.token_bytes`).  Anything else is refused:
-a passphrase, a short key, a hex-encoded text (every byte printable) or a key with too few distinct
-bytes.  The checks cannot prove randomness (a key derived from a guessable word by a hash passes);
+bytes from the operating system's generator (:func:`secrets.token_bytes`); bare hex and raw bytes are
+read too.  Refused: a passphrase, a short key, a hex-encoded text (every byte printable) or a key with
+too few distinct bytes.  The checks cannot prove randomness (a key derived from a guessable word by a hash passes);
 what protects the key is that nothing released can test a guess cheaply: no fingerprint of the key is
 written, and pseudonyms are HMAC-SHA256 of the key (docs/interop.md).
 """
@@ -57,15 +57,21 @@ def write_new_key(path: str | Path, nbytes: int = MIN_KEY_BYTES) -> None:
 
 
 def parse_key(text: str, source: str = "the key") -> bytes:
-    """The key bytes of a key file's text, checked (raises :class:`KeyFileError` naming the fix)."""
+    """The key bytes of a key file's text, checked (raises :class:`KeyFileError` naming the fix).
+
+    Besides ``oncosurg-key-v1:<hex>`` a bare hex string is read (``secrets.token_hex(32)``, which the
+    documentation suggested before ``oncosurg key new``): it is held to the same checks.
+    """
     fix = "make one with `oncosurg key new --out K` and keep it apart from the exports"
     body = text.strip()
-    if not body.startswith(PREFIX):
-        raise KeyFileError(f"{source}: not an oncosurg key (expected one line '{PREFIX}<hex digits>'); {fix}")
+    digits = body[len(PREFIX):] if body.startswith(PREFIX) else body
     try:
-        key = bytes.fromhex(body[len(PREFIX):])
+        key = bytes.fromhex(digits)
     except ValueError:
-        raise KeyFileError(f"{source}: the key is not hexadecimal after '{PREFIX}'; {fix}") from None
+        if body.startswith(PREFIX):
+            raise KeyFileError(f"{source}: the key is not hexadecimal after '{PREFIX}'; {fix}") from None
+        raise KeyFileError(f"{source}: not an oncosurg key (a passphrase or other text; expected one line "
+                           f"'{PREFIX}<hex digits>'); {fix}") from None
     problem = weakness(key)
     if problem is not None:
         raise KeyFileError(f"{source}: {problem}; {fix}")
@@ -73,12 +79,16 @@ def parse_key(text: str, source: str = "the key") -> bytes:
 
 
 def load_key(path: str | Path) -> bytes:
-    """The checked key of the key file at ``path``."""
+    """The checked key of the key file at ``path`` (its text, or raw random bytes)."""
     try:
-        text = Path(path).read_text(encoding="ascii")
-    except UnicodeDecodeError:
-        raise KeyFileError(f"{path}: not an oncosurg key (binary content); make one with `oncosurg key new "
-                           "--out K`") from None
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:  # raw bytes (e.g. `head -c 32 /dev/urandom`): checked as they are
+        problem = weakness(raw)
+        if problem is not None:
+            raise KeyFileError(f"{path}: {problem}; make one with `oncosurg key new --out K`") from None
+        return raw
     return parse_key(text, str(path))
