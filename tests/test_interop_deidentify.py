@@ -102,8 +102,9 @@ def test_the_long_release_keeps_every_seed_endpoint(reference_csv: Path, tmp_pat
     with (out / "patients.csv").open(encoding="utf-8") as handle:
         assert {row["birth_year"] for row in csv.DictReader(handle)} == {""}
     db = f"sqlite:///{tmp_path / 'long.db'}"
-    assert CliRunner().invoke(cli, ["import", "--format", "long", str(out), "--db", db]).exit_code == 0
     protocol = str(out.with_name(out.name + ".protocol.toml"))
+    result = CliRunner().invoke(cli, ["import", "--format", "long", str(out) + "/", "--db", db])
+    assert result.exit_code == 0 and f"--protocol {protocol}," in result.output, result.output
     assert analyze("--db", db, protocol=protocol)["endpoints"] == analyze("--csv", str(reference_csv))["endpoints"]
 
 
@@ -142,6 +143,8 @@ def test_other_formats_are_deidentified_too(reference_csv: Path, tmp_path: Path,
     assert json.loads(manifest.read_text(encoding="utf-8"))["format"] == fmt
     result = CliRunner().invoke(cli, ["import", "--format", fmt, str(out), "--db", f"sqlite:///{tmp_path / 'b.db'}"])
     assert result.exit_code == 0, result.output
+    protocol = out / "release-protocol.toml" if fmt == "fhir" else out.with_name(out.name + ".protocol.toml")
+    assert f"analyse the registry with --protocol {protocol}" in result.output  # the importer is told
 
 
 def test_ages_are_whole_years_capped_at_90() -> None:

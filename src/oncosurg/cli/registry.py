@@ -181,6 +181,18 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
         report_issues(file, issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     _import_summary(file, parsed.sha256, result, max_errors=max_errors, as_json=as_json)
+    _release_note(file)
+
+
+def _release_note(path: str) -> None:
+    """A de-identified release holds its protocol's cohort with shifted dates: say how to analyse it."""
+    from oncosurg.deidentify.release import release_cohort
+
+    cohort = release_cohort(path)
+    if cohort is not None and cohort["protocol"]:
+        click.echo(f"note: {path} is a de-identified release of the patients whose true {cohort['column']} lies in "
+                   f"{cohort['start'] or '…'} to {cohort['end'] or '…'}; its dates are shifted, so analyse the "
+                   f"registry with --protocol {cohort['protocol']}, not with that window again.", err=True)
 
 
 def _import_long(path: str, db: str | None, centre: str | None, options: ImportOptions, *, max_errors: int,
@@ -209,6 +221,7 @@ def _import_long(path: str, db: str | None, centre: str | None, options: ImportO
         report_issues(path, result.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     _import_summary(path, registry.sha256, result, max_errors=max_errors, as_json=as_json)
+    _release_note(path)
 
 
 def _import_summary(file: str, sha256: str, result: ImportResult, *, max_errors: int, as_json: bool) -> None:

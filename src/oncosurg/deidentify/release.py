@@ -254,17 +254,22 @@ def safe_harbor(records: Iterable[Mapping[str, Any]], *, window: Window | None =
 
 
 def release_cohort(path: str | Path) -> dict[str, Any] | None:
-    """The cohort of the ``limited`` release at ``path`` (its accrual window, applied on the true dates)
-    from the manifest written beside it, or ``None`` when ``path`` is not such a release."""
-    manifest = Path(f"{path}.manifest.json")
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cohort = data.get("cohort") if isinstance(data, dict) and data.get("mode") == "limited" else None
-    if not isinstance(cohort, dict) or not {"column", "start", "end"} <= cohort.keys():
-        return None
-    return {"manifest": manifest.name, "column": cohort["column"], "start": cohort["start"], "end": cohort["end"]}
+    """The cohort of the ``limited`` release at ``path`` (its accrual window, applied on the true dates, and
+    the protocol file to analyse it with) from the manifest written beside it (inside a FHIR folder), or
+    ``None`` when ``path`` is not such a release."""
+    path = Path(path)
+    for manifest in (path.with_name(path.name + ".manifest.json"), path / "deidentification-manifest.json"):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        cohort = data.get("cohort") if isinstance(data, dict) and data.get("mode") == "limited" else None
+        if not isinstance(cohort, dict) or not {"column", "start", "end"} <= cohort.keys():
+            return None
+        protocol = data.get("protocol_for_analysis")
+        return {"manifest": manifest.name, "column": cohort["column"], "start": cohort["start"], "end": cohort["end"],
+                "protocol": str(manifest.with_name(protocol)) if isinstance(protocol, str) else None}
+    return None
 
 
 def without_applied_window(protocol: Protocol, cohort: dict[str, Any]) -> Protocol:
@@ -273,6 +278,6 @@ def without_applied_window(protocol: Protocol, cohort: dict[str, Any]) -> Protoc
     if protocol.accrual_start is None and protocol.accrual_end is None:
         return protocol
     window = Window(protocol.accrual_column, protocol.accrual_start, protocol.accrual_end).describe()
-    if {k: cohort[k] for k in ("column", "start", "end")} != window:
+    if {k: cohort.get(k) for k in ("column", "start", "end")} != window:
         return protocol
     return dataclasses.replace(protocol, accrual_start=None, accrual_end=None)
