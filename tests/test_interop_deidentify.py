@@ -306,5 +306,13 @@ def test_a_random_hex_or_binary_key_is_read(tmp_path: Path) -> None:
         load_key(tmp_path / "weak")
 
 
+def test_hostile_key_paths_are_refused_without_reading_them_whole(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(KEY * 1000)
+    for path, message in ((tmp_path / "big", "not a key file"), (Path("/dev/zero"), "not a key file"),
+                          (tmp_path, "cannot read")):
+        with pytest.raises(KeyFileError, match=message):
+            load_key(path)
+
+
 def test_new_keys_pass_the_checks() -> None:
     assert all(len(new_key()) == 32 for _ in range(200))

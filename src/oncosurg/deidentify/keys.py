@@ -16,6 +16,7 @@ from pathlib import Path
 
 PREFIX = "oncosurg-key-v1:"
 MIN_KEY_BYTES = 32
+MAX_KEY_FILE_BYTES = 4096
 _PRINTABLE = range(0x20, 0x7F)
 
 
@@ -81,9 +82,13 @@ def parse_key(text: str, source: str = "the key") -> bytes:
 def load_key(path: str | Path) -> bytes:
     """The checked key of the key file at ``path`` (its text, or raw random bytes)."""
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)  # never more: a wrong path may be /dev/zero or a large file
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"{path}: more than {MAX_KEY_FILE_BYTES} bytes, not a key file; make one with "
+                           "`oncosurg key new --out K`")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:  # raw bytes (e.g. `head -c 32 /dev/urandom`): checked as they are
