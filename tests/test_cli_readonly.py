@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from oncosurg.cli import cli
 from oncosurg.store.engine import alembic_config, open_store
 
-KEY = "0123456789abcdef0123456789abcdef"
+KEY = "oncosurg-key-v1:9c4be0f1d27a6e83f4b51c08a9d37e62b5f01c9e48a73d26e1f0b8c5a4d79e03\n"  # oncosurg key new
 
 #: Every command that only reads the registry, with the options it needs to get that far.
 READ_ONLY: dict[str, list[str]] = {

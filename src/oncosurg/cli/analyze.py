@@ -53,7 +53,13 @@ def _store_from_csv(path: str, *, max_errors: int = 50) -> tuple[sa.Engine, dict
         sys.exit(2)
     engine = open_store("sqlite://")
     import_records(engine, parsed.records, source=path, sha256=parsed.sha256, rows=parsed.rows)
-    return engine, {"source": path, "records": parsed.rows, "sha256": parsed.sha256}
+    provenance = {"source": path, "records": parsed.rows, "sha256": parsed.sha256}
+    from oncosurg.deidentify.release import release_cohort
+
+    cohort = release_cohort(path)
+    if cohort is not None:
+        provenance["deidentified_release"] = cohort
+    return engine, provenance
 
 
 def registry_source(db: str | None, csv_file: str | None) -> tuple[sa.Engine, dict[str, Any]]:
@@ -75,6 +81,14 @@ def _analyze(engine: sa.Engine, protocol: str, provenance: dict[str, Any]) -> di
     from oncosurg.protocol.model import ProtocolError
 
     proto = _load(protocol)
+    release = provenance.get("deidentified_release")
+    if release is not None:
+        from oncosurg.deidentify.release import without_applied_window
+
+        released = without_applied_window(proto, release)
+        if released is not proto:
+            release["accrual"] = "applied to the true dates before de-identification, not again to the shifted dates"
+        proto = released
     try:
         return run_protocol(engine, proto, provenance=provenance)
     except ProtocolError as exc:

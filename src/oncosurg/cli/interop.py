@@ -1,7 +1,7 @@
 """Interoperability: ``oncosurg redcap …`` and the non-CSV formats of ``import``/``export``.
 
 ``oncosurg import --format redcap|fhir|xlsx`` and ``oncosurg export --format redcap|fhir|xlsx``
-(with ``--deidentify --key-file K``) are options of the registry commands
+(with ``--deidentify [limited|safe-harbor]``) are options of the registry commands
 (:mod:`oncosurg.cli.registry`), which call :func:`read_interop` and :func:`export_interop` here.
 REDCap and Excel carry the episode model (the REDCap episode project, one sheet per table); a
 de-identified export and the FHIR bundles carry the flat projection.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oncosurg.cli import UserError, cli
-from oncosurg.export import record_texts
+from oncosurg.export import cell_text
 from oncosurg.export import redcap as redcap_export
 from oncosurg.ingest import _validate  # noqa: F401  (registers the F106-F108 rules for every command)
 from oncosurg.schema import COLUMNS
@@ -78,38 +79,98 @@ def read_interop(path: str, fmt: str, centre: str | None, **options: Any) -> Any
     raise UserError(f"unknown format {fmt!r}")  # pragma: no cover - click.Choice
 
 
-def _window(protocol: str, engine: sa.Engine, records: list[dict[str, Any]]) -> Any:
-    """The protocol's accrual window for the date shift; a format-2 window is on each patient's index date,
-    which the protocol engine computes from the episodes and which is put beside each record (not exported)."""
+def _release_protocol(protocol: str) -> tuple[Any, str | None]:
+    """The accrual window of ``protocol`` and the text of the same protocol without it (``None`` when it has none):
+    a release holds the cohort already, selected on the true dates."""
+    from oncosurg.deidentify.release import Window
+    from oncosurg.protocol.model import ProtocolError, load_protocol, resolve_protocol
+
+    try:
+        proto = load_protocol(protocol)
+        path = resolve_protocol(protocol)
+    except ProtocolError as exc:
+        raise UserError(str(exc)) from None
+    if proto.accrual_start is None and proto.accrual_end is None:
+        return None, None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    section = ""
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        elif section == "[cohort]" and stripped.split("=")[0].strip() in ("accrual_start", "accrual_end"):
+            lines[i] = "# (de-identified release: accrual applied before the date shift) # " + line
+    header = (f"# {proto.id} for a de-identified release written by `oncosurg export --deidentify`: the release\n"
+              f"# holds the patients whose true {proto.accrual_column} lies in {proto.accrual_start or '…'} to "
+              f"{proto.accrual_end or '…'}; its dates are shifted, so the window is not applied again.\n")
+    text = header + "\n".join(lines) + "\n"
+    window = Window(proto.accrual_column, proto.accrual_start, proto.accrual_end)
+    cohort = tomllib.loads(text).get("cohort", {})
+    if "accrual_start" in cohort or "accrual_end" in cohort:  # written in a form this edit does not read
+        return window, None
+    return window, text
+
+
+def _write_csv(records: Iterable[Mapping[str, Any]], handle: Any, columns: tuple[str, ...] = COLUMNS) -> int:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    for record in records:
+        writer.writerow([cell_text(record.get(c)) for c in columns])
+        count += 1
+    return count
+
+
+def _index_dates(protocol: str, engine: sa.Engine) -> dict[tuple[str, str], Any] | None:
+    """Each patient's index date under a format-2 protocol (the protocol engine computes it from the
+    episodes; the accrual window is on it), ``None`` when the window is on a registry date column."""
     import sqlalchemy as sa
 
-    from oncosurg.export.deidentify import Window
     from oncosurg.protocol.model import ProtocolError, load_protocol
 
     try:
         proto = load_protocol(protocol)
-        if proto.accrual_column == "index_date":
-            from oncosurg.protocol.engine import compile_protocol
+        if proto.accrual_column != "index_date":
+            return None
+        from oncosurg.protocol.engine import compile_protocol
 
-            c = compile_protocol(proto).view.subquery.c
-            with engine.connect() as conn:
-                index = {(r[0], r[1]): r[2] for r in conn.execute(sa.select(c.centre, c.patient_id, c.index_date))}
-            for record in records:
-                record["index_date"] = index.get((record.get("centre"), record.get("patient_id")))
+        c = compile_protocol(proto).view.subquery.c
     except ProtocolError as exc:
         raise UserError(str(exc)) from None
-    return Window(proto.accrual_column, proto.accrual_start, proto.accrual_end)
+    with engine.connect() as conn:
+        return {(r[0], r[1]): r[2] for r in conn.execute(sa.select(c.centre, c.patient_id, c.index_date))}
 
 
-def _write_csv(records: Iterable[Mapping[str, Any]], handle: Any) -> int:
-    writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    count = 0
-    for record in records:
-        texts = record_texts(record)
-        writer.writerow([texts[c] for c in COLUMNS])
-        count += 1
-    return count
+def _deidentified(records: list[Any], *, mode: str, fmt: str, key_file: str | None, protocol: str,
+                  k: int | None, index: dict[tuple[str, str], Any] | None = None) -> tuple[Any, str | None]:
+    """The release of ``records`` and the text of the protocol to analyse it with (``None`` if unchanged)."""
+    from oncosurg.deidentify import release
+    from oncosurg.deidentify.keys import KeyFileError, load_key
+
+    if mode == "safe-harbor":
+        if fmt != "csv":
+            raise UserError("--deidentify safe-harbor writes a CSV of years and day intervals (no date): use "
+                            "--format csv, or --deidentify limited for the other formats")
+        if key_file:
+            raise UserError("--deidentify safe-harbor uses random codes and no key: leave out --key-file")
+    elif not key_file:
+        raise UserError("--deidentify limited needs --key-file K (make one with `oncosurg key new --out K` and "
+                        "keep it apart from the exports)")
+    window, protocol_text = _release_protocol(protocol)
+    if index is not None and fmt != "long":  # a format-2 window: on each patient's index date (never exported)
+        for record in records:
+            record["index_date"] = index.get((record.get("centre"), record.get("patient_id")))
+    if mode == "safe-harbor":
+        return release.safe_harbor(records, window=window, k=k), None
+    try:
+        key = load_key(str(key_file))
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    if fmt == "long":
+        from oncosurg.deidentify.long import limited_long
+
+        return limited_long(records, key, window=window, k=k, index_dates=index), protocol_text
+    return release.limited(records, key, window=window, k=k), protocol_text
 
 
 def export_interop(
@@ -118,23 +179,23 @@ def export_interop(
     out: str,
     fmt: str,
     centre: str | None,
-    deidentify: bool,
+    deidentify: str | None,
     key_file: str | None,
     protocol: str,
+    k_anonymity: int | None = None,
     previous: str | None = None,
 ) -> None:
-    """``oncosurg export`` for the non-CSV formats and for de-identified exports (any format)."""
+    """``oncosurg export`` for the non-CSV formats and for de-identified exports (``deidentify``: a mode)."""
     if fmt in ("fhir", "xlsx") and out == "-":
         raise UserError(f"--format {fmt} needs --out ({'a directory' if fmt == 'fhir' else 'an .xlsx file'})")
     if previous is not None and fmt != "fhir":
         raise UserError("--previous is for --format fhir (the earlier export whose removed resources to delete)")
     if deidentify and out == "-":
         raise UserError("--deidentify needs --out: the manifest of what was removed is written beside the export")
-    if deidentify and not key_file:
-        raise UserError("--deidentify needs --key-file K (a file with at least 16 secret bytes, e.g. "
-                        "`python -c 'import secrets; print(secrets.token_hex(32))' > K`)")
     if key_file and not deidentify:
         raise UserError("--key-file is only used with --deidentify")
+    if k_anonymity is not None and not deidentify:
+        raise UserError("--k-anonymity is only used with --deidentify")
     if fmt == "fhir" and not deidentify:
         _export_fhir(engine, out=out, centre=centre, previous=previous)
         return
@@ -143,51 +204,81 @@ def export_interop(
         return
     from oncosurg.store.repository import iter_records
 
+    records: list[Any]
     with engine.connect() as conn:
-        records: list[dict[str, Any]] = list(iter_records(conn, centre=centre))
+        if fmt == "long":
+            from oncosurg.store import tables as t
+            from oncosurg.store.episodes import iter_records as iter_patients
+
+            records = [r for _, r in iter_patients(conn, t.EPISODES, t.centre, centre_name=centre)]
+        else:
+            records = list(iter_records(conn, centre=centre))
     manifest: dict[str, Any] | None = None
+    protocol_text: str | None = None
+    columns = COLUMNS
     if deidentify:
-        from oncosurg.export.deidentify import KeyFileError, load_key
-        from oncosurg.export.deidentify import deidentify as run_deidentify
+        released, protocol_text = _deidentified(records, mode=deidentify, fmt=fmt, key_file=key_file,
+                                                protocol=protocol, k=k_anonymity, index=_index_dates(protocol, engine))
+        records, manifest, columns = released.records, released.manifest, released.columns
+        if fmt != "long":
+            for record in records:
+                record.pop("index_date", None)  # the true date the window was applied to: never exported
+    target = Path(out)
+    if fmt == "long":
+        from oncosurg.export.long import write_long
 
         try:
-            key = load_key(str(key_file))
-            records, manifest = run_deidentify(records, key, window=_window(protocol, engine, records))
-            for record in records:
-                record.pop("index_date", None)  # the original date that anchored the shift: never exported
-        except KeyFileError as exc:
-            raise UserError(str(exc)) from None
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        manifest["format"] = fmt
-    target = Path(out)
-    if fmt == "fhir":  # de-identified: the flat projection of each patient, as its episodes
+            written = write_long(records, target)
+        except FileExistsError as exc:
+            raise UserError(f"{exc}; choose another --out") from None
+        count = written.patients
+        manifest_path = target.with_name(target.name + ".manifest.json")
+        protocol_path = target.with_name(target.name + ".protocol.toml")
+    elif fmt == "fhir":  # de-identified: the flat projection of each patient, as its episodes
         from oncosurg.pathway.flat import from_flat
 
         assert manifest is not None
+        manifest["format"] = fmt
         manifest["fhir_content"] = ("the flat projection of each patient (rescue line, operation, first event, "
                                     "last contact): the de-identification works on the flat registry columns")
+        extra = {}
+        if protocol_text is not None:
+            manifest["protocol_for_analysis"] = "release-protocol.toml"
+            extra["release-protocol.toml"] = protocol_text
+        extra[MANIFEST] = json.dumps(manifest, indent=2) + "\n"
         _export_fhir(engine, out=out, centre=centre, previous=previous, records=[from_flat(r) for r in records],
-                     extra_files={MANIFEST: json.dumps(manifest, indent=2) + "\n"})
-        click.echo(f"{out}: {len(records)} de-identified patient(s); manifest {target / MANIFEST}", err=True)
+                     extra_files=extra)
+        k = manifest["k_anonymity"].get("after", manifest["k_anonymity"]["before"])["k"]
+        click.echo(f"{out}: {len(records)} de-identified patient(s) ({deidentify}; k-anonymity {k}); manifest "
+                   f"{target / MANIFEST}" + ("; analyse with --protocol " + str(target / "release-protocol.toml")
+                                              if protocol_text else ""), err=True)
         return
-    if fmt == "xlsx":
+    elif fmt == "xlsx":
         from oncosurg.export.xlsx import write_workbook
 
         count = write_workbook(records, target)
         manifest_path = target.with_name(target.name + ".manifest.json")
+        protocol_path = target.with_name(target.name + ".protocol.toml")
     else:
         handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
         try:
             count = (redcap_export.write_records(records, handle) if fmt == "redcap"
-                     else _write_csv(records, handle))
+                     else _write_csv(records, handle, columns))
         finally:
             if handle is not sys.stdout:
                 handle.close()
         manifest_path = target.with_name(target.name + ".manifest.json")
+        protocol_path = target.with_name(target.name + ".protocol.toml")
     if manifest is not None:
+        manifest["format"] = fmt
+        if protocol_text is not None:
+            protocol_path.write_text(protocol_text, encoding="utf-8")
+            manifest["protocol_for_analysis"] = protocol_path.name
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        click.echo(f"{out}: {len(records)} de-identified patient(s); manifest {manifest_path}", err=True)
+        k = manifest["k_anonymity"].get("after", manifest["k_anonymity"]["before"])["k"]
+        click.echo(f"{out}: {len(records)} de-identified patient(s) ({deidentify}; k-anonymity {k}); manifest "
+                   f"{manifest_path}" + (f"; analyse with --protocol {protocol_path}" if protocol_text else ""),
+                   err=True)
     elif out != "-":
         click.echo(f"{out}: {len(records)} patient(s) ({count} rows).", err=True)
 
@@ -259,6 +350,39 @@ def _counted(items: Iterable[Any], counter: list[int]) -> Iterable[Any]:
     for item in items:
         counter[0] += 1
         yield item
+
+
+@cli.group("key")
+def key_group() -> None:
+    """Keys of de-identified exports (`oncosurg export --deidentify limited --key-file K`)."""
+
+
+@key_group.command("new")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Key file to create (never overwritten; readable by its owner only). Without it (or PATH) the "
+                   "key is printed on standard output.")
+def key_new_cmd(path: str | None, out: str | None) -> None:
+    """Create a key: 32 random bytes from the operating system, hex-encoded, in PATH (or --out).
+
+    The same key gives the same pseudonyms and date shifts in every export, so exports made with it
+    can be linked; keep the key apart from the exports, and make a new one for unlinkable releases.
+    """
+    from oncosurg.deidentify.keys import key_text, new_key, write_new_key
+
+    if path and out and path != out:
+        raise UserError("give the key file either as PATH or as --out, not both")
+    target = out or path
+    if target is None:
+        click.echo(key_text(new_key()), nl=False)
+        return
+    try:
+        write_new_key(target)
+    except FileExistsError:
+        raise UserError(f"{target}: exists; a key is never overwritten (choose another --out)") from None
+    except OSError as exc:
+        raise UserError(f"{target}: cannot create the key file ({exc.strerror})") from None
+    click.echo(f"{target}: new key (32 random bytes); keep it apart from the exports.", err=True)
 
 
 @cli.group("redcap")

@@ -213,6 +213,18 @@ def import_cmd(file: str, db: str | None, centre: str | None, update: bool, max_
         report_issues(file, issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     _import_summary(file, parsed.sha256, result, max_errors=max_errors, as_json=as_json)
+    _release_note(file)
+
+
+def _release_note(path: str) -> None:
+    """A de-identified release holds its protocol's cohort with shifted dates: say how to analyse it."""
+    from oncosurg.deidentify.release import release_cohort
+
+    cohort = release_cohort(path)
+    if cohort is not None and cohort["protocol"]:
+        click.echo(f"note: {path} is a de-identified release of the patients whose true {cohort['column']} lies in "
+                   f"{cohort['start'] or '…'} to {cohort['end'] or '…'}; its dates are shifted, so analyse the "
+                   f"registry with --protocol {cohort['protocol']}, not with that window again.", err=True)
 
 
 def _import_long(path: str, db: str | None, centre: str | None, options: ImportOptions, *, max_errors: int,
@@ -241,6 +253,7 @@ def _import_long(path: str, db: str | None, centre: str | None, options: ImportO
         report_issues(path, result.issues, max_errors=max_errors, as_json=as_json)
         sys.exit(2)
     _import_summary(path, registry.sha256, result, max_errors=max_errors, as_json=as_json)
+    _release_note(path)
 
 
 def _import_summary(file: str, sha256: str, result: ImportResult, *, max_errors: int, as_json: bool) -> None:
@@ -273,18 +286,25 @@ def _s(value: object) -> str | None:
                    "--format long.")
 @click.option("--centre", default=None, metavar="NAME", help="Only this centre.")
 @format_option("Output", long=True)
-@click.option("--deidentify", is_flag=True,
-              help="Keyed pseudonyms, one date shift per patient, age capped at 90; a manifest of what was "
-                   "removed is written beside the output.")
+@click.option("--deidentify", "deidentify", type=click.Choice(("limited", "safe-harbor")), is_flag=False,
+              flag_value="limited", default=None,
+              help="De-identify (alone: limited). limited: keyed pseudonyms, dates shifted by a keyed per-patient "
+                   "offset (needs --key-file); safe-harbor: HIPAA Safe Harbor CSV, no date but the year. Only the "
+                   "protocol's cohort, in a keyed or random order; a manifest is written beside the output.")
 @click.option("--key-file", "key_file", type=click.Path(dir_okay=False), default=None, metavar="K",
-              help="Secret key for --deidentify (at least 16 bytes; keep it apart from the export).")
+              help="Key for --deidentify limited, made by `oncosurg key new` (keep it apart from the export).")
+@click.option("--k-anonymity", "k_anonymity", type=click.IntRange(min=2), default=None, metavar="K",
+              help="With --deidentify: suppress quasi-identifiers, then rows, until every group of rows sharing "
+                   "sex, age band, primary site and side, centre and year has K rows or more (e.g. 5).")
 @click.option("--protocol", "protocol", default=DEFAULT_PROTOCOL, show_default=True, metavar="ID_OR_PATH",
-              help="With --deidentify: the study protocol whose accrual window the date shifts respect.")
+              help="With --deidentify: the study protocol whose cohort (accrual window, on the true dates) is "
+                   "released.")
 @click.option("--previous", "previous", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="With --format fhir: the earlier FHIR export of this registry; the new bundles also DELETE "
                    "the resources removed since (a FHIR server stays in step).")
-def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", deidentify: bool = False,
-               key_file: str | None = None, protocol: str = DEFAULT_PROTOCOL, previous: str | None = None) -> None:
+def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", deidentify: str | None = None,
+               key_file: str | None = None, k_anonymity: int | None = None, protocol: str = DEFAULT_PROTOCOL,
+               previous: str | None = None) -> None:
     """Write the registry as a registry CSV (the import format; columns in registry order).
 
     The registry CSV holds one row per patient: the rescue line, the operation that follows it, the
@@ -296,21 +316,21 @@ def export_cmd(db: str | None, out: str, centre: str | None, fmt: str = "csv", d
     dictionary`; one row per patient and per episode instance: REDCap's import and export format),
     xlsx an Excel workbook with one sheet per table (the long format's files), validation lists and a
     dictionary sheet, fhir one FHIR R4 transaction Bundle per patient (every episode, mCODE STU4
-    profiles) into the new --out directory (written whole or not at all). --deidentify (with
-    --key-file) writes the flat projection in every format (the flat REDCap project of earlier
-    releases, the one-sheet workbook): it replaces ids by keyed pseudonyms, shifts each patient's
-    dates by one keyed offset (intervals and the protocol's cohort unchanged) and caps ages at 90;
-    the manifest says what was removed.
+    profiles) into the new --out directory (written whole or not at all). --deidentify releases the
+    protocol's cohort as the flat projection (the long format: every episode): limited (with
+    --key-file) replaces ids by keyed pseudonyms and moves each patient's dates back by one keyed
+    offset (intervals kept; analyse with the .protocol.toml written beside it); safe-harbor keeps no
+    date but the year of time zero. The manifest says what was removed and the k-anonymity.
     """
     from oncosurg.store.repository import iter_records, patients_beyond_flat
 
     engine = open_registry(db)
-    if fmt == "long" and not (deidentify or key_file):
+    if fmt == "long" and not (deidentify or key_file or k_anonymity):
         _export_long(engine, out, centre)
         return
-    if fmt != "csv" or deidentify or key_file or previous:
+    if fmt != "csv" or deidentify or key_file or k_anonymity or previous:
         export_interop(engine, out=out, fmt=fmt, centre=centre, deidentify=deidentify, key_file=key_file,
-                       protocol=protocol, previous=previous)
+                       protocol=protocol, k_anonymity=k_anonymity, previous=previous)
         return
     handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
     try:
