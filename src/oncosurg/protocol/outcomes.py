@@ -273,8 +273,8 @@ def time_to_event(conn: sa.Connection, columns: Any, ep: Endpoint, where: sa.Col
 def cumulative_incidence_endpoint(conn: sa.Connection, columns: Any, ep: Endpoint, where: sa.ColumnElement[bool],
                                   warnings: list[dict[str, Any]]) -> dict[str, Any]:
     """Aalen-Johansen cumulative incidence of the event (cause 1) and of the competing event (cause 2)
-    at ``ep.at``, from ``(time, cause, count)`` rows; R ``summary(survfit(Surv(time, factor(cause)) ~ 1),
-    times = at)``."""
+    at ``ep.at``, from ``(time, cause, count)`` rows (expanded to one row per patient for the IJ standard
+    errors); R ``summary(survfit(Surv(time, factor(cause)) ~ 1), times = at)``."""
     time, cause = columns[ep.time], columns[f"{ep.outcome}_cause"]
     rows = conn.execute(sa.select(time, cause, sa.func.count()).where(where, time.is_not(None), cause.is_not(None))
                         .group_by(time, cause)).all()
@@ -290,7 +290,10 @@ def cumulative_incidence_endpoint(conn: sa.Connection, columns: Any, ep: Endpoin
                                   for x in ep.at]}
     if n == 0:
         return out
-    fit = cumulative_incidence(t, c, weights=w, conf_level=ep.conf_level)
+    # one row per patient: R's infinitesimal-jackknife variance sums over subjects, so counts are
+    # frequencies here, not case weights (a weighted row is one subject in R's survfit)
+    reps = w.astype(np.int64)
+    fit = cumulative_incidence(np.repeat(t, reps), np.repeat(c, reps), conf_level=ep.conf_level)
     states = [str(s) for s in fit.states]
     k1 = states.index("1") if "1" in states else None
     k2 = states.index("2") if "2" in states else None
