@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -529,46 +529,8 @@ def coxph(
     absmean = np.abs(Xc_full).mean(axis=0)
     scale = np.where(zero_one | (absmean <= 0), 1.0, 1.0 / np.where(absmean > 0, absmean, 1.0))
 
-    if not counting:
-        order = t_order if slevels is None else t_order[np.argsort(scode[t_order], kind="stable")]
-        s_time = np.ascontiguousarray(stop[order])
-        s_stat = np.ascontiguousarray(ev[order])
-        s_strat = np.ascontiguousarray(scode[order])
-        Xs = np.ascontiguousarray(Xc_full[order] * scale)
-
-        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron)
-
-    else:
-        assert start is not None
-        # agreg.fit: rows whose interval contains no event time (of their stratum) are not used
-        offset = scode * (1.0 + stop.max() - start.min()) if slevels is not None else 0.0
-        y1 = start + offset
-        y2 = stop + offset
-        uy, inv = np.unique(np.concatenate((y1, y2)), return_inverse=True)
-        inv = inv.ravel()
-        is_event_time = np.zeros(uy.size, dtype=bool)
-        is_event_time[inv[n:][ev == 1]] = True
-        n_event_times_upto = np.cumsum(is_event_time)  # findInterval(y, dtime)
-        ignore = n_event_times_upto[inv[:n]] == n_event_times_upto[inv[n:]]
-        nused = int(n - ignore.sum())
-        sort2 = np.lexsort((-stop, scode, ignore))
-        sort1 = np.lexsort((-start, scode, ignore))
-        # store the rows in sort2 order so that the add-at-stop sweep reads memory sequentially
-        pos = np.empty(n, dtype=np.int64)
-        pos[sort2] = np.arange(n, dtype=np.int64)
-        p_sort1 = pos[sort1]
-        p_sort2 = np.arange(n, dtype=np.int64)
-        Xs = np.ascontiguousarray(Xc_full[sort2] * scale)
-        c_start = np.ascontiguousarray(start[sort2])
-        c_stop = np.ascontiguousarray(stop[sort2])
-        c_ev = np.ascontiguousarray(ev[sort2])
-        c_strat = np.ascontiguousarray(scode[sort2])
-
-        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_counting_iter(
-                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron
-            )
+    evaluate = _evaluator(stop, ev, start, scode, slevels is not None, t_order if not counting else None,
+                          Xc_full * scale, efron)
 
     beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, _rank = _newton(
         evaluate, p, int(max_iter), float(tol), toler_chol, agreg=counting, Xc=Xc_full, names=colnames
@@ -663,6 +625,74 @@ def coxph(
         var=tuple(tuple(float(v) for v in row) for row in var),
         warnings=tuple(warn_msgs),
     )
+
+
+def _evaluator(stop: np.ndarray, ev: np.ndarray, start: np.ndarray | None, scode: np.ndarray, stratified: bool,
+               t_order: np.ndarray | None, Xs_full: np.ndarray, efron: int
+               ) -> Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]:
+    """``beta -> (log partial likelihood, score, information)`` on timefixed data (coxfit6 or agfit4 kernels)."""
+    n = stop.shape[0]
+    if start is None:
+        assert t_order is not None
+        order = t_order if not stratified else t_order[np.argsort(scode[t_order], kind="stable")]
+        s_time = np.ascontiguousarray(stop[order])
+        s_stat = np.ascontiguousarray(ev[order])
+        s_strat = np.ascontiguousarray(scode[order])
+        Xs = np.ascontiguousarray(Xs_full[order])
+
+        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron)
+
+        return evaluate
+    # agreg.fit: rows whose interval contains no event time (of their stratum) are not used
+    offset = scode * (1.0 + stop.max() - start.min()) if stratified else 0.0
+    y1 = start + offset
+    y2 = stop + offset
+    uy, inv = np.unique(np.concatenate((y1, y2)), return_inverse=True)
+    inv = inv.ravel()
+    is_event_time = np.zeros(uy.size, dtype=bool)
+    is_event_time[inv[n:][ev == 1]] = True
+    n_event_times_upto = np.cumsum(is_event_time)  # findInterval(y, dtime)
+    ignore = n_event_times_upto[inv[:n]] == n_event_times_upto[inv[n:]]
+    nused = int(n - ignore.sum())
+    sort2 = np.lexsort((-stop, scode, ignore))
+    sort1 = np.lexsort((-start, scode, ignore))
+    # store the rows in sort2 order so that the add-at-stop sweep reads memory sequentially
+    pos = np.empty(n, dtype=np.int64)
+    pos[sort2] = np.arange(n, dtype=np.int64)
+    p_sort1 = pos[sort1]
+    p_sort2 = np.arange(n, dtype=np.int64)
+    Xc = np.ascontiguousarray(Xs_full[sort2])
+    c_start = np.ascontiguousarray(start[sort2])
+    c_stop = np.ascontiguousarray(stop[sort2])
+    c_ev = np.ascontiguousarray(ev[sort2])
+    c_strat = np.ascontiguousarray(scode[sort2])
+
+    def evaluate_counting(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        return _k.cox_counting_iter(c_start, c_stop, c_ev, c_strat, Xc, beta, p_sort1, p_sort2, nused, efron)
+
+    return evaluate_counting
+
+
+def cox_score_information(time: Any, event: Any, X: np.ndarray, *, entry: Any = None, ties: str = "efron"
+                          ) -> Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]:
+    """``beta -> (loglik, score, information)`` of one stratum's partial likelihood, as ``coxph`` iterates it.
+
+    For federated Newton-Raphson (:mod:`oncosurg.federated`): the log partial likelihood of a
+    stratified model is the sum over strata, so each centre evaluates its own stratum.  ``X`` is
+    centred here (the partial likelihood does not change); ``beta`` is on the scale of ``X``.
+    """
+    stop = np.asarray(time, dtype=np.float64)
+    ev = np.asarray(event).astype(np.int8)
+    Xm = np.asarray(X, dtype=np.float64).reshape(stop.shape[0], -1)
+    scode = np.zeros(stop.shape[0], dtype=np.int64)
+    efron = 1 if ties == "efron" else 0
+    Xc = Xm - Xm.mean(axis=0) if stop.shape[0] else Xm
+    if entry is None:
+        stop, t_order, _tid, _ntime = _timefix_sorted(stop)
+        return _evaluator(stop, ev, None, scode, False, t_order, Xc, efron)
+    start, stop = aeq_surv(np.asarray(entry, dtype=np.float64), stop)
+    return _evaluator(stop, ev, start, scode, False, None, Xc, efron)
 
 
 def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
