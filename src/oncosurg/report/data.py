@@ -499,8 +499,9 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
         term |= {"hr": co.hr, "lower": co.hr_lower, "upper": co.hr_upper, "p": co.p}
     out |= {"terms": terms, "n": fit.n, "events": fit.events, "concordance": fit.concordance, "lr_p": fit.lr_p,
             "warnings": out["warnings"] + list(fit.warnings)}
-    if dropped:
-        out["warnings"].append(f"{dropped} patient(s) with a missing covariate are left out (complete cases)")
+    if out["dropped_incomplete"]:
+        out["warnings"].append(f"{out['dropped_incomplete']} patient(s) with a missing covariate are left out "
+                               "(complete cases)")
     if out.get("dropped_entry"):
         out["warnings"].append(f"{out['dropped_entry']} patient(s) whose follow-up ended at or before their entry are "
                                "left out")
