@@ -323,7 +323,9 @@ class _Pooler:
         self.disclosure, self.warnings, self.threshold = disclosure, warnings, threshold
         self.cp = compile_protocol(protocol)
 
-    def _unavailable(self, what: str) -> None:
+    def _unavailable(self, what: str, out: dict[str, Any] | None = None) -> None:
+        if out is not None:
+            out["withheld"] = True
         self.warnings.append({"endpoint": what, "code": "withheld",
                               "message": f"{what}: not reported, a site withheld a count it needs (disclosure "
                                          f"threshold {self.threshold}); see the disclosure section"})
@@ -358,12 +360,12 @@ class _Pooler:
         if ep.kind == "count":
             out["n"] = _sum([p["n"] for p in parts])
             if out["n"] is None:
-                self._unavailable(ep.id)
+                self._unavailable(ep.id, out)
             return out
         if ep.kind == "proportion":
             num, non, missing = (_sum([p[k] for p in parts]) for k in ("numerator", "non_events", "missing"))
             if num is None or non is None:
-                self._unavailable(ep.id)
+                self._unavailable(ep.id, out)
                 return out | {"numerator": num, "denominator": None, "estimate": None, "ci_low": None,
                               "ci_high": None, "ci_method": ep.ci_method, "missing": missing}
             den = num + non
@@ -388,13 +390,16 @@ class _Pooler:
             if missing:
                 out["missing"] = missing
             if n is None:
-                self._unavailable(ep.id)
+                self._unavailable(ep.id, out)
             return out
         tables = [p["table"] for p in parts]
         negative = _sum([p["negative"] for p in parts])
         if any(tb is None for tb in tables) or negative is None:
-            self._unavailable(ep.id)
-            return out | {"n": None, "events": None, "median": None, "ci_low": None, "ci_high": None}
+            skeleton = (cumulative_incidence_from_rows if ep.kind == "cumulative_incidence"
+                        else time_to_event_from_rows)([], ep, [])
+            out |= skeleton | {"n": None, "events": None}
+            self._unavailable(ep.id, out)
+            return out
         for i, tb in zip(self.s, tables, strict=True):
             self._coarsened(i, f"endpoints.{ep.id} (time, status) table", tb,
                             "days" if (ep.time or "").endswith("_days") else "months")
@@ -496,7 +501,7 @@ class _Pooler:
                 tables[k].append(g["table"])
                 self._coarsened(i, f"comparisons.{cid} group {g['label']} tables", g["table"], "months")
         if withheld or any(v is None for k, v in counts.items() if k in ("n", "n_fetched")):
-            self._unavailable(cid)
+            self._unavailable(cid, out)
             notes.append("Not reported: a site withheld a table or count it needs (disclosure threshold).")
             return out
         if not out["n"]:
