@@ -49,3 +49,40 @@ def direct_ask(urls: Sequence[str], log: list[Any] | None = None) -> Callable[..
         return replies
 
     return ask
+
+
+def round_robin(number: int, _record: PatientRecord) -> str:
+    """The split of the federated tests: patients dealt to centres A, B and C in turn."""
+    return "ABC"[number % 3]
+
+
+COX_COLUMNS = ("time", "status", "entry")
+
+
+def cox_model_rows(urls: dict[str, str], protocol: str = "rescue-cetuximab-2007", model: int = 0
+                   ) -> list[dict[str, Any]]:
+    """The complete-case rows of the protocol's ``[[report.cox]]`` model at each site, with the site as ``centre``:
+    the pooled data R fits with ``strata(centre)`` (tests/reference/federated_cox_reference.R)."""
+    import sqlalchemy as sa
+
+    from oncosurg.protocol.engine import compile_protocol
+    from oncosurg.protocol.materialize import materialized
+    from oncosurg.protocol.model import load_protocol
+    from oncosurg.report.data import cox_rows
+    from oncosurg.report.spec import report_spec
+
+    proto = load_protocol(protocol)
+    spec = report_spec(proto).cox[model]
+    out = []
+    for centre, url in urls.items():
+        engine = sa.create_engine(url)
+        with engine.connect() as conn, materialized(conn, compile_protocol(proto)) as cp:
+            kinds, complete, _ = cox_rows(conn, cp, spec)
+        engine.dispose()
+        for r in complete:
+            row = {"centre": centre, "time": float(r[0]), "status": int(bool(r[1])), "entry": float(r[2])}
+            for j, (name, kind, _choices) in enumerate(kinds):
+                v = r[3 + j]
+                row[name] = int(bool(v)) if kind == "binary" else v
+            out.append(row)
+    return out

@@ -334,8 +334,8 @@ class _Pooler:
         if table["width"] is not None:
             self.disclosure.append({"site": self.names[i], "quantity": what, "action": "coarsened",
                                     "width": table["width"], "unit": unit, "moved": table["moved"],
-                                    "max_shift": table["max_shift"],
-                                    "reason": f"cells below {self.threshold} at full resolution"})
+                                    "reason": f"cells below {self.threshold} at full resolution; every time moved "
+                                              f"by less than {table['width']:g} {unit}"})
 
     def flow(self) -> list[dict[str, Any]]:
         steps = next(iter(self.s.values()))["flow"]
@@ -593,6 +593,7 @@ class _Pooler:
 
         from oncosurg.report.data import cox_matrix
         from oncosurg.report.spec import report_spec
+        from oncosurg.stats._checks import SurvivalInputError
         from oncosurg.stats.cox import _EPS, _newton
 
         spec = report_spec(self.protocol).cox[k]
@@ -620,25 +621,33 @@ class _Pooler:
         levels: dict[str, list[Any]] = {}
         for name, kind, choices in kinds:
             seen = [parts[i]["levels"].get(name) for i in joining]
-            if kind == "enum":
+            # stratified by centre, a covariate is estimable only if it varies within some centre
+            if kind == "enum" and any(lv is not None and len(lv) > 1 for lv in seen):
                 union = {str(v) for lv in seen if lv for v in lv}
                 levels[name] = [c for c in choices if c in union] or sorted(union)
-            elif any(lv is not None for lv in seen):
+            elif kind != "enum" and any(lv is not None for lv in seen):
                 levels[name] = []
-        X, terms = cox_matrix(self.cp, kinds, [], out, levels=levels)
+            else:
+                out["warnings"].append(f"{name} does not vary within any centre: not estimable with strata(centre); "
+                                       "left out of the model")
+        X, terms = cox_matrix(self.cp, kinds, [], {"warnings": []}, levels=levels)
         p = len(X)
         if not p or not out["events"]:
             out["warnings"].append("no covariate or no events: the model was not fitted")
             return out
 
         def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            replies = self.run.call("partial_cox", {"model": k, "levels": levels, "beta": [float(b) for b in beta]},
-                                    joining)
+            replies = self.run.call("partial_cox", {"model": k, "levels": levels, "beta": [float(b) for b in beta],
+                                                    "threshold": self.threshold}, joining)
             return (float(sum(r["loglik"] for r in replies)), np.sum([r["score"] for r in replies], axis=0),
                     np.sum([r["information"] for r in replies], axis=0))
 
-        beta, var, _u, ll0, ll1, sctest, iters, flag, _rank = _newton(
-            evaluate, p, 20, 1e-9, _EPS**0.75, agreg=spec.entry is not None, Xc=np.zeros((1, p)), names=list(X))
+        try:
+            beta, var, _u, ll0, ll1, sctest, iters, flag, _rank = _newton(
+                evaluate, p, 20, 1e-9, _EPS**0.75, agreg=spec.entry is not None, Xc=np.zeros((1, p)), names=list(X))
+        except SurvivalInputError as exc:
+            out["warnings"].append(f"the model was not fitted: {exc}")
+            return out
         se = np.sqrt(np.diag(var))
         z = float(sps.norm.ppf(0.975))
         for j, term in enumerate(terms):

@@ -7,7 +7,9 @@
   resolution when every cell passes, else with times coarsened to the first width of
   :data:`LADDER_MONTHS` at which every cell passes: exits (events, censorings) move to the end of
   their interval, entries to its start, so each patient's interval only grows and stays valid.  The
-  width, the number of patients whose time moved and the largest shift are the precision cost.
+  width (a bound on every shift) and the number of patients whose time moved (itself 0 or at least
+  the threshold, else withheld) are the precision cost; the largest actual shift is not released,
+  as it would give one patient's exact time.
 * **Order statistics** (a median's ranks) are released only with ``threshold`` patients at or
   below and at or above them, over all centres; the minimum and maximum are therefore withheld
   whenever ``threshold`` > 1.
@@ -61,8 +63,7 @@ class Coarsened:
     rows: list[list[Any]]
     entries: list[list[Any]] | None
     width: float | None  # None: full resolution
-    moved: int = 0  # patients whose exit or entry time changed
-    max_shift: float = 0.0  # largest change of a time, in the table's unit
+    moved: int = 0  # patients whose exit or entry time changed (stays at the site unless it passes the threshold)
 
 
 def _to_grid(t: float, width: float, up: bool) -> float:
@@ -105,8 +106,7 @@ def coarsen(rows: Sequence[Sequence[Any]], threshold: int, *, entries: Sequence[
             shifts += [(abs(_to_grid(t, w, False) - t), n) for t, n in ents or ()]
             moved = sum(n for d, n in shifts if d > 1e-12)
             return Coarsened([[t, s, n] for (t, s), n in sorted(r.items(), key=_order)],
-                             None if e is None else [[t, n] for (t,), n in sorted(e.items())], w,
-                             moved, max((d for d, _ in shifts), default=0.0))
+                             None if e is None else [[t, n] for (t,), n in sorted(e.items())], w, moved)
     return None
 
 

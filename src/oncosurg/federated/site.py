@@ -57,8 +57,8 @@ class Released:
             self.withheld.append({"quantity": what, "reason": f"cells below {self.threshold} at every coarsening "
                                                               "width up to 60 months"})
             return None
-        return {"rows": table.rows, "entries": table.entries, "width": table.width, "moved": table.moved,
-                "max_shift": table.max_shift}
+        moved = table.moved if cell_ok(table.moved, self.threshold) else None  # a count like any other
+        return {"rows": table.rows, "entries": table.entries, "width": table.width, "moved": moved}
 
 
 # ------------------------------------------------------------------------------------------ round 1
@@ -293,8 +293,9 @@ def _cox_summaries(conn: sa.Connection, cp: Any, rel: Released, state: SiteState
 
 
 def site_cox(engine: sa.Engine, protocol: Protocol, *, model: int, levels: Mapping[str, Sequence[Any]],
-             beta: Sequence[float], session: str) -> dict[str, Any]:
-    """This centre's stratum of a Cox model at ``beta``: log partial likelihood, score and information."""
+             beta: Sequence[float], session: str, threshold: int = 3) -> dict[str, Any]:
+    """This centre's stratum of a Cox model at ``beta``: log partial likelihood, score and information
+    (refused when the model holds fewer patients than the threshold)."""
     from oncosurg.report.data import cox_matrix
     from oncosurg.stats.cox import cox_score_information
 
@@ -309,6 +310,9 @@ def site_cox(engine: sa.Engine, protocol: Protocol, *, model: int, levels: Mappi
             kinds, complete, _ = cox_rows(conn, cp, spec)
         state.cox[model] = (kinds, complete)
     kinds, complete = state.cox[model]
+    if len(complete) < effective_threshold(threshold):
+        raise PermissionError(f"this site's Cox model holds fewer patients than the threshold "
+                              f"({effective_threshold(threshold)}); it does not take part")
     cache_key = (model, tuple(sorted((k, tuple(v)) for k, v in levels.items())))
     evaluate = state.evaluators.get(cache_key)
     if evaluate is None:
