@@ -329,3 +329,25 @@ def test_coarsen_keeps_intervals_valid_and_cells_above_threshold() -> None:
     assert sum(n for *_x, n in out.rows) == 11 and sum(n for _t, n in out.entries) == 11
     assert out.moved == 11 + 3  # every exit moves to the end of its year; entries at 0 stay
     assert coarsen([[1.0, 1, 1]], 3) is None  # one event can never be released
+
+
+def test_report_renders_a_federated_result(split: tuple[dict[str, str], str], tmp_path: Path) -> None:
+    urls, _ = split
+    args = ["federate", "--out", str(tmp_path / "fed.json")]
+    for name, url in urls.items():
+        args += ["--site", f"{name}={url}"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    res = CliRunner().invoke(cli, ["report", "--results", str(tmp_path / "fed.json"), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "rep" / "index.html").read_text()
+    fed = json.loads((tmp_path / "fed.json").read_text())
+    assert "Disclosure" in html and "Cox model stratified by centre" in html and "withheld (disclosure)" in html
+    for item in fed["disclosure"]["items"]:
+        assert item["quantity"] in html
+    assert ">151<" in html  # the pooled cohort
+    plain = CliRunner().invoke(cli, ["report", "--results", str(tmp_path / "rep" / "results.json"), "--out",
+                                     str(tmp_path / "again")])
+    assert plain.exit_code == 0
+    (tmp_path / "not-federated.json").write_text(json.dumps(_analyze(urls["A"])))
+    refused = CliRunner().invoke(cli, ["report", "--results", str(tmp_path / "not-federated.json")])
+    assert refused.exit_code == 2 and "not a federated result" in refused.output
