@@ -119,7 +119,27 @@ def test_three_centres_equal_pooled_analyze(split: tuple[dict[str, str], str]) -
 def test_other_splits_equal_pooled_analyze(tmp_path: Path, assign: Any, protocol: str) -> None:
     urls, pooled = build_split(tmp_path, assign)
     assert len(urls) >= 2
-    _compare(_federate(urls, protocol, threshold=1), _analyze(pooled, protocol))
+    fed = _federate(urls, protocol, threshold=1)
+    _compare(fed, _analyze(pooled, protocol))
+    if protocol == SEED:  # the stratified Cox model against oncosurg's coxph(..., strata=centre) on the pooled rows
+        import numpy as np
+
+        from oncosurg.stats import coxph
+
+        rows = cox_model_rows(urls)
+        (cox,) = fed["cox_stratified"]
+        X = {}
+        for term in cox["terms"]:
+            name, _, level = term["name"].partition("=")
+            X[term["name"]] = np.asarray([float(r[name] == level) if level else float(r[name]) for r in rows])
+        fit = coxph([r["time"] for r in rows], [r["status"] for r in rows], X, entry=[r["entry"] for r in rows],
+                    strata=[r["centre"] for r in rows])
+        assert [t["name"] for t in cox["terms"]] == [c.name for c in fit.coefficients]
+        for term, co in zip(cox["terms"], fit.coefficients, strict=True):
+            assert math.isclose(term["coef"], co.coef, rel_tol=1e-6, abs_tol=1e-9)
+            assert math.isclose(term["se"], co.se, rel_tol=1e-6)
+        if assign is _by_sex:
+            assert any("sex does not vary within any centre" in w for w in cox["warnings"])
 
 
 def test_cox_stratified_by_centre_equals_r(split: tuple[dict[str, str], str]) -> None:
