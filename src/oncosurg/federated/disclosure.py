@@ -22,11 +22,12 @@ variable ``ONCOSURG_MIN_CELL`` of the node (or the database's ``min_cell`` param
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from oncosurg.schema import DAYS_PER_MONTH
 
@@ -66,50 +67,58 @@ class Coarsened:
     moved: int = 0  # patients whose exit or entry time changed (stays at the site unless it passes the threshold)
 
 
-def _to_grid(t: float, width: float, up: bool) -> float:
-    k = t / width
-    k = math.ceil(round(k, 9)) if up else math.floor(round(k, 9))
-    return k * width
+def _to_grid(t: np.ndarray, width: float, up: bool) -> np.ndarray:
+    k = np.round(t / width, 9)
+    return (np.ceil(k) if up else np.floor(k)) * width
 
 
-def _aggregate(pairs: Iterable[tuple[tuple[Any, ...], int]]) -> dict[tuple[Any, ...], int]:
-    out: dict[tuple[Any, ...], int] = {}
-    for key, n in pairs:
-        out[key] = out.get(key, 0) + n
-    return out
+def _table(keys: list[np.ndarray], n: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Distinct rows of ``keys`` (sorted) with their summed counts."""
+    if n.size == 0:
+        return [k[:0] for k in keys], n
+    stacked = np.column_stack(keys)
+    uniq, inv = np.unique(stacked, axis=0, return_inverse=True)
+    return [uniq[:, j] for j in range(len(keys))], np.bincount(inv.ravel(), weights=n).astype(np.int64)
 
 
 def coarsen(rows: Sequence[Sequence[Any]], threshold: int, *, entries: Sequence[Sequence[Any]] | None = None,
             days: bool = False) -> Coarsened | None:
     """Release ``rows`` (time, status, count) and ``entries`` (time, count) under the cell rule, or None.
 
-    ``days``: times are in days (the ladder is scaled from months); else months.
+    ``days``: times are in days (the ladder is scaled from months); else months.  Statuses are integers.
     """
-    rows = [(float(t), s, int(n)) for t, s, n in rows if n]
-    ents = None if entries is None else [(float(t), int(n)) for t, n in entries if n]
+    rt = np.asarray([float(r[0]) for r in rows], dtype=float)
+    rs = np.asarray([int(r[1]) for r in rows], dtype=float)
+    rn = np.asarray([int(r[2]) for r in rows], dtype=float)
+    et = None if entries is None else np.asarray([float(e[0]) for e in entries], dtype=float)
+    en = None if entries is None else np.asarray([int(e[1]) for e in entries], dtype=float)
 
-    def passes(r: dict[tuple[Any, ...], int], e: dict[tuple[Any, ...], int] | None) -> bool:
-        return cells_ok(r.values(), threshold) and (e is None or cells_ok(e.values(), threshold))
+    def release(width: float | None) -> tuple[list[list[Any]], list[list[Any]] | None] | None:
+        t = rt if width is None else _to_grid(rt, width, True)
+        (tt, ss), nn = _table([t, rs], rn)
+        if not cells_ok(nn[nn > 0].tolist(), threshold):
+            return None
+        out_rows = [[float(a), int(b), int(c)] for a, b, c in zip(tt, ss, nn, strict=True) if c]
+        if et is None or en is None:
+            return out_rows, None
+        e = et if width is None else _to_grid(et, width, False)
+        (te,), ne = _table([e], en)
+        if not cells_ok(ne[ne > 0].tolist(), threshold):
+            return None
+        return out_rows, [[float(a), int(c)] for a, c in zip(te, ne, strict=True) if c]
 
-    full_r = _aggregate(((t, s), n) for t, s, n in rows)
-    full_e = None if ents is None else _aggregate(((t,), n) for t, n in ents)
-    if passes(full_r, full_e):
-        return Coarsened([[t, s, n] for (t, s), n in sorted(full_r.items(), key=_order)],
-                         None if full_e is None else [[t, n] for (t,), n in sorted(full_e.items())], None)
+    full = release(None)
+    if full is not None:
+        return Coarsened(full[0], full[1], None)
     scale = DAYS_PER_MONTH if days else 1.0
     for w_months in LADDER_MONTHS:
         w = w_months * scale
-        r = _aggregate(((_to_grid(t, w, True), s), n) for t, s, n in rows)
-        e = None if ents is None else _aggregate(((_to_grid(t, w, False),), n) for t, n in ents)
-        if passes(r, e):
-            shifts = [(abs(_to_grid(t, w, True) - t), n) for t, _s, n in rows]
-            shifts += [(abs(_to_grid(t, w, False) - t), n) for t, n in ents or ()]
-            moved = sum(n for d, n in shifts if d > 1e-12)
-            return Coarsened([[t, s, n] for (t, s), n in sorted(r.items(), key=_order)],
-                             None if e is None else [[t, n] for (t,), n in sorted(e.items())], w, moved)
+        done = release(w)
+        if done is not None:
+            moved = int(rn[np.abs(_to_grid(rt, w, True) - rt) > 1e-12].sum())
+            if et is not None and en is not None:
+                moved += int(en[np.abs(_to_grid(et, w, False) - et) > 1e-12].sum())
+            return Coarsened(done[0], done[1], w, moved)
     return None
 
 
-def _order(item: tuple[tuple[Any, Any], int]) -> tuple[float, str]:
-    (t, s), _n = item
-    return (t, str(s))
