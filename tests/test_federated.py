@@ -371,3 +371,29 @@ def test_report_renders_a_federated_result(split: tuple[dict[str, str], str], tm
     (tmp_path / "not-federated.json").write_text(json.dumps(_analyze(urls["A"])))
     refused = CliRunner().invoke(cli, ["report", "--results", str(tmp_path / "not-federated.json")])
     assert refused.exit_code == 2 and "not a federated result" in refused.output
+
+
+def test_site_with_a_rare_covariate_level_leaves_the_cox_model(tmp_path: Path) -> None:
+    """One referred patient at site A: which levels A holds is a count of 1, so A's stratum stays home."""
+    referred = iter(range(100))
+
+    def assign(_n: int, record: Any) -> str:
+        if record.patient.get("referral") == "referred":
+            return "A" if next(referred) == 0 else "B"
+        return "AB"[_n % 2]
+
+    urls, _ = build_split(tmp_path, assign)
+    fed = _federate(urls, threshold=3)
+    (cox,) = fed["cox_stratified"]
+    assert cox["sites"] == ["B"]
+    assert any("site A does not take part" in w for w in cox["warnings"])
+    assert any(i["site"] == "A" and i["quantity"] == "cox[0] (this site's stratum)" and "referral" in i["reason"]
+               for i in fed["disclosure"]["items"])
+    # and the site itself refuses a Newton-Raphson round it is asked for anyway
+    from oncosurg.federated.site import run_partial
+
+    path = resolve_protocol(SEED)
+    reply = run_partial("partial_cox", urls["A"], {"protocol_toml": path.read_text(), "session": "z", "model": 0,
+                                                   "levels": {"referral": ["in_house", "referred"]},
+                                                   "beta": [0.0], "threshold": 3})
+    assert "error" in reply and "referral" in reply["error"]

@@ -607,10 +607,8 @@ class _Pooler:
         joining = [i for i, p in parts.items() if p["levels"] is not None]
         for i, p in parts.items():
             if p["levels"] is None:
-                self.disclosure.append({"site": self.names[i], "quantity": f"cox_stratified[{k}]", "action": "withheld",
-                                        "reason": f"fewer than {self.threshold} patients in the model"})
-                out["warnings"].append(f"site {self.names[i]} does not take part (fewer than {self.threshold} "
-                                       "patients in the model)")
+                out["warnings"].append(f"site {self.names[i]} does not take part: fewer than {self.threshold} "
+                                       "patients in the model or in one of its covariate levels (disclosure)")
         for key in ("n", "events", "dropped_incomplete", "dropped_entry"):
             out[key] = _sum([parts[i][key] for i in joining])
         out["sites"] = [self.names[i] for i in joining]

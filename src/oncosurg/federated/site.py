@@ -277,18 +277,27 @@ def _cox_summaries(conn: sa.Connection, cp: Any, rel: Released, state: SiteState
         state.cox[i] = (kinds, complete)
         key = f"cox[{i}]"
         n, events = len(complete), sum(1 for r in complete if bool(r[1]))
-        levels: dict[str, list[Any]] = {}
+        levels: dict[str, list[Any]] | None = {}
+        rare: list[str] = []
         for j, (name, kind, _choices) in enumerate(kinds):
-            values = {r[3 + j] for r in complete}
+            counts: dict[Any, int] = {}
+            for r in complete:
+                counts[r[3 + j]] = counts.get(r[3 + j], 0) + 1
+            if kind in ("enum", "binary"):  # which levels a site holds is itself a count: 0 or >= threshold
+                rare += [name for c in counts.values() if not cell_ok(c, rel.threshold)][:1]
             if kind == "enum":
-                levels[name] = sorted(str(v) for v in values)
-            elif len(values) > 1:
+                levels[name] = sorted(str(v) for v in counts)
+            elif len(counts) > 1:
                 levels[name] = []
+        if rare:
+            rel.withheld.append({"quantity": f"{key} (this site's stratum)",
+                                 "reason": f"a level of {', '.join(rare)} held by 1 to {rel.threshold - 1} patient(s)"})
+            levels = None
         out.append({"kinds": [[name, kind, list(choices)] for name, kind, choices in kinds],
                     "n": rel.count(f"{key}.n", n), "events": rel.count(f"{key}.events", events),
                     "dropped_incomplete": rel.count(f"{key}.dropped_incomplete", header["dropped_incomplete"]),
                     "dropped_entry": rel.count(f"{key}.dropped_entry", header.get("dropped_entry", 0)),
-                    "levels": levels if n >= rel.threshold else None})
+                    "levels": levels if n >= rel.threshold else None})  # None: the site does not take part
     return out
 
 
@@ -310,6 +319,15 @@ def site_cox(engine: sa.Engine, protocol: Protocol, *, model: int, levels: Mappi
             kinds, complete, _ = cox_rows(conn, cp, spec)
         state.cox[model] = (kinds, complete)
     kinds, complete = state.cox[model]
+    thr = effective_threshold(threshold)
+    for j, (name, kind, _choices) in enumerate(kinds):
+        if kind in ("enum", "binary"):
+            counts: dict[Any, int] = {}
+            for r in complete:
+                counts[r[3 + j]] = counts.get(r[3 + j], 0) + 1
+            if not all(cell_ok(c, thr) for c in counts.values()):
+                raise PermissionError(f"a level of {name} is held by fewer patients than the threshold ({thr}) at "
+                                      "this site; it does not take part in the model")
     if len(complete) < effective_threshold(threshold):
         raise PermissionError(f"this site's Cox model holds fewer patients than the threshold "
                               f"({effective_threshold(threshold)}); it does not take part")
