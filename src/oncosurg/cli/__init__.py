@@ -106,7 +106,7 @@ def json_option(f: F) -> F:
 
 def _register() -> None:
     # Each command module attaches its commands to ``cli``; imported here so the group is complete.
-    from oncosurg.cli import analyze, interop, registry, report, survival, web  # noqa: F401
+    from oncosurg.cli import analyze, federate, interop, registry, report, survival, web  # noqa: F401
 
 
 _register()

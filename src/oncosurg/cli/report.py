@@ -79,8 +79,12 @@ def make_report(engine: sa.Engine, protocol: Protocol, results: dict[str, Any], 
               metavar="DIR", help="Folder for index.html, report.pdf, results.json, figures/ and tables/.")
 @click.option("--format", "fmt", default="html,pdf", show_default=True, metavar="LIST",
               help="Documents to write: html, pdf or both (results.json, figures and Table 1 files always).")
+@click.option("--results", "results_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Render a federated result (`oncosurg federate --out FILE`) instead of analysing a registry: "
+                   "index.html with the pooled tables, the sites and the disclosure section.")
 @allow_empty_option
-def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fmt: str, allow_empty: bool) -> None:
+def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fmt: str, allow_empty: bool,
+               results_file: str | None) -> None:
     """Write the study report: results paragraph, cohort flow, Table 1, endpoints, Kaplan-Meier plots.
 
     Every number is computed from the records by the protocol (results.json is the `analyze --json`
@@ -92,6 +96,9 @@ def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fm
     """
     from oncosurg.cli.analyze import _analyze, _load, refuse_empty, registry_source
 
+    if results_file:
+        _federated_report(results_file, out)
+        return
     formats = _formats(fmt)
     started = time.perf_counter()
     if csv_file and db:
@@ -112,3 +119,28 @@ def report_cmd(db: str | None, csv_file: str | None, protocol: str, out: str, fm
     n_fig = sum(1 for p in files.files if p.parent.name == "figures") // 2
     click.echo(f"  {folder / 'figures'}/  ({n_fig} figures, PNG 300 dpi + SVG)")
     click.echo(f"  {folder / 'tables'}/   (Table 1: CSV, XLSX, DOCX)")
+
+
+def _federated_report(path: str, out: str) -> None:
+    """``report --results FILE``: the report of a federated result (no registry is opened)."""
+    import json
+
+    from oncosurg.protocol.model import ProtocolError, load_protocol
+    from oncosurg.report.federated import is_federated, write_federated_report
+
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--results {path}: cannot read a result JSON ({exc})") from None
+    if not isinstance(results, dict) or not is_federated(results):
+        raise UserError(f"--results {path}: not a federated result; write one with `oncosurg federate --out FILE` "
+                        "(for a registry, use --db)")
+    template = None
+    for ref in (results["protocol"].get("source"), results["protocol"].get("id")):
+        try:
+            template = load_protocol(ref).report.get("results") if ref else None
+            break
+        except ProtocolError:
+            continue
+    files = write_federated_report(results, out, results_template=template)
+    click.echo(f"Federated report written to {Path(out)}/: " + ", ".join(str(f) for f in files))

@@ -222,12 +222,17 @@ def _negative(rows: list[Any], ep: Endpoint, warnings: list[dict[str, Any]]) -> 
 def time_to_event(conn: sa.Connection, columns: Any, ep: Endpoint, where: sa.ColumnElement[bool],
                   warnings: list[dict[str, Any]]) -> dict[str, Any]:
     """A Kaplan-Meier median (or reverse-KM median follow-up) from ``(time, event, count)`` rows."""
-    time, event = columns[ep.time], columns[ep.event]
-    # One row per distinct (time, event) with its count: the KM's sufficient statistics.
-    rows = conn.execute(
-        sa.select(time, event, sa.func.count()).where(where, time.is_not(None), event.is_not(None))
-        .group_by(time, event)
-    ).all()
+    return time_to_event_from_rows(event_rows(conn, columns[ep.time], columns[ep.event], where), ep, warnings)
+
+
+def event_rows(conn: sa.Connection, time: Any, status: Any, where: sa.ColumnElement[bool]) -> list[Any]:
+    """One row per distinct ``(time, status)`` with its count: the estimators' sufficient statistics."""
+    return conn.execute(sa.select(time, status, sa.func.count()).where(where, time.is_not(None), status.is_not(None))
+                        .group_by(time, status)).all()
+
+
+def time_to_event_from_rows(rows: Sequence[Any], ep: Endpoint, warnings: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`time_to_event` from ``(time, event, count)`` rows (also pooled across centres)."""
     rows = _negative(rows, ep, warnings)
     t = np.asarray([r[0] for r in rows], dtype=float)
     e = np.asarray([bool(r[1]) for r in rows], dtype=float)
@@ -275,9 +280,13 @@ def cumulative_incidence_endpoint(conn: sa.Connection, columns: Any, ep: Endpoin
     """Aalen-Johansen cumulative incidence of the event (cause 1) and of the competing event (cause 2)
     at ``ep.at``, from ``(time, cause, count)`` rows (expanded to one row per patient for the IJ standard
     errors); R ``summary(survfit(Surv(time, factor(cause)) ~ 1), times = at)``."""
-    time, cause = columns[ep.time], columns[f"{ep.outcome}_cause"]
-    rows = conn.execute(sa.select(time, cause, sa.func.count()).where(where, time.is_not(None), cause.is_not(None))
-                        .group_by(time, cause)).all()
+    rows = event_rows(conn, columns[ep.time], columns[f"{ep.outcome}_cause"], where)
+    return cumulative_incidence_from_rows(rows, ep, warnings)
+
+
+def cumulative_incidence_from_rows(rows: Sequence[Any], ep: Endpoint, warnings: list[dict[str, Any]]
+                                   ) -> dict[str, Any]:
+    """:func:`cumulative_incidence_endpoint` from ``(time, cause, count)`` rows (also pooled across centres)."""
     rows = _negative(rows, ep, warnings)
     t = np.asarray([r[0] for r in rows], dtype=float)
     c = np.asarray([int(r[1]) for r in rows], dtype=np.int64)

@@ -11,7 +11,7 @@ touch the database.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -395,7 +395,9 @@ def _p_words(p: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- Cox
-def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[str, Any]:
+def cox_rows(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec
+             ) -> tuple[list[tuple[str, str, list[Any]]], list[Any], dict[str, Any]]:
+    """Covariate kinds, complete-case rows ``(time, event, entry, x…)`` and the model's header."""
     c = cp.view.subquery.c
     covariate_cols: list[sa.ColumnElement[Any]] = []
     kinds: list[tuple[str, str, list[Any]]] = []
@@ -436,13 +438,22 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
         before = len(complete)
         complete = [r for r in complete if float(r[0]) > float(r[2])]
         out["dropped_entry"] = before - len(complete)
+    return kinds, complete, out
+
+
+def cox_matrix(cp: CompiledProtocol, kinds: list[tuple[str, str, list[Any]]], complete: list[Any],
+               out: dict[str, Any], levels: Mapping[str, list[Any]] | None = None
+               ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Design columns and their terms; ``levels`` (federated: decided on every centre's data) fixes the
+    levels of enum covariates and which numeric ones are kept, instead of reading them off ``complete``."""
     X: dict[str, np.ndarray] = {}
     terms: list[dict[str, Any]] = []
     for j, (name, kind, choices) in enumerate(kinds):
         values = [r[3 + j] for r in complete]
         if kind in ("numeric", "binary"):
             column = np.asarray([float(v) for v in values])
-            if column.size and np.all(column == column[0]):
+            constant = name not in levels if levels is not None else column.size and np.all(column == column[0])
+            if constant:
                 out["warnings"].append(f"{name} has one value only among the patients analysed; left out of the model")
                 continue
             X[name] = column
@@ -456,7 +467,8 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
                 contrast = "yes vs no"
             terms.append({"covariate": name, "label": f"{label} ({contrast})", "contrast": contrast, "name": name})
         else:
-            present = [ch for ch in (choices or sorted(set(values))) if ch in set(values)]
+            present = list(levels[name]) if levels is not None and name in levels else \
+                [ch for ch in (choices or sorted(set(values))) if ch in set(values)]
             if len(present) < 2:
                 out["warnings"].append(f"{name} has one value only among the patients analysed; left out of the model")
             for level in present[1:]:
@@ -465,6 +477,12 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
                 terms.append({"covariate": name,
                               "label": f"{column_label(name)}: {code_label(level)} vs {code_label(present[0]).lower()}",
                               "contrast": f"vs {code_label(present[0])}", "name": key})
+    return X, terms
+
+
+def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[str, Any]:
+    kinds, complete, out = cox_rows(conn, cp, spec)
+    X, terms = cox_matrix(cp, kinds, complete, out)
     if not complete or not X:
         out["warnings"].append("no complete cases: the model was not fitted")
         return out
@@ -486,8 +504,9 @@ def cox_model(conn: sa.Connection, cp: CompiledProtocol, spec: CoxSpec) -> dict[
         out["warnings"].append(
             f"Proportional hazards: the cox.zph test rejects it (global p = {out['ph']['global']['p']:.3g}); "
             "see the scaled Schoenfeld residuals and consider a time-varying effect or stratification.")
-    if dropped:
-        out["warnings"].append(f"{dropped} patient(s) with a missing covariate are left out (complete cases)")
+    if out["dropped_incomplete"]:
+        out["warnings"].append(f"{out['dropped_incomplete']} patient(s) with a missing covariate are left out "
+                               "(complete cases)")
     if out.get("dropped_entry"):
         out["warnings"].append(f"{out['dropped_entry']} patient(s) whose follow-up ended at or before their entry are "
                                "left out")

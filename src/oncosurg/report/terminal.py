@@ -43,6 +43,8 @@ def format_comparison(cmp: dict[str, Any]) -> tuple[str, str, str]:
 def format_estimate(ep: dict[str, Any]) -> tuple[str, str, str]:
     """(estimate, 95% CI, n) as display strings for one endpoint result."""
     kind = ep["kind"]
+    if ep.get("withheld"):  # a federated result: a site withheld a count it needs (docs/federated.md)
+        return "withheld (disclosure)", "", ""
     if kind == "count":
         return str(ep["n"]), "", ""
     if kind == "proportion":
@@ -58,7 +60,7 @@ def format_estimate(ep: dict[str, Any]) -> tuple[str, str, str]:
         unit = {"months": "mo"}.get(ep.get("unit") or "", ep.get("unit") or "")
         return (f"{ep['median']:g} {unit}".strip() if float(ep["median"]).is_integer()
                 else f"{ep['median']:.1f} {unit}".strip(),
-                f"IQR {ep['q1']:.1f}–{ep['q3']:.1f}", str(ep["n"]))
+                "" if ep["q1"] is None or ep["q3"] is None else f"IQR {ep['q1']:.1f}–{ep['q3']:.1f}", str(ep["n"]))
     unit = "mo" if ep.get("unit") == "months" else ep.get("unit", "")
     if ep["n"] == 0:
         return NOT_ESTIMABLE, "", "0"

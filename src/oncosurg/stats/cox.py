@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -419,49 +419,8 @@ def coxph(
     absmean = np.average(np.abs(Xc_full), axis=0, weights=wt)
     scale = np.where(zero_one | (absmean <= 0), 1.0, 1.0 / np.where(absmean > 0, absmean, 1.0))
 
-    if not counting:
-        order = t_order if slevels is None else t_order[np.argsort(scode[t_order], kind="stable")]
-        s_time = np.ascontiguousarray(stop[order])
-        s_stat = np.ascontiguousarray(ev[order])
-        s_strat = np.ascontiguousarray(scode[order])
-        Xs = np.ascontiguousarray(Xc_full[order] * scale)
-        s_wt = np.ascontiguousarray(wt[order])
-
-        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron, s_wt)
-
-    else:
-        assert start is not None
-        # agreg.fit: rows whose interval contains no event time (of their stratum) are not used
-        # (stratum, time) pairs as integer keys: a float offset per stratum overflows near 1e308
-        _, rinv = np.unique(np.concatenate((start, stop)), return_inverse=True)
-        nkey = int(rinv.max()) + 1
-        key = np.tile(scode, 2) * nkey + rinv.ravel()
-        uy, inv = np.unique(key, return_inverse=True)
-        inv = inv.ravel()
-        is_event_time = np.zeros(uy.size, dtype=bool)
-        is_event_time[inv[n:][ev == 1]] = True
-        n_event_times_upto = np.cumsum(is_event_time)  # findInterval(y, dtime)
-        ignore = n_event_times_upto[inv[:n]] == n_event_times_upto[inv[n:]]
-        nused = int(n - ignore.sum())
-        sort2 = np.lexsort((-stop, scode, ignore))
-        sort1 = np.lexsort((-start, scode, ignore))
-        # store the rows in sort2 order so that the add-at-stop sweep reads memory sequentially
-        pos = np.empty(n, dtype=np.int64)
-        pos[sort2] = np.arange(n, dtype=np.int64)
-        p_sort1 = pos[sort1]
-        p_sort2 = np.arange(n, dtype=np.int64)
-        Xs = np.ascontiguousarray(Xc_full[sort2] * scale)
-        c_start = np.ascontiguousarray(start[sort2])
-        c_stop = np.ascontiguousarray(stop[sort2])
-        c_ev = np.ascontiguousarray(ev[sort2])
-        c_strat = np.ascontiguousarray(scode[sort2])
-        c_wt = np.ascontiguousarray(wt[sort2])
-
-        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            return _k.cox_counting_iter(
-                c_start, c_stop, c_ev, c_strat, Xs, beta, p_sort1, p_sort2, nused, efron, c_wt
-            )
+    evaluate = _evaluator(stop, ev, start if counting else None, scode, slevels is not None,
+                          t_order if not counting else None, Xc_full * scale, efron, wt)
 
     beta, var_s, u_s, loglik0, loglik1, sctest, iters, flag, _rank = _newton(
         evaluate, p, int(max_iter), float(tol), toler_chol, agreg=counting, Xc=Xc_full, names=colnames
@@ -574,6 +533,79 @@ def coxph(
             "weights": wt, "efron": efron, "means": means, "levels": factor_levels,
         },
     )
+
+
+def _evaluator(stop: np.ndarray, ev: np.ndarray, start: np.ndarray | None, scode: np.ndarray, stratified: bool,
+               t_order: np.ndarray | None, Xs_full: np.ndarray, efron: int, wt: np.ndarray | None = None
+               ) -> Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]:
+    """``beta -> (log partial likelihood, score, information)`` on timefixed data (coxfit6 or agfit4
+    kernels), with case weights ``wt`` (default 1)."""
+    n = stop.shape[0]
+    wt = np.ones(n) if wt is None else wt
+    if start is None:
+        assert t_order is not None
+        order = t_order if not stratified else t_order[np.argsort(scode[t_order], kind="stable")]
+        s_time = np.ascontiguousarray(stop[order])
+        s_stat = np.ascontiguousarray(ev[order])
+        s_strat = np.ascontiguousarray(scode[order])
+        Xs = np.ascontiguousarray(Xs_full[order])
+        s_wt = np.ascontiguousarray(wt[order])
+
+        def evaluate(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+            return _k.cox_right_iter(s_time, s_stat, s_strat, Xs, beta, efron, s_wt)
+
+        return evaluate
+    # agreg.fit: rows whose interval contains no event time (of their stratum) are not used
+    # (stratum, time) pairs as integer keys: a float offset per stratum overflows near 1e308
+    _, rinv = np.unique(np.concatenate((start, stop)), return_inverse=True)
+    nkey = int(rinv.max()) + 1
+    key = np.tile(scode, 2) * nkey + rinv.ravel()
+    uy, inv = np.unique(key, return_inverse=True)
+    inv = inv.ravel()
+    is_event_time = np.zeros(uy.size, dtype=bool)
+    is_event_time[inv[n:][ev == 1]] = True
+    n_event_times_upto = np.cumsum(is_event_time)  # findInterval(y, dtime)
+    ignore = n_event_times_upto[inv[:n]] == n_event_times_upto[inv[n:]]
+    nused = int(n - ignore.sum())
+    sort2 = np.lexsort((-stop, scode, ignore))
+    sort1 = np.lexsort((-start, scode, ignore))
+    # store the rows in sort2 order so that the add-at-stop sweep reads memory sequentially
+    pos = np.empty(n, dtype=np.int64)
+    pos[sort2] = np.arange(n, dtype=np.int64)
+    p_sort1 = pos[sort1]
+    p_sort2 = np.arange(n, dtype=np.int64)
+    Xc = np.ascontiguousarray(Xs_full[sort2])
+    c_start = np.ascontiguousarray(start[sort2])
+    c_stop = np.ascontiguousarray(stop[sort2])
+    c_ev = np.ascontiguousarray(ev[sort2])
+    c_strat = np.ascontiguousarray(scode[sort2])
+    c_wt = np.ascontiguousarray(wt[sort2])
+
+    def evaluate_counting(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        return _k.cox_counting_iter(c_start, c_stop, c_ev, c_strat, Xc, beta, p_sort1, p_sort2, nused, efron, c_wt)
+
+    return evaluate_counting
+
+
+def cox_score_information(time: Any, event: Any, X: np.ndarray, *, entry: Any = None, ties: str = "efron"
+                          ) -> Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]:
+    """``beta -> (loglik, score, information)`` of one stratum's partial likelihood, as ``coxph`` iterates it.
+
+    For federated Newton-Raphson (:mod:`oncosurg.federated`): the log partial likelihood of a
+    stratified model is the sum over strata, so each centre evaluates its own stratum.  ``X`` is
+    centred here (the partial likelihood does not change); ``beta`` is on the scale of ``X``.
+    """
+    stop = np.asarray(time, dtype=np.float64)
+    ev = np.asarray(event).astype(np.int8)
+    Xm = np.asarray(X, dtype=np.float64).reshape(stop.shape[0], -1)
+    scode = np.zeros(stop.shape[0], dtype=np.int64)
+    efron = 1 if ties == "efron" else 0
+    Xc = Xm - Xm.mean(axis=0) if stop.shape[0] else Xm
+    if entry is None:
+        stop, t_order, _tid, _ntime = _timefix_sorted(stop)
+        return _evaluator(stop, ev, None, scode, False, t_order, Xc, efron)
+    start, stop = aeq_surv(np.asarray(entry, dtype=np.float64), stop)
+    return _evaluator(stop, ev, start, scode, False, None, Xc, efron)
 
 
 def _newton(evaluate, p, maxiter, eps, toler_chol, *, agreg, Xc, names):
