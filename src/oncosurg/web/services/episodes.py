@@ -182,10 +182,10 @@ def read_pathway(conn: sa.Connection, *, pk: int) -> dict[str, Any]:
 def _rule_errors(stored: PatientRecord, plan: UpdatePlan, ctx: Context) -> list[dict[str, Any]]:
     """The rules across episodes on the record the plan leaves (as an import checks it)."""
     out = []
-    for issue in check_patient(merged(stored, plan), postop_window_days=ctx.postop_window_days):
+    for issue in check_patient(merged(stored, plan), where=lambda table, row: (table.value, None),
+                               postop_window_days=ctx.postop_window_days):
         error = issue_dict(issue)
-        error["table"] = next((s.table.value for s in TABLE_BY_NAME.values() if s.file == error.pop("file", None)),
-                              None)
+        error["table"] = error.pop("file", None)  # the episode type the finding is about
         out.append(error)
     return out
 
