@@ -88,20 +88,23 @@ def test_the_banner_links_each_error_to_its_field_and_the_field_takes_the_focus(
     dm = Api(app, "dm")
     pk = dm.register(patient_id="ERR", cetuximab_start="2024-03-04", last_contact_date="2024-05-27")
     client, csrf = _html_client(app)
-    version = dm.patient(pk)["version"]
-    page = client.post(f"/patients/{pk}/stages/follow_up", headers={"accept": "text/html"},
-                       data={"csrf_token": csrf, "version": str(version), "last_contact_date": "2024-13-45"})
+    patient = dm.patient(pk)
+    contact = patient["episodes"]["contact"][0]
+    page = client.post(f"/patients/{pk}/episodes/contact/{contact['id']}", headers={"accept": "text/html"},
+                       data={"csrf_token": csrf, "version": str(contact["version"]),
+                             "patient_version": str(patient["version"]), "contact_date": "2024-13-45"})
     assert page.status_code == 422
     html = page.text
     banner = html.split('id="error-summary"')[1].split("</div>")[0]
     assert "1 problem" in banner
-    assert 'href="#f-last_contact_date"' in banner
-    field = re.search(r'<input id="f-last_contact_date"[^>]*>', html).group(0)
+    anchor = f"ep-contact-{contact['id']}"
+    assert f'href="#{anchor}-contact_date"' in banner
+    field = re.search(rf'<input id="{anchor}-contact_date"[^>]*>', html).group(0)
     assert "autofocus" in field
     assert html.count("autofocus") == 1
-    # the error itself is beside the field
-    card = html.split('id="stage-follow_up"')[1].split("</section>")[0]
-    assert 'class="error" data-field="last_contact_date"' in card
+    # the error itself is beside the field, in the episode's form, opened
+    episode = html.split(f'<details id="{anchor}" class="episode" open>')[1].split("</details>")[0]
+    assert 'class="error" data-field="contact_date"' in episode
 
 
 def test_the_registration_form_links_its_errors_too(app: FastAPI) -> None:
