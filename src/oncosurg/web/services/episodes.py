@@ -288,6 +288,8 @@ def edit_episode(conn: sa.Connection, *, ctx: Context, pk: int, table: Table, ep
     values, errors = parse_fields(spec.edit, form, today=ctx.today, current=row)
     if table is Table.RESPONSE_ASSESSMENT and not errors:
         values = {**row, **values}
+        if "category" not in form:  # computed again from the sums the edit leaves
+            values["category"] = None if values.get("current_sum_mm") is not None else row.get("category")
         errors += _recist(stored, values, key=key)
     plan = edit.plan_edit(stored, table=table, key=key, values=values)
     if not plan and not errors:
