@@ -137,7 +137,9 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
         data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                      horizon_weeks=settings.review_horizon_weeks)
     errors = error.errors if isinstance(error, Invalid) else []
-    view = episode_view(data, target=target, errors=errors, submitted=submitted or {})
+    # after a conflict the form shows the current values (the banner shows what the user typed)
+    view = episode_view(data, target=target, errors=errors,
+                        submitted=(submitted or {}) if isinstance(error, Invalid) else {})
     conflict = None
     if isinstance(error, Conflict):
         typed = getattr(error, "submitted", None) or submitted or {}
