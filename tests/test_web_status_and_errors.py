@@ -140,14 +140,17 @@ def test_in_a_browser_the_page_opens_at_the_field_in_error(app: FastAPI) -> None
         page.click("form[action='/login'] button[type=submit]")
         page.wait_for_load_state()
         page.goto(f"/patients/{pk}")
-        form = page.locator("#stage-follow_up form").first
-        form.locator("[name='last_contact_date']").fill("2024-02-01")  # before cetuximab_start
+        contact = Api(app, "dm").patient(pk)["episodes"]["contact"][0]["id"]
+        field = f"ep-contact-{contact}-contact_date"
+        page.click(f"details#ep-contact-{contact} > summary")  # open the contact, as a user does
+        form = page.locator(f"details#ep-contact-{contact} form").first
+        form.locator("[name='contact_date']").fill("2024-13-45")  # no month 13
         with page.expect_navigation():
             form.locator("button[type=submit]").click()
-        assert page.evaluate("document.activeElement.id") == "f-last_contact_date"
-        error = page.locator("#stage-follow_up p.error[data-field='last_contact_date']").first
+        assert page.evaluate("document.activeElement.id") == field
+        error = page.locator(f"details#ep-contact-{contact} p.error[data-field='contact_date']").first
         box, height = error.bounding_box(), page.viewport_size["height"]
         assert box is not None and 0 <= box["y"] <= height  # on screen, not far below the banner
-        page.click("#error-summary a[href='#f-last_contact_date']")
-        assert page.evaluate("document.activeElement.id") == "f-last_contact_date"
+        page.click(f"#error-summary a[href='#{field}']")
+        assert page.evaluate("document.activeElement.id") == field
         browser.close()

@@ -99,7 +99,7 @@ def _labels(record: PatientRecord) -> dict[Table, dict[tuple[Any, ...], str]]:
     out: dict[Table, dict[tuple[Any, ...], str]] = {table: {} for table in FORMS}
     for line in rows(Table.THERAPY_LINE):
         intent = f", {line['intent']}" if line.get("intent") else ""
-        where = " elsewhere" if line.get("given_at") == "elsewhere" else ""
+        where = ", given elsewhere" if line.get("given_at") == "elsewhere" else ""
         out[Table.THERAPY_LINE][(line["line_number"],)] = (
             f"line {line['line_number']}: {_agents(line.get('agents'))}{intent}{where}")
     for r in rows(Table.MDT_REVIEW):
