@@ -67,16 +67,69 @@ def endpoint(page, eid: str) -> str:  # type: ignore[no-untyped-def]
     return page.inner_text(f"tr[data-endpoint='{eid}'] td.num >> nth=0")
 
 
-def save_card(page, stage: str, **fields: str) -> None:  # type: ignore[no-untyped-def]
-    card = page.locator(f"#stage-{stage} form").first
+#: Opens every <details> around an element (clicking their summaries, as a user does).
+OPEN = "e => { for (let d = e.closest('details'); d; d = d.parentElement && d.parentElement.closest('details')) " \
+       "d.open = true; }"
+
+
+def fill(form, **fields: str) -> None:  # type: ignore[no-untyped-def]
     for name, value in fields.items():
-        widget = card.locator(f"[name='{name}']")
+        widget = form.locator(f"[name='{name}']")
         if widget.evaluate("e => e.tagName") == "SELECT":
             widget.select_option(value)
         else:
             widget.fill(value)
+
+
+def submit(page, form) -> None:  # type: ignore[no-untyped-def]
     with page.expect_navigation():
-        card.locator("button[type=submit]").click()
+        form.locator("button[type=submit]").click()
+
+
+def add(page, table: str, within: int | None = None, **fields: str) -> None:  # type: ignore[no-untyped-def]
+    """Fill and submit the add form of an episode type (a complication or pathology: of procedure ``within``)."""
+    form = page.locator(f"form#add-{table}" + (f"-{within}" if within is not None else ""))
+    form.evaluate(OPEN)  # a procedure's forms are inside its <details>: open it, as a user would
+    fill(form, **fields)
+    submit(page, form)
+
+
+def reveal(page, table: str, episode_id: int):  # type: ignore[no-untyped-def]
+    """Open the episode's <details> (and its procedure's, for a complication); returns it."""
+    details = page.locator(f"details#ep-{table}-{episode_id}")
+    details.evaluate(OPEN)
+    return details
+
+
+def edit(page, table: str, episode_id: int, **fields: str) -> None:  # type: ignore[no-untyped-def]
+    form = reveal(page, table, episode_id).locator(f"form[action$='/episodes/{table}/{episode_id}']")
+    fill(form, **fields)
+    submit(page, form)
+
+
+def delete(page, table: str, episode_id: int) -> None:  # type: ignore[no-untyped-def]
+    form = reveal(page, table, episode_id).locator(f"form[action$='/episodes/{table}/{episode_id}/delete']")
+    page.once("dialog", lambda dialog: dialog.accept())  # the data-confirm question
+    submit(page, form)
+
+
+def episodes(page, patient_url: str, table: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The episodes of ``table`` as the page's JSON twin lists them (the browser's own session)."""
+    return page.request.get(patient_url + ".json").json()["episodes"][table]
+
+
+def register(page, patient_id: str) -> str:  # type: ignore[no-untyped-def]
+    page.goto("/patients/new")
+    page.fill("#f-patient_id", patient_id)
+    page.select_option("#f-referral", "in_house")
+    page.fill("#f-prior_chemo_lines", "2")
+    page.fill("#f-cetuximab_start", "2005-03-01")
+    page.select_option("#f-cetuximab_partner", "irinotecan")
+    page.fill("#f-cetuximab_cycles", "4")
+    page.fill("#f-last_contact_date", "2005-05-20")
+    with page.expect_navigation():
+        page.click("#register button[type=submit]")
+    return page.url
 
 
 def test_a_patient_through_the_whole_pathway(browser, live: LiveServer) -> None:  # type: ignore[no-untyped-def]
@@ -102,25 +155,18 @@ def test_a_patient_through_the_whole_pathway(browser, live: LiveServer) -> None:
         page.click("#register button[type=submit]")
     assert re.search(r"/patients/\d+$", page.url)
     patient_url = page.url
-    assert "cetuximab started with irinotecan" in page.inner_text(".timeline")
+    assert "line 3: cetuximab + irinotecan, conversion" in page.inner_text(".timeline")
 
-    # the worklist: 13 weeks and 4 cycles on cetuximab without an MDT review
+    # the worklist: 13 weeks and 4 cycles on the current line without an MDT review
     page.goto("/worklist")
     row = page.locator("#review-due tr", has_text="PB-0042")
-    assert "4 cycle(s) since the start of cetuximab" in row.inner_text()
+    assert "4 cycle(s) since the start of line 3" in row.inner_text()
 
-    # a partial response, then the MDT declares the patient resectable
+    # a partial response, then the MDT declares the patient resectable (both of the current line)
     page.goto(patient_url)
-    page.fill("#f-assessment_date", "2005-05-10")
-    page.fill("#f-baseline_sum_mm", "120")
-    page.fill("#f-current_sum_mm", "70")
-    with page.expect_navigation():
-        page.click("form[action$='/responses'] button[type=submit]")
-    assert "PR" in page.inner_text("#stage-cetuximab table.list >> nth=0")  # computed from the sums
-    page.fill("#f-review_date", "2005-05-25")
-    page.select_option("#f-decision", "resectable")
-    with page.expect_navigation():
-        page.click("form[action$='/reviews'] button[type=submit]")
+    add(page, "response_assessment", assessment_date="2005-05-10", baseline_sum_mm="120", current_sum_mm="70")
+    assert "response assessment: PR (line 3)" in page.inner_text(".timeline")  # computed from the sums
+    add(page, "mdt_review", review_date="2005-05-25", decision="resectable")
     page.goto("/worklist")
     assert page.locator("#review-due tr", has_text="PB-0042").count() == 0
     assert page.locator("#awaiting-surgery tr", has_text="PB-0042").count() == 1
@@ -128,18 +174,15 @@ def test_a_patient_through_the_whole_pathway(browser, live: LiveServer) -> None:
     # surgery with a complication, pathology, then follow-up: the dashboard follows
     page.goto("/dashboard")
     assert endpoint(page, "evaluated") == "1" and endpoint(page, "operated") == "0"
+    assert page.inner_text("#pathway-now [data-count='on_line']") == "1"
     page.goto(patient_url)
-    save_card(page, "follow_up", last_contact_date="2005-05-31")
-    save_card(page, "surgery", surgery_date="2005-05-30", surgery_type="hepatectomy", resected_segments="5;6;7",
-              margin="R0", clavien_dindo_max="none")
-    page.select_option("#f-grade", "II")
-    page.fill("#f-description", "ileus")
-    with page.expect_navigation():
-        page.click("form[action$='/complications'] button[type=submit]")
-    assert "comprehensive complication index 20.9" in page.inner_text("#complications")
-    save_card(page, "pathology", steatosis_pct="40", tumour_regression_grade="2")
+    add(page, "contact", contact_date="2005-05-31", vital_status="alive")
+    add(page, "liver_procedure", procedure_date="2005-05-30", procedure_type="hepatectomy",
+        resected_segments="5;6;7", margin="R0")
+    add(page, "complication", within=1, grade="II", description="ileus")
+    add(page, "pathology", within=1, steatosis_pct="40", tumour_regression_grade="2")
     timeline = page.inner_text(".timeline")
-    assert "hepatectomy; worst complication II (CCI 20.9)" in timeline
+    assert "procedure 1: hepatectomy; worst complication II (CCI 20.9)" in timeline
     page.goto("/worklist")
     assert page.locator("#awaiting-surgery tr", has_text="PB-0042").count() == 0
     page.goto("/dashboard")
@@ -149,17 +192,80 @@ def test_a_patient_through_the_whole_pathway(browser, live: LiveServer) -> None:
 
     # a stale form is refused with what changed
     page.goto(patient_url)
+    (line,) = episodes(page, patient_url, "therapy_line")
     other_tab = page.context.new_page()
     other_tab.goto(patient_url)
-    save_card(other_tab, "cetuximab", cetuximab_cycles="6")
-    save_card(page, "prior_chemo", prior_chemo_lines="3")
+    edit(other_tab, "therapy_line", line["id"], cycles="6")
+    edit(page, "therapy_line", line["id"], stop_reason="surgery")
     assert "Not saved: the record changed" in page.inner_text("#conflict")
-    assert "cetuximab_cycles" in page.inner_text("#conflict")
-    assert page.input_value("#stage-prior_chemo [name='prior_chemo_lines']") == "2"
+    assert "therapy_line.cycles" in page.inner_text("#conflict")
+    assert "stop_reason = surgery" in page.inner_text("#conflict")  # what the user typed is shown
+    assert page.input_value(f"#ep-therapy_line-{line['id']}-cycles") == "6"  # the current value
 
     # the history of changes
     page.goto(patient_url + "/audit")
-    assert page.locator("#audit tbody tr").count() > 20 and "cetuximab_cycles" in page.inner_text("#audit")
+    assert page.locator("#audit tbody tr").count() > 20 and "cycles" in page.inner_text("#audit")
+    page.context.close()
+
+
+#: Per episode type, in the page's order: what to add, what to change, the label the change shows.
+BROWSER_CASES = (
+    ("therapy_line", {"line_number": "4", "start_date": "2005-04-01", "agents": "panitumumab;fluoropyrimidine",
+                      "intent": "palliative"}, {"agents": "bevacizumab;fluoropyrimidine"},
+     "line 4: bevacizumab + fluoropyrimidine (5-FU, capecitabine), palliative"),
+    ("mdt_review", {"review_date": "2005-04-10", "decision": "unresectable_continue"},
+     {"decision": "potentially_resectable"}, "MDT review: potentially resectable (line 3)"),
+    ("response_assessment", {"assessment_date": "2005-04-12", "category": "SD"}, {"category": "PR"},
+     "response assessment: PR (line 3)"),
+    ("liver_procedure", {"procedure_date": "2005-05-02", "procedure_type": "ablation"},
+     {"procedure_type": "exploration_only"}, "procedure 1: exploration only"),
+    ("disease_event", {"event_date": "2005-05-05", "event_kind": "progression", "sites": "liver"},
+     {"sites": "liver;lung"}, "progression (liver, lung)"),
+    ("contact", {"contact_date": "2005-05-15", "vital_status": "alive"}, {"contact_date": "2005-05-16"},
+     "contact (alive)"),
+)
+
+
+def test_add_edit_and_delete_each_episode_type(browser, live: LiveServer) -> None:  # type: ignore[no-untyped-def]
+    page = sign_in(browser, live, "dm")
+    patient_url = register(page, "PB-0100")
+    for table, added, changed, label in BROWSER_CASES:
+        before = len(episodes(page, patient_url, table))
+        add(page, table, **added)
+        listed = episodes(page, patient_url, table)
+        assert len(listed) == before + 1, table
+        new = max(listed, key=lambda e: e["id"])
+        assert page.locator(f"details#ep-{table}-{new['id']}").count() == 1
+        edit(page, table, new["id"], **changed)
+        assert label in page.inner_text(f"details#ep-{table}-{new['id']} summary"), table
+        if table == "liver_procedure":  # its complications and pathology, inside it
+            add(page, "complication", within=1, grade="IIIa", description="bile leak")
+            (complication,) = episodes(page, patient_url, "complication")
+            edit(page, "complication", complication["id"], grade="II", description="ileus")
+            assert "complication II: ileus" in page.inner_text(f"details#ep-complication-{complication['id']}")
+            assert "worst complication II" in page.inner_text(f"details#ep-{table}-{new['id']} summary")
+            delete(page, "complication", complication["id"])
+            assert episodes(page, patient_url, "complication") == []
+            edit(page, table, new["id"], procedure_type="hepatectomy", resected_segments="2;3", margin="R0")
+            add(page, "pathology", within=1, steatosis_pct="20", fibrosis_stage="1")
+            (pathology,) = episodes(page, patient_url, "pathology")
+            edit(page, "pathology", pathology["id"], fibrosis_stage="2")
+            assert episodes(page, patient_url, "pathology")[0]["values"]["fibrosis_stage"] == 2
+            delete(page, "pathology", pathology["id"])
+            assert episodes(page, patient_url, "pathology") == []
+        if table == "contact":  # a rule across episodes, shown beside the field
+            edit(page, table, new["id"], vital_status="dead")
+            error = page.locator(f"details#ep-{table}-{new['id']} p.error[data-code='E609']")
+            assert error.count() == 1, page.inner_text("#error-summary")
+            page.goto(patient_url)
+        delete(page, table, new["id"])
+        assert len(episodes(page, patient_url, table)) == before, table
+        assert page.locator(f"details#ep-{table}-{new['id']}").count() == 0
+    page.goto(patient_url + "/audit")
+    trail = page.inner_text("#audit")
+    for table, *_ in BROWSER_CASES:
+        assert table in trail
+    assert "complication" in trail and "pathology" in trail
     page.context.close()
 
 
@@ -178,7 +284,7 @@ def test_refused_across_centres_and_roles(browser, live: LiveServer) -> None:  #
 
     reader = sign_in(browser, live, "inv")
     reader.goto(patient_url)
-    assert reader.locator("form[action*='/stages/']").count() == 0  # read-only: no edit forms
+    assert reader.locator("form[action*='/episodes/']").count() == 0  # read-only: no edit forms
     assert reader.locator(".value", has_text="referred").count() >= 1
     response = reader.goto("/patients/new")
     assert response.status == 403 and "read-only" in reader.inner_text("main")

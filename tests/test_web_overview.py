@@ -46,8 +46,8 @@ def test_review_due_by_cycles_weeks_and_response(app: FastAPI) -> None:
     dm.post(f"/patients/{responded}/responses", {"assessment_date": recent, "category": "PR"})
     due = _due(dm)
     assert "FRESH" not in due
-    assert due["CYCLES"] == ["4 cycle(s) since the start of cetuximab"]
-    assert due["WEEKS"] == ["13 week(s) since the start of cetuximab"]
+    assert due["CYCLES"] == ["4 cycle(s) since the start of line 3"]
+    assert due["WEEKS"] == ["13 week(s) since the start of line 3"]
     assert due["PR"] == [f"PR on {recent} not yet reviewed"]
     # a review clears the patient until the next threshold; "resectable" moves them to awaiting surgery
     dm.post(f"/patients/{weeks}/reviews", {"review_date": "2024-05-27", "decision": "unresectable_continue"})
@@ -65,6 +65,40 @@ def test_review_due_by_cycles_weeks_and_response(app: FastAPI) -> None:
                    clavien_dindo_max="none").status_code == 200
     assert dm.get("/worklist.json").json()["awaiting_surgery_total"] == 0
     assert fresh  # registered but not due
+
+
+def test_review_due_is_about_the_current_line_whatever_its_agents(app: FastAPI) -> None:
+    """Due for an MDT review follows the patient's current line (panitumumab, bevacizumab…), its start,
+    its cycles and its reviews, not the cetuximab line of the flat record."""
+    dm = Api(app, "dm")
+    recent = str(TODAY - dt.timedelta(weeks=3))
+    switched = dm.register(patient_id="SWITCHED", cetuximab_start="2023-09-04", cetuximab_cycles="8",
+                           last_contact_date=recent)
+    line = dm.episode(switched, "therapy_line")
+    assert dm.edit(switched, "therapy_line", line, stop_date="2024-01-15", stop_reason="progression").status_code == 200
+    assert dm.add(switched, "therapy_line", line_number="4", start_date=recent, agents="panitumumab;fluoropyrimidine",
+                  intent="conversion", cycles="4").status_code == 200, "a fourth line, started three weeks ago"
+    due = _due(dm)
+    assert due["SWITCHED"] == ["4 cycle(s) since the start of line 4"]
+    item = next(p for p in dm.get("/worklist.json").json()["review_due"] if p["patient_id"] == "SWITCHED")
+    assert (item["line_number"], item["agents"], item["line_start"]) == (4, "panitumumab;fluoropyrimidine", recent)
+    # a review of the earlier line does not count for the current one; a review of line 4 does
+    dm.add(switched, "mdt_review", review_date="2024-01-10", decision="unresectable_continue", line_number="3")
+    assert _due(dm)["SWITCHED"] == ["4 cycle(s) since the start of line 4"]
+    dm.add(switched, "mdt_review", review_date=str(TODAY), decision="unresectable_continue", line_number="4",
+           cycles_at_review="4")
+    assert "SWITCHED" not in _due(dm)
+    # a bevacizumab line without cetuximab is followed the same way; an adjuvant line is not reviewed
+    bev = dm.register(patient_id="BEV", cetuximab_start="2023-09-04", last_contact_date=recent)
+    dm.edit(bev, "therapy_line", dm.episode(bev, "therapy_line"), stop_date="2023-12-04")
+    dm.add(bev, "therapy_line", line_number="4", start_date="2024-03-04",
+           agents="bevacizumab;oxaliplatin;fluoropyrimidine")
+    assert _due(dm)["BEV"] == ["13 week(s) since the start of line 4"]
+    dm.edit(bev, "therapy_line", dm.episode(bev, "therapy_line", 1), intent="adjuvant")
+    assert "BEV" not in _due(dm)
+    board = dm.get("/dashboard.json").json()["pathway"]
+    assert board["on_line"] == 1 and board["by_family"]["anti-EGFR"] == 1  # SWITCHED on panitumumab; BEV adjuvant
+    assert board["reviews"] == 1 and board["reviews_by_decision"] == {"unresectable_continue": 1}  # last 8 weeks
 
 
 def test_overdue_follow_up(app: FastAPI) -> None:

@@ -70,7 +70,7 @@ def test_stage_edit_checks_the_whole_record(dm: Api) -> None:
     patient = dm.patient(pk)
     assert patient["record"]["resected_segments"] == "5;6;7" and patient["version"] == 3
     assert [c["grade"] for c in patient["complications"]] == ["II"]
-    assert [e["kind"] for e in patient["timeline"]] == ["cetuximab_start", "surgery", "last_contact"]
+    assert [e["kind"] for e in patient["timeline"]] == ["therapy_line", "contact", "liver_procedure", "contact"]
     future = dm.save(pk, "follow_up", last_contact_date="2024-07-01")
     assert future.json()["errors"][0]["code"] == "V312"
 

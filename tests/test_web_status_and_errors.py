@@ -88,20 +88,23 @@ def test_the_banner_links_each_error_to_its_field_and_the_field_takes_the_focus(
     dm = Api(app, "dm")
     pk = dm.register(patient_id="ERR", cetuximab_start="2024-03-04", last_contact_date="2024-05-27")
     client, csrf = _html_client(app)
-    version = dm.patient(pk)["version"]
-    page = client.post(f"/patients/{pk}/stages/follow_up", headers={"accept": "text/html"},
-                       data={"csrf_token": csrf, "version": str(version), "last_contact_date": "2024-13-45"})
+    patient = dm.patient(pk)
+    contact = patient["episodes"]["contact"][0]
+    page = client.post(f"/patients/{pk}/episodes/contact/{contact['id']}", headers={"accept": "text/html"},
+                       data={"csrf_token": csrf, "version": str(contact["version"]),
+                             "patient_version": str(patient["version"]), "contact_date": "2024-13-45"})
     assert page.status_code == 422
     html = page.text
     banner = html.split('id="error-summary"')[1].split("</div>")[0]
     assert "1 problem" in banner
-    assert 'href="#f-last_contact_date"' in banner
-    field = re.search(r'<input id="f-last_contact_date"[^>]*>', html).group(0)
+    anchor = f"ep-contact-{contact['id']}"
+    assert f'href="#{anchor}-contact_date"' in banner
+    field = re.search(rf'<input id="{anchor}-contact_date"[^>]*>', html).group(0)
     assert "autofocus" in field
     assert html.count("autofocus") == 1
-    # the error itself is beside the field
-    card = html.split('id="stage-follow_up"')[1].split("</section>")[0]
-    assert 'class="error" data-field="last_contact_date"' in card
+    # the error itself is beside the field, in the episode's form, opened
+    episode = html.split(f'<details id="{anchor}" class="episode" open>')[1].split("</details>")[0]
+    assert 'class="error" data-field="contact_date"' in episode
 
 
 def test_the_registration_form_links_its_errors_too(app: FastAPI) -> None:
@@ -137,14 +140,17 @@ def test_in_a_browser_the_page_opens_at_the_field_in_error(app: FastAPI) -> None
         page.click("form[action='/login'] button[type=submit]")
         page.wait_for_load_state()
         page.goto(f"/patients/{pk}")
-        form = page.locator("#stage-follow_up form").first
-        form.locator("[name='last_contact_date']").fill("2024-02-01")  # before cetuximab_start
+        contact = Api(app, "dm").patient(pk)["episodes"]["contact"][0]["id"]
+        field = f"ep-contact-{contact}-contact_date"
+        page.click(f"details#ep-contact-{contact} > summary")  # open the contact, as a user does
+        form = page.locator(f"details#ep-contact-{contact} form").first
+        form.locator("[name='contact_date']").fill("2024-13-45")  # no month 13
         with page.expect_navigation():
             form.locator("button[type=submit]").click()
-        assert page.evaluate("document.activeElement.id") == "f-last_contact_date"
-        error = page.locator("#stage-follow_up p.error[data-field='last_contact_date']").first
+        assert page.evaluate("document.activeElement.id") == field
+        error = page.locator(f"details#ep-contact-{contact} p.error[data-field='contact_date']").first
         box, height = error.bounding_box(), page.viewport_size["height"]
         assert box is not None and 0 <= box["y"] <= height  # on screen, not far below the banner
-        page.click("#error-summary a[href='#f-last_contact_date']")
-        assert page.evaluate("document.activeElement.id") == "f-last_contact_date"
+        page.click(f"#error-summary a[href='#{field}']")
+        assert page.evaluate("document.activeElement.id") == field
         browser.close()

@@ -87,6 +87,23 @@ class Api:
         return self.post(f"/patients/{pk}/stages/{stage}", {"version": str(version), **fields})
 
 
+    def add(self, pk: int, table: str, **fields: str) -> Any:
+        """POST a new episode of ``table`` (therapy_line, mdt_review, …)."""
+        return self.post(f"/patients/{pk}/episodes/{table}", fields)
+
+    def episode(self, pk: int, table: str, index: int = 0) -> dict[str, Any]:
+        """One episode of ``table`` as the patient's JSON twin lists it (date order)."""
+        return self.patient(pk)["episodes"][table][index]
+
+    def edit(self, pk: int, table: str, episode: dict[str, Any], **fields: str) -> Any:
+        return self.post(f"/patients/{pk}/episodes/{table}/{episode['id']}",
+                         {"version": str(episode["version"]), **fields})
+
+    def delete(self, pk: int, table: str, episode: dict[str, Any], **fields: str) -> Any:
+        return self.post(f"/patients/{pk}/episodes/{table}/{episode['id']}/delete",
+                         {"version": str(episode["version"]), **fields})
+
+
 def registration(**fields: str) -> dict[str, str]:
     """A valid registration form (override any field)."""
     return {"centre": CENTRE_A, "patient_id": "PB-0001", "referral": "in_house", "sex": "F", "prior_chemo_lines": "2",

@@ -146,9 +146,13 @@ def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan)
         return ids[table].get(key)
 
     order = {spec.table: i for i, spec in enumerate((PATIENT, *EPISODE_TABLES))}
+    # a child detached from its parent (its reference emptied) lets go before the parent is deleted
+    detach = [c for c in plan.changes if c.action == "update" and c.new is None and c.table in PARENT_REFS
+              and c.column == PARENT_REFS[c.table][2]]
     deletes = sorted((c for c in plan.changes if c.action == "delete"), key=lambda c: -order[c.table])
-    others = sorted((c for c in plan.changes if c.action != "delete"), key=lambda c: order[c.table])
-    for change in [*deletes, *others]:  # children deleted before their parent, parents created before children
+    others = sorted((c for c in plan.changes if c.action != "delete" and not any(c is d for d in detach)),
+                    key=lambda c: order[c.table])
+    for change in [*detach, *deletes, *others]:  # children deleted before their parent, parents created first
         spec, table = TABLE_BY_NAME[change.table], tables[change.table]
         if change.table is Table.PATIENT:
             conn.execute(sa.update(table).where(table.c.id == pk).values({change.column: change.new}))
@@ -198,3 +202,15 @@ def _stored_ids(conn: sa.Connection, tables: Tables, spec: EpisodeTable, pk: int
              .join(parent_table, parent_table.c.id == table.c[column]).where(table.c.patient_pk == pk))
     return {tuple(r[:-1]): r[-1] for r in conn.execute(query)}
 
+
+
+def episode_ids(conn: sa.Connection, tables: Tables, pk: int) -> dict[Table, dict[tuple[Any, ...], tuple[int, int]]]:
+    """Per episode table of patient ``pk``: key → (row id, row version), for editors that name rows
+    by id and lock them by version."""
+    out: dict[Table, dict[tuple[Any, ...], tuple[int, int]]] = {}
+    for spec in EPISODE_TABLES:
+        table = tables[spec.table]
+        ids = _stored_ids(conn, tables, spec, pk)
+        versions = dict(conn.execute(sa.select(table.c.id, table.c.version).where(table.c.patient_pk == pk)).all())
+        out[spec.table] = {key: (row_id, versions[row_id]) for key, row_id in ids.items()}
+    return out

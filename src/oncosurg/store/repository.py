@@ -563,7 +563,7 @@ def _registered(conn: sa.Connection, patient_ids: set[str]) -> list[_Registered]
 
 
 def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.Actor, centre: str,
-               patient_id: str, reason: str, batch_id: int | None = None,
+               patient_id: str, reason: str | None, batch_id: int | None = None,
                log: Sequence[tuple[str, Any, Any]] | None = None, states: bool = True) -> int:
     """Apply ``plan`` to patient ``pk``: bump its version, audit every row created, changed or removed
     and, for an import (``batch_id``), record the changes in ``change_log`` — ``log`` (field, old, new)
@@ -586,7 +586,7 @@ def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.A
     return version
 
 
-def _audit_entry(change: Change, row_id: int, *, pk: int, centre: str, patient_id: str, reason: str,
+def _audit_entry(change: Change, row_id: int, *, pk: int, centre: str, patient_id: str, reason: str | None,
                  version: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"action": change.action, "entity": change.table.value, "entity_id": row_id,
                              "patient_pk": pk, "centre": centre, "patient_id": patient_id, "reason": reason,

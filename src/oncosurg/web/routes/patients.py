@@ -9,8 +9,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from oncosurg.pathway.model import Table
 from oncosurg.schema import Field
-from oncosurg.store.audit import text
 from oncosurg.web.deps import (
     CsrfDep,
     CurrentUser,
@@ -31,7 +31,9 @@ from oncosurg.web.deps import (
 from oncosurg.web.errors import Conflict, Invalid, WebError
 from oncosurg.web.models import Patient, PatientList, Saved
 from oncosurg.web.routes import PK, PageNo, Text
-from oncosurg.web.services import pathway, patients
+from oncosurg.web.services import episodes, pathway, patients
+from oncosurg.web.services.episodes import FORMS as EPISODE_FORMS
+from oncosurg.web.services.episodes import PATIENT_FIELDS
 from oncosurg.web.services.forms import (
     COMPLICATION_FIELDS,
     REGIMEN_FIELDS,
@@ -76,11 +78,11 @@ def error_summary(errors: list[dict[str, Any]], rows: list[dict[str, Any]], fall
 
     The first field with an error gets ``autofocus``, so the browser opens the page at it (no script).
     """
-    at_field = {row["name"] for row in rows}
+    at_field = {row["name"]: "#" + row.get("id", f"f-{row['name']}") for row in rows}
     first = next((row for row in rows if row["errors"]), None)
     if first is not None:
         first["autofocus"] = True
-    return [{"href": f"#f-{e['column']}" if e.get("column") in at_field else fallback,
+    return [{"href": at_field.get(str(e.get("column")), fallback),
              "column": str(e.get("column") or ""), "message": str(e.get("message") or "")} for e in errors]
 
 
@@ -129,50 +131,86 @@ async def register(request: Request, user: Writer, store: StoreDep, settings: Se
 def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: int, *, target: str | None = None,
                   error: WebError | None = None, submitted: dict[str, str] | None = None, status: int = 200
                   ) -> Response:
+    """The patient page: the timeline of every episode, each episode's edit and delete forms, an add
+    form per episode type; after a refused write, the form of ``target`` again with its errors."""
     with store.read() as conn:
         data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                      horizon_weeks=settings.review_horizon_weeks)
-    values = {**data["record"], **data["regimen"]}
     errors = error.errors if isinstance(error, Invalid) else []
-    cards = []
-    for card in STAGE_FORMS.values():
-        mine = target == f"stage:{card.key}"
-        card_values = {**values, **(submitted or {})} if mine and isinstance(error, Invalid) else values
-        card_errors = errors if mine else []
-        names = {f.name for f in card.fields} | {"reason"}
-        cards.append({"key": card.key, "title": card.title,
-                      "rows": form_rows(card.fields, card_values, card_errors),
-                      "general": [e for e in card_errors if e.get("column") not in names],
-                      "reason_errors": [e for e in card_errors if e.get("column") == "reason"]})
-    items = {}
-    for kind, fields in (("reviews", REVIEW_FIELDS), ("responses", RESPONSE_FIELDS),
-                         ("complications", COMPLICATION_FIELDS)):
-        mine = target == f"add:{kind}"
-        item_errors = errors if mine else []
-        items[kind] = {"rows": form_rows(fields, submitted if mine and submitted else {}, item_errors),
-                       "general": [e for e in item_errors if e.get("column") not in {f.name for f in fields}]}
+    # after a conflict the form shows the current values (the banner shows what the user typed)
+    view = episode_view(data, target=target, errors=errors,
+                        submitted=(submitted or {}) if isinstance(error, Invalid) else {})
     conflict = None
     if isinstance(error, Conflict):
         typed = getattr(error, "submitted", None) or submitted or {}
-        conflict = {"message": error.message, "changes": error.errors,  # only what the user meant to change
-                    "submitted": {k: v for k, v in typed.items() if k not in ("csrf_token", "version", "reason")
-                                  and k in values and (text(values[k]) or "") != v}}
-    locked = _locked(data, settings)
-    delete_errors = errors if target == "delete" else []
+        conflict = {"message": error.message, "changes": error.errors,
+                    "submitted": {k: v for k, v in typed.items()
+                                  if k not in ("csrf_token", "version", "patient_version", "reason") and v}}
     summary: list[dict[str, str]] = []
     if errors:  # the banner links each error to its field, where it is shown; the page opens at the first
-        if target and target.startswith("stage:"):
-            card = next(c for c in cards if c["key"] == target.split(":", 1)[1])
-            rows, fallback = card["rows"], f"#stage-{card['key']}"
-        elif target and target.startswith("add:"):
-            rows, fallback = items[target.split(":", 1)[1]]["rows"], f"#{target.split(':', 1)[1]}"
-        else:
-            rows, fallback = [], f"#{target}" if target else ""
-        summary = error_summary(errors, rows, fallback)
-    return render(request, "patient.html", data | {
-        "cards": cards, "items": items, "conflict": conflict, "locked": locked, "target": target,
+        summary = error_summary(errors, view["target_rows"], view["target_anchor"])
+    return render(request, "patient.html", data | view | {
+        "conflict": conflict, "locked": _locked(data, settings), "target": target,
         "message": error.message if error is not None and not isinstance(error, Conflict) else None,
-        "summary": summary, "delete_errors": delete_errors}, status=status)
+        "summary": summary, "delete_errors": errors if target == "delete" else []}, status=status)
+
+
+def _rows(fields: Sequence[Field], values: dict[str, Any], errors: list[dict[str, Any]], *, prefix: str,
+          lines: Sequence[int]) -> list[dict[str, Any]]:
+    """Form rows with ids unique on the page (``prefix``); a line number is chosen among the patient's lines."""
+    rows = form_rows(fields, values, errors)
+    for row in rows:
+        row["id"] = f"{prefix}-{row['name']}"
+        if row["name"] == "line_number" and prefix.split("-")[1] in ("mdt_review", "response_assessment"):
+            row["widget"], row["choices"] = "select", tuple(str(n) for n in lines)
+    return rows
+
+
+def episode_view(data: dict[str, Any], *, target: str | None, errors: list[dict[str, Any]],
+                 submitted: dict[str, str]) -> dict[str, Any]:
+    """Template context of the episode forms (see :func:`_patient_view`)."""
+    lines = sorted(data["lines"])
+    current = data["episodes"]["therapy_line"][-1]["key"][0] if data["episodes"]["therapy_line"] else None
+    out: dict[str, Any] = {"sections": [], "target_rows": [], "target_anchor": f"#{target}" if target else ""}
+
+    def form(fields: Sequence[Field], values: dict[str, Any], name: str, prefix: str) -> dict[str, Any]:
+        mine = target == name
+        mine_errors = errors if mine else []
+        rows = _rows(fields, {**values, **submitted} if mine else values, mine_errors, prefix=prefix, lines=lines)
+        names = {f.name for f in fields}
+        result = {"rows": rows, "general": [e for e in mine_errors if e.get("column") not in names | {"reason"}],
+                  "reason_errors": [e for e in mine_errors if e.get("column") == "reason"], "open": mine}
+        if mine:
+            out["target_rows"], out["target_anchor"] = rows, f"#{prefix}"
+        return result
+
+    out["patient_form"] = form(PATIENT_FIELDS, data["patient_fields"], "details", "ep-patient-0")
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for table, spec in EPISODE_FORMS.items():
+        name = table.value
+        items = []
+        for episode in data["episodes"][name]:
+            prefix = f"ep-{name}-{episode['id']}"
+            items.append(episode | {"form": form(spec.edit, episode["values"], f"edit:{name}:{episode['id']}", prefix),
+                                    "anchor": prefix})
+        by_table[name] = items
+        defaults: dict[str, Any] = {"line_number": current} if name in ("mdt_review", "response_assessment") else {}
+        add = None
+        if name not in ("complication", "pathology"):
+            add = form(spec.add, defaults, f"add:{name}", f"add-{name}-0")
+        out["sections"].append({"table": name, "title": spec.title, "noun": spec.noun, "items": items, "add": add})
+    for procedure in by_table["liver_procedure"]:
+        number = procedure["key"][0]
+        procedure["complications"] = [c for c in by_table["complication"] if c["key"][0] == number]
+        procedure["pathology"] = next((p for p in by_table["pathology"] if p["key"][0] == number), None)
+        child_fields = {t: tuple(f for f in EPISODE_FORMS[t].add if f.name != "procedure_no")
+                        for t in (Table.COMPLICATION, Table.PATHOLOGY)}
+        procedure["add_complication"] = form(child_fields[Table.COMPLICATION], {},
+                                             f"add:complication:{number}", f"add-complication-{number}")
+        procedure["add_pathology"] = form(child_fields[Table.PATHOLOGY], {}, f"add:pathology:{number}",
+                                          f"add-pathology-{number}")
+    out["sections"] = [s for s in out["sections"] if s["table"] not in ("complication", "pathology")]
+    return out
 
 
 def _locked(data: dict[str, Any], settings: Any) -> bool:
@@ -205,7 +243,7 @@ def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, s
 
 
 async def _edit(request: Request, pk: int, user: Any, store: Any, settings: Any, target: str, anchor: str,
-                call: Callable[..., Any]) -> Any:
+                call: Callable[..., Any], *, anchor_of: bool = False) -> Any:
     """Run one write; a browser gets the page again (with errors beside the fields) or a redirect."""
     form = await form_data(request)
     ctx = make_context(user, settings)
@@ -223,6 +261,8 @@ async def _edit(request: Request, pk: int, user: Any, store: Any, settings: Any,
         return _patient_view(request, user, store, settings, pk, target=target, error=exc, submitted=form,
                              status=exc.status)
     if html:
+        if anchor_of and isinstance(result, dict) and "id" in result:
+            anchor = f"{anchor}-{result['id']}"
         return see_other(f"/patients/{pk}#{anchor}" if result != "deleted" else "/patients")
     if result == "deleted":
         return {"ok": True, "pk": pk}
@@ -258,6 +298,70 @@ async def delete_patient(request: Request, pk: PK, user: Writer, store: StoreDep
         patients.delete_patient(conn, ctx=ctx, pk=pk, version=_version(form), reason=form.get("reason", ""))
         return "deleted"
     return await _edit(request, pk, user, store, settings, "delete", "delete", call)
+
+
+EpisodeType = Literal["therapy_line", "mdt_review", "response_assessment", "liver_procedure", "complication",
+                      "pathology", "disease_event", "contact"]
+_ALL_EPISODE_FIELDS = tuple({f.name: f for spec in EPISODE_FORMS.values() for f in spec.add}.values())
+
+
+def _optional_version(form: dict[str, str], name: str) -> int | None:
+    raw = form.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) <= 9 else None
+
+
+@router.post("/patients/{pk}/details", response_model=Saved, summary="Save the patient's own fields",
+             dependencies=[CsrfDep], openapi_extra=_form_schema(PATIENT_FIELDS, "version", "reason",
+                                                                required=("version",)))
+async def save_details(request: Request, pk: PK, user: Writer, store: StoreDep, settings: SettingsDep) -> Any:
+    def call(conn: Any, ctx: Any, form: dict[str, str]) -> Any:
+        return episodes.edit_patient(conn, ctx=ctx, pk=pk, form=form, version=_version(form),
+                                     reason=form.get("reason", ""))
+    return await _edit(request, pk, user, store, settings, "details", "ep-patient-0", call)
+
+
+@router.post("/patients/{pk}/episodes/{table}", response_model=Saved, status_code=200,
+             summary="Add an episode (therapy line, MDT review, response assessment, liver procedure, "
+             "complication, pathology, disease event, contact)", dependencies=[CsrfDep],
+             openapi_extra=_form_schema(_ALL_EPISODE_FIELDS, "reason"))
+async def add_episode(request: Request, pk: PK, table: EpisodeType, user: Writer, store: StoreDep,
+                      settings: SettingsDep) -> Any:
+    kind = episodes.table_named(table)
+    form = await form_data(request)
+    target = f"add:{table}" + (f":{form.get('procedure_no', '')}" if table in ("complication", "pathology") else "")
+
+    def call(conn: Any, ctx: Any, form: dict[str, str]) -> Any:
+        return episodes.add_episode(conn, ctx=ctx, pk=pk, table=kind, form=form, reason=form.get("reason", ""))
+    return await _edit(request, pk, user, store, settings, target, f"ep-{table}", call, anchor_of=True)
+
+
+@router.post("/patients/{pk}/episodes/{table}/{episode_id}", response_model=Saved, summary="Edit an episode",
+             dependencies=[CsrfDep], openapi_extra=_form_schema(_ALL_EPISODE_FIELDS, "version", "patient_version",
+                                                                "reason", required=("version",)))
+async def edit_episode(request: Request, pk: PK, table: EpisodeType, episode_id: PK, user: Writer, store: StoreDep,
+                       settings: SettingsDep) -> Any:
+    kind = episodes.table_named(table)
+
+    def call(conn: Any, ctx: Any, form: dict[str, str]) -> Any:
+        return episodes.edit_episode(conn, ctx=ctx, pk=pk, table=kind, episode_id=episode_id, form=form,
+                                     version=_version(form), patient_version=_optional_version(form, "patient_version"),
+                                     reason=form.get("reason", ""))
+    return await _edit(request, pk, user, store, settings, f"edit:{table}:{episode_id}", f"ep-{table}-{episode_id}",
+                       call)
+
+
+@router.post("/patients/{pk}/episodes/{table}/{episode_id}/delete", response_model=Saved,
+             summary="Delete an episode (a procedure with its complications and pathology)", dependencies=[CsrfDep],
+             openapi_extra=_form_schema((), "version", "patient_version", "reason", required=("version",)))
+async def delete_episode(request: Request, pk: PK, table: EpisodeType, episode_id: PK, user: Writer,
+                         store: StoreDep, settings: SettingsDep) -> Any:
+    kind = episodes.table_named(table)
+
+    def call(conn: Any, ctx: Any, form: dict[str, str]) -> Any:
+        return episodes.delete_episode(conn, ctx=ctx, pk=pk, table=kind, episode_id=episode_id, version=_version(form),
+                                       patient_version=_optional_version(form, "patient_version"),
+                                       reason=form.get("reason", ""))
+    return await _edit(request, pk, user, store, settings, f"edit:{table}:{episode_id}", f"{table}", call)
 
 
 _ADDERS: dict[str, tuple[Callable[..., int], Sequence[Field]]] = {

@@ -1,5 +1,6 @@
-"""Pathway details beyond the registry row: complications (with the comprehensive complication
-index), MDT resectability reviews, RECIST response assessments, and the patient's timeline.
+"""The older item API beside the registry row: complications of the flat record's operation (with the
+comprehensive complication index), MDT resectability reviews and RECIST response assessments of its
+rescue line.  The patient page and its timeline use :mod:`oncosurg.web.services.episodes`.
 
 Adding a row is append-only (it bumps the patient's version without requiring the version the page
 was loaded with: two people adding two reviews lose nothing); deleting a row is an edit and needs
@@ -106,42 +107,6 @@ def responses(conn: sa.Connection, *, pk: int) -> list[dict[str, Any]]:
                                   a.c.nadir_sum_mm, a.c.new_lesions)
                         .where(a.c.patient_pk == pk).order_by(a.c.assessment_date, a.c.id)).mappings()
     return [dict(x) for x in rows]
-
-
-def timeline(record: Mapping[str, Any], regimen: Mapping[str, Any], comps: Sequence[Mapping[str, Any]],
-             revs: Sequence[Mapping[str, Any]], resps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Dated pathway events in order (the patient page's timeline)."""
-    events: list[dict[str, Any]] = []
-
-    def add(date: Any, kind: str, label: str, stage: str) -> None:
-        if date is not None:
-            events.append({"date": audit.text(date), "kind": kind, "label": label, "stage": stage})
-
-    partner = record.get("cetuximab_partner")
-    add(record.get("cetuximab_start"), "cetuximab_start",
-        f"cetuximab started{f' with {partner}' if partner and partner != 'none' else ''} "
-        f"(after {record.get('prior_chemo_lines') or '?'} prior line(s))", "cetuximab")
-    for a in resps:
-        add(a["assessment_date"], "response", f"response assessment: {a['category']}", "responses")
-    for r in revs:
-        add(r["review_date"], "mdt_review", f"MDT review: {str(r['decision']).replace('_', ' ')}", "reviews")
-    add(regimen.get("stop_date"), "cetuximab_stop", "cetuximab stopped", "cetuximab")
-    if record.get("surgery_date") is not None:
-        grade = record.get("clavien_dindo_max")
-        worst = f"; worst complication {grade}" if grade and grade != "none" else ""
-        cci = comprehensive_complication_index([c["grade"] for c in comps])
-        add(record["surgery_date"], "surgery",
-            f"{str(record.get('surgery_type') or 'surgery').replace('_', ' ')}{worst}"
-            f"{f' (CCI {cci:g})' if comps else ''}", "surgery")
-    add(record.get("progression_date"), "progression", "progression or recurrence", "follow_up")
-    if record.get("death_date") is not None:
-        add(record["death_date"], "death", "death", "follow_up")
-    else:
-        add(record.get("last_contact_date"), "last_contact", "last contact (alive)", "follow_up")
-    order = {"cetuximab_start": 0, "response": 1, "mdt_review": 2, "cetuximab_stop": 3, "surgery": 4,
-             "progression": 5, "death": 6, "last_contact": 6}
-    events.sort(key=lambda e: (e["date"], order[e["kind"]]))
-    return events
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -230,7 +230,7 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
 def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | None = None,
                  horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
     """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
-    from oncosurg.web.services import pathway
+    from oncosurg.web.services import episodes, pathway
 
     head = patient_head(conn, user=user, pk=pk)
     record = read_registry_record(conn, pk)
@@ -248,7 +248,7 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
         "stage": stage_label(record, regimen, last_review=max((r["review_date"] for r in reviews), default=None),
                              today=today or dt.date.today(), horizon_weeks=horizon_weeks),
         "dose_per_administration_mg": pathway.dose_mg(regimen),
-        "timeline": pathway.timeline(record, regimen, complications, reviews, responses),
+        **episodes.read_pathway(conn, pk=pk),  # the timeline of every episode, and each episode with its id
     }
 
 

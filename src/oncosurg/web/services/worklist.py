@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm
 
 from oncosurg.schema import DAYS_PER_MONTH
 from oncosurg.store import audit
@@ -40,24 +41,50 @@ def status_unknown(news: dt.date | None, *, today: dt.date, horizon_weeks: int) 
     return news is None or (today - news).days > 7 * horizon_weeks
 
 
+def current_lines(*, today: dt.date, scope: list[sa.ColumnElement[bool]]) -> sa.Select:
+    """Each living patient's current therapy line: the latest line started by ``today``, when it has no
+    stop date, is not adjuvant and no operation (any procedure but portal vein embolisation) followed
+    its start.  Columns: pk, patient_id, centre, line_pk, line_number, agents, line_start, cycles,
+    best_response, last_contact_date."""
+    line, later, c = t.therapy_line, sa.orm.aliased(t.therapy_line), t.contact
+    proc = t.liver_procedure
+    started = sa.and_(line.c.start_date.is_not(None), line.c.start_date <= today)
+    has_later = sa.exists().where(later.c.patient_pk == line.c.patient_pk, later.c.start_date.is_not(None),
+                                  later.c.start_date <= today,
+                                  sa.or_(later.c.start_date > line.c.start_date,
+                                         sa.and_(later.c.start_date == line.c.start_date,
+                                                 later.c.line_number > line.c.line_number)))
+    dead = sa.exists().where(c.c.patient_pk == line.c.patient_pk, c.c.vital_status == "dead")
+    operated = sa.exists().where(proc.c.patient_pk == line.c.patient_pk, proc.c.procedure_type != "pve",
+                                 proc.c.procedure_date >= line.c.start_date)
+    last_contact = sa.select(sa.func.max(c.c.contact_date)).where(c.c.patient_pk == line.c.patient_pk).scalar_subquery()
+    p = t.patient
+    return (sa.select(p.c.id.label("pk"), p.c.patient_id, t.centre.c.name.label("centre"), line.c.id.label("line_pk"),
+                      line.c.line_number, line.c.agents, line.c.start_date.label("line_start"), line.c.cycles,
+                      line.c.best_response, last_contact.label("last_contact_date"))
+            .select_from(line.join(p, p.c.id == line.c.patient_pk).join(t.centre, t.centre.c.id == p.c.centre_id))
+            .where(started, line.c.stop_date.is_(None), sa.not_(has_later), sa.not_(dead), sa.not_(operated),
+                   sa.or_(line.c.intent.is_(None), line.c.intent != "adjuvant"), *scope))
+
+
+def _of_line(rows: list[dict[str, Any]], p: Any, date: str) -> list[dict[str, Any]]:
+    """The rows (reviews, assessments) about line ``p``: linked to it, or unlinked and dated from its start."""
+    return [r for r in rows if r["therapy_line_pk"] == p["line_pk"]
+            or (r["therapy_line_pk"] is None and r[date] >= p["line_start"])]
+
+
 def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: int, review_weeks: int,
              followup_overdue_months: int, review_horizon_weeks: int = REVIEW_HORIZON_WEEKS,
              limit: int = 500) -> dict[str, Any]:
     base = registry_select().subquery("r")
-    reg = t.therapy_line
-    scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
-    on_cetuximab = sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None), reg.c.stop_date.is_(None),
-                           *scope)
-    joined = base.outerjoin(reg, reg.c.id == base.c.rescue_line_pk)
-    candidates = conn.execute(
-        sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.cetuximab_start, base.c.cetuximab_cycles,
-                  base.c.best_response, base.c.last_contact_date).select_from(joined).where(on_cetuximab)
-        .order_by(base.c.centre, base.c.patient_id)).mappings().all()
-    pks = sa.select(base.c.pk).select_from(joined).where(on_cetuximab).scalar_subquery()
-    last_review: dict[int, dict[str, Any]] = {}
+    scope = [] if user.all_centres else [t.centre.c.name.in_(sorted(user.centres))]
+    current = current_lines(today=today, scope=scope).order_by(t.centre.c.name, t.patient.c.patient_id)
+    candidates = conn.execute(current).mappings().all()
+    pks = current.with_only_columns(t.patient.c.id).order_by(None).scalar_subquery()
+    reviews: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in conn.execute(sa.select(t.mdt_review).where(t.mdt_review.c.patient_pk.in_(pks))
                             .order_by(t.mdt_review.c.review_date, t.mdt_review.c.id)).mappings():
-        last_review[row["patient_pk"]] = dict(row)
+        reviews[row["patient_pk"]].append(dict(row))
     responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for row in conn.execute(sa.select(t.response_assessment).where(
             t.response_assessment.c.patient_pk.in_(pks), t.response_assessment.c.category.in_(RESPONDED))
@@ -65,7 +92,8 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
         responses[row["patient_pk"]].append(dict(row))
     due, awaiting, unknown = [], [], []
     for p in candidates:
-        review = last_review.get(p["pk"])
+        of_line = _of_line(reviews.get(p["pk"], []), p, "review_date")
+        review = of_line[-1] if of_line else None
         if review and review["decision"] == "unresectable_stop":
             continue
         news = last_news(p["last_contact_date"], review["review_date"] if review else None)
@@ -77,28 +105,30 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
         if review and review["decision"] == "resectable":
             awaiting.append(_item(p, review, [f"declared resectable on {review['review_date']}; no surgery recorded"]))
             continue
-        anchor_date = review["review_date"] if review else p["cetuximab_start"]
+        anchor_date = review["review_date"] if review else p["line_start"]
         anchor_cycles = (review["cycles_at_review"] or 0) if review else 0
-        since = "the last review" if review else "the start of cetuximab"
+        since = "the last review" if review else f"the start of line {p['line_number']}"
         reasons = []
-        cycles = p["cetuximab_cycles"]
+        cycles = p["cycles"]
         if cycles is not None and cycles - anchor_cycles >= review_cycles:
             reasons.append(f"{cycles - anchor_cycles} cycle(s) since {since}")
         weeks = (today - anchor_date).days // 7
         if weeks >= review_weeks:
             reasons.append(f"{weeks} week(s) since {since}")
-        fresh = [r for r in responses.get(p["pk"], []) if review is None or r["assessment_date"] > anchor_date]
+        assessed = _of_line(responses.get(p["pk"], []), p, "assessment_date")
+        fresh = [r for r in assessed if review is None or r["assessment_date"] > anchor_date]
         if fresh:
             r = fresh[-1]
             reasons.append(f"{r['category']} on {r['assessment_date']} not yet reviewed")
-        elif review is None and p["best_response"] in RESPONDED and not responses.get(p["pk"]):
+        elif review is None and p["best_response"] in RESPONDED and not assessed:
             reasons.append(f"best response {p['best_response']} not yet reviewed")
         if reasons:
             due.append(_item(p, review, reasons) | {"weeks": weeks})
     due.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
     unknown.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
+    base_scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
     cutoff = today - dt.timedelta(days=round(followup_overdue_months * DAYS_PER_MONTH))
-    overdue_where = sa.and_(base.c.death_date.is_(None), base.c.last_contact_date < cutoff, *scope)
+    overdue_where = sa.and_(base.c.death_date.is_(None), base.c.last_contact_date < cutoff, *base_scope)
     overdue_total = conn.execute(sa.select(sa.func.count()).select_from(base).where(overdue_where)).scalar_one()
     overdue = [
         {"pk": r["pk"], "patient_id": r["patient_id"], "centre": r["centre"],
@@ -119,7 +149,41 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
 
 
 def _item(p: Any, review: dict[str, Any] | None, reasons: list[str]) -> dict[str, Any]:
-    return {"pk": p["pk"], "patient_id": p["patient_id"], "centre": p["centre"],
-            "cetuximab_start": audit.text(p["cetuximab_start"]), "cycles": p["cetuximab_cycles"],
+    return {"pk": p["pk"], "patient_id": p["patient_id"], "centre": p["centre"], "line_number": p["line_number"],
+            "agents": p["agents"], "line_start": audit.text(p["line_start"]), "cycles": p["cycles"],
             "last_review": audit.text(review["review_date"]) if review else None,
             "last_decision": review["decision"] if review else None, "reasons": reasons, "weeks": 0}
+
+
+#: Agent families of the dashboard's current-line counts (first match wins, in this order).
+FAMILIES = (("anti-EGFR", ("cetuximab", "panitumumab")), ("anti-VEGF", ("bevacizumab", "aflibercept")),
+            ("hepatic arterial infusion", ("hai",)), ("chemotherapy only", ()))
+
+
+def pathway_now(conn: sa.Connection, *, user: User, today: dt.date, centres: list[str] | None,
+                review_weeks: int) -> dict[str, Any]:
+    """What the dashboard shows of the pathway today: patients on a current therapy line
+    (:func:`current_lines`) by agent family and intent, and MDT reviews of the last ``review_weeks``
+    weeks by decision.  ``centres`` narrows the user's centres (``None`` = all they see)."""
+    scope: list[sa.ColumnElement[bool]] = []
+    if not user.all_centres:
+        scope.append(t.centre.c.name.in_(sorted(user.centres)))
+    if centres is not None:
+        scope.append(t.centre.c.name.in_(centres))
+    lines = conn.execute(current_lines(today=today, scope=scope).add_columns(t.therapy_line.c.intent)).mappings().all()
+    families: dict[str, int] = dict.fromkeys((name for name, _ in FAMILIES), 0)
+    intents: dict[str, int] = defaultdict(int)
+    for line in lines:
+        agents = set((line["agents"] or "").split(";"))
+        family = next(name for name, members in FAMILIES if not members or agents & set(members))
+        families[family] += 1
+        intents[line["intent"] or "not recorded"] += 1
+    r, p = t.mdt_review, t.patient
+    since = today - dt.timedelta(weeks=review_weeks)
+    decisions = dict(conn.execute(
+        sa.select(r.c.decision, sa.func.count()).select_from(
+            r.join(p, p.c.id == r.c.patient_pk).join(t.centre, t.centre.c.id == p.c.centre_id))
+        .where(r.c.review_date > since, r.c.review_date <= today, *scope).group_by(r.c.decision)).all())
+    return {"on_line": len(lines), "by_family": families, "by_intent": dict(sorted(intents.items())),
+            "reviews_since": since.isoformat(), "reviews": sum(decisions.values()),
+            "reviews_by_decision": dict(sorted(decisions.items()))}
