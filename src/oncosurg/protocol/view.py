@@ -121,13 +121,16 @@ def build_view(
     major_hepatectomy_segments: int = 3,
     derived: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
+    base: sa.FromClause | None = None,
 ) -> AnalysisView:
     """Build the analysis view.
 
     ``derived`` maps new column names to filter expressions over the registry and the built-in
     derived columns; the result is yes/no, or NULL when every input of the expression is missing.
+    ``base`` holds the registry rows (:func:`~oncosurg.store.repository.registry_select`'s columns;
+    default: that select itself, computed from the episode tables by every query).
     """
-    base = registry_select().subquery("registry")
+    base = registry_select().subquery("registry") if base is None else base
     c = base.c
     months = sa.literal(DAYS_PER_MONTH, sa.Float())
     segments = c.resected_segments
