@@ -180,7 +180,7 @@ def _measure(cmd: list[str], ok: list[int]) -> dict[str, Any]:
         raise SystemExit(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}{proc.stdout[-2000:]}")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
-            "stdout": proc.stdout[-4000:]}
+            "stdout": proc.stdout}
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -215,6 +215,7 @@ def bench_backend(backend: str, new_url: Any, folder: Path, protocol: Path, args
             run_step([sys.executable, __file__, "--anchor", "bulk", url, str(folder)], pg_data))
         url = new_url(f"import{run}")
         step = run_step([*ONCOSURG, "import", "--format", "long", "--db", url, str(folder)], pg_data)
+        step.pop("stdout")
         steps.setdefault("import", []).append(step)
         patients, episodes, audit_rows = count_rows(url)
         if (patients, episodes) != expected or audit_rows < patients:
@@ -222,8 +223,7 @@ def bench_backend(backend: str, new_url: Any, folder: Path, protocol: Path, args
                              f"audit rows; expected {expected}")
         for name, extra in (("analyze", []), ("analyze (window)", ["--protocol", str(protocol)])):
             step = run_step([*ONCOSURG, "analyze", "--db", url, "--json", "--allow-empty", *extra], pg_data)
-            n = json.loads(step.pop("stdout"))["cohort"]["n"] if step["stdout"].lstrip().startswith("{") else None
-            step["cohort"] = n
+            step["cohort"] = json.loads(step.pop("stdout"))["cohort"]["n"]
             steps.setdefault(name, []).append(step)
         line = ", ".join(f"{k} {v[-1]['wall']:.1f} s" for k, v in steps.items())
         print(f"[{backend}] run {run + 1}: {line}; load average {os.getloadavg()[0]:.1f}", flush=True)
