@@ -9,6 +9,7 @@ JSON), built once here and rendered by :mod:`oncosurg.report`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from collections.abc import Iterator, Mapping
@@ -166,10 +167,9 @@ def _registry_rows(conn: sa.Connection) -> Iterator[sa.Table]:
             conn.execute(sa.text("RESET enable_nestloop"))
         yield table
     finally:
-        try:
+        # PostgreSQL after a failed statement refuses the drop: the rollback on close removes the table
+        with contextlib.suppress(sa.exc.DBAPIError):
             table.drop(conn)
-        except sa.exc.DBAPIError:  # PostgreSQL after a failed statement: the rollback on close removes it
-            pass
 
 
 def _count(conn: sa.Connection, view: AnalysisView, where: sa.ColumnElement[bool]) -> int:
