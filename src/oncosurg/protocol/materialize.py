@@ -56,7 +56,15 @@ def materialized(conn: sa.Connection, cp: Any) -> Iterator[Any]:
     own = not conn.in_transaction()  # else: inside the caller's transaction, which decides
     try:
         with conn.begin() if own else conn.begin_nested():
+            if conn.dialect.name == "postgresql":
+                # The projection's "first row per patient" subqueries (row_number() = 1) are estimated
+                # at a few rows; without fresh statistics (just after a large import) PostgreSQL then
+                # nests loops over them (61 s instead of 0.45 s for 10,000 patients).  Hash and merge
+                # joins are right here; SET LOCAL ends with this transaction.
+                conn.execute(sa.text("SET LOCAL enable_nestloop = off"))
             conn.execute(CreateTempTableAs(name, sa.select(view)))
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("RESET enable_nestloop"))
     except sa.exc.DBAPIError:
         yield cp
         return

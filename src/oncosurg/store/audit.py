@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
+from oncosurg.store.bulk import insert_rows
 
 GENESIS = "0" * 64
 HASHED_FIELDS: tuple[str, ...] = (
@@ -101,7 +102,7 @@ def append(conn: sa.Connection, *, actor: Actor, entries: Sequence[dict[str, Any
         row["prev_hash"] = prev
         row["hash"] = prev = row_hash(prev, row)
         rows.append(row)
-    conn.execute(sa.insert(t.audit_log), rows)
+    insert_rows(conn, t.audit_log, EXPORT_FIELDS, [[row[k] for k in EXPORT_FIELDS] for row in rows])
     conn.execute(sa.update(t.audit_head).where(t.audit_head.c.id == 1).values(last_id=last_id, last_hash=prev))
     return len(rows)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,24 +47,13 @@ def dumps(value: Any) -> str:
 
 
 def _texts(row: Mapping[str, Any]) -> dict[str, str]:
-    """A row's non-empty values as trail text (:func:`oncosurg.store.audit.text`, with a fast path for
-    the common types: a large import writes one state per patient)."""
-    out: dict[str, str] = {}
-    for k, v in row.items():
-        if v is None:
-            continue
-        kind = type(v)
-        if kind is str:
-            out[k] = v
-        elif kind is int:
-            out[k] = str(v)
-        elif kind is dt.date:
-            out[k] = v.isoformat()
-        elif kind is bool:
-            out[k] = "yes" if v else "no"
-        else:
-            out[k] = audit.text(v)  # type: ignore[assignment]
-    return out
+    """A row's non-empty values as trail text (:func:`oncosurg.store.audit.text`, inlined for the common
+    types: a large import writes one state per patient)."""
+    return {k: v if (kind := type(v)) is str else str(v) if kind is int else v.isoformat() if kind is dt.date
+            else ("yes" if v else "no") if kind is bool
+            else (str(int(v)) if v.is_integer() else str(v)) if kind is float
+            else audit.text(v)  # type: ignore[misc]
+            for k, v in row.items() if v is not None}
 
 
 def state_of(record: Any) -> dict[str, Any]:
@@ -72,10 +62,24 @@ def state_of(record: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"patient": _texts(record.patient)}
     for table, rows in sorted(record.episodes.items()):
         if rows:
-            key = TABLE_BY_NAME[table].key
-            texts = [_texts(row) for row in sorted(rows, key=lambda r: tuple(_sortable(r.get(k)) for k in key))]
-            body[table.value] = texts
+            body[table.value] = [_texts(row) for row in _in_key_order(table, rows)]
     return body
+
+
+def _in_key_order(table: Table, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Rows sorted by their key, an empty key part first (:func:`_sortable`).  Without empty parts
+    the plain key sorts the same, faster; an empty part that decides an order raises and takes the
+    slow path (equal parts are never compared with ``<``), as does a row without a key field."""
+    if len(rows) < 2:
+        return rows
+    key = TABLE_BY_NAME[table].key
+    try:
+        return sorted(rows, key=_GETTERS[key])
+    except (TypeError, KeyError):
+        return sorted(rows, key=lambda r: tuple(_sortable(r.get(k)) for k in key))
+
+
+_GETTERS = {spec.key: itemgetter(*spec.key) for spec in TABLE_BY_NAME.values()}
 
 
 def _sortable(value: Any) -> tuple[int, Any]:

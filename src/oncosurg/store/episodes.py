@@ -1,7 +1,8 @@
 """Writing :class:`~oncosurg.pathway.flat.PatientRecord`\\ s into the episode tables and reading them back.
 
-Bulk writes use ``executemany`` per table (with ``RETURNING`` only where a child needs its parent's
-id), so importing a million episode rows is a few round trips per batch of patients.  Reading is
+Bulk writes reserve the new rows' ids and insert each table's rows in one statement through the
+driver (:mod:`oncosurg.store.bulk`), so importing a million episode rows is a few round trips per
+batch of patients.  Reading is
 batched by patient (one query per table per batch), so iterating a large registry keeps memory
 bounded.  Updating a stored patient from a partial record (:func:`plan_update`) compares only what
 the record carries: a table or column the source did not hold is left unchanged, an episode the
@@ -20,6 +21,7 @@ from oncosurg.pathway.flat import PatientRecord
 from oncosurg.pathway.model import EPISODE_TABLES, PATIENT, TABLE_BY_NAME, EpisodeTable, Table
 from oncosurg.pathway.update import Change, UpdatePlan
 from oncosurg.schema import CLAVIEN_DINDO
+from oncosurg.store.bulk import insert_rows, reserve_ids
 from oncosurg.store.episode_tables import PARENT_REFS
 
 Tables = Mapping[Table, sa.Table]
@@ -41,39 +43,62 @@ def episode_row(spec: EpisodeTable, row: Mapping[str, Any]) -> dict[str, Any]:
 
 def insert_records(conn: sa.Connection, tables: Tables, records: Sequence[PatientRecord], *,
                    centre_ids: Mapping[str, int], patient_extra: Mapping[str, Any] | None = None) -> list[int]:
-    """Insert new patients with all their episodes; returns the patients' ids in ``records`` order."""
+    """Insert new patients with all their episodes; returns the patients' ids in ``records`` order.
+
+    Ids are reserved first and rows go in through the driver (:mod:`oncosurg.store.bulk`): one
+    statement per table, whatever the number of patients.
+    """
     if not records:
         return []
     extra = dict(patient_extra or {})
     p = tables[Table.PATIENT]
-    pks = conn.execute(sa.insert(p).returning(p.c.id, sort_by_parameter_order=True),
-                       [_patient_row(r, centre_ids[r.centre], extra) for r in records]).scalars().all()
+    names = [f.name for f in PATIENT.fields]
+    pks = reserve_ids(conn, p, len(records))
+    insert_rows(conn, p, ["id", "centre_id", *names, *extra], [
+        (pk, centre_ids[r.centre], *map(r.patient.get, names), *extra.values())
+        for pk, r in zip(pks, records, strict=True)])
     parents: dict[Table, dict[tuple[int, Any], int]] = {}
-    for parent in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
-        spec, table = TABLE_BY_NAME[parent], tables[parent]
-        rows, keys = [], []
-        for pk, record in zip(pks, records, strict=True):
-            for row in record.rows(parent):
-                rows.append({"patient_pk": pk, **episode_row(spec, row)})
-                keys.append((pk, row[spec.own_key]))
-        ids = conn.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                           rows).scalars().all() if rows else []
-        parents[parent] = dict(zip(keys, ids, strict=True))
-    for spec in EPISODE_TABLES:
-        if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
-            continue
-        rows = []
+    for spec in (*_PARENTS, *(s for s in EPISODE_TABLES if s.table not in _PARENT_TABLES)):
+        table = tables[spec.table]
         ref = PARENT_REFS.get(spec.table)
+        columns = _columns(spec)
+        rows: list[tuple[Any, ...]] = []
+        keys: list[tuple[int, Any]] = []
         for pk, record in zip(pks, records, strict=True):
             for row in record.rows(spec.table):
-                values = {"patient_pk": pk, **episode_row(spec, row)}
+                values = [pk, *map(row.get, columns)]
                 if ref is not None:
-                    column, parent, key = ref
-                    values[column] = None if row.get(key) is None else parents[parent][(pk, row[key])]
-                rows.append(values)
-        if rows:
-            conn.execute(sa.insert(tables[spec.table]), rows)
+                    parent_key = row.get(ref[2])
+                    values.append(None if parent_key is None else parents[ref[1]][(pk, parent_key)])
+                if spec.table is Table.COMPLICATION:
+                    values.append(CLAVIEN_DINDO.index(row["grade"]))
+                rows.append(values)  # type: ignore[arg-type]
+                if spec.table in _PARENT_TABLES:
+                    keys.append((pk, row[spec.own_key]))
+        if not rows:
+            continue
+        ids = reserve_ids(conn, table, len(rows))
+        insert_rows(conn, table, ["id", "patient_pk", *columns, *_extra_columns(spec)],
+                    [(i, *values) for i, values in zip(ids, rows, strict=True)])
+        if spec.table in _PARENT_TABLES:
+            parents[spec.table] = dict(zip(keys, ids, strict=True))
     return list(pks)
+
+
+_PARENTS = tuple(TABLE_BY_NAME[t] for t in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE))
+_PARENT_TABLES = frozenset(s.table for s in _PARENTS)
+
+
+def _columns(spec: EpisodeTable) -> list[str]:
+    """The field columns of an episode table as stored (the parent's file key left out)."""
+    skip = PARENT_REFS[spec.table][2] if spec.table in PARENT_REFS else None
+    return [f.name for f in spec.fields if f.name != skip]
+
+
+def _extra_columns(spec: EpisodeTable) -> list[str]:
+    """Store columns after the fields: the parent's id, and a complication's grade rank."""
+    out = [PARENT_REFS[spec.table][0]] if spec.table in PARENT_REFS else []
+    return [*out, "grade_rank"] if spec.table is Table.COMPLICATION else out
 
 
 def read_records(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[int]
