@@ -64,7 +64,9 @@ def test_concurrent_editors_lose_nothing(app: FastAPI) -> None:
             for i in range(1, rounds + 1):
                 value = i if name == "ann" else 10 + i
                 while True:
-                    version = client.get(f"/patients/{pk}.json").json()["version"]
+                    page = client.get(f"/patients/{pk}.json")
+                    assert page.status_code == 200, (page.status_code, page.text[:300])
+                    version = page.json()["version"]
                     response = client.post(f"/patients/{pk}/stages/{stage}",
                                            data={"csrf_token": csrf, "version": version, field: str(value)})
                     if response.status_code == 409:
@@ -99,3 +101,25 @@ def test_concurrent_editors_lose_nothing(app: FastAPI) -> None:
     updates = [e for e in trail if e["action"] == "update"]
     assert sorted(int(e["new_value"]) for e in updates) == sorted(accepted["ann"] + accepted["ben"])
     assert verify_chain(app).ok
+
+
+def test_a_page_reads_one_snapshot_while_an_edit_commits(app: FastAPI) -> None:
+    """A page reads a patient with several statements (episodes, then their ids and versions); an
+    MDT review committed between two of them made the page fail on PostgreSQL (KeyError, HTTP 500).
+    Every read of the web app now sees one snapshot of the registry."""
+    import sqlalchemy as sa
+
+    from oncosurg.store import tables as t
+    from oncosurg.web.services import episodes
+
+    api = Api(app, "ann")
+    pk = api.register()
+    store = app.state.store
+    with store.read() as conn:
+        before = conn.execute(sa.select(sa.func.count()).select_from(t.mdt_review)).scalar_one()
+        added = api.add(pk, "mdt_review", review_date="2024-02-01", decision="unresectable_continue", notes="x")
+        assert added.status_code == 200, added.text
+        pathway = episodes.read_pathway(conn, pk=pk)  # the same snapshot: the new review is not half-seen
+        assert len(pathway["episodes"]["mdt_review"]) == before
+    with store.read() as conn:
+        assert len(episodes.read_pathway(conn, pk=pk)["episodes"]["mdt_review"]) == before + 1

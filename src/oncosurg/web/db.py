@@ -59,7 +59,18 @@ class WebStore:
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
+        """One read transaction that sees a single snapshot of the registry.
+
+        A page reads a patient with several statements (fields, episodes, their ids and versions);
+        an edit committed between two of them must not show half of itself, so the reads share one
+        snapshot: ``REPEATABLE READ`` on PostgreSQL, a deferred ``BEGIN`` on SQLite (WAL: the
+        snapshot is taken at the first read and never blocks the writer).  Ends with a rollback.
+        """
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            elif self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN")
             yield conn
 
     @contextmanager

@@ -114,9 +114,12 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Any
     now = settings.now()
 
     def work() -> tuple[int | None, str | None, str | None]:
+        with store.read() as conn:  # the password is checked without the write lock
+            found, ok = users.check_password(conn, username=username, password=password, client=client,
+                                             settings=settings, now=now)
         with store.write() as conn:
-            user_id = users.sign_in(conn, username=username, password=password, client=client, settings=settings,
-                                    now=now)
+            user_id = users.record_sign_in(conn, username=username, user_id=found, ok=ok, client=client,
+                                           settings=settings, now=now)
             if user_id is None:
                 return None, None, None
             step = users.second_factor(conn, user_id=user_id, settings=settings)

@@ -231,21 +231,49 @@ def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.
         conn.execute(sa.delete(t.web_session).where(t.web_session.c.user_id == user_id))
 
 
-def sign_in(conn: sa.Connection, *, username: str, password: str, client: throttle.Client, settings: Settings,
-            now: dt.datetime) -> int | None:
-    """The user id when the password is right; ``None`` when wrong.
+def check_password(conn: sa.Connection, *, username: str, password: str, client: throttle.Client,
+                   settings: Settings, now: dt.datetime) -> tuple[int | None, bool]:
+    """First half of a sign-in, on a read connection: ``(user id or None, password right)``.
 
     Raises :class:`~oncosurg.web.errors.Throttled` (without checking the password) while this
     (user name, client) pair must wait (:mod:`oncosurg.web.services.throttle`); never because of
-    another client's failures.  Every checked attempt is recorded.
+    another client's failures.  The argon2 check (about 0.1 s of CPU) runs here, outside any write
+    transaction, so that sign-ins never hold the registry's write lock; :func:`record_sign_in`
+    finishes the attempt.
     """
     username = username[:64]
     throttle.check(conn, username=username, client=client, settings=settings, now=now)
     row = conn.execute(sa.select(t.app_user.c.id, t.app_user.c.password_hash)
                        .where(t.app_user.c.username == username, t.app_user.c.active.is_(True))).first()
     ok = security.verify_password(row.password_hash if row else None, password)
-    throttle.record(conn, username=username, client=client, success=ok and row is not None, now=now)
-    return int(row.id) if ok and row else None
+    return (int(row.id) if row else None), bool(ok and row is not None)
+
+
+def record_sign_in(conn: sa.Connection, *, username: str, user_id: int | None, ok: bool, client: throttle.Client,
+                   settings: Settings, now: dt.datetime) -> int | None:
+    """Second half of a sign-in, in a write transaction: the user id when the password was right.
+
+    The throttle is checked again under the write lock, so that attempts sent in parallel (which
+    all passed :func:`check_password`'s check) get no verdict beyond the pair's allowance: those
+    the failures recorded meanwhile put over it raise :class:`~oncosurg.web.errors.Throttled`.
+    Every attempt given a verdict is recorded; a user deactivated meanwhile is refused.
+    """
+    username = username[:64]
+    throttle.check(conn, username=username, client=client, settings=settings, now=now)
+    if ok and user_id is not None:
+        ok = conn.execute(sa.select(t.app_user.c.id).where(t.app_user.c.id == user_id,
+                                                           t.app_user.c.active.is_(True))).first() is not None
+    throttle.record(conn, username=username, client=client, success=ok, now=now)
+    return user_id if ok else None
+
+
+def sign_in(conn: sa.Connection, *, username: str, password: str, client: throttle.Client, settings: Settings,
+            now: dt.datetime) -> int | None:
+    """Both halves on one connection (scripts and tests; the web app splits them, see above)."""
+    user_id, ok = check_password(conn, username=username, password=password, client=client, settings=settings,
+                                 now=now)
+    return record_sign_in(conn, username=username, user_id=user_id, ok=ok, client=client, settings=settings,
+                          now=now)
 
 
 def second_factor(conn: sa.Connection, *, user_id: int, settings: Settings) -> str | None:
