@@ -49,7 +49,8 @@ def layer(select: sa.Select, name: str) -> sa.CTE:
     """A named layer of the analysis view: a CTE, so the SQL nests shallowly (SQLite's parser stack) and,
     on PostgreSQL, ``MATERIALIZED`` so each layer is computed once per query rather than re-planned
     inside every correlated subquery."""
-    return select.cte(name).prefix_with("MATERIALIZED", dialect="postgresql")
+    return (select.cte(name).prefix_with("MATERIALIZED", dialect="postgresql")
+            .prefix_with("MATERIALIZED", dialect="sqlite"))
 
 
 def _inline(select: sa.Select, name: str) -> sa.CTE:
