@@ -151,3 +151,28 @@ def test_partial_update_changes_only_what_it_carries(tmp_path: Path) -> None:
                              carried={Table.PATIENT: frozenset({"patient_id", "birth_year"})})
     assert plan_update(after, clearing).clears == [("patient.birth_year", 1950)]
     engine.dispose()
+
+
+def test_one_patient_reads_equal_the_registry_select(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``read_record`` (the Python projection of one patient's episodes) and ``registry_select`` restricted
+    to some patients give the rows of the whole registry's select, on a random multi-episode registry."""
+    import sqlalchemy as sa
+
+    from oncosurg.reference import random_registry
+    from oncosurg.schema import COLUMNS
+    from oncosurg.store.engine import open_store
+    from oncosurg.store.repository import import_patients, read_record, registry_select
+
+    engine = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    records = random_registry(300, 7)
+    result = import_patients(engine, records, source="random", sha256="0" * 64, rows=len(records))
+    assert not result.issues
+    with engine.connect() as conn:
+        whole = {r["pk"]: {c: r[c] for c in COLUMNS} for r in conn.execute(registry_select()).mappings()}
+        assert len(whole) == 300
+        assert all(read_record(conn, pk) == row for pk, row in whole.items())
+        some = sorted(whole)[10:60:3]
+        narrowed = {r["pk"]: {c: r[c] for c in COLUMNS} for r in conn.execute(registry_select(some)).mappings()}
+        assert narrowed == {pk: whole[pk] for pk in some}
+        ids = sa.select(sa.literal_column("id")).select_from(sa.table("patient")).where(sa.text("id <= 5"))
+        assert sorted(r["pk"] for r in conn.execute(registry_select(ids)).mappings()) == [1, 2, 3, 4, 5]

@@ -155,15 +155,18 @@ def iter_records(conn: sa.Connection, tables: Tables, centre: sa.Table, *, centr
 
 # ------------------------------------------------------------------------------------------ updates
 
-def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan) -> list[tuple[Change, int]]:
+def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan, *,
+                 ids: dict[Table, dict[tuple[Any, ...], int]] | None = None) -> list[tuple[Change, int]]:
     """Write ``plan`` for patient ``pk``; returns each change with the id of the row it touched.
 
     Children are deleted before their parent and parents created before their children; within a
     row, a change of its key comes last in the plan.  The caller bumps the patient's version and
-    writes the audit trail.
+    writes the audit trail.  ``ids``: the patient's stored row ids of some tables (key → id, as
+    :func:`stored_ids` reads them), when the caller read them for many patients at once; the others
+    are read here.
     """
     done: list[tuple[Change, int]] = []
-    ids: dict[Table, dict[tuple[Any, ...], int]] = {}
+    ids = {} if ids is None else ids
 
     def row_id(table: Table, key: tuple[Any, ...]) -> int | None:
         if table not in ids:
@@ -214,18 +217,31 @@ def apply_update(conn: sa.Connection, tables: Tables, pk: int, plan: UpdatePlan)
 
 def _stored_ids(conn: sa.Connection, tables: Tables, spec: EpisodeTable, pk: int) -> dict[tuple[Any, ...], int]:
     """Key → row id of a patient's rows of one table (child keys joined through their parent)."""
+    return stored_ids(conn, tables, spec, [pk]).get(pk, {})
+
+
+def stored_ids(conn: sa.Connection, tables: Tables, spec: EpisodeTable, pks: Sequence[int]
+               ) -> dict[int, dict[tuple[Any, ...], int]]:
+    """Patient id → (key → row id) of the patients' rows of one table (child keys joined through
+    their parent), read 500 patients per statement."""
     table = tables[spec.table]
     ref = PARENT_REFS.get(spec.table)
     if ref is None or spec.table in (Table.MDT_REVIEW, Table.RESPONSE_ASSESSMENT):
-        cols = [table.c[k] for k in spec.key]
-        return {tuple(r[:-1]): r[-1] for r in conn.execute(sa.select(*cols, table.c.id)
-                                                           .where(table.c.patient_pk == pk))}
-    column, parent, key = ref
-    parent_table = tables[parent]
-    own = [table.c[k] for k in spec.key if k != key]
-    query = (sa.select(parent_table.c[key], *own, table.c.id)
-             .join(parent_table, parent_table.c.id == table.c[column]).where(table.c.patient_pk == pk))
-    return {tuple(r[:-1]): r[-1] for r in conn.execute(query)}
+        query = sa.select(table.c.patient_pk, *[table.c[k] for k in spec.key], table.c.id)
+    else:
+        column, parent, key = ref
+        parent_table = tables[parent]
+        own = [table.c[k] for k in spec.key if k != key]
+        query = (sa.select(table.c.patient_pk, parent_table.c[key], *own, table.c.id)
+                 .join(parent_table, parent_table.c.id == table.c[column]))
+    out: dict[int, dict[tuple[Any, ...], int]] = {}
+    for start in range(0, len(pks), 500):
+        chunk = list(pks[start:start + 500])
+        where = (table.c.patient_pk == chunk[0] if len(chunk) == 1 else
+                 table.c.patient_pk.in_(sa.bindparam("pks", chunk, expanding=True, literal_execute=True)))
+        for r in conn.execute(query.where(where)):
+            out.setdefault(r[0], {})[tuple(r[1:-1])] = r[-1]
+    return out
 
 
 

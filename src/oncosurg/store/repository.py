@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.ingest.csv import ParsedRecord
-from oncosurg.pathway.flat import PatientRecord, from_flat
+from oncosurg.pathway.flat import PatientRecord, from_flat, to_flat
 from oncosurg.pathway.model import TABLE_BY_NAME, Table
 from oncosurg.pathway.rules import check_patient
 from oncosurg.pathway.update import Change, UpdatePlan, flat_update_plan, plan_update
@@ -64,7 +64,8 @@ from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
 from oncosurg.store.audit_state import snapshot
 from oncosurg.store.engine import write_transaction
-from oncosurg.store.episodes import apply_update, insert_records
+from oncosurg.store.episode_tables import PARENT_REFS
+from oncosurg.store.episodes import apply_update, insert_records, stored_ids
 from oncosurg.store.episodes import read_records as read_patient_records
 from oncosurg.store.projection import flat_select
 
@@ -341,10 +342,10 @@ def _write_plan(conn: sa.Connection, plan: ImportPlan, result: ImportResult, *, 
              "patient_id": r.patient_id, "new_value": snapshot(r), "reason": note, "version": 1}
             for pk, r in zip(pks, records_new, strict=True)])
     note = update_note or f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
+    write_plans(conn, [PatientWrite(u.pk, u.episodes, u.record.values["centre"], u.record.values["patient_id"],
+                                    u.diff) for u in plan.updates], actor=actor, reason=note, batch_id=batch_id)
     for planned in plan.updates:
         values = planned.record.values
-        write_plan(conn, planned.pk, planned.episodes, actor=actor, centre=values["centre"],
-                   patient_id=values["patient_id"], reason=note, batch_id=batch_id, log=planned.diff, states=False)
         result.changes += [(values["centre"], values["patient_id"], c, before, after)
                            for c, before, after in planned.diff]
         result.updated += 1
@@ -483,9 +484,9 @@ class _PatientWriter:
                  "patient_id": r.patient_id, "new_value": snapshot(r), "reason": self.note, "version": 1}
                 for pk, r in zip(pks, creates, strict=True)])
             result.created += len(pks)
-        for record, pk, plan in updates:
-            write_plan(conn, pk, plan, actor=self.actor, centre=record.centre, patient_id=record.patient_id,
-                       reason=self.note, batch_id=self.batch_id, states=False)
+        write_plans(conn, [PatientWrite(pk, plan, record.centre, record.patient_id) for record, pk, plan in updates],
+                    actor=self.actor, reason=self.note, batch_id=self.batch_id)
+        for record, _pk, plan in updates:
             result.changes += [(record.centre, record.patient_id, f"{c.table.value}.{c.column or '*'}", c.old, c.new)
                                for c in plan.changes]
             result.updated += 1
@@ -582,12 +583,75 @@ def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.A
                             version=version) for change, row_id in done]
     audit.append(conn, actor=actor, entries=entries, states=states)
     if batch_id is not None:
-        rows = ([(f, audit.text(o), audit.text(n)) for f, o, n in log] if log is not None else
-                [(e["entity"] + "." + (e["field"] or "*"), e.get("old_value"), e.get("new_value")) for e in entries])
+        rows = _log_rows(entries, log)
         if rows:
             conn.execute(sa.insert(t.change_log), [{"import_batch_id": batch_id, "patient_pk": pk, "field": f,
                                                     "old_value": o, "new_value": n} for f, o, n in rows])
     return version
+
+
+@dataclass(frozen=True, slots=True)
+class PatientWrite:
+    """One patient's part of :func:`write_plans`: its plan, names for the trail, and (for a flat
+    import) the flat columns to log instead of the episode changes."""
+
+    pk: int
+    plan: UpdatePlan
+    centre: str
+    patient_id: str
+    log: Sequence[tuple[str, Any, Any]] | None = None
+
+
+def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: audit.Actor, reason: str | None,
+                batch_id: int | None = None) -> dict[int, int]:
+    """:func:`write_plan` for many patients at once (imports), with the same rows in the tables, the
+    trail and ``change_log``; returns patient id → new version.
+
+    An import of 10,000 updates spent 10 s of its write lock in 70,000 statements, seven per
+    patient; here the stored row ids are read 500 patients per statement, the versions bumped with
+    one ``executemany``, the trail appended in one go and the change log inserted in one go.  The
+    patients' ``state`` rows are the caller's (:func:`append_states`).
+    """
+    if not writes:
+        return {}
+    pks = [w.pk for w in writes]
+    touched = {c.table for w in writes for c in w.plan.changes if c.table is not Table.PATIENT}
+    touched |= {PARENT_REFS[table][1] for table in list(touched) if table in PARENT_REFS}
+    known = {table: stored_ids(conn, t.EPISODES, TABLE_BY_NAME[table], pks) for table in touched}
+    versions: dict[int, int] = {}
+    for start in range(0, len(pks), 500):
+        chunk = sa.bindparam("pks", pks[start:start + 500], expanding=True, literal_execute=True)
+        versions.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version)
+                                     .where(t.patient.c.id.in_(chunk))).tuples().all())
+    entries: list[dict[str, Any]] = []
+    logs: list[dict[str, Any]] = []
+    for w in writes:
+        ids = {table: dict(known[table].get(w.pk, {})) for table in touched}
+        done = apply_update(conn, t.EPISODES, w.pk, w.plan, ids=ids)
+        versions[w.pk] += 1
+        mine = [_audit_entry(change, row_id, pk=w.pk, centre=w.centre, patient_id=w.patient_id, reason=reason,
+                             version=versions[w.pk]) for change, row_id in done]
+        entries += mine
+        if batch_id is not None:
+            logs += [{"import_batch_id": batch_id, "patient_pk": w.pk, "field": f, "old_value": o, "new_value": n}
+                     for f, o, n in _log_rows(mine, w.log)]
+    bump = {"version": sa.bindparam("b_version")}
+    if batch_id is not None:
+        bump["import_batch_id"] = sa.literal(batch_id)
+    conn.execute(sa.update(t.patient).where(t.patient.c.id == sa.bindparam("b_pk")).values(bump),
+                 [{"b_pk": pk, "b_version": versions[pk]} for pk in dict.fromkeys(pks)])
+    audit.append(conn, actor=actor, entries=entries, states=False)
+    if logs:
+        conn.execute(sa.insert(t.change_log), logs)
+    return versions
+
+
+def _log_rows(entries: Sequence[dict[str, Any]], log: Sequence[tuple[str, Any, Any]] | None
+              ) -> list[tuple[str, Any, Any]]:
+    """``change_log`` rows of one patient's write: the flat columns given, else one per episode change."""
+    if log is not None:
+        return [(f, audit.text(o), audit.text(n)) for f, o, n in log]
+    return [(e["entity"] + "." + (e["field"] or "*"), e.get("old_value"), e.get("new_value")) for e in entries]
 
 
 def _audit_entry(change: Change, row_id: int, *, pk: int, centre: str, patient_id: str, reason: str | None,
@@ -626,9 +690,20 @@ def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, act
     return plan
 
 
-def registry_select() -> sa.Select:
-    """One row per patient with every flat registry column (the CSV's shape), projected from the episodes."""
-    return flat_select(t.EPISODES, t.centre)
+def registry_select(patients: sa.Select | Sequence[int] | None = None) -> sa.Select:
+    """One row per patient with every flat registry column (the CSV's shape), projected from the episodes.
+
+    ``patients`` (ids, or a select of one id column) restricts the projection to those patients
+    before it ranks their episodes: a page of 50 patients costs 50 patients' work, not the registry's.
+    """
+    if patients is None:
+        return flat_select(t.EPISODES, t.centre)
+    ids = patients if isinstance(patients, sa.Select) else list(patients)
+    tables: dict[Table, Any] = {}
+    for table, stored in t.EPISODES.items():
+        own = stored.c.id if table is Table.PATIENT else stored.c.patient_pk
+        tables[table] = sa.select(stored).where(own.in_(ids)).subquery(f"{stored.name}_of")
+    return flat_select(tables, t.centre)
 
 
 def read_records(conn: sa.Connection, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -642,9 +717,18 @@ def read_records(conn: sa.Connection, pks: Sequence[int]) -> dict[int, dict[str,
 
 
 def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
-    """The registry columns of one patient."""
-    row = conn.execute(registry_select().where(t.patient.c.id == pk)).mappings().one()
-    return {c: row[c] for c in COLUMNS}
+    """The registry columns of one patient: :func:`~oncosurg.pathway.flat.to_flat` of its episodes.
+
+    The same row as :func:`registry_select`'s (a test compares them on random multi-episode
+    registries), read in about 2 ms: the select ranks every patient's episodes before it can keep
+    one patient (0.1 s for 10,000 patients, growing with the registry).  Raises ``LookupError``
+    when no patient has id ``pk``.
+    """
+    records = read_patient_records(conn, t.EPISODES, t.centre, [pk])
+    if pk not in records:
+        raise LookupError(f"no patient with id {pk}")
+    flat = to_flat(records[pk])
+    return {c: flat[c] for c in COLUMNS}
 
 
 def iter_records(conn: sa.Connection, *, centre: str | None = None) -> Iterator[dict[str, Any]]:

@@ -83,7 +83,7 @@ def _next_no(conn: sa.Connection, column: sa.Column, where: sa.ColumnElement[boo
 
 def operation_pk(conn: sa.Connection, pk: int) -> int | None:
     """The id of the operation the flat registry row describes (its complications are the card's)."""
-    base = registry_select().subquery("r")
+    base = registry_select([pk]).subquery("r")
     return conn.execute(sa.select(base.c.operation_pk).where(base.c.pk == pk)).scalar()
 
 

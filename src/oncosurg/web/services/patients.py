@@ -9,21 +9,20 @@ changed meanwhile), and appends one audit row per changed field.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from oncosurg.pathway.flat import from_flat
+from oncosurg.pathway.flat import from_flat, rescue_line
 from oncosurg.pathway.model import Table
 from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.episodes import insert_records
-from oncosurg.store.repository import registry_select, row_json, write_stages
+from oncosurg.store.repository import read_record, registry_select, row_json, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -91,22 +90,17 @@ def history_filter(conn: sa.Connection, *, head: Mapping[str, Any]) -> dict[str,
     return {"patient_pk": pk, "centres": [head["centre"]], "after": audit.history_start(conn, patient_pk=pk)}
 
 
-@functools.cache
-def _registry() -> sa.Select:
-    """The registry's one-row-per-patient select, built once (building it costs more than running it)."""
-    return registry_select()
-
-
 def read_registry_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
-    """The registry columns of one patient (as :func:`oncosurg.store.repository.read_record`)."""
-    row = conn.execute(_registry().where(t.patient.c.id == pk)).mappings().one()
-    return {c: row[c] for c in COLUMNS}
+    """The registry columns of one patient (:func:`oncosurg.store.repository.read_record`)."""
+    return read_record(conn, pk)
 
 
 def rescue_line_pk(conn: sa.Connection, pk: int) -> int | None:
     """The id of the patient's rescue line (the line the flat registry row describes)."""
-    base = _registry().subquery("r")
-    return conn.execute(sa.select(base.c.rescue_line_pk).where(base.c.pk == pk)).scalar()
+    lines = [dict(r) for r in conn.execute(sa.select(t.therapy_line).where(t.therapy_line.c.patient_pk == pk))
+             .mappings()]
+    line = rescue_line(lines)
+    return None if line is None else int(line["id"])
 
 
 def read_regimen(conn: sa.Connection, pk: int) -> dict[str, Any]:
@@ -174,7 +168,20 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
                   horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
     """One page of the user's patients, filtered by search text, pathway stage and centre."""
     today = today or dt.date.today()
-    base = _registry().subquery("r")
+    page = max(1, page)
+    page_pks: sa.Select | None = None
+    if not stage:  # the page is chosen from the patient table alone; only its patients are projected
+        p = t.patient
+        narrow: list[sa.ColumnElement[bool]] = []
+        if not user.all_centres:
+            narrow.append(t.centre.c.name.in_(sorted(user.centres)))
+        if centre:
+            narrow.append(t.centre.c.name == centre)
+        if q:
+            narrow.append(sa.func.lower(p.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
+        page_pks = (sa.select(p.c.id).join(t.centre, t.centre.c.id == p.c.centre_id).where(*narrow)
+                    .order_by(t.centre.c.name, p.c.patient_id).limit(page_size).offset((page - 1) * page_size))
+    base = registry_select(page_pks).subquery("r")
     reg = t.therapy_line
     last_review = (sa.select(sa.func.max(t.mdt_review.c.review_date)).where(t.mdt_review.c.patient_pk == base.c.pk)
                    .scalar_subquery())
@@ -207,12 +214,16 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
                 "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
         where.append(cond)
     joined = base.outerjoin(reg, reg.c.id == base.c.rescue_line_pk)
-    total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
-    page = max(1, page)
-    rows = conn.execute(sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined)
-                        .where(*where)
-                        .order_by(base.c.centre, base.c.patient_id)
-                        .limit(page_size).offset((page - 1) * page_size)).mappings().all()
+    if page_pks is None:
+        total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
+        query = sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined).where(*where)
+        query = query.order_by(base.c.centre, base.c.patient_id).limit(page_size).offset((page - 1) * page_size)
+    else:
+        counted = page_pks.limit(None).offset(None).order_by(None).subquery()
+        total = conn.execute(sa.select(sa.func.count()).select_from(counted)).scalar_one()
+        query = (sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined)
+                 .order_by(base.c.centre, base.c.patient_id))
+    rows = conn.execute(query).mappings().all()
     patients = []
     for row in rows:
         record = {c: row[c] for c in COLUMNS}

@@ -22,7 +22,6 @@ import sqlalchemy.orm
 from oncosurg.schema import DAYS_PER_MONTH
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.repository import registry_select
 from oncosurg.web.services.users import User
 
 RESPONDED = ("PR", "CR")
@@ -76,7 +75,6 @@ def _of_line(rows: list[dict[str, Any]], p: Any, date: str) -> list[dict[str, An
 def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: int, review_weeks: int,
              followup_overdue_months: int, review_horizon_weeks: int = REVIEW_HORIZON_WEEKS,
              limit: int = 500) -> dict[str, Any]:
-    base = registry_select().subquery("r")
     scope = [] if user.all_centres else [t.centre.c.name.in_(sorted(user.centres))]
     current = current_lines(today=today, scope=scope).order_by(t.centre.c.name, t.patient.c.patient_id)
     candidates = conn.execute(current).mappings().all()
@@ -126,9 +124,10 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
             due.append(_item(p, review, reasons) | {"weeks": weeks})
     due.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
     unknown.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
+    base = _follow_up()
     base_scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
     cutoff = today - dt.timedelta(days=round(followup_overdue_months * DAYS_PER_MONTH))
-    overdue_where = sa.and_(base.c.death_date.is_(None), base.c.last_contact_date < cutoff, *base_scope)
+    overdue_where = sa.and_(base.c.dead == 0, base.c.last_contact_date < cutoff, *base_scope)
     overdue_total = conn.execute(sa.select(sa.func.count()).select_from(base).where(overdue_where)).scalar_one()
     overdue = [
         {"pk": r["pk"], "patient_id": r["patient_id"], "centre": r["centre"],
@@ -146,6 +145,19 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
         "status_unknown": unknown[:limit], "status_unknown_total": len(unknown),
         "followup_overdue": overdue, "followup_overdue_total": int(overdue_total),
     }
+
+
+def _follow_up() -> sa.Subquery:
+    """Per patient with a contact: its last contact date and whether a contact says dead (the flat
+    row's ``last_contact_date`` and ``death_date is not null``, read from the contacts alone)."""
+    c, p = t.contact, t.patient
+    contacts = (sa.select(c.c.patient_pk, sa.func.max(c.c.contact_date).label("last_contact_date"),
+                          sa.func.max(sa.case((c.c.vital_status == "dead", 1), else_=0)).label("dead"))
+                .group_by(c.c.patient_pk).subquery("last_contacts"))
+    return (sa.select(p.c.id.label("pk"), p.c.patient_id, t.centre.c.name.label("centre"),
+                      contacts.c.last_contact_date, contacts.c.dead)
+            .select_from(contacts.join(p, p.c.id == contacts.c.patient_pk)
+                         .join(t.centre, t.centre.c.id == p.c.centre_id)).subquery("follow_up"))
 
 
 def _item(p: Any, review: dict[str, Any] | None, reasons: list[str]) -> dict[str, Any]:
