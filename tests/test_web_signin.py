@@ -218,3 +218,36 @@ def test_parallel_guesses_get_no_verdict_beyond_the_allowance(app: FastAPI, cloc
         thread.join(timeout=120)
     assert len(statuses) == 12
     assert statuses.count(401) <= 5 and statuses.count(401) + statuses.count(429) == 12
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_sign_in_does_not_wait_for_a_long_write(postgres_server, clock: Clock  # type: ignore[no-untyped-def]
+                                                                 ) -> None:
+    """Issue 10 item 4, "sign-in writes nothing that waits on imports": a write transaction holding
+    the audit chain's head (as an import's write phase does) for 4 s does not hold a sign-in up."""
+    import threading
+    import time
+
+    url = postgres_server.create_database("signin_waits_not")
+    app = make_app(url, now=clock)
+    add_user(app, "alice", "data_manager", CENTRE_A)
+    store = app.state.store
+    held = threading.Event()
+
+    def long_write() -> None:
+        with store.write():
+            held.set()
+            time.sleep(4)
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    try:
+        assert held.wait(10)
+        started = time.perf_counter()
+        response = sign_in(TestClient(app, client=OWNER), "alice", PASSWORD)
+        waited = time.perf_counter() - started
+    finally:
+        writer.join()
+        app.state.store.dispose()
+    assert response.status_code == 200, response.text
+    assert waited < 2.0, f"the sign-in waited {waited:.1f} s behind the write"

@@ -253,12 +253,16 @@ def record_sign_in(conn: sa.Connection, *, username: str, user_id: int | None, o
                    settings: Settings, now: dt.datetime) -> int | None:
     """Second half of a sign-in, in a write transaction: the user id when the password was right.
 
-    The throttle is checked again under the write lock, so that attempts sent in parallel (which
-    all passed :func:`check_password`'s check) get no verdict beyond the pair's allowance: those
-    the failures recorded meanwhile put over it raise :class:`~oncosurg.web.errors.Throttled`.
+    The throttle is checked again under a lock (SQLite's one writer; on PostgreSQL a transaction
+    lock on the account name, so that a sign-in never waits for an import), so that attempts sent
+    in parallel (which all passed :func:`check_password`'s check) get no verdict beyond the pair's
+    allowance: those the failures recorded meanwhile put over it raise
+    :class:`~oncosurg.web.errors.Throttled`.
     Every attempt given a verdict is recorded; a user deactivated meanwhile is refused.
     """
     username = username[:64]
+    if conn.dialect.name == "postgresql":  # attempts on one account one at a time (SQLite: one writer anyway)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"oncosurg sign-in {username}"})
     throttle.check(conn, username=username, client=client, settings=settings, now=now)
     if ok and user_id is not None:
         ok = conn.execute(sa.select(t.app_user.c.id).where(t.app_user.c.id == user_id,
