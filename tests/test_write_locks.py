@@ -115,7 +115,10 @@ def test_a_patient_edited_during_an_import_is_checked_again_not_overwritten(stor
     original = repository.plan_import
     edits = {"n": 0}
 
+    sizes: list[int] = []
+
     def plan_then_edit(conn: sa.Connection, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(args[0]))
         plan = original(conn, *args, **kwargs)
         if edits["n"] == 0:  # planned without the write lock: someone edits PB-0002 meanwhile
             edits["n"] += 1
@@ -132,6 +135,7 @@ def test_a_patient_edited_during_an_import_is_checked_again_not_overwritten(stor
     monkeypatch.setattr(repository, "plan_import", plan_then_edit)
     result = import_records(store, parsed.records, source="second.csv", sha256=parsed.sha256, rows=5, update=True)
     assert not result.issues and result.updated == 5 and edits["n"] == 1  # planned again under the lock
+    assert sizes == [5, 1]  # the whole file without the lock, then only the patient edited meanwhile
     with store.connect() as conn:
         records = {r["patient_id"]: r for r in iter_records(conn)}
         assert audit.verify(conn).ok
@@ -199,3 +203,34 @@ def test_every_column_survives_the_import(store: sa.Engine) -> None:
         back = {r["patient_id"]: r for r in iter_records(conn)}
     for record in parsed.records:
         assert back[record.values["patient_id"]] == record.values
+
+
+def test_a_patient_registered_during_an_import_is_refused_not_duplicated(store: sa.Engine,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planned without the lock, five new patients; meanwhile someone registers PB-0003: under the
+    lock only that row is planned again, and the file is refused naming its line (nothing written)."""
+    from oncosurg.store import repository
+
+    rows = [{**r, "centre": "A"} for r in ROWS[:5]]
+    parsed = parse_registry_csv(_csv(rows), source="new.csv")
+    original = repository.plan_import
+    sizes: list[int] = []
+
+    def plan_then_register(conn: sa.Connection, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(args[0]))
+        plan = original(conn, *args, **kwargs)
+        if len(sizes) == 1:
+            third = parse_registry_csv(_csv(rows[2:3]), source="other.csv")
+            monkeypatch.setattr(repository, "plan_import", original)
+            import_records(store, third.records, source="other.csv", sha256=third.sha256, rows=1)
+            monkeypatch.setattr(repository, "plan_import", plan_then_register)
+        return plan
+
+    monkeypatch.setattr(repository, "plan_import", plan_then_register)
+    result = import_records(store, parsed.records, source="new.csv", sha256=parsed.sha256, rows=5)
+    assert sizes == [5, 1]
+    from oncosurg.rules import X_ALREADY_REGISTERED
+
+    assert [(i.code, i.line, i.value) for i in result.issues] == [(X_ALREADY_REGISTERED.code, 4, "PB-0003")]
+    with store.connect() as conn:
+        assert [r["patient_id"] for r in iter_records(conn)] == ["PB-0003"]

@@ -296,8 +296,9 @@ def import_records(
     if plan.issues or not (plan.creates or plan.updates):
         return result  # nothing written
     with write_transaction(engine) as conn:
-        if not _still_current(conn, plan):  # a patient was registered or edited meanwhile: plan again
-            plan = plan_import(conn, records, options)
+        stale = _stale(conn, plan)
+        if stale:  # patients edited or registered meanwhile: plan them again, under the lock
+            plan = _replanned(conn, plan, stale, options)
             result.issues, result.unchanged = plan.issues, plan.unchanged
             if plan.issues or not (plan.creates or plan.updates):
                 return result
@@ -306,16 +307,40 @@ def import_records(
     return result
 
 
-def _still_current(conn: sa.Connection, plan: ImportPlan) -> bool:
-    """Whether the registry is as ``plan`` saw it: the patients it updates have the versions it read,
-    and none of the patients it creates (or a spelling differing in case) was registered since."""
+def _stale(conn: sa.Connection, plan: ImportPlan) -> list[ParsedRecord]:
+    """The records ``plan`` saw differently from the registry now: updates of patients whose version
+    changed (edited meanwhile, or deleted), and new patients whose id (or a spelling differing in
+    case) was registered since."""
+    stale: list[ParsedRecord] = []
     if plan.updates:
+        now: dict[int, int] = {}
         pks = [u.pk for u in plan.updates]
-        now = dict(conn.execute(sa.select(t.patient.c.id, t.patient.c.version).where(t.patient.c.id.in_(pks)))
-                   .all())
-        if any(now.get(u.pk) != u.version for u in plan.updates):
-            return False
-    return not plan.creates or not _registered(conn, {r.values["patient_id"] for r in plan.creates})
+        for start in range(0, len(pks), 500):
+            chunk = sa.bindparam("pks", pks[start:start + 500], expanding=True, literal_execute=True)
+            now.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version)
+                                    .where(t.patient.c.id.in_(chunk))).tuples().all())
+        stale += [u.record for u in plan.updates if now.get(u.pk) != u.version]
+    if plan.creates:
+        taken = {r.patient_id.casefold() for r in _registered(conn, {r.values["patient_id"] for r in plan.creates})}
+        stale += [r for r in plan.creates if r.values["patient_id"].casefold() in taken]
+    return stale
+
+
+def _replanned(conn: sa.Connection, plan: ImportPlan, stale: Sequence[ParsedRecord], options: ImportOptions
+               ) -> ImportPlan:
+    """``plan`` with its ``stale`` records planned again against the registry as it is now.
+
+    Only those records are read again (a web editor changing one patient during a 10,000-row update
+    costs one patient's planning under the write lock, not the file's); the checks within the file
+    (duplicate rows) held for the whole file and still do.
+    """
+    again = plan_import(conn, stale, options)
+    gone = {id(r) for r in stale}
+    return ImportPlan(creates=[r for r in plan.creates if id(r) not in gone] + again.creates,
+                      updates=[u for u in plan.updates if id(u.record) not in gone] + again.updates,
+                      unchanged=plan.unchanged + again.unchanged,
+                      # the file-wide "every row is already registered" is about the whole file, not these rows
+                      issues=[i for i in again.issues if not (i.code == X_ALREADY_REGISTERED.code and i.line is None)])
 
 
 def _write_plan(conn: sa.Connection, plan: ImportPlan, result: ImportResult, *, options: ImportOptions,
