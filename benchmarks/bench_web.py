@@ -148,6 +148,12 @@ class Server:
         raise RuntimeError("server did not start: " + self.text()[-2000:])
 
     def __exit__(self, *exc: object) -> None:
+        log = self.text()
+        if exc[0] is not None:  # show why: the server's own account of the failure
+            print("server log (end):\n" + log[-4000:], file=sys.stderr)
+        elif "unhandled error" in log:  # an internal error (HTTP 500) answered to a client: its first traceback
+            start = log.index("unhandled error")
+            print("server log (first internal error):\n" + log[start:start + 6000], file=sys.stderr)
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)

@@ -234,3 +234,58 @@ def test_a_patient_registered_during_an_import_is_refused_not_duplicated(store: 
     assert [(i.code, i.line, i.value) for i in result.issues] == [(X_ALREADY_REGISTERED.code, 4, "PB-0003")]
     with store.connect() as conn:
         assert [r["patient_id"] for r in iter_records(conn)] == ["PB-0003"]
+
+
+@pytest.mark.postgres
+def test_an_import_and_a_web_edit_of_the_same_patient_do_not_deadlock(postgres_server,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: an import used to take the writers' lock (the audit chain's head) only with its
+    first audit row, after updating patients' rows; a web edit holding the head and waiting for one
+    of those rows then deadlocked with it (HTTP 500 in bench_locks.py).  Both now queue on the head."""
+    from oncosurg.store.engine import open_store
+    from oncosurg.web.db import WebStore
+
+    url = postgres_server.create_database("import_edit_deadlock")
+    engine = open_store(url)
+    rows = [{**r, "centre": "A"} for r in ROWS[:3]]
+    first = parse_registry_csv(_csv(rows), source="first.csv")
+    import_records(engine, first.records, source="first.csv", sha256=first.sha256, rows=3)
+    second = parse_registry_csv(_csv([{**r, "cetuximab_cycles": "6"} for r in rows]), source="second.csv")
+    web = WebStore(url)
+    written = threading.Event()
+    real_append = audit.append
+    errors: list[BaseException] = []
+
+    def append_late(conn: sa.Connection, **kwargs: Any) -> int:
+        if threading.current_thread() is threading.main_thread() and not written.is_set():
+            written.set()  # the import's rows are updated: let the editor lock the head first
+            time.sleep(1.5)
+        return real_append(conn, **kwargs)
+
+    def edit() -> None:
+        written.wait(30)
+        try:
+            with web.write() as conn:
+                line = t.therapy_line
+                conn.execute(sa.update(line).where(line.c.patient_pk == 1).values(best_response="PR"))
+                conn.execute(sa.update(t.patient).where(t.patient.c.id == 1).values(version=t.patient.c.version + 1))
+                real_append(conn, actor=audit.Actor(None, "editor"), entries=[
+                    {"action": "update", "entity": "therapy_line", "patient_pk": 1, "field": "best_response",
+                     "new_value": "PR"}])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    monkeypatch.setattr(audit, "append", append_late)
+    editor = threading.Thread(target=edit)
+    editor.start()
+    try:
+        result = import_records(engine, second.records, source="second.csv", sha256=second.sha256, rows=3,
+                                update=True)
+    finally:
+        editor.join(60)
+        web.dispose()
+    assert not errors, errors
+    assert not result.issues, result.issues
+    with engine.connect() as conn:
+        assert audit.verify(conn).ok
+    engine.dispose()

@@ -98,11 +98,16 @@ def begin_immediate(conn: sa.Connection, *, wait: float = WRITE_WAIT_SECONDS) ->
 
 @contextmanager
 def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """One write transaction on a connection of ``engine``: on SQLite the write lock is taken first
-    (:func:`begin_immediate`); commits on success, rolls back on any exception."""
+    """One write transaction on a connection of ``engine``; commits on success, rolls back on any
+    exception.  The writers' lock is taken first: on SQLite the database's (:func:`begin_immediate`),
+    on PostgreSQL the audit chain's head row, as every writer of the web app does
+    (:class:`oncosurg.web.db.WebStore`).  Taken last (by the first audit row), it made an import that
+    had updated rows and a web edit waiting for one of them deadlock."""
     with engine.connect() as conn, conn.begin():
         if engine.dialect.name == "sqlite":
             begin_immediate(conn)
+        elif engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
         yield conn
 
 
