@@ -289,3 +289,36 @@ def test_an_import_and_a_web_edit_of_the_same_patient_do_not_deadlock(postgres_s
     with engine.connect() as conn:
         assert audit.verify(conn).ok
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_large_import_refreshes_postgresql_statistics(postgres_server,  # type: ignore[no-untyped-def]
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an import PostgreSQL's planner had the statistics of the empty tables and nested loops
+    over the projection: the stage-filtered patient list took 8.8 s for 10,000 patients (0.08 s
+    after ANALYZE).  An import of at least ``ANALYZE_AFTER`` patients now refreshes them."""
+    from oncosurg.store import engine as store_engine
+    from oncosurg.store.engine import open_store
+
+    engine = open_store(postgres_server.create_database("analyze_after_import"))
+    monkeypatch.setattr(store_engine, "ANALYZE_AFTER", 3)
+
+    def analysed() -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables "
+                                        "WHERE relname = 'therapy_line'").scalar() is not None:
+                    return True
+            time.sleep(0.2)
+        return False
+
+    two = parse_registry_csv(_csv([{**r, "centre": "A"} for r in ROWS[:2]]), source="two.csv")
+    import_records(engine, two.records, source="two.csv", sha256=two.sha256, rows=2)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables "
+                                    "WHERE relname = 'therapy_line'").scalar() is None  # 2 < 3: not refreshed
+    three = parse_registry_csv(_csv([{**r, "centre": "A"} for r in ROWS[2:5]]), source="three.csv")
+    import_records(engine, three.records, source="three.csv", sha256=three.sha256, rows=3)
+    assert analysed()
+    engine.dispose()

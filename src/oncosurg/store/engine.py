@@ -111,6 +111,25 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+#: Patients an import must create or change before PostgreSQL's statistics are refreshed after it.
+ANALYZE_AFTER = 1000
+
+
+def refresh_statistics(engine: sa.Engine, changed: int) -> None:
+    """After an import that created or changed ``changed`` patients, refresh PostgreSQL's planner
+    statistics (``ANALYZE``, a sample of each table; it blocks no reader or writer).
+
+    Until autovacuum gets to it, a registry just filled by an import has statistics of the empty
+    tables, and PostgreSQL nests loops over the projection's "first row per patient" subqueries: the
+    patient list filtered by stage took 8.8 s for 10,000 patients, 0.08 s after ``ANALYZE``.
+    """
+    if engine.dialect.name != "postgresql" or changed < ANALYZE_AFTER:
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+
+
 def alembic_config(url: str) -> Config:
     from alembic.config import Config
 

@@ -63,7 +63,7 @@ from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS,
 from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
 from oncosurg.store.audit_state import snapshot
-from oncosurg.store.engine import write_transaction
+from oncosurg.store.engine import refresh_statistics, write_transaction
 from oncosurg.store.episode_tables import PARENT_REFS
 from oncosurg.store.episodes import apply_update, insert_records, stored_ids
 from oncosurg.store.episodes import read_records as read_patient_records
@@ -304,6 +304,7 @@ def import_records(
                 return result
         _write_plan(conn, plan, result, options=options, actor=actor, source=source, sha256=sha256, rows=rows,
                     create_note=create_note, update_note=update_note)
+    refresh_statistics(engine, result.created + result.updated)
     return result
 
 
@@ -432,6 +433,8 @@ def import_patients(
             result.batch_id = batch_id
     except _Refused:
         result.batch_id = None
+        return result
+    refresh_statistics(engine, result.created + result.updated)
     return result
 
 
