@@ -319,7 +319,7 @@ def _stale(conn: sa.Connection, plan: ImportPlan) -> list[ParsedRecord]:
         for start in range(0, len(pks), 500):
             chunk = sa.bindparam("pks", pks[start:start + 500], expanding=True, literal_execute=True)
             now.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version)
-                                    .where(t.patient.c.id.in_(chunk))).tuples().all())
+                                    .where(t.patient.c.id.in_(chunk))).all())
         stale += [u.record for u in plan.updates if now.get(u.pk) != u.version]
     if plan.creates:
         taken = {r.patient_id.casefold() for r in _registered(conn, {r.values["patient_id"] for r in plan.creates})}
@@ -650,7 +650,7 @@ def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: a
     for start in range(0, len(pks), 500):
         chunk = sa.bindparam("pks", pks[start:start + 500], expanding=True, literal_execute=True)
         versions.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version)
-                                     .where(t.patient.c.id.in_(chunk))).tuples().all())
+                                     .where(t.patient.c.id.in_(chunk))).all())
     entries: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
     for w in writes:
