@@ -314,17 +314,21 @@ def _stale(conn: sa.Connection, plan: ImportPlan) -> list[ParsedRecord]:
     case) was registered since."""
     stale: list[ParsedRecord] = []
     if plan.updates:
-        now: dict[int, int] = {}
-        pks = [u.pk for u in plan.updates]
-        for start in range(0, len(pks), 500):
-            chunk = sa.bindparam("pks", pks[start:start + 500], expanding=True, literal_execute=True)
-            now.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version)
-                                    .where(t.patient.c.id.in_(chunk))).all())
+        now = _versions(conn, [u.pk for u in plan.updates])
         stale += [u.record for u in plan.updates if now.get(u.pk) != u.version]
     if plan.creates:
         taken = {r.patient_id.casefold() for r in _registered(conn, {r.values["patient_id"] for r in plan.creates})}
         stale += [r for r in plan.creates if r.values["patient_id"].casefold() in taken]
     return stale
+
+
+def _versions(conn: sa.Connection, pks: Sequence[int]) -> dict[int, int]:
+    """Patient id → version, 500 patients per statement (ids missing from the result were deleted)."""
+    out: dict[int, int] = {}
+    for start in range(0, len(pks), 500):
+        chunk = sa.bindparam("pks", list(pks[start:start + 500]), expanding=True, literal_execute=True)
+        out.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version).where(t.patient.c.id.in_(chunk))).all())
+    return out
 
 
 def _replanned(conn: sa.Connection, plan: ImportPlan, stale: Sequence[ParsedRecord], options: ImportOptions
@@ -601,21 +605,9 @@ def write_plan(conn: sa.Connection, pk: int, plan: UpdatePlan, *, actor: audit.A
     """Apply ``plan`` to patient ``pk``: bump its version, audit every row created, changed or removed
     and, for an import (``batch_id``), record the changes in ``change_log`` — ``log`` (field, old, new)
     when given (a flat import logs flat columns), else one row per episode change; returns the new
-    version."""
-    done = apply_update(conn, t.EPISODES, pk, plan)
-    conn.execute(sa.update(t.patient).where(t.patient.c.id == pk)
-                 .values(version=t.patient.c.version + 1,
-                         **({"import_batch_id": batch_id} if batch_id is not None else {})))
-    version = conn.execute(sa.select(t.patient.c.version).where(t.patient.c.id == pk)).scalar_one()
-    entries = [_audit_entry(change, row_id, pk=pk, centre=centre, patient_id=patient_id, reason=reason,
-                            version=version) for change, row_id in done]
-    audit.append(conn, actor=actor, entries=entries, states=states)
-    if batch_id is not None:
-        rows = _log_rows(entries, log)
-        if rows:
-            conn.execute(sa.insert(t.change_log), [{"import_batch_id": batch_id, "patient_pk": pk, "field": f,
-                                                    "old_value": o, "new_value": n} for f, o, n in rows])
-    return version
+    version.  (:func:`write_plans` for one patient.)"""
+    return write_plans(conn, [PatientWrite(pk, plan, centre, patient_id, log)], actor=actor, reason=reason,
+                       batch_id=batch_id, states=states)[pk]
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,14 +623,15 @@ class PatientWrite:
 
 
 def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: audit.Actor, reason: str | None,
-                batch_id: int | None = None) -> dict[int, int]:
+                batch_id: int | None = None, states: bool = False) -> dict[int, int]:
     """:func:`write_plan` for many patients at once (imports), with the same rows in the tables, the
     trail and ``change_log``; returns patient id → new version.
 
     An import of 10,000 updates spent 10 s of its write lock in 70,000 statements, seven per
     patient; here the stored row ids are read 500 patients per statement, the versions bumped with
     one ``executemany``, the trail appended in one go and the change log inserted in one go.  The
-    patients' ``state`` rows are the caller's (:func:`append_states`).
+    patients' ``state`` rows are appended here with ``states``, else they are the caller's
+    (:func:`append_states`, batched).
     """
     if not writes:
         return {}
@@ -646,11 +639,7 @@ def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: a
     touched = {c.table for w in writes for c in w.plan.changes if c.table is not Table.PATIENT}
     touched |= {PARENT_REFS[table][1] for table in list(touched) if table in PARENT_REFS}
     known = {table: stored_ids(conn, t.EPISODES, TABLE_BY_NAME[table], pks) for table in touched}
-    versions: dict[int, int] = {}
-    for start in range(0, len(pks), 500):
-        chunk = sa.bindparam("pks", pks[start:start + 500], expanding=True, literal_execute=True)
-        versions.update(conn.execute(sa.select(t.patient.c.id, t.patient.c.version)
-                                     .where(t.patient.c.id.in_(chunk))).all())
+    versions = _versions(conn, pks)
     entries: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
     for w in writes:
@@ -668,7 +657,7 @@ def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: a
         bump["import_batch_id"] = sa.literal(batch_id)
     conn.execute(sa.update(t.patient).where(t.patient.c.id == sa.bindparam("b_pk")).values(bump),
                  [{"b_pk": pk, "b_version": versions[pk]} for pk in dict.fromkeys(pks)])
-    audit.append(conn, actor=actor, entries=entries, states=False)
+    audit.append(conn, actor=actor, entries=entries, states=states)
     if logs:
         conn.execute(sa.insert(t.change_log), logs)
     return versions
