@@ -271,15 +271,6 @@ def record_sign_in(conn: sa.Connection, *, username: str, user_id: int | None, o
     return user_id if ok else None
 
 
-def sign_in(conn: sa.Connection, *, username: str, password: str, client: throttle.Client, settings: Settings,
-            now: dt.datetime) -> int | None:
-    """Both halves on one connection (scripts and tests; the web app splits them, see above)."""
-    user_id, ok = check_password(conn, username=username, password=password, client=client, settings=settings,
-                                 now=now)
-    return record_sign_in(conn, username=username, user_id=user_id, ok=ok, client=client, settings=settings,
-                          now=now)
-
-
 def second_factor(conn: sa.Connection, *, user_id: int, settings: Settings) -> str | None:
     """What a signed-in password still needs: ``'totp'`` (a code), ``'enrol'`` (an admin must set up
     TOTP first, when ``admin_totp_required``), or ``None``."""
