@@ -21,6 +21,7 @@ from oncosurg.web.models import ErrorBody
 from oncosurg.web.security import SecurityHeadersMiddleware, parse_networks
 from oncosurg.web.services.access import AccessRecorder
 from oncosurg.web.services.dashboard import Dashboard
+from oncosurg.web.services.roster import Roster
 from oncosurg.web.services.users import secret_key
 from oncosurg.web.settings import Settings
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
     app.state.dashboard = Dashboard(settings.protocol, refresh_seconds=settings.dashboard_refresh_seconds)
     app.state.trusted = trusted
     app.state.access = AccessRecorder(store)
+    app.state.roster = Roster()
     # outermost last: the access log sees every response, headers are added to the guard's refusals too
     app.add_middleware(RequestGuard, state=app.state)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)

@@ -68,7 +68,7 @@ def patient_list(request: Request, user: CurrentUser, store: StoreDep, settings:
     with store.read() as conn:
         data = patients.list_patients(conn, user=user, q=q, stage=stage, centre=centre, page=page,
                                       page_size=settings.page_size, today=settings.today(),
-                                      horizon_weeks=settings.review_horizon_weeks)
+                                      horizon_weeks=settings.review_horizon_weeks, roster=request.app.state.roster)
         data |= {"centres": visible_centres(conn, user=user), "stages": patients.STAGE_FILTERS}
     return respond(request, "patients.html", data)
 

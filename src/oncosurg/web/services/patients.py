@@ -9,7 +9,7 @@ changed meanwhile), and appends one audit row per changed field.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.episodes import insert_records
-from oncosurg.store.repository import read_record, registry_select, row_json, write_stages
+from oncosurg.store.repository import read_record, row_json, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -33,6 +33,7 @@ from oncosurg.web.services.forms import (
     validate_registry,
     web_error,
 )
+from oncosurg.web.services.roster import Facts, Roster
 from oncosurg.web.services.users import User, ensure_centre
 from oncosurg.web.services.worklist import REVIEW_HORIZON_WEEKS, last_news, status_unknown
 
@@ -165,77 +166,59 @@ def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any], *, last_r
 
 def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = "", centre: str = "",
                   page: int = 1, page_size: int = 50, today: dt.date | None = None,
-                  horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
-    """One page of the user's patients, filtered by search text, pathway stage and centre."""
+                  horizon_weeks: int = REVIEW_HORIZON_WEEKS, roster: Roster | None = None) -> dict[str, Any]:
+    """One page of the user's patients, filtered by search text, pathway stage and centre, ordered
+    by centre then patient id.  ``roster`` is the server's index of every patient's list facts
+    (:mod:`oncosurg.web.services.roster`); without one the registry is projected for this call."""
     today = today or dt.date.today()
     page = max(1, page)
-    page_pks: sa.Select | None = None
-    if not stage:  # the page is chosen from the patient table alone; only its patients are projected
-        p = t.patient
-        narrow: list[sa.ColumnElement[bool]] = []
-        if not user.all_centres:
-            narrow.append(t.centre.c.name.in_(sorted(user.centres)))
-        if centre:
-            narrow.append(t.centre.c.name == centre)
-        if q:
-            narrow.append(sa.func.lower(p.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
-        page_pks = (sa.select(p.c.id).join(t.centre, t.centre.c.id == p.c.centre_id).where(*narrow)
-                    .order_by(t.centre.c.name, p.c.patient_id).limit(page_size).offset((page - 1) * page_size))
-    base = registry_select(page_pks).subquery("r")
-    reg = t.therapy_line
-    last_review = (sa.select(sa.func.max(t.mdt_review.c.review_date)).where(t.mdt_review.c.patient_pk == base.c.pk)
-                   .scalar_subquery())
-    horizon = today - dt.timedelta(weeks=horizon_weeks)
-    news_within = sa.or_(sa.and_(base.c.last_contact_date.is_not(None), base.c.last_contact_date >= horizon),
-                         sa.and_(last_review.is_not(None), last_review >= horizon))  # never NULL, so `not` works
-    line_open = sa.and_(base.c.surgery_date.is_(None), base.c.death_date.is_(None), reg.c.stop_date.is_(None))
-    where: list[sa.ColumnElement[bool]] = []
-    if not user.all_centres:
-        where.append(base.c.centre.in_(sorted(user.centres)))
-    if centre:
-        if not user.sees(centre):
-            raise Forbidden(f"centre '{centre}' is not granted to you")
-        where.append(base.c.centre == centre)
-    if q:
-        where.append(sa.func.lower(base.c.patient_id).contains(q.strip().lower()[:64], autoescape=True))
-    if stage:
-        cond = {
-            "on_cetuximab": sa.and_(line_open, news_within),
-            "status_unknown": sa.and_(line_open, sa.not_(news_within)),
-            "operated": base.c.surgery_date.is_not(None),
-            "resected": base.c.surgery_type == "hepatectomy",
-            "progressed": base.c.progression_date.is_not(None),
-            "deceased": base.c.death_date.is_not(None),
-            "alive": base.c.death_date.is_(None),
-        }.get(stage)
-        if cond is None:
-            raise Invalid(f"unknown stage filter '{stage}'", errors=[{
-                "column": "stage", "value": stage, "message": "unknown stage filter",
-                "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
-        where.append(cond)
-    joined = base.outerjoin(reg, reg.c.id == base.c.rescue_line_pk)
-    if page_pks is None:
-        total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
-        query = sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined).where(*where)
-        query = query.order_by(base.c.centre, base.c.patient_id).limit(page_size).offset((page - 1) * page_size)
-    else:
-        counted = page_pks.limit(None).offset(None).order_by(None).subquery()
-        total = conn.execute(sa.select(sa.func.count()).select_from(counted)).scalar_one()
-        query = (sa.select(base, reg.c.stop_date, last_review.label("last_review")).select_from(joined)
-                 .order_by(base.c.centre, base.c.patient_id))
-    rows = conn.execute(query).mappings().all()
-    patients = []
-    for row in rows:
-        record = {c: row[c] for c in COLUMNS}
-        patients.append({
-            "pk": row["pk"], "patient_id": row["patient_id"], "centre": row["centre"],
-            "referral": row["referral"], "cetuximab_start": audit.text(row["cetuximab_start"]),
-            "surgery_date": audit.text(row["surgery_date"]), "last_contact_date": audit.text(row["last_contact_date"]),
-            "stage": stage_label(record, {"stop_date": row["stop_date"]}, last_review=row["last_review"],
-                                 today=today, horizon_weeks=horizon_weeks),
-        })
-    return {"patients": patients, "total": int(total), "page": page, "page_size": page_size,
-            "pages": max(1, -(-int(total) // page_size)), "filters": {"q": q, "stage": stage, "centre": centre}}
+    if centre and not user.sees(centre):
+        raise Forbidden(f"centre '{centre}' is not granted to you")
+    keep = _stage_filter(stage, today=today, horizon_weeks=horizon_weeks)
+    needle = q.strip().lower()[:64]
+    chosen = [f for f in (roster or Roster()).patients(conn)
+              if (user.all_centres or f.centre in user.centres) and (not centre or f.centre == centre)
+              and (not needle or needle in f.patient_id.lower()) and keep(f)]
+    patients = [{
+        "pk": f.pk, "patient_id": f.patient_id, "centre": f.centre, "referral": f.referral,
+        "cetuximab_start": audit.text(f.cetuximab_start), "surgery_date": audit.text(f.surgery_date),
+        "last_contact_date": audit.text(f.last_contact_date),
+        "stage": stage_label({"death_date": f.death_date, "surgery_date": f.surgery_date,
+                              "surgery_type": f.surgery_type, "last_contact_date": f.last_contact_date},
+                             {"stop_date": f.stop_date}, last_review=f.last_review, today=today,
+                             horizon_weeks=horizon_weeks),
+    } for f in chosen[(page - 1) * page_size:page * page_size]]
+    total = len(chosen)
+    return {"patients": patients, "total": total, "page": page, "page_size": page_size,
+            "pages": max(1, -(-total // page_size)), "filters": {"q": q, "stage": stage, "centre": centre}}
+
+
+def _stage_filter(stage: str, *, today: dt.date, horizon_weeks: int) -> Callable[[Facts], bool]:
+    """The test of a :data:`STAGE_FILTERS` name (``""``: every patient)."""
+    if not stage:
+        return lambda f: True
+
+    def line_open(f: Facts) -> bool:
+        return f.surgery_date is None and f.death_date is None and f.stop_date is None
+
+    def news_within(f: Facts) -> bool:
+        return not status_unknown(last_news(f.last_contact_date, f.last_review), today=today,
+                                  horizon_weeks=horizon_weeks)
+
+    tests: dict[str, Callable[[Facts], bool]] = {
+        "on_cetuximab": lambda f: line_open(f) and news_within(f),
+        "status_unknown": lambda f: line_open(f) and not news_within(f),
+        "operated": lambda f: f.surgery_date is not None,
+        "resected": lambda f: f.surgery_type == "hepatectomy",
+        "progressed": lambda f: f.progression_date is not None,
+        "deceased": lambda f: f.death_date is not None,
+        "alive": lambda f: f.death_date is None,
+    }
+    if stage not in tests:
+        raise Invalid(f"unknown stage filter '{stage}'", errors=[{
+            "column": "stage", "value": stage, "message": "unknown stage filter",
+            "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
+    return tests[stage]
 
 
 def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | None = None,
