@@ -13,6 +13,7 @@ file does not list is kept, and a value cleared by an empty cell is listed in
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -104,6 +105,39 @@ def _extra_columns(spec: EpisodeTable) -> list[str]:
 def read_records(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[int]
                  ) -> dict[int, PatientRecord]:
     """The complete records of the patients ``pks`` (one query per table)."""
+    return _read(conn, tables, centre, pks, None)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPatient:
+    """One patient as stored: the record, each episode's row id and version by key, and the rows
+    themselves with their internal columns (``id``, ``version``, ``grade_rank``…)."""
+
+    pk: int
+    record: PatientRecord
+    ids: dict[Table, dict[tuple[Any, ...], tuple[int, int]]]
+    rows: dict[Table, list[dict[str, Any]]]
+
+
+def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int) -> StoredPatient | None:
+    """Patient ``pk`` with its episodes' ids and versions, from one query per table (a page that
+    shows and edits one patient); ``None`` when there is no such patient."""
+    rows: dict[Table, list[dict[str, Any]]] = {}
+    records = _read(conn, tables, centre, [pk], rows)
+    if pk not in records:
+        return None
+    record = records[pk]
+    ids: dict[Table, dict[tuple[Any, ...], tuple[int, int]]] = {spec.table: {} for spec in EPISODE_TABLES}
+    for spec in EPISODE_TABLES:
+        for values, raw in zip(record.rows(spec.table), rows.get(spec.table, []), strict=True):
+            ids[spec.table][tuple(values[k] for k in spec.key)] = (raw["id"], raw["version"])
+    return StoredPatient(pk, record, ids, rows)
+
+
+def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[int],
+          keep: dict[Table, list[dict[str, Any]]] | None) -> dict[int, PatientRecord]:
+    """:func:`read_records`; with ``keep``, also the stored rows of each table in the records' row
+    order (the caller reads one patient)."""
     if not pks:
         return {}
     p = tables[Table.PATIENT]
@@ -120,13 +154,18 @@ def read_records(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Seq
                             .order_by(table.c.patient_pk, table.c.id)).mappings().all()
         if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
             keys[spec.table] = {r["id"]: r[spec.own_key] for r in rows}
+        pairs = []
         for r in rows:
             values = {k: v for k, v in r.items() if k not in _INTERNAL}
             if ref is not None:
                 column, parent, key = ref
                 values[key] = None if r[column] is None else keys[parent][r[column]]
-            record = out[r["patient_pk"]]
-            record.episodes.setdefault(spec.table, []).append(_ordered(spec, values))
+            values = _ordered(spec, values)
+            out[r["patient_pk"]].episodes.setdefault(spec.table, []).append(values)
+            pairs.append((values, r))
+        if keep is not None:
+            pairs.sort(key=lambda pair, s=spec: tuple(pair[0][k] for k in s.key))
+            keep[spec.table] = [dict(r) for _, r in pairs]
     for record in out.values():
         for spec in EPISODE_TABLES:
             if spec.table in record.episodes:

@@ -41,7 +41,7 @@ from oncosurg.pathway.update import UpdatePlan, merged
 from oncosurg.schema import CLAVIEN_DINDO, Field
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.episodes import episode_ids, read_records
+from oncosurg.store.episodes import StoredPatient, episode_ids, read_records, read_stored
 from oncosurg.store.repository import write_plan
 from oncosurg.web.errors import Invalid, NotFound
 from oncosurg.web.services.forms import issue_dict, parse_fields, web_error
@@ -138,10 +138,14 @@ def _labels(record: PatientRecord) -> dict[Table, dict[tuple[Any, ...], str]]:
     return out
 
 
-def read_pathway(conn: sa.Connection, *, pk: int) -> dict[str, Any]:
-    """Every episode of patient ``pk`` (id, version, key, label, values) by table, and the timeline."""
-    record = _stored(conn, pk)
-    ids = episode_ids(conn, t.EPISODES, pk)
+def read_pathway(conn: sa.Connection, *, pk: int, stored: StoredPatient | None = None) -> dict[str, Any]:
+    """Every episode of patient ``pk`` (id, version, key, label, values) by table, and the timeline
+    (from ``stored`` when the caller has read the patient already)."""
+    if stored is None:
+        stored = read_stored(conn, t.EPISODES, t.centre, pk)
+        if stored is None:
+            raise KeyError(pk)
+    record, ids = stored.record, stored.ids
     labels = _labels(record)
     episodes: dict[str, list[dict[str, Any]]] = {}
     timeline: list[dict[str, Any]] = []

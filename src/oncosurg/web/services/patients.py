@@ -15,13 +15,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from oncosurg.pathway.flat import from_flat, rescue_line
+from oncosurg.pathway.flat import from_flat, rescue_line, to_flat
 from oncosurg.pathway.model import Table
 from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.episodes import insert_records
+from oncosurg.store.episodes import insert_records, read_stored
 from oncosurg.store.repository import read_record, row_json, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
@@ -221,17 +221,32 @@ def _stage_filter(stage: str, *, today: dt.date, horizon_weeks: int) -> Callable
     return tests[stage]
 
 
+def _by_date(column: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """Date order, then id (rows without a date first, as SQLite orders them)."""
+    return lambda row: (row[column] is not None, row[column] or dt.date.min, row["id"])
+
+
 def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | None = None,
                  horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
     """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
     from oncosurg.web.services import episodes, pathway
 
     head = patient_head(conn, user=user, pk=pk)
-    record = read_registry_record(conn, pk)
-    regimen = read_regimen(conn, pk)
-    complications = pathway.complications(conn, pk=pk)
-    reviews = pathway.reviews(conn, pk=pk)
-    responses = pathway.responses(conn, pk=pk)
+    stored = read_stored(conn, t.EPISODES, t.centre, pk)  # every episode once: the page derives the rest
+    if stored is None:
+        raise NotFound(f"patient {pk} not found in your centres")
+    flat = to_flat(stored.record)
+    record = {c: flat[c] for c in COLUMNS}
+    line = rescue_line(stored.rows.get(Table.THERAPY_LINE, []))
+    regimen = {c: (line[c] if line else None) for c in REGIMEN_COLUMNS}
+    worst_first = sorted(stored.rows.get(Table.COMPLICATION, []),
+                         key=lambda c: (c["grade_rank"] is None, -(c["grade_rank"] or 0), c["id"]))
+    complications = [{"id": c["id"], "grade": c["grade"], "description": c["description"]} for c in worst_first]
+    reviews = [{k: r[k] for k in ("id", "review_date", "decision", "cycles_at_review", "notes")}
+               for r in sorted(stored.rows.get(Table.MDT_REVIEW, []), key=_by_date("review_date"))]
+    responses = [{k: a[k] for k in ("id", "assessment_date", "category", "baseline_sum_mm", "current_sum_mm",
+                                    "nadir_sum_mm", "new_lesions")}
+                 for a in sorted(stored.rows.get(Table.RESPONSE_ASSESSMENT, []), key=_by_date("assessment_date"))]
     created = created_at(conn, pk=pk, import_batch_id=head["import_batch_id"])
     return {
         "pk": pk, "patient_id": head["patient_id"], "centre": head["centre"], "version": head["version"],
@@ -242,7 +257,7 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
         "stage": stage_label(record, regimen, last_review=max((r["review_date"] for r in reviews), default=None),
                              today=today or dt.date.today(), horizon_weeks=horizon_weeks),
         "dose_per_administration_mg": pathway.dose_mg(regimen),
-        **episodes.read_pathway(conn, pk=pk),  # the timeline of every episode, and each episode with its id
+        **episodes.read_pathway(conn, pk=pk, stored=stored),  # the timeline; each episode with its id
     }
 
 
