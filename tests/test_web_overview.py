@@ -237,3 +237,21 @@ def test_restrict_quotes_centre_names() -> None:
     narrowed = restrict(protocol, ["O'Brien \\ centre"])
     assert narrowed.scope[0].where == "centre in ('O\\'Brien \\\\ centre')"
     assert narrowed.accrual_start == protocol.accrual_start and narrowed.include == protocol.include
+
+
+def test_a_cached_dashboard_reads_no_episodes(app: FastAPI) -> None:
+    """The pathway panel (lines, recent reviews) is computed with the endpoints and served from the
+    same snapshot: a dashboard request answered from the cache reads no episode table."""
+    import sqlalchemy as sa
+
+    dm = Api(app, "dm")
+    dm.register(patient_id="ON-LINE", cetuximab_start=str(TODAY - dt.timedelta(weeks=3)),
+                last_contact_date=str(TODAY - dt.timedelta(weeks=1)))
+    first = dm.get("/dashboard.json").json()
+    assert first["pathway"]["on_line"] == 1 and first["pathway"]["by_family"]["anti-EGFR"] == 1
+    statements: list[str] = []
+    sa.event.listen(app.state.store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    again = dm.get("/dashboard.json").json()
+    assert again["cached"] and not again["stale"] and again["pathway"] == first["pathway"]
+    tables = ("therapy_line", "mdt_review", "liver_procedure", "contact")
+    assert not [s for s in statements if any(f"FROM {name}" in s for name in tables)], statements

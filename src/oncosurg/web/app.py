@@ -23,6 +23,7 @@ from oncosurg.web.services.access import AccessRecorder
 from oncosurg.web.services.dashboard import Dashboard
 from oncosurg.web.services.roster import Roster
 from oncosurg.web.services.users import secret_key
+from oncosurg.web.services.worklist import pathway_now
 from oncosurg.web.settings import Settings
 
 log = logging.getLogger("oncosurg.web")
@@ -45,7 +46,10 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
     app.state.settings = settings
     app.state.store = store
     app.state.secret = secret_key(store.write, configured=settings.secret_key)
-    app.state.dashboard = Dashboard(settings.protocol, refresh_seconds=settings.dashboard_refresh_seconds)
+    app.state.dashboard = Dashboard(
+        settings.protocol, refresh_seconds=settings.dashboard_refresh_seconds, today=settings.today,
+        pathway=lambda conn, centres: pathway_now(conn, centres=centres, today=settings.today(),
+                                                  review_weeks=settings.review_weeks))
     app.state.trusted = trusted
     app.state.access = AccessRecorder(store)
     app.state.roster = Roster()

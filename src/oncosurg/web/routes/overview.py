@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from oncosurg.web.deps import CurrentUser, SettingsDep, StoreDep, page
 from oncosurg.web.models import Dashboard, Worklist
 from oncosurg.web.routes import Text
-from oncosurg.web.services.worklist import pathway_now
 from oncosurg.web.services.worklist import worklist as build_worklist
 
 router = APIRouter(tags=["overview"])
@@ -29,9 +28,6 @@ def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: Set
 
 @router.get("/dashboard.json", response_model=Dashboard, summary="The protocol's endpoints and Kaplan-Meier curves")
 @router.get("/dashboard", include_in_schema=False)
-def dashboard(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep, centre: Text = "") -> Any:
+def dashboard(request: Request, user: CurrentUser, store: StoreDep, centre: Text = "") -> Any:
     data = request.app.state.dashboard.compute(store.engine, user=user, centre=centre)  # refuses foreign centres
-    with store.read() as conn:
-        data["pathway"] = pathway_now(conn, user=user, today=settings.today(), centres=[centre] if centre else None,
-                                      review_weeks=settings.review_weeks)
     return page(request, "dashboard.html", data)

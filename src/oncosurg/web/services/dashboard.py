@@ -4,9 +4,13 @@ The protocol runs unchanged through :func:`oncosurg.protocol.engine.run_protocol
 not see every centre gets the same protocol with one more cohort step, ``centre in (…)``, placed
 first so that no count in the flow covers other centres.
 
+With the endpoints the dashboard shows the pathway today (patients on a current therapy line, recent
+MDT reviews: the ``pathway`` callable), computed with them and served from the same snapshot (on a
+busy registry that query cost 80 % of a dashboard request when it ran per request).
+
 Results are kept per (protocol, centres) with the fingerprint of the registry they were computed
 from (patient count, last id, last audit row, last import batch: a web edit, a CSV upload and a
-command-line import, ``--update`` too, all change it).  When the registry has changed, the last
+command-line import, ``--update`` too, all change it) and the date.  When the registry has changed, the last
 result is served at once, with its time (``computed_at``) and ``stale: true``, and one recomputation
 is started in the background, at most once per ``refresh_seconds`` per centre set: under a stream
 of edits the protocol runs twice a minute, not once per request (``refresh_seconds = 0`` recomputes
@@ -75,8 +79,12 @@ class Dashboard:
     """Loads the protocol once; keeps the last result per centre set, refreshed at most once per
     ``refresh_seconds`` in the background (see the module docstring)."""
 
-    def __init__(self, protocol_ref: str, *, size: int = 64, refresh_seconds: float = 30.0) -> None:
+    def __init__(self, protocol_ref: str, *, size: int = 64, refresh_seconds: float = 30.0,
+                 pathway: Callable[[sa.Connection, list[str] | None], dict[str, Any]] | None = None,
+                 today: Callable[[], dt.date] = dt.date.today) -> None:
         self.protocol_ref = protocol_ref
+        self.pathway = pathway  # the pathway today of some centres (None: all), computed with the protocol
+        self.today = today
         self.refresh_seconds = refresh_seconds
         self._protocol: Protocol | None = None
         self.error: str | None = None
@@ -105,15 +113,16 @@ class Dashboard:
             allowed = visible_centres(conn, user=user)
             if centre and centre not in allowed:
                 raise Forbidden(f"centre '{centre}' is not granted to you")
-            now_fp = fingerprint(conn)
+            now_fp = (*fingerprint(conn), self.today())
         centres = [centre] if centre else allowed
         restricted = bool(centre) or not user.all_centres
         base = {"centres": centres, "all_centres": not restricted, "available_centres": allowed,
                 "protocol_error": self.error}
-        if protocol is None:
-            return base | {"protocol": None, "results": None, "curves": [], "cached": False}
-        if restricted and not centres:
-            return base | {"protocol": protocol.summary(), "results": None, "curves": [], "cached": False}
+        if protocol is None or (restricted and not centres):
+            with engine.connect() as conn:
+                pathway = None if self.pathway is None else self.pathway(conn, centres if restricted else None)
+            return base | {"protocol": protocol and protocol.summary(), "results": None, "curves": [],
+                           "pathway": pathway, "cached": False}
         key = (protocol.id, tuple(centres) if restricted else None)
         return base | self._serve(engine, key, now_fp, protocol, centres if restricted else None)
 
@@ -126,7 +135,7 @@ class Dashboard:
         def run() -> None:
             try:
                 with engine.connect() as conn:
-                    now_fp = fingerprint(conn)
+                    now_fp = (*fingerprint(conn), self.today())
                 self._serve(engine, (protocol.id, None), now_fp, protocol, None)
             except Exception:  # a failed warm-up only means the first request computes
                 log.exception("dashboard warm-up failed")
@@ -193,7 +202,8 @@ class Dashboard:
 
         entry.started = time.monotonic()
         with engine.connect() as conn:
-            now_fp = fingerprint(conn)  # read first: a change made while computing triggers another refresh
+            now_fp = (*fingerprint(conn), self.today())  # read first: a change meanwhile triggers another refresh
+            pathway = None if self.pathway is None else self.pathway(conn, centres)
         effective = restrict(protocol, centres) if centres is not None else protocol
         results = run_protocol(engine, effective, provenance={"data": "live registry"})
         if centres is not None:
@@ -201,6 +211,7 @@ class Dashboard:
             flow[0] = flow[0] | {"excluded": None, "reason": None}
             results["cohort"]["flow"] = flow
         result = {"protocol": protocol.summary(), "results": results, "curves": self._curves(engine, effective),
+                  "pathway": pathway,
                   "computed_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "refresh_seconds": self.refresh_seconds}
         entry.snapshot = (result, now_fp)  # one assignment: readers see a result with its own fingerprint

@@ -172,14 +172,13 @@ FAMILIES = (("anti-EGFR", ("cetuximab", "panitumumab")), ("anti-VEGF", ("bevaciz
             ("hepatic arterial infusion", ("hai",)), ("chemotherapy only", ()))
 
 
-def pathway_now(conn: sa.Connection, *, user: User, today: dt.date, centres: list[str] | None,
-                review_weeks: int) -> dict[str, Any]:
+def pathway_now(conn: sa.Connection, *, centres: list[str] | None, today: dt.date, review_weeks: int
+                ) -> dict[str, Any]:
     """What the dashboard shows of the pathway today: patients on a current therapy line
     (:func:`current_lines`) by agent family and intent, and MDT reviews of the last ``review_weeks``
-    weeks by decision.  ``centres`` narrows the user's centres (``None`` = all they see)."""
+    weeks by decision, in ``centres`` (``None``: every centre; the caller passes only centres the
+    reader may see)."""
     scope: list[sa.ColumnElement[bool]] = []
-    if not user.all_centres:
-        scope.append(t.centre.c.name.in_(sorted(user.centres)))
     if centres is not None:
         scope.append(t.centre.c.name.in_(centres))
     lines = conn.execute(current_lines(today=today, scope=scope).add_columns(t.therapy_line.c.intent)).mappings().all()
