@@ -78,16 +78,20 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
     scope = [] if user.all_centres else [t.centre.c.name.in_(sorted(user.centres))]
     current = current_lines(today=today, scope=scope).order_by(t.centre.c.name, t.patient.c.patient_id)
     candidates = conn.execute(current).mappings().all()
-    pks = current.with_only_columns(t.patient.c.id).order_by(None).scalar_subquery()
+    on_line = sorted({p["pk"] for p in candidates})  # the current lines once; their patients' rows by id
     reviews: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in conn.execute(sa.select(t.mdt_review).where(t.mdt_review.c.patient_pk.in_(pks))
-                            .order_by(t.mdt_review.c.review_date, t.mdt_review.c.id)).mappings():
-        reviews[row["patient_pk"]].append(dict(row))
     responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in conn.execute(sa.select(t.response_assessment).where(
-            t.response_assessment.c.patient_pk.in_(pks), t.response_assessment.c.category.in_(RESPONDED))
-            .order_by(t.response_assessment.c.assessment_date)).mappings():
-        responses[row["patient_pk"]].append(dict(row))
+    r, a = t.mdt_review, t.response_assessment
+    for start in range(0, len(on_line), 1000):
+        chunk = sa.bindparam("pks", on_line[start:start + 1000], expanding=True)
+        for row in conn.execute(sa.select(r).where(r.c.patient_pk.in_(chunk))).mappings():
+            reviews[row["patient_pk"]].append(dict(row))
+        for row in conn.execute(sa.select(a).where(a.c.patient_pk.in_(chunk), a.c.category.in_(RESPONDED))).mappings():
+            responses[row["patient_pk"]].append(dict(row))
+    for rows in reviews.values():
+        rows.sort(key=lambda row: (row["review_date"], row["id"]))
+    for rows in responses.values():
+        rows.sort(key=lambda row: (row["assessment_date"], row["id"]))
     due, awaiting, unknown = [], [], []
     for p in candidates:
         of_line = _of_line(reviews.get(p["pk"], []), p, "review_date")
@@ -128,14 +132,13 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
     base_scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
     cutoff = today - dt.timedelta(days=round(followup_overdue_months * DAYS_PER_MONTH))
     overdue_where = sa.and_(base.c.dead == 0, base.c.last_contact_date < cutoff, *base_scope)
-    overdue_total = conn.execute(sa.select(sa.func.count()).select_from(base).where(overdue_where)).scalar_one()
     overdue = [
         {"pk": r["pk"], "patient_id": r["patient_id"], "centre": r["centre"],
          "last_contact_date": audit.text(r["last_contact_date"]),
          "months_since": round((today - r["last_contact_date"]).days / DAYS_PER_MONTH, 1)}
         for r in conn.execute(sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.last_contact_date)
-                              .where(overdue_where).order_by(base.c.last_contact_date, base.c.patient_id)
-                              .limit(limit)).mappings()]
+                              .where(overdue_where).order_by(base.c.last_contact_date, base.c.patient_id)).mappings()]
+    overdue_total, overdue = len(overdue), overdue[:limit]
     return {
         "today": today.isoformat(),
         "settings": {"review_cycles": review_cycles, "review_weeks": review_weeks,
