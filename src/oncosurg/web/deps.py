@@ -29,6 +29,7 @@ from oncosurg.web.settings import Settings
 
 T = TypeVar("T")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+TEMPLATES.env.auto_reload = False  # templates ship with the package: no stat() of each one per page
 TEMPLATES.env.globals["version"] = __version__
 TEMPLATES.env.filters["estimate"] = format_estimate
 

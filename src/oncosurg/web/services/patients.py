@@ -176,9 +176,11 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
         raise Forbidden(f"centre '{centre}' is not granted to you")
     keep = _stage_filter(stage, today=today, horizon_weeks=horizon_weeks)
     needle = q.strip().lower()[:64]
-    chosen = [f for f in (roster or Roster()).patients(conn)
-              if (user.all_centres or f.centre in user.centres) and (not centre or f.centre == centre)
-              and (not needle or needle in f.patient_id.lower()) and keep(f)]
+    chosen = (roster or Roster()).patients(conn)
+    if not (user.all_centres and not centre and not needle and not stage):
+        chosen = [f for f in chosen if (user.all_centres or f.centre in user.centres)
+                  and (not centre or f.centre == centre) and (not needle or needle in f.patient_id.lower())
+                  and keep(f)]
     patients = [{
         "pk": f.pk, "patient_id": f.patient_id, "centre": f.centre, "referral": f.referral,
         "cetuximab_start": audit.text(f.cetuximab_start), "surgery_date": audit.text(f.surgery_date),

@@ -82,6 +82,7 @@ class Roster:
         self._lock = threading.Lock()
         self._facts: dict[int, Facts] = {}
         self._ordered: list[Facts] = []
+        self._position: dict[int, int] = {}  # pk → index in _ordered
         self._marks: tuple[Any, ...] | None = None
         self.rebuilds = 0  # full projections (tests)
         self.updates = 0  # incremental ones
@@ -105,17 +106,30 @@ class Roster:
         changed = None if self._marks is None else self._changed(conn, self._marks, marks)
         if changed is None or len(changed) > FULL_REBUILD_ABOVE:
             self._facts = {row.pk: row for row in self._read(conn, None)}
+            self._sort()
             self.rebuilds += 1
         else:
             fresh = {row.pk: row for row in self._read(conn, sorted(changed))}
+            moved = False  # a patient added, deleted, renamed or moved to another centre: sort again
             for pk in changed:
-                if pk in fresh:
-                    self._facts[pk] = fresh[pk]
-                else:
-                    self._facts.pop(pk, None)  # deleted
+                old, new = self._facts.get(pk), fresh.get(pk)
+                if new is None:
+                    moved |= self._facts.pop(pk, None) is not None
+                    continue
+                self._facts[pk] = new
+                if old is None or old.order != new.order:
+                    moved = True
+                else:  # same place in the order: replace it there (a reader sees the old or the new facts)
+                    self._ordered[self._position[pk]] = new
+            if moved:
+                self._sort()
             self.updates += 1
-        self._ordered = sorted(self._facts.values(), key=lambda f: f.order)
         self._marks = marks
+
+    def _sort(self) -> None:
+        # a new list, not sorted in place: requests iterate the one they were given
+        self._ordered = sorted(self._facts.values(), key=lambda f: f.order)
+        self._position = {f.pk: i for i, f in enumerate(self._ordered)}
 
     @staticmethod
     def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...]) -> set[int] | None:
