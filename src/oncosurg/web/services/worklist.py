@@ -132,13 +132,12 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
     base_scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
     cutoff = today - dt.timedelta(days=round(followup_overdue_months * DAYS_PER_MONTH))
     overdue_where = sa.and_(base.c.dead == 0, base.c.last_contact_date < cutoff, *base_scope)
-    overdue = [
-        {"pk": r["pk"], "patient_id": r["patient_id"], "centre": r["centre"],
-         "last_contact_date": audit.text(r["last_contact_date"]),
-         "months_since": round((today - r["last_contact_date"]).days / DAYS_PER_MONTH, 1)}
-        for r in conn.execute(sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.last_contact_date)
-                              .where(overdue_where).order_by(base.c.last_contact_date, base.c.patient_id)).mappings()]
-    overdue_total, overdue = len(overdue), overdue[:limit]
+    rows = conn.execute(sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.last_contact_date)
+                        .where(overdue_where).order_by(base.c.last_contact_date, base.c.patient_id)).all()
+    overdue_total = len(rows)
+    overdue = [{"pk": pk, "patient_id": patient_id, "centre": centre, "last_contact_date": audit.text(last),
+                "months_since": round((today - last).days / DAYS_PER_MONTH, 1)}
+               for pk, patient_id, centre, last in rows[:limit]]
     return {
         "today": today.isoformat(),
         "settings": {"review_cycles": review_cycles, "review_weeks": review_weeks,
