@@ -7,12 +7,17 @@ response model) or the rendered template for a browser.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -51,20 +56,31 @@ def session_token(request: Request) -> str | None:
     return token if token and len(token) <= 128 else None
 
 
-def lookup_user(store: WebStore, settings: Settings, token: str) -> users.User | None:
-    """The user of a live session (absolute and idle timeouts); moves the idle timeout on, writing
-    ``last_seen_at`` at most once a minute."""
+def lookup_session(store: WebStore, settings: Settings, token: str) -> tuple[users.User | None, bool]:
+    """The user of a live session (absolute and idle timeouts), and whether its idle timeout is due
+    to be moved on (:func:`touch`, at most once a minute)."""
     now = settings.now()
     with store.read() as conn:
         row = users.session_row(conn, token=token, now=now, idle_minutes=settings.session_idle_minutes)
         if row is None or row["pending"]:
-            return None
+            return None, False
         user = users.load_user(conn, user_id=int(row["user_id"]))
-    if user is not None and users.needs_touch(row, now):
-        from oncosurg.web.services.access import side_write
+    return user, user is not None and users.needs_touch(row, now)
 
-        with side_write(store) as conn:
-            users.touch_session(conn, token=token, now=now)
+
+def touch(store: WebStore, settings: Settings, token: str) -> None:
+    """Move a session's idle timeout on (writes ``last_seen_at``)."""
+    from oncosurg.web.services.access import side_write
+
+    with side_write(store) as conn:
+        users.touch_session(conn, token=token, now=settings.now())
+
+
+def lookup_user(store: WebStore, settings: Settings, token: str) -> users.User | None:
+    """:func:`lookup_session`, moving the idle timeout on when due."""
+    user, due = lookup_session(store, settings, token)
+    if due:
+        touch(store, settings, token)
     return user
 
 
@@ -213,8 +229,29 @@ def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+#: Threads waiting for the registry's write lock (edits, access-trail rows, session times) come
+#: from their own pool, so that they never take the places of the threads reading and rendering
+#: pages (anyio's default pool, sized by the ``threads`` setting when served).
+WRITE_THREADS = 40
+_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+
+
+def write_limiter() -> anyio.CapacityLimiter:
+    """This event loop's pool of writing threads."""
+    loop = asyncio.get_running_loop()
+    limiter = _WRITERS.get(loop)
+    if limiter is None:
+        limiter = _WRITERS[loop] = anyio.CapacityLimiter(WRITE_THREADS)
+    return limiter
+
+
 async def threaded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking database work off the event loop."""
+    """Run blocking work that may wait for the write lock off the event loop, in the writers' pool."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=write_limiter())
+
+
+async def read_threaded(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking reading and rendering off the event loop, in the readers' pool."""
     return await run_in_threadpool(fn, *args, **kwargs)
 
 

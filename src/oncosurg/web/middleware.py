@@ -102,7 +102,13 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         token = _cookie(scope, security.SESSION_COOKIE)
-        user = await to_thread.run_sync(self._user, token) if token and len(token) <= 128 else None
+        user = None
+        if token and len(token) <= 128:
+            user, due = await to_thread.run_sync(self._user, token)  # the readers' pool
+            if due:  # the write waits in the writers' pool
+                from oncosurg.web.deps import touch, write_limiter
+
+                await to_thread.run_sync(touch, self.state.store, self.state.settings, token, limiter=write_limiter())
         state_of(scope)["user"] = user
         if user is None:
             await _refuse(scope, send, 401, "sign in first (your session ended, or expired after "
@@ -124,10 +130,10 @@ class RequestGuard:
             return
         await self.app(scope, receive, send)
 
-    def _user(self, token: str) -> Any:
-        from oncosurg.web.deps import lookup_user
+    def _user(self, token: str) -> tuple[Any, bool]:
+        from oncosurg.web.deps import lookup_session
 
-        return lookup_user(self.state.store, self.state.settings, token)
+        return lookup_session(self.state.store, self.state.settings, token)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

@@ -19,6 +19,7 @@ from oncosurg.web.deps import (
     Writer,
     form_data,
     make_context,
+    read_threaded,
     record_access,
     render,
     see_other,
@@ -226,20 +227,27 @@ def _read(request: Request, user: Any, head: dict[str, Any], fmt: str) -> None:
 
 
 @router.get("/patients/{pk}.json", response_model=Patient, summary="A patient's whole pathway")
-def patient_json(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
-    with store.read() as conn:
-        data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
-                                     horizon_weeks=settings.review_horizon_weeks)
-    _read(request, user, data, "json")
+async def patient_json(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
+    def read() -> dict[str, Any]:
+        with store.read() as conn:
+            return patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
+                                         horizon_weeks=settings.review_horizon_weeks)
+
+    data = await read_threaded(read)
+    await threaded(_read, request, user, data, "json")  # recorded before it is sent
     return data | {"locked": _locked(data, settings)}
 
 
 @router.get("/patients/{pk}", include_in_schema=False)
-def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Response:
-    with store.read() as conn:
-        head = patients.patient_head(conn, user=user, pk=pk)
-    _read(request, user, head | {"pk": pk}, "json" if request.url.path.endswith(".json") else "html")
-    return _patient_view(request, user, store, settings, pk)
+async def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep
+                       ) -> Response:
+    def head() -> dict[str, Any]:
+        with store.read() as conn:
+            return patients.patient_head(conn, user=user, pk=pk)
+
+    found = await read_threaded(head)
+    await threaded(_read, request, user, found | {"pk": pk}, "html")  # recorded before it is sent
+    return await read_threaded(_patient_view, request, user, store, settings, pk)
 
 
 async def _edit(request: Request, pk: int, user: Any, store: Any, settings: Any, target: str, anchor: str,
