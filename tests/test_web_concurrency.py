@@ -123,3 +123,54 @@ def test_a_page_reads_one_snapshot_while_an_edit_commits(app: FastAPI) -> None:
         assert len(pathway["episodes"]["mdt_review"]) == before
     with store.read() as conn:
         assert len(episodes.read_pathway(conn, pk=pk)["episodes"]["mdt_review"]) == before + 1
+
+
+def test_writers_waiting_for_the_write_lock_do_not_take_the_readers_threads(store_url: str) -> None:
+    """Issue 10 item 9: pages are read and rendered by a small pool of threads (``threads``), and
+    writes wait for the write lock in a pool of their own.  With 2 reading threads and 6 edits
+    queued behind a 3 s write (an import's write phase), the list, the worklist and the dashboard
+    still answer at once, and every edit is saved after the write."""
+    import time
+
+    app = make_app(store_url, threads=2)
+    add_user(app, "ann", "data_manager", CENTRE_A)
+    pks = [Api(app, "ann").register(patient_id=f"P-{i}") for i in range(6)]
+    store = app.state.store
+    held, release = threading.Event(), threading.Event()
+
+    def long_write() -> None:
+        with store.write():
+            held.set()
+            release.wait(10)
+
+    with LiveServer(app, lifespan="on") as live:
+        client, csrf = http_session(live.url, "ann")
+        client.get("/dashboard.json")  # computed once before the lock is taken
+        versions = {pk: client.get(f"/patients/{pk}.json").json()["version"] for pk in pks}
+        writer = threading.Thread(target=long_write)
+        writer.start()
+        assert held.wait(10)
+        statuses: list[int] = []
+
+        def edit(pk: int) -> None:
+            response = client.post(f"/patients/{pk}/stages/cetuximab", data={
+                "csrf_token": csrf, "version": str(versions[pk]), "cetuximab_cycles": "5"})
+            statuses.append(response.status_code)
+
+        edits = [threading.Thread(target=edit, args=(pk,)) for pk in pks]
+        for thread in edits:
+            thread.start()
+        time.sleep(0.5)  # the edits are waiting for the lock
+        try:
+            for path in ("/patients.json", "/worklist.json", "/dashboard.json", "/patients.json?stage=alive"):
+                started = time.perf_counter()
+                assert client.get(path).status_code == 200
+                assert time.perf_counter() - started < 1.0, f"{path} waited behind the queued writers"
+            assert not statuses, "the edits wait for the write lock"
+        finally:
+            release.set()
+            writer.join()
+            for thread in edits:
+                thread.join(30)
+    assert statuses == [200] * 6
+    store.dispose()
