@@ -707,15 +707,17 @@ def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, act
     return plan
 
 
-def registry_select(patients: sa.Select | Sequence[int] | None = None) -> sa.Select:
+def registry_select(patients: sa.Select | sa.BindParameter | Sequence[int] | None = None) -> sa.Select:
     """One row per patient with every flat registry column (the CSV's shape), projected from the episodes.
 
     ``patients`` (ids, or a select of one id column) restricts the projection to those patients
     before it ranks their episodes: a page of 50 patients costs 50 patients' work, not the registry's.
+    An expanding bind parameter (``sa.bindparam("pks", expanding=True)``) builds the statement once
+    for any list of ids.
     """
     if patients is None:
         return flat_select(t.EPISODES, t.centre)
-    ids = patients if isinstance(patients, sa.Select) else list(patients)
+    ids = patients if isinstance(patients, (sa.Select, sa.BindParameter)) else list(patients)
     tables: dict[Table, Any] = {}
     for table, stored in t.EPISODES.items():
         own = stored.c.id if table is Table.PATIENT else stored.c.patient_pk

@@ -58,7 +58,7 @@ class Facts:
 FACT_COLUMNS: tuple[str, ...] = tuple(Facts.__dataclass_fields__)
 
 
-def facts_select(patients: Sequence[int] | None = None) -> sa.Select:
+def facts_select(patients: Sequence[int] | sa.BindParameter | None = None) -> sa.Select:
     """:class:`Facts` of every patient (``None``) or of ``patients`` (ids)."""
     base = registry_select(patients).subquery("r")
     line, review = t.therapy_line, t.mdt_review
@@ -84,6 +84,7 @@ class Roster:
         self._ordered: list[Facts] = []
         self._position: dict[int, int] = {}  # pk → index in _ordered
         self._marks: tuple[Any, ...] | None = None
+        self._some: sa.Select | None = None  # the facts of some patients (ids bound at run time)
         self.rebuilds = 0  # full projections (tests)
         self.updates = 0  # incremental ones
 
@@ -145,13 +146,14 @@ class Roster:
             return None
         return {pk for pk, _ in rows if pk is not None}
 
-    @staticmethod
-    def _read(conn: sa.Connection, pks: list[int] | None) -> list[Facts]:
+    def _read(self, conn: sa.Connection, pks: list[int] | None) -> list[Facts]:
         if pks is None:
             return [Facts(*row) for row in conn.execute(facts_select())]
+        if self._some is None:  # built once: building the projection costs more than running it for a few
+            self._some = facts_select(sa.bindparam("pks", expanding=True))
         out: list[Facts] = []
         for start in range(0, len(pks), 500):
-            out += [Facts(*row) for row in conn.execute(facts_select(pks[start:start + 500]))]
+            out += [Facts(*row) for row in conn.execute(self._some, {"pks": pks[start:start + 500]})]
         return out
 
 
