@@ -15,6 +15,8 @@ from oncosurg.protocol.engine import run_protocol
 from oncosurg.protocol.model import load_protocol
 from oncosurg.reference import CENTRE
 from oncosurg.web.services.dashboard import restrict
+from oncosurg.web.services.roster import Roster
+from oncosurg.web.services.worklist import WorklistIndex
 from web_helpers import CENTRE_A, CENTRE_B, Api, add_user, fixed_today, make_app, verify_chain
 
 TODAY = dt.date(2024, 6, 3)
@@ -27,6 +29,11 @@ def app(store_url: str) -> Iterator[FastAPI]:
     add_user(app, "a", "investigator", CENTRE_A)
     yield app
     assert verify_chain(app).ok
+    with app.state.store.read() as conn:  # the indexes kept current edit by edit equal ones built now
+        index = app.state.worklist_index
+        if index.rebuilds:
+            assert index.work(conn, TODAY) == WorklistIndex().work(conn, TODAY)
+        assert app.state.roster.patients(conn) == Roster().patients(conn)
     app.state.store.dispose()
 
 
@@ -56,6 +63,8 @@ def test_review_due_by_cycles_weeks_and_response(app: FastAPI) -> None:
     body = dm.get("/worklist.json").json()
     assert body["review_due_total"] == 0
     assert [p["patient_id"] for p in body["awaiting_surgery"]] == ["PR"]
+    index = app.state.worklist_index
+    assert index.rebuilds == 1 and index.updates == 1, "the second request read only the patients that changed"
     # more cycles after the review make the patient due again
     dm.save(weeks, "cetuximab", cetuximab_cycles="6")
     assert _due(dm)["WEEKS"] == ["4 cycle(s) since the last review"]

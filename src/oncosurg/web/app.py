@@ -26,7 +26,7 @@ from oncosurg.web.services.access import AccessRecorder
 from oncosurg.web.services.dashboard import Dashboard
 from oncosurg.web.services.roster import Roster
 from oncosurg.web.services.users import secret_key
-from oncosurg.web.services.worklist import pathway_now
+from oncosurg.web.services.worklist import WorklistIndex, pathway_now
 from oncosurg.web.settings import Settings
 
 log = logging.getLogger("oncosurg.web")
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
     app.state.trusted = trusted
     app.state.access = AccessRecorder(store)
     app.state.roster = Roster()
+    app.state.worklist_index = WorklistIndex()
     # outermost last: the access log sees every response, headers are added to the guard's refusals too
     app.add_middleware(RequestGuard, state=app.state)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)

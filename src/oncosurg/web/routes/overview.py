@@ -22,7 +22,8 @@ def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: Set
     with store.read() as conn:
         data = build_worklist(conn, user=user, today=settings.today(), review_cycles=settings.review_cycles,
                               review_weeks=settings.review_weeks, review_horizon_weeks=settings.review_horizon_weeks,
-                              followup_overdue_months=settings.followup_overdue_months, limit=WORKLIST_ROWS)
+                              followup_overdue_months=settings.followup_overdue_months, limit=WORKLIST_ROWS,
+                              index=request.app.state.worklist_index)
     return page(request, "worklist.html", data)
 
 

@@ -22,12 +22,14 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
 from oncosurg.store.repository import registry_select
+
+V = TypeVar("V")
 
 #: Above this many changed patients the roster projects the whole registry again (one query).
 FULL_REBUILD_ABOVE = 2000
@@ -75,86 +77,124 @@ def _marks(conn: sa.Connection) -> tuple[Any, ...]:
         sa.select(sa.func.max(t.import_batch.c.id)).scalar_subquery())).one())
 
 
-class Roster:
-    """The facts of every patient, as of the newest snapshot a request has shown it (thread-safe)."""
+class AuditFollower(Generic[V]):
+    """Values derived from each patient's rows (``pk → V``), current as of the newest snapshot a
+    request has shown it, kept so from the audit trail (thread-safe).  Subclasses say how to
+    :meth:`load` the values of every patient or of some, and may react to a change (:meth:`_changed_some`).
+
+    ``key`` names what else the values depend on (a date): another key loads everything again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._facts: dict[int, Facts] = {}
-        self._ordered: list[Facts] = []
-        self._position: dict[int, int] = {}  # pk → index in _ordered
+        self._values: dict[int, V] = {}
         self._marks: tuple[Any, ...] | None = None
-        self._some: sa.Select | None = None  # the facts of some patients (ids bound at run time)
-        self.rebuilds = 0  # full projections (tests)
+        self._key: Any = None
+        self.rebuilds = 0  # full loads (tests)
         self.updates = 0  # incremental ones
 
-    def patients(self, conn: sa.Connection) -> list[Facts]:
-        """Every patient's facts ordered by centre then patient id, current as of ``conn``'s snapshot
-        (or newer).  Do not modify the list."""
+    def load(self, conn: sa.Connection, pks: list[int] | None, key: Any) -> dict[int, V]:
+        """The values of patients ``pks`` (``None``: of every patient) under ``key``; a patient without
+        a value is absent."""
+        raise NotImplementedError
+
+    def current(self, conn: sa.Connection, key: Any = None) -> dict[int, V]:
+        """``pk → value`` as of ``conn``'s snapshot or newer.  Do not modify it."""
         marks = _marks(conn)
         with self._lock:
-            if marks != self._marks and not self._newer(marks):
-                self._refresh(conn, marks)
-            return self._ordered
+            if key != self._key or (marks != self._marks and not self._newer(marks)):
+                self._refresh(conn, marks, key)
+            return self._values
 
     def _newer(self, marks: tuple[Any, ...]) -> bool:
-        """The roster already reflects a later snapshot than ``marks`` (another request's)."""
+        """The values already reflect a later snapshot than ``marks`` (another request's)."""
         if self._marks is None:
             return False
         return all((m or 0) <= (s or 0) for m, s in zip(marks, self._marks, strict=True))
 
-    def _refresh(self, conn: sa.Connection, marks: tuple[Any, ...]) -> None:
-        changed = None if self._marks is None else self._changed(conn, self._marks, marks)
+    def _refresh(self, conn: sa.Connection, marks: tuple[Any, ...], key: Any) -> None:
+        changed = None if self._marks is None or key != self._key else _changed(conn, self._marks, marks)
         if changed is None or len(changed) > FULL_REBUILD_ABOVE:
-            self._facts = {row.pk: row for row in self._read(conn, None)}
-            self._sort()
+            self._values = self.load(conn, None, key)
+            self._changed_all()
             self.rebuilds += 1
         else:
-            fresh = {row.pk: row for row in self._read(conn, sorted(changed))}
-            moved = False  # a patient added, deleted, renamed or moved to another centre: sort again
+            fresh = self.load(conn, sorted(changed), key) if changed else {}
+            before = {pk: self._values.get(pk) for pk in changed}
+            values = dict(self._values)  # a new mapping: requests keep iterating the one they were given
             for pk in changed:
-                old, new = self._facts.get(pk), fresh.get(pk)
-                if new is None:
-                    moved |= self._facts.pop(pk, None) is not None
-                    continue
-                self._facts[pk] = new
-                if old is None or old.order != new.order:
-                    moved = True
-                else:  # same place in the order: replace it there (a reader sees the old or the new facts)
-                    self._ordered[self._position[pk]] = new
-            if moved:
-                self._sort()
+                if pk in fresh:
+                    values[pk] = fresh[pk]
+                else:
+                    values.pop(pk, None)  # deleted, or no value any more
+            self._values = values
+            self._changed_some(before)
             self.updates += 1
-        self._marks = marks
+        self._marks, self._key = marks, key
+
+    def _changed_all(self) -> None:
+        """Called after every patient's value was loaded again."""
+
+    def _changed_some(self, before: dict[int, V | None]) -> None:
+        """Called after the patients of ``before`` (their earlier values) were loaded again."""
+
+
+class Roster(AuditFollower[Facts]):
+    """The list facts of every patient, and their order (centre, then patient id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ordered: list[Facts] = []
+        self._position: dict[int, int] = {}  # pk → index in _ordered
+        self._some: sa.Select | None = None  # the facts of some patients (ids bound at run time)
+
+    def patients(self, conn: sa.Connection) -> list[Facts]:
+        """Every patient's facts ordered by centre then patient id, current as of ``conn``'s snapshot
+        (or newer).  Do not modify the list."""
+        self.current(conn)
+        return self._ordered
+
+    def load(self, conn: sa.Connection, pks: list[int] | None, key: Any = None) -> dict[int, Facts]:
+        if pks is None:
+            return {row.pk: row for row in (Facts(*r) for r in conn.execute(facts_select()))}
+        if self._some is None:  # built once: building the projection costs more than running it for a few
+            self._some = facts_select(sa.bindparam("pks", expanding=True))
+        out: dict[int, Facts] = {}
+        for start in range(0, len(pks), 500):
+            out.update((row[0], Facts(*row)) for row in conn.execute(self._some, {"pks": pks[start:start + 500]}))
+        return out
+
+    def _changed_all(self) -> None:
+        self._sort()
+
+    def _changed_some(self, before: dict[int, Facts | None]) -> None:
+        moved = False  # a patient added, deleted, renamed or moved to another centre: sort again
+        for pk, old in before.items():
+            new = self._values.get(pk)
+            if old is None or new is None or old.order != new.order:
+                moved = moved or old is not None or new is not None
+            else:  # same place in the order: replace it there (a reader sees the old or the new facts)
+                self._ordered[self._position[pk]] = new
+        if moved:
+            self._sort()
 
     def _sort(self) -> None:
         # a new list, not sorted in place: requests iterate the one they were given
-        self._ordered = sorted(self._facts.values(), key=lambda f: f.order)
+        self._ordered = sorted(self._values.values(), key=lambda f: f.order)
         self._position = {f.pk: i for i, f in enumerate(self._ordered)}
 
-    @staticmethod
-    def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...]) -> set[int] | None:
-        """Patients named by the audit rows appended between ``before`` and ``now``; ``None`` when
-        the change cannot be told from the trail (project everything)."""
-        last_before, last_now = before[0] or 0, now[0] or 0
-        if last_now < last_before or (last_now == last_before and before[1:] != now[1:]):
-            return None  # the registry moved without audit rows
-        a = t.audit_log
-        rows = conn.execute(sa.select(a.c.patient_pk, a.c.entity).where(a.c.id > last_before, a.c.id <= last_now)
-                            .group_by(a.c.patient_pk, a.c.entity)).all()
-        if any(pk is None and entity != "app_user" for pk, entity in rows):
-            return None
-        return {pk for pk, _ in rows if pk is not None}
 
-    def _read(self, conn: sa.Connection, pks: list[int] | None) -> list[Facts]:
-        if pks is None:
-            return [Facts(*row) for row in conn.execute(facts_select())]
-        if self._some is None:  # built once: building the projection costs more than running it for a few
-            self._some = facts_select(sa.bindparam("pks", expanding=True))
-        out: list[Facts] = []
-        for start in range(0, len(pks), 500):
-            out += [Facts(*row) for row in conn.execute(self._some, {"pks": pks[start:start + 500]})]
-        return out
+def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...]) -> set[int] | None:
+    """Patients named by the audit rows appended between ``before`` and ``now``; ``None`` when the
+    change cannot be told from the trail (load everything again)."""
+    last_before, last_now = before[0] or 0, now[0] or 0
+    if last_now < last_before or (last_now == last_before and before[1:] != now[1:]):
+        return None  # the registry moved without audit rows
+    a = t.audit_log
+    rows = conn.execute(sa.select(a.c.patient_pk, a.c.entity).where(a.c.id > last_before, a.c.id <= last_now)
+                        .group_by(a.c.patient_pk, a.c.entity)).all()
+    if any(pk is None and entity != "app_user" for pk, entity in rows):
+        return None
+    return {pk for pk, _ in rows if pk is not None}
 
 
-__all__ = ["FACT_COLUMNS", "Facts", "Roster", "facts_select"]
+__all__ = ["FACT_COLUMNS", "AuditFollower", "Facts", "Roster", "facts_select"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ import sqlalchemy.orm
 from oncosurg.schema import DAYS_PER_MONTH
 from oncosurg.store import audit
 from oncosurg.store import tables as t
+from oncosurg.web.services.roster import AuditFollower
 from oncosurg.web.services.users import User
 
 RESPONDED = ("PR", "CR")
@@ -66,35 +69,98 @@ def current_lines(*, today: dt.date, scope: list[sa.ColumnElement[bool]]) -> sa.
                    sa.or_(line.c.intent.is_(None), line.c.intent != "adjuvant"), *scope))
 
 
-def _of_line(rows: list[dict[str, Any]], p: Any, date: str) -> list[dict[str, Any]]:
+def _of_line(rows: Sequence[dict[str, Any]], p: Any, date: str) -> list[dict[str, Any]]:
     """The rows (reviews, assessments) about line ``p``: linked to it, or unlinked and dated from its start."""
     return [r for r in rows if r["therapy_line_pk"] == p["line_pk"]
             or (r["therapy_line_pk"] is None and r[date] >= p["line_start"])]
 
 
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What the worklist needs of one patient: the current line (:func:`current_lines`' row, or
+    ``None``), that patient's MDT reviews and responded assessments (date order), and the follow-up
+    row (:func:`_follow_up`: pk, patient_id, centre, last_contact_date, dead; ``None`` without contacts)."""
+
+    line: dict[str, Any] | None
+    reviews: tuple[dict[str, Any], ...]
+    responses: tuple[dict[str, Any], ...]
+    follow: tuple[Any, ...] | None
+
+
+class WorklistIndex(AuditFollower[Work]):
+    """Every patient's :class:`Work` for one date (the current line depends on it), kept current from
+    the audit trail like the patient list's roster: a worklist request reads only what changed since
+    the last one (the registry-wide queries cost 26 ms per request at 10,000 patients)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._some: dict[dt.date, tuple[sa.Select, ...]] = {}
+
+    def work(self, conn: sa.Connection, today: dt.date) -> dict[int, Work]:
+        return self.current(conn, today)
+
+    def load(self, conn: sa.Connection, pks: list[int] | None, key: Any) -> dict[int, Work]:
+        today: dt.date = key
+        if pks is None:
+            found = self._read(conn, _statements(today, None), {})
+            return found
+        if today not in self._some:
+            self._some = {today: _statements(today, sa.bindparam("pks", expanding=True))}
+        out: dict[int, Work] = {}
+        for start in range(0, len(pks), 500):
+            out |= self._read(conn, self._some[today], {"pks": pks[start:start + 500]})
+        return out
+
+    @staticmethod
+    def _read(conn: sa.Connection, statements: tuple[sa.Select, ...], params: dict[str, Any]) -> dict[int, Work]:
+        lines_q, reviews_q, responses_q, follow_q = statements
+        lines = {row["pk"]: dict(row) for row in conn.execute(lines_q, params).mappings()}
+        reviews: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in conn.execute(reviews_q, params).mappings():
+            if row["patient_pk"] in lines:
+                reviews[row["patient_pk"]].append(dict(row))
+        for row in conn.execute(responses_q, params).mappings():
+            if row["patient_pk"] in lines:
+                responses[row["patient_pk"]].append(dict(row))
+        follow = {row[0]: tuple(row) for row in conn.execute(follow_q, params)}
+        return {pk: Work(lines.get(pk),
+                         tuple(sorted(reviews.get(pk, ()), key=lambda r: (r["review_date"], r["id"]))),
+                         tuple(sorted(responses.get(pk, ()), key=lambda r: (r["assessment_date"], r["id"]))),
+                         follow.get(pk))
+                for pk in lines.keys() | follow.keys()}
+
+
+def _statements(today: dt.date, pks: sa.BindParameter | None) -> tuple[sa.Select, ...]:
+    """The worklist's four reads (current lines, reviews, responded assessments, follow-up), of every
+    patient or of the patients ``pks``."""
+    r, a = t.mdt_review, t.response_assessment
+    base = _follow_up(pks)
+
+    def mine(column: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+        return [] if pks is None else [column.in_(pks)]
+
+    return (current_lines(today=today, scope=mine(t.patient.c.id)),
+            sa.select(r).where(*mine(r.c.patient_pk)),
+            sa.select(a).where(a.c.category.in_(RESPONDED), *mine(a.c.patient_pk)),
+            sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.last_contact_date, base.c.dead))
+
+
 def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: int, review_weeks: int,
              followup_overdue_months: int, review_horizon_weeks: int = REVIEW_HORIZON_WEEKS,
-             limit: int = 500) -> dict[str, Any]:
-    scope = [] if user.all_centres else [t.centre.c.name.in_(sorted(user.centres))]
-    current = current_lines(today=today, scope=scope).order_by(t.centre.c.name, t.patient.c.patient_id)
-    candidates = conn.execute(current).mappings().all()
-    on_line = sorted({p["pk"] for p in candidates})  # the current lines once; their patients' rows by id
-    reviews: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    responses: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    r, a = t.mdt_review, t.response_assessment
-    for start in range(0, len(on_line), 1000):
-        chunk = sa.bindparam("pks", on_line[start:start + 1000], expanding=True)
-        for row in conn.execute(sa.select(r).where(r.c.patient_pk.in_(chunk))).mappings():
-            reviews[row["patient_pk"]].append(dict(row))
-        for row in conn.execute(sa.select(a).where(a.c.patient_pk.in_(chunk), a.c.category.in_(RESPONDED))).mappings():
-            responses[row["patient_pk"]].append(dict(row))
-    for rows in reviews.values():
-        rows.sort(key=lambda row: (row["review_date"], row["id"]))
-    for rows in responses.values():
-        rows.sort(key=lambda row: (row["assessment_date"], row["id"]))
+             limit: int = 500, index: WorklistIndex | None = None) -> dict[str, Any]:
+    """The worklist of the user's centres; ``index`` is the server's :class:`WorklistIndex` (without
+    one every patient is read for this call)."""
+    work = (index or WorklistIndex()).work(conn, today)
+
+    def sees(centre: str) -> bool:
+        return user.all_centres or centre in user.centres
+
+    candidates = sorted((w.line for w in work.values() if w.line is not None and sees(w.line["centre"])),
+                        key=lambda p: (p["centre"], p["patient_id"]))
     due, awaiting, unknown = [], [], []
     for p in candidates:
-        of_line = _of_line(reviews.get(p["pk"], []), p, "review_date")
+        of_line = _of_line(work[p["pk"]].reviews, p, "review_date")
         review = of_line[-1] if of_line else None
         if review and review["decision"] == "unresectable_stop":
             continue
@@ -117,7 +183,7 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
         weeks = (today - anchor_date).days // 7
         if weeks >= review_weeks:
             reasons.append(f"{weeks} week(s) since {since}")
-        assessed = _of_line(responses.get(p["pk"], []), p, "assessment_date")
+        assessed = _of_line(work[p["pk"]].responses, p, "assessment_date")
         fresh = [r for r in assessed if review is None or r["assessment_date"] > anchor_date]
         if fresh:
             r = fresh[-1]
@@ -128,16 +194,14 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
             due.append(_item(p, review, reasons) | {"weeks": weeks})
     due.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
     unknown.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
-    base = _follow_up()
-    base_scope = [] if user.all_centres else [base.c.centre.in_(sorted(user.centres))]
     cutoff = today - dt.timedelta(days=round(followup_overdue_months * DAYS_PER_MONTH))
-    overdue_where = sa.and_(base.c.dead == 0, base.c.last_contact_date < cutoff, *base_scope)
-    rows = conn.execute(sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.last_contact_date)
-                        .where(overdue_where).order_by(base.c.last_contact_date, base.c.patient_id)).all()
+    rows = sorted((w.follow for w in work.values() if w.follow is not None and not w.follow[4]
+                   and w.follow[3] is not None and w.follow[3] < cutoff and sees(w.follow[2])),
+                  key=lambda f: (f[3], f[1]))
     overdue_total = len(rows)
     overdue = [{"pk": pk, "patient_id": patient_id, "centre": centre, "last_contact_date": audit.text(last),
                 "months_since": round((today - last).days / DAYS_PER_MONTH, 1)}
-               for pk, patient_id, centre, last in rows[:limit]]
+               for pk, patient_id, centre, last, _ in rows[:limit]]
     return {
         "today": today.isoformat(),
         "settings": {"review_cycles": review_cycles, "review_weeks": review_weeks,
@@ -149,13 +213,15 @@ def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: 
     }
 
 
-def _follow_up() -> sa.Subquery:
-    """Per patient with a contact: its last contact date and whether a contact says dead (the flat
-    row's ``last_contact_date`` and ``death_date is not null``, read from the contacts alone)."""
+def _follow_up(pks: sa.BindParameter | None = None) -> sa.Subquery:
+    """Per patient with a contact (of ``pks``, or of every patient): its last contact date and whether a
+    contact says dead (the flat row's ``last_contact_date`` and ``death_date is not null``, read
+    from the contacts alone)."""
     c, p = t.contact, t.patient
+    mine = [] if pks is None else [c.c.patient_pk.in_(pks)]
     contacts = (sa.select(c.c.patient_pk, sa.func.max(c.c.contact_date).label("last_contact_date"),
                           sa.func.max(sa.case((c.c.vital_status == "dead", 1), else_=0)).label("dead"))
-                .group_by(c.c.patient_pk).subquery("last_contacts"))
+                .where(*mine).group_by(c.c.patient_pk).subquery("last_contacts"))
     return (sa.select(p.c.id.label("pk"), p.c.patient_id, t.centre.c.name.label("centre"),
                       contacts.c.last_contact_date, contacts.c.dead)
             .select_from(contacts.join(p, p.c.id == contacts.c.patient_pk)
