@@ -241,13 +241,9 @@ async def patient_json(request: Request, pk: PK, user: CurrentUser, store: Store
 @router.get("/patients/{pk}", include_in_schema=False)
 async def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep
                        ) -> Response:
-    def head() -> dict[str, Any]:
-        with store.read() as conn:
-            return patients.patient_head(conn, user=user, pk=pk)
-
-    found = await read_threaded(head)
-    await threaded(_read, request, user, found | {"pk": pk}, "html")  # recorded before it is sent
-    return await read_threaded(_patient_view, request, user, store, settings, pk)
+    response = await read_threaded(_patient_view, request, user, store, settings, pk)  # NotFound if not theirs
+    await threaded(_read, request, user, response.context["data"], "html")  # recorded before it is sent
+    return response
 
 
 async def _edit(request: Request, pk: int, user: Any, store: Any, settings: Any, target: str, anchor: str,
