@@ -178,26 +178,33 @@ def _later_reads(compiled: Compiled, view: AnalysisView) -> str:
 def run_protocol(engine: sa.Engine, protocol: Protocol, *, provenance: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
     """Evaluate every endpoint and comparison; returns the ``analyze`` JSON object."""
-    from oncosurg.protocol.comparisons import run_comparison
     from oncosurg.protocol.materialize import materialized
 
-    warnings: list[dict[str, Any]] = []
     with engine.connect() as conn, materialized(conn, compile_protocol(protocol)) as cp:
-        warnings += cp.warnings
-        c = cp.view.subquery.c
-        flow = _flow(conn, cp)
-        warnings += _cohort_warnings(conn, cp, flow)
-        warnings += _origin_warnings(conn, cp)
-        endpoints = {ep.id: _endpoint(conn, cp, ep, warnings) for ep in protocol.endpoints}
-        if flow[-1]["n"]:  # an empty cohort is one warning, not one per endpoint
-            warnings += [_warning(ep, "not-estimable", f"{ep.id}: no patient of the cohort is in population "
-                                  f"'{ep.population}' with the data it needs; not estimable (n = 0)")
-                         for ep in protocol.endpoints if _n(endpoints[ep.id]) == 0]
-        comparisons = {cid: run_comparison(conn, cp, comp, warnings) for cid, comp in cp.comparisons.items()}
-        last_contact, first_index, last_index = conn.execute(
-            sa.select(sa.func.max(c.last_contact_date),
-                      sa.func.min(c.index_date) if "index_date" in c else sa.null(),
-                      sa.func.max(c.index_date) if "index_date" in c else sa.null()).where(cp.cohort)).one()
+        return evaluate(conn, cp, protocol, provenance=provenance)
+
+
+def evaluate(conn: sa.Connection, cp: CompiledProtocol, protocol: Protocol, *,
+             provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`run_protocol` on a protocol compiled (and usually materialised) by the caller, who may
+    read more from the same view (the web dashboard's curves)."""
+    from oncosurg.protocol.comparisons import run_comparison
+
+    warnings: list[dict[str, Any]] = list(cp.warnings)
+    c = cp.view.subquery.c
+    flow = _flow(conn, cp)
+    warnings += _cohort_warnings(conn, cp, flow)
+    warnings += _origin_warnings(conn, cp)
+    endpoints = {ep.id: _endpoint(conn, cp, ep, warnings) for ep in protocol.endpoints}
+    if flow[-1]["n"]:  # an empty cohort is one warning, not one per endpoint
+        warnings += [_warning(ep, "not-estimable", f"{ep.id}: no patient of the cohort is in population "
+                              f"'{ep.population}' with the data it needs; not estimable (n = 0)")
+                     for ep in protocol.endpoints if _n(endpoints[ep.id]) == 0]
+    comparisons = {cid: run_comparison(conn, cp, comp, warnings) for cid, comp in cp.comparisons.items()}
+    last_contact, first_index, last_index = conn.execute(
+        sa.select(sa.func.max(c.last_contact_date),
+                  sa.func.min(c.index_date) if "index_date" in c else sa.null(),
+                  sa.func.max(c.index_date) if "index_date" in c else sa.null()).where(cp.cohort)).one()
     data_cut = protocol.data_cut or last_contact
     return {
         "protocol": protocol.summary(),

@@ -197,20 +197,25 @@ class Dashboard:
         timer.start()
 
     def _run(self, engine: sa.Engine, entry: _Entry, protocol: Protocol, centres: list[str] | None) -> None:
-        """Run the protocol on the registry as it is now (the caller holds ``entry.lock``)."""
-        from oncosurg.protocol.engine import run_protocol
+        """Run the protocol on the registry as it is now (the caller holds ``entry.lock``): one
+        connection, the analysis view materialised once for the endpoints and the curves."""
+        from oncosurg.protocol.engine import compile_protocol, evaluate
+        from oncosurg.protocol.materialize import materialized
 
         entry.started = time.monotonic()
+        effective = restrict(protocol, centres) if centres is not None else protocol
         with engine.connect() as conn:
             now_fp = (*fingerprint(conn), self.today())  # read first: a change meanwhile triggers another refresh
             pathway = None if self.pathway is None else self.pathway(conn, centres)
-        effective = restrict(protocol, centres) if centres is not None else protocol
-        results = run_protocol(engine, effective, provenance={"data": "live registry"})
+            conn.rollback()
+            with materialized(conn, compile_protocol(effective)) as cp:
+                results = evaluate(conn, cp, effective, provenance={"data": "live registry"})
+                curves = self._curves(conn, cp, effective)
         if centres is not None:
             flow = results["cohort"]["flow"][1:]
             flow[0] = flow[0] | {"excluded": None, "reason": None}
             results["cohort"]["flow"] = flow
-        result = {"protocol": protocol.summary(), "results": results, "curves": self._curves(engine, effective),
+        result = {"protocol": protocol.summary(), "results": results, "curves": curves,
                   "pathway": pathway,
                   "computed_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "refresh_seconds": self.refresh_seconds}
@@ -218,32 +223,30 @@ class Dashboard:
         self.computations += 1
 
     @staticmethod
-    def _curves(engine: sa.Engine, protocol: Protocol) -> list[dict[str, Any]]:
-        from oncosurg.protocol.engine import compile_protocol
-        from oncosurg.protocol.materialize import materialized
+    def _curves(conn: sa.Connection, cp: Any, protocol: Protocol) -> list[dict[str, Any]]:
+        """The Kaplan-Meier curves of the protocol's median endpoints, read from ``cp``'s view."""
         from oncosurg.stats import kaplan_meier
 
         curves = []
-        with engine.connect() as conn, materialized(conn, compile_protocol(protocol)) as cp:
-            for ep in protocol.endpoints:
-                if ep.kind not in _CURVE_KINDS:
-                    continue
-                where = cp.cohort if ep.population == "all" else sa.and_(cp.cohort, cp.populations[ep.population].sql)
-                time, event = cp.view.subquery.c[ep.time], cp.view.subquery.c[ep.event]
-                rows = conn.execute(sa.select(time, event, sa.func.count())
-                                    .where(where, time.is_not(None), event.is_not(None)).group_by(time, event)).all()
-                if not rows:
-                    continue
-                tt = np.asarray([r[0] for r in rows], dtype=float)
-                ee = np.asarray([bool(r[1]) for r in rows], dtype=float)
-                ww = np.asarray([r[2] for r in rows], dtype=float)
-                if ep.kind == "followup_median":
-                    ee = 1 - ee
-                fit = kaplan_meier(tt, ee, weights=ww, conf_type=ep.conf_type)
-                median = fit.median(rule="quantile").estimate
-                median = None if median is None or np.isnan(median) else float(median)
-                title = ep.label + (" (reverse Kaplan-Meier)" if ep.kind == "followup_median" else "")
-                curves.append({"endpoint": ep.id, "label": title, "n": int(ww.sum()), "median": median,
-                               "svg": km_svg(time=fit.time, surv=fit.surv, n_risk=fit.n_risk, n_censor=fit.n_censor,
-                                             n=int(ww.sum()), title=title, unit=ep.unit, median=median)})
+        for ep in protocol.endpoints:
+            if ep.kind not in _CURVE_KINDS:
+                continue
+            where = cp.cohort if ep.population == "all" else sa.and_(cp.cohort, cp.populations[ep.population].sql)
+            time, event = cp.view.subquery.c[ep.time], cp.view.subquery.c[ep.event]
+            rows = conn.execute(sa.select(time, event, sa.func.count())
+                                .where(where, time.is_not(None), event.is_not(None)).group_by(time, event)).all()
+            if not rows:
+                continue
+            tt = np.asarray([r[0] for r in rows], dtype=float)
+            ee = np.asarray([bool(r[1]) for r in rows], dtype=float)
+            ww = np.asarray([r[2] for r in rows], dtype=float)
+            if ep.kind == "followup_median":
+                ee = 1 - ee
+            fit = kaplan_meier(tt, ee, weights=ww, conf_type=ep.conf_type)
+            median = fit.median(rule="quantile").estimate
+            median = None if median is None or np.isnan(median) else float(median)
+            title = ep.label + (" (reverse Kaplan-Meier)" if ep.kind == "followup_median" else "")
+            curves.append({"endpoint": ep.id, "label": title, "n": int(ww.sum()), "median": median,
+                           "svg": km_svg(time=fit.time, surv=fit.surv, n_risk=fit.n_risk, n_censor=fit.n_censor,
+                                         n=int(ww.sum()), title=title, unit=ep.unit, median=median)})
         return curves
