@@ -692,11 +692,13 @@ def row_json(table: Table, row: Mapping[str, Any] | None) -> str:
 
 
 def write_stages(conn: sa.Connection, pk: int, record: Mapping[str, Any], *, actor: audit.Actor | None = None,
-                 source: str = "registry CSV") -> UpdatePlan:
+                 source: str = "registry CSV", stored: PatientRecord | None = None) -> UpdatePlan:
     """Bring a patient's flat projection to ``record`` (the flat columns it holds; the web app's cards),
     changing only the episodes the flat row shows.  Refusals (``plan.refusals``) are the caller's to
-    report; with an ``actor`` the changes enter the audit trail here."""
-    stored = read_patient_records(conn, t.EPISODES, t.centre, [pk])[pk]
+    report; with an ``actor`` the changes enter the audit trail here.  ``stored`` is the patient as
+    the caller read it in this transaction (else it is read here)."""
+    if stored is None:
+        stored = read_patient_records(conn, t.EPISODES, t.centre, [pk])[pk]
     plan = flat_update_plan(stored, {k: v for k, v in record.items() if k in COLUMNS})
     if plan.refusals or not plan:
         return plan

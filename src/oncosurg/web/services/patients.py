@@ -21,7 +21,7 @@ from oncosurg.rules import X_ALREADY_REGISTERED
 from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.store.episodes import insert_records, read_stored
+from oncosurg.store.episodes import StoredPatient, insert_records, read_stored
 from oncosurg.store.repository import read_record, row_json, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
@@ -223,6 +223,14 @@ def _stage_filter(stage: str, *, today: dt.date, horizon_weeks: int) -> Callable
     return tests[stage]
 
 
+def _flat_and_regimen(stored: StoredPatient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The registry columns (:func:`read_registry_record`) and the regimen (:func:`read_regimen`) of a
+    patient read with :func:`~oncosurg.store.episodes.read_stored`."""
+    flat = to_flat(stored.record)
+    line = rescue_line(stored.rows.get(Table.THERAPY_LINE, []))
+    return {c: flat[c] for c in COLUMNS}, {c: (line[c] if line else None) for c in REGIMEN_COLUMNS}
+
+
 def _by_date(column: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     """Date order, then id (rows without a date first, as SQLite orders them)."""
     return lambda row: (row[column] is not None, row[column] or dt.date.min, row["id"])
@@ -237,10 +245,7 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     stored = read_stored(conn, t.EPISODES, t.centre, pk)  # every episode once: the page derives the rest
     if stored is None:
         raise NotFound(f"patient {pk} not found in your centres")
-    flat = to_flat(stored.record)
-    record = {c: flat[c] for c in COLUMNS}
-    line = rescue_line(stored.rows.get(Table.THERAPY_LINE, []))
-    regimen = {c: (line[c] if line else None) for c in REGIMEN_COLUMNS}
+    record, regimen = _flat_and_regimen(stored)
     worst_first = sorted(stored.rows.get(Table.COMPLICATION, []),
                          key=lambda c: (c["grade_rank"] is None, -(c["grade_rank"] or 0), c["id"]))
     complications = [{"id": c["id"], "grade": c["grade"], "description": c["description"]} for c in worst_first]
@@ -341,8 +346,9 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     head = _locked_head(conn, user=ctx.user, pk=pk)
     if head["version"] != version:
         raise stale(conn, head=head, version=version, submitted=dict(form))
-    current = read_registry_record(conn, pk)
-    regimen = read_regimen(conn, pk)
+    stored = read_stored(conn, t.EPISODES, t.centre, pk)  # read once: the form's values and the plan's base
+    assert stored is not None  # the row is locked
+    current, regimen = _flat_and_regimen(stored)
     record, errors = validate_registry(current, form, card.registry_fields, today=ctx.today,
                                        postop_window_days=ctx.postop_window_days)
     new_regimen = regimen
@@ -360,7 +366,7 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
         return {"version": version, "changes": []}
     why = _reason(ctx, conn, head, reason)
     new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
-    plan = write_stages(conn, pk, record, source="surgery card")
+    plan = write_stages(conn, pk, record, source="surgery card", stored=stored.record)
     if plan.refusals:
         raise Invalid(f"{len(plan.refusals)} problem(s): nothing was saved", errors=[
             web_error("X418", column, audit.text(record.get(column)), message, hint)
