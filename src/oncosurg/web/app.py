@@ -74,9 +74,9 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Served: size the pool of threads reading and rendering pages (``threads`` setting).  Under load a
-    request's thread shares the interpreter lock with every other running one: 40 (anyio's default)
-    made an edit holding the write lock run at a fortieth of its speed while everyone queued behind it
-    (PostgreSQL writes waited 3 s at the median of the web benchmark; 0.4 s with 4 threads)."""
+    request's thread shares the interpreter lock with every other running one: with anyio's default
+    of 40, an edit holding the write lock ran at a fraction of its speed while everyone queued behind
+    it (PostgreSQL edits waited 2.9 s at the median of the web benchmark; 0.24 s with 2 threads)."""
     anyio.to_thread.current_default_thread_limiter().total_tokens = max(1, app.state.settings.threads)
     yield
 

@@ -53,7 +53,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secure_cookies", False, "mark cookies Secure (set when served behind HTTPS)"),
     Setting("postop_window_days", DEFAULT_POSTOP_WINDOW_DAYS, "postoperative window of the Clavien-Dindo V rule"),
     Setting("page_size", 50, "patients per page of the patient list"),
-    Setting("threads", 4, "threads per server process reading and rendering pages (writes wait in a pool of "
+    Setting("threads", 2, "threads per server process reading and rendering pages (writes wait in a pool of "
                           "their own); more only share one Python interpreter lock more thinly"),
     Setting("dashboard_refresh_seconds", 30, "after a change, the dashboard shows its last result (with its time) "
                                              "and is recomputed in the background at most this often "
@@ -90,7 +90,7 @@ class Settings:
     postop_window_days: int = DEFAULT_POSTOP_WINDOW_DAYS
     page_size: int = 50
     dashboard_refresh_seconds: int = 30
-    threads: int = 4
+    threads: int = 2
     #: today's date; tests replace it to move the clock
     today: Callable[[], dt.date] = field(default=dt.date.today, compare=False)
     #: the time (naive UTC) for sessions, sign-in delays and reset links; tests replace it
