@@ -14,6 +14,9 @@ carried patient ids), or an audit row without a patient other than an account's,
 project everything again.  Filtering, ordering (centre, then patient id) and paging happen in
 Python; the facts are those of :func:`oncosurg.store.repository.registry_select`, the same SQL for
 the whole registry and for a few patients.
+
+The mechanism itself is :class:`AuditFollower` (per-patient values kept current from the trail);
+the worklist's index (:class:`oncosurg.web.services.worklist.WorklistIndex`) uses it too.
 """
 
 from __future__ import annotations
