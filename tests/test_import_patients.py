@@ -153,3 +153,57 @@ def test_cli_imports_and_exports_the_long_registry(tmp_path) -> None:  # type: i
     missing = runner.invoke(cli, ["import", "--format", "long", "--update", str(tmp_path / "in"),
                                   "--db", f"sqlite:///{tmp_path / 'missing.db'}"])
     assert missing.exit_code != 0 and not (tmp_path / "missing.db").exists()  # an update needs a registry
+
+
+def test_an_update_import_plans_the_states_the_tables_then_hold(store: sa.Engine) -> None:
+    """An update import plans each patient's ``state`` row (the record after the write) outside the
+    write lock instead of reading the tables back under it: on a random multi-episode registry updated
+    with another random registry's flat rows (every column, clears allowed), the states written must
+    equal the tables, patient by patient, and ``audit verify`` must pass."""
+    import csv
+    import io
+    import random
+
+    from oncosurg.export import cell_text
+    from oncosurg.ingest.csv import parse_registry_csv
+    from oncosurg.reference.random_registry import iter_random_pairs
+    from oncosurg.schema import COLUMNS
+    from oncosurg.store.audit_state import table_states
+    from oncosurg.store.repository import import_records, plan_import
+
+    assert not _import(store, random_registry(240, seed=5)).issues
+    with store.connect() as conn:
+        stored = {(r["centre"], r["patient_id"]): r for r in iter_records(conn)}
+    other = {(f["centre"], f["patient_id"]): f for f, _ in iter_random_pairs(240, seed=6) if f is not None}
+    rng = random.Random(7)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for key, row in stored.items():  # three columns of each patient from the other registry's patient
+        changed = dict(row)
+        for column in rng.sample([c for c in COLUMNS if c not in ("centre", "patient_id")], 3):
+            changed[column] = other.get(key, row)[column]
+        writer.writerow({c: cell_text(changed[c]) for c in COLUMNS})
+    parsed = parse_registry_csv(buffer.getvalue().encode(), source="update.csv")
+    options = ImportOptions(update=True, allow_clear=True)
+    with store.connect() as conn:  # rows breaking a rule are left out (the import would write nothing)
+        refused = {i.line for i in [*parsed.issues, *plan_import(conn, parsed.records, options).issues]}
+    records = [r for r in parsed.records if r.line not in refused]
+    result = import_records(store, records, source="update.csv", sha256=parsed.sha256, rows=len(records),
+                            options=options)
+    assert not result.issues and result.updated > 30, (len(refused), result.updated)
+    with store.connect() as conn:
+        states = table_states(conn)
+        a = t.audit_log
+        written = dict(conn.execute(sa.select(a.c.patient_pk, a.c.new_value).where(a.c.action == "state")
+                                    .order_by(a.c.id)).all())  # the last state row of each patient
+        assert len(written) == result.updated
+        assert all(written[pk] == audit_state_dumps(states[pk]["state"]) for pk in written)
+        verification = audit.verify(conn)
+        assert verification.ok and not verification.mismatches and verification.patients_checked == 240
+
+
+def audit_state_dumps(state: object) -> str:
+    from oncosurg.store.audit_state import dumps
+
+    return dumps(state)

@@ -187,15 +187,52 @@ def test_the_password_is_checked_outside_the_write_transaction(app: FastAPI, mon
             writing["now"] -= 1
 
     def verify(password_hash, password):  # type: ignore[no-untyped-def]
-        seen.append(writing["now"])
+        seen.append(writing["now"] + store.engine.pool.checkedout())
         return real_verify(password_hash, password)
 
     monkeypatch.setattr(store, "write", write)
     monkeypatch.setattr(users_service.security, "verify_password", verify)
     client = TestClient(app, client=OWNER)
     assert sign_in(client, "alice", WRONG).status_code == 401
-    assert sign_in(client, "alice", PASSWORD).status_code == 200
-    assert seen == [0, 0]  # two checks, neither inside a write transaction
+    signed = sign_in(client, "alice", PASSWORD)
+    assert signed.status_code == 200
+    changed = client.post("/account/password", headers={"accept": "application/json"},
+                          data={"csrf_token": signed.json()["csrf_token"], "current_password": WRONG,
+                                "new_password": "x", "confirm_password": "x"})
+    assert changed.status_code == 422, changed.text
+    # three checks (two sign-ins, the current password of a change), none inside a write transaction
+    # nor holding a connection while it waits for its turn to hash (security.HASHING)
+    assert seen == [0, 0, 0]
+
+
+def test_a_burst_of_sign_ins_hashes_a_few_passwords_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each argon2 computation keeps 4 threads busy: 20 sign-ins at once (80 threads on 2 cores) made an
+    edit wait 2.9 s (benchmarks/bench_locks.py).  A process hashes at most ``HASHING``'s count at once."""
+    import threading
+    import time
+
+    from oncosurg.web import security
+
+    now, peak, guard = [0], [0], threading.Lock()
+
+    class Hasher:
+        def verify(self, password_hash: str, password: str) -> bool:
+            with guard:
+                now[0] += 1
+                peak[0] = max(peak[0], now[0])
+            time.sleep(0.02)
+            with guard:
+                now[0] -= 1
+            return password == "right"
+
+    monkeypatch.setattr(security, "_hasher", Hasher())
+    threads = [threading.Thread(target=security.verify_password, args=("$argon2id$x", "right")) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    limit = security.HASHING._initial_value  # type: ignore[attr-defined]
+    assert peak[0] == limit and limit == max(1, (__import__("os").cpu_count() or 2) // 2)
 
 
 def test_parallel_guesses_get_no_verdict_beyond_the_allowance(app: FastAPI, clock: Clock) -> None:

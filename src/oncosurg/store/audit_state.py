@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from oncosurg.pathway.model import TABLE_BY_NAME, Table
+from oncosurg.pathway.model import PATIENT, TABLE_BY_NAME, Table
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 
@@ -40,6 +40,7 @@ STATE_ACTIONS = frozenset({"state", "baseline"})
 UNKNOWN = "unknown"  # created by a trail row without values (before 0.2): not checkable yet
 DELETED = "deleted"
 STATE_REASON = "the patient's record after the change above (for audit verify)"
+PATIENT_FIELDS = PATIENT.fields
 
 
 def dumps(value: Any) -> str:
@@ -91,6 +92,25 @@ def snapshot(record: Any) -> str:
     return dumps(state_of(record))
 
 
+def stored_snapshot(record: Any) -> str:
+    """:func:`snapshot` of a record as the tables will hold it once written: each row keeps only its
+    table's fields (a planned row may carry others), so it equals the snapshot read back."""
+    body: dict[str, Any] = {"patient": _texts({f.name: record.patient.get(f.name) for f in PATIENT_FIELDS})}
+    for table, rows in sorted(record.episodes.items()):
+        if rows:
+            fields = TABLE_BY_NAME[table].fields
+            kept = [{f.name: row.get(f.name) for f in fields} for row in rows]
+            body[table.value] = [_texts(row) for row in _in_key_order(table, kept)]
+    return dumps(body)
+
+
+def state_entry(pk: int, *, centre: str, patient_id: str, version: int, state: str) -> dict[str, Any]:
+    """The trail's ``state`` row of patient ``pk`` (``state``: its :func:`snapshot`)."""
+    return {"action": "state", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": centre,
+            "patient_id": patient_id, "field": "state", "new_value": state, "reason": STATE_REASON,
+            "version": version}
+
+
 # ----------------------------------------------------------------------------------- the tables
 
 def table_states(conn: sa.Connection, pks: Iterable[int] | None = None, *, batch: int = 2000
@@ -125,9 +145,8 @@ def state_entries(conn: sa.Connection, entries: Sequence[Mapping[str, Any]]) -> 
     if not pks:
         return []
     states = table_states(conn, pks)
-    return [{"action": "state", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": s["centre"],
-             "patient_id": s["patient_id"], "field": "state", "new_value": dumps(s["state"]),
-             "reason": STATE_REASON, "version": s["version"]} for pk, s in states.items()]
+    return [state_entry(pk, centre=s["centre"], patient_id=s["patient_id"], version=s["version"],
+                        state=dumps(s["state"])) for pk, s in states.items()]
 
 
 # ------------------------------------------------------------------------------------ the replay

@@ -65,7 +65,7 @@ from oncosurg.store import tables as t
 from oncosurg.store.audit_state import snapshot
 from oncosurg.store.engine import refresh_statistics, write_transaction
 from oncosurg.store.episode_tables import PARENT_REFS
-from oncosurg.store.episodes import apply_update, insert_records, stored_ids
+from oncosurg.store.episodes import DeferredUpdates, apply_update, insert_records, stored_ids
 from oncosurg.store.episodes import read_records as read_patient_records
 from oncosurg.store.projection import flat_select
 
@@ -98,6 +98,9 @@ class PlannedUpdate:
     merged: dict[str, Any]
     diff: list[tuple[str, Any, Any]]  # field, old, new
     episodes: UpdatePlan  # what changes in the episode tables
+    #: the patient's state after the write (:func:`oncosurg.store.audit_state.snapshot`), computed while
+    #: planning so that the write lock is not held to read it back (a test compares it with the tables)
+    state: str = ""
 
 
 @dataclass(slots=True)
@@ -142,9 +145,11 @@ def plan_import(conn: sa.Connection, records: Sequence[ParsedRecord], options: I
     for r in registered:
         by_folded.setdefault(r.patient_id.casefold(), []).append(r)
     planned: dict[tuple[str, str], int] = {}
-    stored = read_records(conn, [r.pk for r in registered]) if options.update else {}
     stored_episodes = read_patient_records(conn, t.EPISODES, t.centre, [r.pk for r in registered]
                                            ) if options.update else {}
+    # the flat row of each, projected in Python (equal to registry_select's, tested; 10,000 patients: 0.4 s
+    # instead of 4 s for the SQL projection, which ranks every episode before it can keep a patient)
+    stored = {pk: _flat_columns(record) for pk, record in stored_episodes.items()}
     already = 0
     for record in records:
         centre, patient_id = record.values["centre"], record.values["patient_id"]
@@ -248,9 +253,11 @@ def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old
     changes = flat_update_plan(episodes, {c: record.values[c] for c in carried})
     problems += [Issue(X_GRADE_BELOW_COMPLICATIONS.code, message, hint, record.line, column,
                        audit.text(record.values.get(column))) for column, message, hint in changes.refusals]
+    after = None
     if not problems:  # the episodes the flat row does not show must stay coherent with the change
+        after = merged_episodes(episodes, changes)
         problems += [dataclasses.replace(i, line=record.line) for i in check_patient(
-            merged_episodes(episodes, changes), postop_window_days=options.postop_window_days)]
+            after, postop_window_days=options.postop_window_days)]
     if not options.allow_clear:
         problems += [Issue(X_CLEARS_VALUE.code, f"the update would clear {c} (registered: {audit.text(before)})",
                            "leave the column out of the file to keep the value (a column the file does not carry "
@@ -259,8 +266,9 @@ def _plan_update(plan: ImportPlan, record: ParsedRecord, found: _Registered, old
     if problems:
         plan.issues += problems
     elif diff:
+        assert after is not None
         plan.updates.append(PlannedUpdate(record, found.pk, found.version, found.import_batch_id, old, merged, diff,
-                                          changes))
+                                          changes, audit_state.stored_snapshot(after)))
     else:
         plan.unchanged += 1
 
@@ -295,6 +303,7 @@ def import_records(
     result.issues, result.unchanged = plan.issues, plan.unchanged
     if plan.issues or not (plan.creates or plan.updates):
         return result  # nothing written
+    created = _new_records(plan.creates)  # built before the write lock (10,000 new patients: 0.5 s)
     with write_transaction(engine) as conn:
         stale = _stale(conn, plan)
         if stale:  # patients edited or registered meanwhile: plan them again, under the lock
@@ -303,9 +312,18 @@ def import_records(
             if plan.issues or not (plan.creates or plan.updates):
                 return result
         _write_plan(conn, plan, result, options=options, actor=actor, source=source, sha256=sha256, rows=rows,
-                    create_note=create_note, update_note=update_note)
+                    create_note=create_note, update_note=update_note, created=created)
     refresh_statistics(engine, result.created + result.updated)
     return result
+
+
+def _new_records(creates: Sequence[ParsedRecord]) -> dict[int, tuple[PatientRecord, str]]:
+    """``id(row)`` → the new patient's record and its state (the ``create`` row's value)."""
+    out: dict[int, tuple[PatientRecord, str]] = {}
+    for r in creates:
+        record = from_flat(r.values)
+        out[id(r)] = (record, snapshot(record))
+    return out
 
 
 def _stale(conn: sa.Connection, plan: ImportPlan) -> list[ParsedRecord]:
@@ -350,7 +368,8 @@ def _replanned(conn: sa.Connection, plan: ImportPlan, stale: Sequence[ParsedReco
 
 def _write_plan(conn: sa.Connection, plan: ImportPlan, result: ImportResult, *, options: ImportOptions,
                 actor: audit.Actor, source: str, sha256: str, rows: int, create_note: str | None = None,
-                update_note: str | None = None) -> None:
+                update_note: str | None = None, created: Mapping[int, tuple[PatientRecord, str]] | None = None
+                ) -> None:
     now = dt.datetime.now(dt.UTC)
     batch_id = conn.execute(
         sa.insert(t.import_batch).values(source=source[:500], sha256=sha256,
@@ -360,26 +379,32 @@ def _write_plan(conn: sa.Connection, plan: ImportPlan, result: ImportResult, *, 
     result.batch_id = batch_id
     centre_ids = _all_centres(conn)
     if plan.creates:
-        records_new = [from_flat(r.values) for r in plan.creates]
-        for r in records_new:
+        made = dict(created or {})
+        made.update(_new_records([r for r in plan.creates if id(r) not in made]))  # planned again under the lock
+        records_new = [made[id(r)] for r in plan.creates]
+        for r, _ in records_new:
             _ensure_centre(conn, centre_ids, r.centre)
-        pks = insert_records(conn, t.EPISODES, records_new, centre_ids=centre_ids,
+        pks = insert_records(conn, t.EPISODES, [r for r, _ in records_new], centre_ids=centre_ids,
                              patient_extra={"import_batch_id": batch_id})
         result.created = len(pks)
         note = create_note or f"import batch {batch_id}: {source[:200]} (sha256 {sha256[:12]})"
         audit.append(conn, actor=actor, entries=[
             {"action": "create", "entity": "patient", "entity_id": pk, "patient_pk": pk, "centre": r.centre,
-             "patient_id": r.patient_id, "new_value": snapshot(r), "reason": note, "version": 1}
-            for pk, r in zip(pks, records_new, strict=True)])
+             "patient_id": r.patient_id, "new_value": state, "reason": note, "version": 1}
+            for pk, (r, state) in zip(pks, records_new, strict=True)])
     note = update_note or f"import batch {batch_id} (--update): {source[:200]} (sha256 {sha256[:12]})"
-    write_plans(conn, [PatientWrite(u.pk, u.episodes, u.record.values["centre"], u.record.values["patient_id"],
-                                    u.diff) for u in plan.updates], actor=actor, reason=note, batch_id=batch_id)
+    versions = write_plans(conn, [PatientWrite(u.pk, u.episodes, u.record.values["centre"],
+                                               u.record.values["patient_id"], u.diff) for u in plan.updates],
+                           actor=actor, reason=note, batch_id=batch_id)
     for planned in plan.updates:
         values = planned.record.values
         result.changes += [(values["centre"], values["patient_id"], c, before, after)
                            for c, before, after in planned.diff]
         result.updated += 1
-    append_states(conn, actor, [u.pk for u in plan.updates])
+    # the states planned (the tables are not read back under the write lock)
+    audit.append(conn, actor=actor, states=False, entries=[audit_state.state_entry(
+        u.pk, centre=u.record.values["centre"], patient_id=u.record.values["patient_id"],
+        version=versions[u.pk], state=u.state) for u in plan.updates])
     conn.execute(sa.update(t.import_batch).where(t.import_batch.c.id == batch_id)
                  .values(created=result.created, updated=result.updated))
 
@@ -642,9 +667,10 @@ def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: a
     versions = _versions(conn, pks)
     entries: list[dict[str, Any]] = []
     logs: list[dict[str, Any]] = []
+    deferred = DeferredUpdates(t.EPISODES)
     for w in writes:
         ids = {table: dict(known[table].get(w.pk, {})) for table in touched}
-        done = apply_update(conn, t.EPISODES, w.pk, w.plan, ids=ids)
+        done = apply_update(conn, t.EPISODES, w.pk, w.plan, ids=ids, deferred=deferred)
         versions[w.pk] += 1
         mine = [_audit_entry(change, row_id, pk=w.pk, centre=w.centre, patient_id=w.patient_id, reason=reason,
                              version=versions[w.pk]) for change, row_id in done]
@@ -652,6 +678,7 @@ def write_plans(conn: sa.Connection, writes: Sequence[PatientWrite], *, actor: a
         if batch_id is not None:
             logs += [{"import_batch_id": batch_id, "patient_pk": w.pk, "field": f, "old_value": o, "new_value": n}
                      for f, o, n in _log_rows(mine, w.log)]
+    deferred.flush(conn)
     bump = {"version": sa.bindparam("b_version")}
     if batch_id is not None:
         bump["import_batch_id"] = sa.literal(batch_id)
@@ -727,14 +754,10 @@ def registry_select(patients: sa.Select | sa.BindParameter | Sequence[int] | Non
     return flat_select(tables, t.centre)
 
 
-def read_records(conn: sa.Connection, pks: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The registry columns of many patients, by primary key (one query per 500 patients)."""
-    out: dict[int, dict[str, Any]] = {}
-    wanted = sorted(set(pks))
-    for chunk in range(0, len(wanted), 500):
-        query = registry_select().where(t.patient.c.id.in_(wanted[chunk:chunk + 500]))
-        out.update({row["pk"]: {c: row[c] for c in COLUMNS} for row in conn.execute(query).mappings()})
-    return out
+def _flat_columns(record: PatientRecord) -> dict[str, Any]:
+    """The registry columns of one patient's record (:func:`~oncosurg.pathway.flat.to_flat`)."""
+    flat = to_flat(record)
+    return {c: flat[c] for c in COLUMNS}
 
 
 def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
@@ -748,8 +771,7 @@ def read_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
     records = read_patient_records(conn, t.EPISODES, t.centre, [pk])
     if pk not in records:
         raise LookupError(f"no patient with id {pk}")
-    flat = to_flat(records[pk])
-    return {c: flat[c] for c in COLUMNS}
+    return _flat_columns(records[pk])
 
 
 def iter_records(conn: sa.Connection, *, centre: str | None = None) -> Iterator[dict[str, Any]]:

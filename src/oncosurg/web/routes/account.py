@@ -70,8 +70,7 @@ async def change_password(request: Request, user: CurrentUser, store: StoreDep, 
     current = form.get("current_password", "")[:1024]
 
     def check() -> bool:
-        with store.write() as conn:
-            return accounts.password_ok(conn, user=user, password=current, client=client, settings=settings, now=now)
+        return accounts.password_ok(store, user=user, password=current, client=client, settings=settings, now=now)
 
     def work() -> int:
         with store.write() as conn:
@@ -133,9 +132,8 @@ async def totp_disable(request: Request, user: CurrentUser, store: StoreDep, set
     client, now = sign_in_client(request, user.username), settings.now()
 
     def check() -> bool:
-        with store.write() as conn:
-            return accounts.password_ok(conn, user=user, password=form.get("password", "")[:1024], client=client,
-                                        settings=settings, now=now)
+        return accounts.password_ok(store, user=user, password=form.get("password", "")[:1024], client=client,
+                                    settings=settings, now=now)
 
     def work() -> None:
         with store.write() as conn:

@@ -115,9 +115,10 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep) -> Any
     now = settings.now()
 
     def work() -> tuple[int | None, str | None, str | None]:
-        with store.read() as conn:  # the password is checked without the write lock
-            found, ok = users.check_password(conn, username=username, password=password, client=client,
-                                             settings=settings, now=now)
+        with store.read() as conn:  # the password is checked without the write lock, nor any connection
+            found, password_hash = users.password_of(conn, username=username, client=client, settings=settings,
+                                                     now=now)
+        ok = users.check_password(found, password_hash, password)
         with side_write(store) as conn:  # no audit row: on PostgreSQL, never behind an import
             user_id = users.record_sign_in(conn, username=username, user_id=found, ok=ok, client=client,
                                            settings=settings, now=now)

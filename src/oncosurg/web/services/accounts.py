@@ -44,14 +44,21 @@ def _set_password(conn: sa.Connection, *, user_id: int, password: str, now: dt.d
         password_hash=security.hash_password(password), password_changed_at=now))
 
 
-def password_ok(conn: sa.Connection, *, user: User, password: str, client: throttle.Client, settings: Settings,
+def password_ok(store: Any, *, user: User, password: str, client: throttle.Client, settings: Settings,
                 now: dt.datetime) -> bool:
-    """Check the signed-in user's own password before a sensitive change, throttled like a sign-in
-    (a wrong one is recorded as a failure: commit before refusing)."""
-    throttle.check(conn, username=user.username, client=client, settings=settings, now=now)
-    ok = security.verify_password(_password_row(conn, user.id)["password_hash"], password)
-    if not ok:
-        throttle.record(conn, username=user.username, client=client, success=False, now=now)
+    """Check the signed-in user's own password before a sensitive change, throttled like a sign-in.
+
+    ``store``: the app's :class:`~oncosurg.web.db.WebStore`.  As for a sign-in, argon2 runs outside
+    any transaction; the throttle is checked again in the short write that records a wrong password
+    as a failure, so that attempts sent in parallel get no verdict beyond the allowance."""
+    with store.read() as conn:
+        throttle.check(conn, username=user.username, client=client, settings=settings, now=now)
+        password_hash = _password_row(conn, user.id)["password_hash"]
+    ok = security.verify_password(password_hash, password)
+    with store.write() as conn:
+        throttle.check(conn, username=user.username, client=client, settings=settings, now=now)
+        if not ok:
+            throttle.record(conn, username=user.username, client=client, success=False, now=now)
     return ok
 
 

@@ -231,22 +231,28 @@ def set_active(conn: sa.Connection, *, user_id: int, active: bool, actor: audit.
         conn.execute(sa.delete(t.web_session).where(t.web_session.c.user_id == user_id))
 
 
-def check_password(conn: sa.Connection, *, username: str, password: str, client: throttle.Client,
-                   settings: Settings, now: dt.datetime) -> tuple[int | None, bool]:
-    """First half of a sign-in, on a read connection: ``(user id or None, password right)``.
+def password_of(conn: sa.Connection, *, username: str, client: throttle.Client, settings: Settings,
+                now: dt.datetime) -> tuple[int | None, str | None]:
+    """First half of a sign-in, on a read connection: the active account's ``(id, password hash)``,
+    ``(None, None)`` when there is none.
 
-    Raises :class:`~oncosurg.web.errors.Throttled` (without checking the password) while this
-    (user name, client) pair must wait (:mod:`oncosurg.web.services.throttle`); never because of
-    another client's failures.  The argon2 check (about 0.1 s of CPU) runs here, outside any write
-    transaction, so that sign-ins never hold the registry's write lock; :func:`record_sign_in`
-    finishes the attempt.
+    Raises :class:`~oncosurg.web.errors.Throttled` while this (user name, client) pair must wait
+    (:mod:`oncosurg.web.services.throttle`); never because of another client's failures.  The
+    password itself is checked by :func:`check_password` after the connection is given back.
     """
     username = username[:64]
     throttle.check(conn, username=username, client=client, settings=settings, now=now)
     row = conn.execute(sa.select(t.app_user.c.id, t.app_user.c.password_hash)
                        .where(t.app_user.c.username == username, t.app_user.c.active.is_(True))).first()
-    ok = security.verify_password(row.password_hash if row else None, password)
-    return (int(row.id) if row else None), bool(ok and row is not None)
+    return (int(row.id), row.password_hash) if row else (None, None)
+
+
+def check_password(user_id: int | None, password_hash: str | None, password: str) -> bool:
+    """Second half: argon2 (about 0.1 s of CPU, a few at a time per process: :data:`security.HASHING`),
+    outside any transaction, so that sign-ins never hold the registry's write lock nor a connection
+    while they wait their turn; :func:`record_sign_in` finishes the attempt."""
+    ok = security.verify_password(password_hash, password)
+    return bool(ok and user_id is not None)
 
 
 def record_sign_in(conn: sa.Connection, *, username: str, user_id: int | None, ok: bool, client: throttle.Client,
@@ -255,7 +261,7 @@ def record_sign_in(conn: sa.Connection, *, username: str, user_id: int | None, o
 
     The throttle is checked again under a lock (SQLite's one writer; on PostgreSQL a transaction
     lock on the account name, so that a sign-in never waits for an import), so that attempts sent
-    in parallel (which all passed :func:`check_password`'s check) get no verdict beyond the pair's
+    in parallel (which all passed :func:`password_of`'s check) get no verdict beyond the pair's
     allowance: those the failures recorded meanwhile put over it raise
     :class:`~oncosurg.web.errors.Throttled`.
     Every attempt given a verdict is recorded; a user deactivated meanwhile is refused.
