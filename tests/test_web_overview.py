@@ -264,3 +264,62 @@ def test_a_cached_dashboard_reads_no_episodes(app: FastAPI) -> None:
     assert again["cached"] and not again["stale"] and again["pathway"] == first["pathway"]
     tables = ("therapy_line", "mdt_review", "liver_procedure", "contact")
     assert not [s for s in statements if any(f"FROM {name}" in s for name in tables)], statements
+
+
+def test_the_server_processes_share_the_dashboard(app: FastAPI, store_url: str, reference_csv: Path) -> None:
+    """Each worker process computed the dashboard itself (with 2 workers, a sixth of the server's CPU
+    under the web benchmark).  Two apps on one registry (two processes of one server) now compute each
+    result once: the second takes the first's when it was computed from the same registry, and when
+    both ask at once one waits for the other's."""
+    dm = Api(app, "dm")
+    staged = dm.client.post("/upload", files={"file": ("reference.csv", reference_csv.read_bytes(), "text/csv")},
+                            data={"centre": CENTRE, "mode": "insert", "csrf_token": dm.csrf}).json()
+    dm.post("/upload/confirm", {"token": staged["token"]})
+    other = make_app(store_url, today=fixed_today(TODAY), review_cycles=4, review_weeks=8, followup_overdue_months=6)
+    boards = (app.state.dashboard, other.state.dashboard)
+    try:
+        dm2 = Api(other, "dm")
+        first = dm.get("/dashboard.json").json()
+        second = dm2.get("/dashboard.json").json()
+        assert [b.computations for b in boards] == [1, 0] and boards[1].adopted == 1
+        assert second["results"] == first["results"] and second["computed_at"] == first["computed_at"]
+        assert second["curves"] == first["curves"] and second["stale"] is False
+        pk = dm.get("/patients.json").json()["patients"][0]["pk"]
+        for board in boards:
+            board.refresh_seconds = 0  # recompute before answering: only a result of this very registry is taken
+        assert dm.save(pk, "cetuximab", cetuximab_cycles="9").status_code == 200
+        assert dm.get("/dashboard.json").json()["stale"] is False
+        assert dm2.get("/dashboard.json").json()["stale"] is False
+        assert [b.computations for b in boards] == [2, 0] and boards[1].adopted == 2
+        assert dm.save(pk, "cetuximab", cetuximab_cycles="10").status_code == 200
+        bodies: list[dict] = []  # type: ignore[type-arg]
+        threads = [threading.Thread(target=lambda a=a: bodies.append(a.get("/dashboard.json").json()))
+                   for a in (dm, dm2, dm, dm2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(b.computations for b in boards) == 3 and len({b["computed_at"] for b in bodies}) == 1
+        expected = run_protocol(app.state.store.engine, load_protocol("rescue-cetuximab-2007"))
+        assert bodies[0]["results"]["endpoints"] == expected["endpoints"]
+    finally:
+        other.state.store.dispose()
+
+
+def test_shared_dashboard_files_are_private_and_signed(tmp_path: Path) -> None:
+    from oncosurg.web.services.dashboard import SharedResults
+
+    shared = SharedResults(tmp_path / "d", "the database's key", "sqlite:///r.db|p")
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
+    key = ("p", None)
+    shared.save(key, {"n": 1}, (1, 2, 3, "2024-06-03"), 5.0)
+    assert shared.load(key) == ({"n": 1}, (1, 2, 3, "2024-06-03"), 5.0)
+    assert SharedResults(tmp_path / "d", "another key", "sqlite:///r.db|p").load(key) is None  # other database
+    assert SharedResults(tmp_path / "d", "the database's key", "sqlite:///other.db|p").load(key) is None
+    path = next((tmp_path / "d").glob("*.json"))
+    path.write_bytes(path.read_bytes().replace(b'"n": 1', b'"n": 2'))  # written by someone without the key
+    assert shared.load(key) is None
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(PermissionError):
+        SharedResults(tmp_path / "open", "k", "i")

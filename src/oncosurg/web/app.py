@@ -23,7 +23,7 @@ from oncosurg.web.middleware import AccessLog, RequestGuard
 from oncosurg.web.models import ErrorBody
 from oncosurg.web.security import SecurityHeadersMiddleware, parse_networks
 from oncosurg.web.services.access import AccessRecorder
-from oncosurg.web.services.dashboard import Dashboard
+from oncosurg.web.services.dashboard import Dashboard, SharedResults
 from oncosurg.web.services.roster import Roster
 from oncosurg.web.services.users import secret_key
 from oncosurg.web.services.worklist import WorklistIndex, pathway_now
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
     app.state.secret = secret_key(store.write, configured=settings.secret_key)
     app.state.dashboard = Dashboard(
         settings.protocol, refresh_seconds=settings.dashboard_refresh_seconds, today=settings.today,
+        shared=SharedResults.default(app.state.secret, identity=f"{store.engine.url}|{settings.protocol}"),
         pathway=lambda conn, centres: pathway_now(conn, centres=centres, today=settings.today(),
                                                   review_weeks=settings.review_weeks))
     app.state.trusted = trusted

@@ -16,18 +16,32 @@ is started in the background, at most once per ``refresh_seconds`` per centre se
 of edits the protocol runs twice a minute, not once per request (``refresh_seconds = 0`` recomputes
 before answering, one request at a time per centre set).  Only the very first request for a centre
 set waits for its computation; :meth:`Dashboard.warm` starts the all-centre one with the server.
+
+The server's worker processes share their results (:class:`SharedResults`: a file per key in a
+private directory, one computation at a time per key under a file lock, each file signed with the
+database's secret key): a process about to recompute first takes a result another process computed
+from the same registry, or less than ``refresh_seconds`` ago, so the protocol runs at most once per
+interval for all workers together (with 2 workers each recomputed: a sixth of the server's CPU
+under the web benchmark).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +79,67 @@ def fingerprint(conn: sa.Connection) -> tuple[Any, ...]:
 log = logging.getLogger("oncosurg.web.dashboard")
 
 
+class SharedResults:
+    """Dashboard results shared by the server's processes: one JSON file per key in ``directory``
+    (created private to this user; a directory others may write is refused), written whole
+    (temporary file, then rename) and signed with ``secret`` (HMAC-SHA256: a file not written by a
+    process holding the database's key is ignored).  :meth:`turn` is a lock file per key (``flock``),
+    so that processes compute a key one at a time and the later ones find the earlier's result."""
+
+    def __init__(self, directory: Path, secret: str, identity: str) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise PermissionError(f"{directory}: not a private directory of this user")
+        self.directory, self._secret, self._identity = directory, secret.encode(), identity
+
+    @classmethod
+    def default(cls, secret: str, identity: str) -> SharedResults | None:
+        """In the system's temporary directory; ``None`` where files cannot be locked (no ``fcntl``)."""
+        try:
+            import fcntl  # noqa: F401 - POSIX only
+            return cls(Path(tempfile.gettempdir()) / f"oncosurg-{os.getuid()}" / "dashboard", secret, identity)
+        except (ImportError, OSError) as exc:
+            log.warning("dashboard results are not shared between processes: %s", exc)
+            return None
+
+    def _path(self, key: tuple[Any, ...], suffix: str) -> Path:
+        name = hmac.new(self._secret, f"{self._identity}|{key!r}".encode(), hashlib.sha256).hexdigest()[:40]
+        return self.directory / (name + suffix)
+
+    @contextlib.contextmanager
+    def turn(self, key: tuple[Any, ...]) -> Iterator[None]:
+        import fcntl
+
+        with open(self._path(key, ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load(self, key: tuple[Any, ...]) -> tuple[dict[str, Any], tuple[Any, ...], float] | None:
+        """(result, fingerprint, wall-clock start of its computation), or ``None``."""
+        try:
+            signature, _, body = self._path(key, ".json").read_bytes().partition(b"\n")
+        except OSError:
+            return None
+        if not hmac.compare_digest(signature.decode(errors="replace"), self._sign(body)):
+            return None
+        data = json.loads(body)
+        return data["result"], tuple(data["fingerprint"]), float(data["started"])
+
+    def save(self, key: tuple[Any, ...], result: dict[str, Any], fp: tuple[Any, ...], started: float) -> None:
+        body = json.dumps({"result": result, "fingerprint": list(fp), "started": started}).encode()
+        path = self._path(key, ".json")
+        with tempfile.NamedTemporaryFile(dir=self.directory, delete=False, suffix=".tmp") as handle:
+            handle.write(self._sign(body).encode() + b"\n" + body)
+        os.replace(handle.name, path)
+
+    def _sign(self, body: bytes) -> str:
+        return hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+
+
 @dataclass(slots=True)
 class _Entry:
     """The last result for one (protocol, centres) key and its refresh state."""
@@ -81,8 +156,9 @@ class Dashboard:
 
     def __init__(self, protocol_ref: str, *, size: int = 64, refresh_seconds: float = 30.0,
                  pathway: Callable[[sa.Connection, list[str] | None], dict[str, Any]] | None = None,
-                 today: Callable[[], dt.date] = dt.date.today) -> None:
+                 today: Callable[[], dt.date] = dt.date.today, shared: SharedResults | None = None) -> None:
         self.protocol_ref = protocol_ref
+        self.shared = shared  # results shared with the server's other processes
         self.pathway = pathway  # the pathway today of some centres (None: all), computed with the protocol
         self.today = today
         self.refresh_seconds = refresh_seconds
@@ -93,6 +169,7 @@ class Dashboard:
         self._lock = threading.Lock()
         self._background = threading.Semaphore(1)  # background recomputations run one at a time
         self.computations = 0  # how many times the protocol ran (tests, benchmarks)
+        self.adopted = 0  # how many results were taken from another process (tests)
 
     @property
     def protocol(self) -> Protocol | None:
@@ -113,7 +190,7 @@ class Dashboard:
             allowed = visible_centres(conn, user=user)
             if centre and centre not in allowed:
                 raise Forbidden(f"centre '{centre}' is not granted to you")
-            now_fp = (*fingerprint(conn), self.today())
+            now_fp = (*fingerprint(conn), self.today().isoformat())
         centres = [centre] if centre else allowed
         restricted = bool(centre) or not user.all_centres
         base = {"centres": centres, "all_centres": not restricted, "available_centres": allowed,
@@ -135,7 +212,7 @@ class Dashboard:
         def run() -> None:
             try:
                 with engine.connect() as conn:
-                    now_fp = (*fingerprint(conn), self.today())
+                    now_fp = (*fingerprint(conn), self.today().isoformat())
                 self._serve(engine, (protocol.id, None), now_fp, protocol, None)
             except Exception:  # a failed warm-up only means the first request computes
                 log.exception("dashboard warm-up failed")
@@ -159,7 +236,7 @@ class Dashboard:
         entry = self._entry(key)
 
         def run() -> None:
-            self._run(engine, entry, protocol, centres)
+            self._run(engine, key, entry, protocol, centres)
 
         snapshot = entry.snapshot
         if snapshot is not None and snapshot[1] == now_fp:
@@ -173,7 +250,7 @@ class Dashboard:
                 return snapshot[0] | {"cached": True, "stale": False}
             run()
             assert entry.snapshot is not None
-            return entry.snapshot[0] | {"cached": False, "stale": False}
+            return entry.snapshot[0] | {"cached": False, "stale": entry.snapshot[1] != now_fp}
 
     def _schedule(self, entry: _Entry, run: Callable[[], None]) -> None:
         """One background refresh, no earlier than ``refresh_seconds`` after the last computation started."""
@@ -196,16 +273,43 @@ class Dashboard:
         timer.daemon = True
         timer.start()
 
-    def _run(self, engine: sa.Engine, entry: _Entry, protocol: Protocol, centres: list[str] | None) -> None:
-        """Run the protocol on the registry as it is now (the caller holds ``entry.lock``): one
-        connection, the analysis view materialised once for the endpoints and the curves."""
+    def _run(self, engine: sa.Engine, key: tuple[Any, ...], entry: _Entry, protocol: Protocol,
+             centres: list[str] | None) -> None:
+        """The result for the registry as it is now (the caller holds ``entry.lock``): another
+        process's (:class:`SharedResults`) when it is of this registry or recent enough, else computed."""
+        if self.shared is None:
+            self._compute(engine, entry, protocol, centres)
+            return
+        with self.shared.turn(key):
+            with engine.connect() as conn:
+                now_fp = (*fingerprint(conn), self.today().isoformat())
+            found = self.shared.load(key)
+            if found is not None:
+                result, fp, started = found
+                age = time.time() - started
+                if fp == now_fp or 0 <= age < self.refresh_seconds:
+                    entry.started = time.monotonic() - age  # the next refresh counts from its computation
+                    entry.snapshot = (result, fp)
+                    self.adopted += 1
+                    return
+            started = time.time()
+            self._compute(engine, entry, protocol, centres)
+            assert entry.snapshot is not None
+            try:
+                self.shared.save(key, entry.snapshot[0], entry.snapshot[1], started)
+            except OSError as exc:  # the other processes compute their own
+                log.warning("dashboard result not shared: %s", exc)
+
+    def _compute(self, engine: sa.Engine, entry: _Entry, protocol: Protocol, centres: list[str] | None) -> None:
+        """Run the protocol on the registry as it is now: one connection, the analysis view
+        materialised once for the endpoints and the curves."""
         from oncosurg.protocol.engine import compile_protocol, evaluate
         from oncosurg.protocol.materialize import materialized
 
         entry.started = time.monotonic()
         effective = restrict(protocol, centres) if centres is not None else protocol
         with engine.connect() as conn:
-            now_fp = (*fingerprint(conn), self.today())  # read first: a change meanwhile triggers another refresh
+            now_fp = (*fingerprint(conn), self.today().isoformat())  # read first: a change meanwhile refreshes again
             pathway = None if self.pathway is None else self.pathway(conn, centres)
             conn.rollback()
             with materialized(conn, compile_protocol(effective)) as cp:
