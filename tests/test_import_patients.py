@@ -207,3 +207,73 @@ def audit_state_dumps(state: object) -> str:
     from oncosurg.store.audit_state import dumps
 
     return dumps(state)
+
+
+@pytest.mark.postgres
+def test_new_patients_go_in_before_the_chain_is_locked_on_postgresql(postgres_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL: web edits lock the audit chain's head first.  An import of new patients only now
+    inserts them before it locks the head (with its first audit row), so edits need not wait while it
+    inserts (10,000 new patients: edits waited 3.6 s, ``benchmarks/bench_locks.py``).  An import that
+    changes registered patients still locks it first (a deadlock with an edit of the same patient)."""
+    from oncosurg.store import repository
+    from oncosurg.store.engine import open_store
+
+    engine = open_store(postgres_server.create_database("late_head_lock"))
+    probe = sa.create_engine(engine.url)
+    free: list[bool] = []
+
+    def head_is_free() -> None:
+        with probe.connect() as conn:
+            try:
+                conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE NOWAIT")
+                free.append(True)
+            except sa.exc.OperationalError:
+                free.append(False)
+            conn.rollback()
+
+    real_insert, real_write = repository.insert_records, repository.write_plans
+
+    def insert(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real_insert(*args, **kwargs)
+        head_is_free()  # the new patients are in, not yet audited
+        return out
+
+    def write(conn, writes, **kwargs):  # type: ignore[no-untyped-def]
+        if writes:
+            head_is_free()
+        return real_write(conn, writes, **kwargs)
+
+    monkeypatch.setattr(repository, "insert_records", insert)
+    monkeypatch.setattr(repository, "write_plans", write)
+    try:
+        assert _import(engine, random_registry(30, seed=9)).created == 30  # import_patients: its own path
+        from oncosurg.ingest.csv import parse_registry_csv
+        from oncosurg.store.repository import import_records
+
+        with engine.connect() as conn:
+            rows = list(iter_records(conn))
+        import csv
+        import io
+
+        from oncosurg.export import cell_text
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({c: cell_text(v) for c, v in r.items()} for r in rows)
+        text = buffer.getvalue()
+        parsed = parse_registry_csv(text.replace("RND-", "NEW-").encode(), source="new.csv")
+        assert not parsed.issues, parsed.issues[:3]
+        free.clear()
+        created = import_records(engine, parsed.records, source="new.csv", sha256=parsed.sha256, rows=parsed.rows)
+        assert created.created == len(rows) and free == [True]
+        changed = parse_registry_csv(text.replace(",in_house,", ",referred,").encode(), source="update.csv")
+        free.clear()
+        updated = import_records(engine, changed.records, source="update.csv", sha256=changed.sha256,
+                                 rows=changed.rows, options=ImportOptions(update=True))
+        assert updated.updated and free == [False]
+        with engine.connect() as conn:
+            assert audit.verify(conn).ok
+    finally:
+        probe.dispose()
+        engine.dispose()

@@ -97,18 +97,27 @@ def begin_immediate(conn: sa.Connection, *, wait: float = WRITE_WAIT_SECONDS) ->
 
 
 @contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+def write_transaction(engine: sa.Engine, *, lock_first: bool = True) -> Iterator[sa.Connection]:
     """One write transaction on a connection of ``engine``; commits on success, rolls back on any
     exception.  The writers' lock is taken first: on SQLite the database's (:func:`begin_immediate`),
     on PostgreSQL the audit chain's head row, as every writer of the web app does
     (:class:`oncosurg.web.db.WebStore`).  Taken last (by the first audit row), it made an import that
-    had updated rows and a web edit waiting for one of them deadlock."""
+    had updated rows and a web edit waiting for one of them deadlock.
+
+    ``lock_first=False`` (PostgreSQL only) leaves the head row to the first audit row: for a
+    transaction that only inserts new rows, which no other writer can be waiting for, so that web
+    edits do not wait while it inserts (10,000 new patients: 3.6 s)."""
     with engine.connect() as conn, conn.begin():
         if engine.dialect.name == "sqlite":
             begin_immediate(conn)
-        elif engine.dialect.name == "postgresql":
+        elif engine.dialect.name == "postgresql" and lock_first:
             conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
         yield conn
+
+
+def is_conflict(exc: sa.exc.DBAPIError) -> bool:
+    """A PostgreSQL deadlock or unique violation: another writer took the same key meanwhile."""
+    return getattr(exc.orig, "sqlstate", None) in ("40P01", "23505")
 
 
 #: Patients an import must create or change before PostgreSQL's statistics are refreshed after it.

@@ -63,7 +63,7 @@ from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS,
 from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
 from oncosurg.store.audit_state import snapshot
-from oncosurg.store.engine import refresh_statistics, write_transaction
+from oncosurg.store.engine import StoreBusy, is_conflict, refresh_statistics, write_transaction
 from oncosurg.store.episode_tables import PARENT_REFS
 from oncosurg.store.episodes import DeferredUpdates, apply_update, insert_records, stored_ids
 from oncosurg.store.episodes import read_records as read_patient_records
@@ -304,15 +304,26 @@ def import_records(
     if plan.issues or not (plan.creates or plan.updates):
         return result  # nothing written
     created = _new_records(plan.creates)  # built before the write lock (10,000 new patients: 0.5 s)
-    with write_transaction(engine) as conn:
-        stale = _stale(conn, plan)
-        if stale:  # patients edited or registered meanwhile: plan them again, under the lock
-            plan = _replanned(conn, plan, stale, options)
-            result.issues, result.unchanged = plan.issues, plan.unchanged
-            if plan.issues or not (plan.creates or plan.updates):
-                return result
-        _write_plan(conn, plan, result, options=options, actor=actor, source=source, sha256=sha256, rows=rows,
-                    create_note=create_note, update_note=update_note, created=created)
+    # PostgreSQL, new patients only: the rows go in before the chain's head is locked (by the first
+    # audit row); a patient registered meanwhile under one of the file's ids stops the import (unique key)
+    late = engine.dialect.name == "postgresql" and not plan.updates
+    try:
+        with write_transaction(engine, lock_first=not late) as conn:
+            stale = _stale(conn, plan)
+            if stale:  # patients edited or registered meanwhile: plan them again, under the lock
+                plan = _replanned(conn, plan, stale, options)
+                result.issues, result.unchanged = plan.issues, plan.unchanged
+                if plan.issues or not (plan.creates or plan.updates):
+                    return result
+            if late and plan.updates:  # with --update --allow-new, a patient registered meanwhile became an update
+                conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
+            _write_plan(conn, plan, result, options=options, actor=actor, source=source, sha256=sha256, rows=rows,
+                        create_note=create_note, update_note=update_note, created=created)
+    except sa.exc.DBAPIError as exc:
+        if late and is_conflict(exc):
+            raise StoreBusy("a patient of the file was registered by someone else meanwhile; nothing was "
+                            "imported: import again to see which") from exc
+        raise
     refresh_statistics(engine, result.created + result.updated)
     return result
 

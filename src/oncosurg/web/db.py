@@ -95,6 +95,11 @@ class WebStore:
                     yield conn
         except StoreBusy as exc:
             raise Busy(f"the registry is busy with a large import; nothing was saved, try again ({exc})") from exc
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "40P01":
+                raise
+            raise Busy("another writer took the same record at the same time (PostgreSQL ended this write to "
+                       "break the deadlock); nothing was saved, try again") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
