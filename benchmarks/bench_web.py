@@ -338,6 +338,20 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> bool:
     return met
 
 
+def machine_speed(repeat: int = 5) -> float:
+    """Seconds for one CPU to add up 10 million integers in a Python loop (median of ``repeat``): the
+    targets are absolute times, so runs on different machines are compared through this figure (1.2-1.9 s
+    on the 2-core machine of session 20, which served about a third of the requests per second of the
+    machine of session 19 with the same code)."""
+    times = []
+    for _ in range(repeat):
+        start, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
@@ -352,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.patients, args.clients, args.seconds, args.runs = 1000, 10, 15.0, 1
     random.seed(20240601)
+    speed = machine_speed()
+    print(f"machine speed: {speed} s for 10 million additions in a Python loop (one CPU)", flush=True)
     results: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="oncosurg-bench-web-"))
     try:
@@ -369,9 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     met = report(results, args)
+    print(f"machine speed: {speed} s for 10 million additions in a Python loop (one CPU; absolute latencies "
+          "scale with it)")
     if args.json:
         args.json.write_text(json.dumps({"patients": args.patients, "clients": args.clients, "workers": args.workers,
                                          "seconds": args.seconds, "cpus": os.cpu_count(), "targets_met": met,
+                                         "machine_speed_s": speed,
                                          "results": results}, indent=2))
     return 0
 
