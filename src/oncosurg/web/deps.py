@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 
 from oncosurg import __version__
 from oncosurg.report.terminal import format_estimate
-from oncosurg.web import security
+from oncosurg.web import field_html, security
 from oncosurg.web.db import WebStore
 from oncosurg.web.errors import Forbidden, Invalid, NotSignedIn
 from oncosurg.web.services import throttle, users
@@ -36,6 +36,7 @@ T = TypeVar("T")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 TEMPLATES.env.auto_reload = False  # templates ship with the package: no stat() of each one per page
 TEMPLATES.env.globals["version"] = __version__
+TEMPLATES.env.globals["field"] = field_html.field  # a form field (was a macro: most of a patient page's rendering)
 TEMPLATES.env.filters["estimate"] = format_estimate
 
 

@@ -1,0 +1,66 @@
+"""The form field drawn in Python (``oncosurg.web.field_html``) is the Jinja macro it replaced,
+character for character, for every widget, read-only values, errors, missing keys and markup."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import jinja2
+import pytest
+
+from oncosurg.web.field_html import field
+
+#: The macro of ``_form.html`` before it became a function (session 20), verbatim.
+MACRO = """{% macro field(row, readonly=False) -%}
+{% set fid = row.id or ('f-' ~ row.name) %}
+<div class="field{% if row.errors %} has-error{% endif %}">
+  <label for="{{ fid }}">{{ row.label }}{% if row.required %} <abbr title="required">*</abbr>{% endif %}</label>
+  {% if readonly %}
+    <span class="value" id="{{ fid }}">{{ row.value or '—' }}</span>
+  {% elif row.widget == 'select' %}
+    <select id="{{ fid }}" name="{{ row.name }}"{% if row.autofocus %} autofocus{% endif %}>
+      <option value=""{% if not row.value %} selected{% endif %}>—</option>
+      {% for c in row.choices %}<option value="{{ c }}"{% if row.value == c %} selected{% endif %}>{{ c }}</option>{% endfor %}
+    </select>
+  {% elif row.widget == 'textarea' %}
+    <textarea id="{{ fid }}" name="{{ row.name }}" rows="2"{% if row.autofocus %} autofocus{% endif %}>{{ row.value }}</textarea>
+  {% elif row.widget == 'date' %}
+    <input id="{{ fid }}" type="date" name="{{ row.name }}" value="{{ row.value }}"{% if row.autofocus %} autofocus{% endif %}>
+  {% elif row.widget == 'number' %}
+    <input id="{{ fid }}" type="text" inputmode="decimal" name="{{ row.name }}" value="{{ row.value }}"{% if row.autofocus %} autofocus{% endif %}>
+  {% else %}
+    <input id="{{ fid }}" type="text" name="{{ row.name }}" value="{{ row.value }}"{% if row.autofocus %} autofocus{% endif %}>
+  {% endif %}
+  <small class="help">{{ row.help }}</small>
+  {% for e in row.errors %}<p class="error" data-field="{{ row.name }}" data-code="{{ e.code }}">{{ e.message }}{% if e.hint %} — {{ e.hint }}{% endif %}{% if e.code %} <code>{{ e.code }}</code>{% endif %}</p>{% endfor %}
+</div>
+{%- endmacro %}{{ field(row, readonly=readonly) }}"""
+
+REFERENCE = jinja2.Environment(autoescape=True).from_string(MACRO)
+
+ERRORS: list[list[dict[str, Any]]] = [
+    [],
+    [{"code": "V301", "message": "must be a date", "hint": "write YYYY-MM-DD", "column": "x"}],
+    [{"message": "<b>bad</b> & worse"}, {"code": "", "message": "m", "hint": None}, {"code": "E1", "message": None}],
+]
+VALUES: list[Any] = ["", "yes", "no", "2024-06-03", "12.5", None, "<script>alert('x')</script> & \"q\"", 0, 7]
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows = []
+    for widget, value, errors, extra in itertools.product(
+            ("select", "textarea", "date", "number", "text", None), VALUES, ERRORS,
+            ({}, {"required": True, "autofocus": True}, {"id": "custom-<id>"})):
+        rows.append({"name": "steatosis_pct", "label": "steatosis <pct>", "widget": widget,
+                     "choices": ("yes", "no", "a&b", 7), "value": value, "help": "a number (%)",
+                     "errors": errors, **extra})
+    rows.append({"name": "bare"})  # every other key missing
+    rows.append({"label": "no name", "help": None, "value": "v", "widget": "select"})
+    return rows
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_the_field_function_draws_what_the_macro_drew(readonly: bool) -> None:
+    for row in _rows():
+        assert str(field(row, readonly=readonly)) == REFERENCE.render(row=row, readonly=readonly), row
