@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - the original macro is kept verbatim, long lines included
 """The form field drawn in Python (``oncosurg.web.field_html``) is the Jinja macro it replaced,
 character for character, for every widget, read-only values, errors, missing keys and markup."""
 

@@ -323,3 +323,9 @@ def test_shared_dashboard_files_are_private_and_signed(tmp_path: Path) -> None:
     (tmp_path / "open").chmod(0o777)
     with pytest.raises(PermissionError):
         SharedResults(tmp_path / "open", "k", "i")
+    with pytest.raises(PermissionError):  # a private directory inside one others may write (and swap)
+        SharedResults(tmp_path / "open" / "dashboard", "k", "i")
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(PermissionError):
+        SharedResults(tmp_path / "link", "k", "i")

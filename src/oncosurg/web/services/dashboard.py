@@ -87,10 +87,12 @@ class SharedResults:
     so that processes compute a key one at a time and the later ones find the earlier's result."""
 
     def __init__(self, directory: Path, secret: str, identity: str) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = directory.stat()
-        if info.st_uid != os.getuid() or info.st_mode & 0o022:
-            raise PermissionError(f"{directory}: not a private directory of this user")
+        directory.parent.mkdir(mode=0o700, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        for folder in (directory.parent, directory):  # nobody else may swap the directory or write in it
+            info = folder.lstat()
+            if folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o022:
+                raise PermissionError(f"{folder}: not a private directory of this user")
         self.directory, self._secret, self._identity = directory, secret.encode(), identity
 
     @classmethod
