@@ -316,6 +316,14 @@ def test_shared_dashboard_files_are_private_and_signed(tmp_path: Path) -> None:
     assert shared.load(key) == ({"n": 1}, (1, 2, 3, "2024-06-03"), 5.0)
     assert SharedResults(tmp_path / "d", "another key", "sqlite:///r.db|p").load(key) is None  # other database
     assert SharedResults(tmp_path / "d", "the database's key", "sqlite:///other.db|p").load(key) is None
+    import os
+    import time as clock
+
+    old = tmp_path / "d" / "gone-registry.json"
+    old.write_text("{}")
+    os.utime(old, (clock.time() - 8 * 86400,) * 2)
+    SharedResults(tmp_path / "d", "the database's key", "sqlite:///r.db|p")  # a server starting
+    assert not old.exists() and shared.load(key) is not None  # files of a week ago go, recent ones stay
     path = next((tmp_path / "d").glob("*.json"))
     path.write_bytes(path.read_bytes().replace(b'"n": 1', b'"n": 2'))  # written by someone without the key
     assert shared.load(key) is None

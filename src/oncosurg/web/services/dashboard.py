@@ -86,6 +86,9 @@ class SharedResults:
     process holding the database's key is ignored).  :meth:`turn` is a lock file per key (``flock``),
     so that processes compute a key one at a time and the later ones find the earlier's result."""
 
+    #: Files untouched this long are removed when a server starts (registries gone, old centre sets).
+    KEEP_DAYS = 7
+
     def __init__(self, directory: Path, secret: str, identity: str) -> None:
         directory.parent.mkdir(mode=0o700, exist_ok=True)
         directory.mkdir(mode=0o700, exist_ok=True)
@@ -94,6 +97,16 @@ class SharedResults:
             if folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o022:
                 raise PermissionError(f"{folder}: not a private directory of this user")
         self.directory, self._secret, self._identity = directory, secret.encode(), identity
+        self._forget(older_than=time.time() - self.KEEP_DAYS * 86400)
+
+    def _forget(self, *, older_than: float) -> None:
+        """Remove old files (a lock file removed while in use only lets two processes compute once each)."""
+        for path in self.directory.iterdir():
+            try:
+                if path.suffix in (".json", ".lock", ".tmp") and path.lstat().st_mtime < older_than:
+                    path.unlink()
+            except OSError:
+                continue
 
     @classmethod
     def default(cls, secret: str, identity: str) -> SharedResults | None:
