@@ -111,13 +111,23 @@ def write_transaction(engine: sa.Engine, *, lock_first: bool = True) -> Iterator
         if engine.dialect.name == "sqlite":
             begin_immediate(conn)
         elif engine.dialect.name == "postgresql" and lock_first:
-            conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
+            lock_audit_head(conn)
         yield conn
+
+
+def lock_audit_head(conn: sa.Connection) -> None:
+    """PostgreSQL: the writers' lock, the audit chain's head row (until the transaction ends)."""
+    conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
+
+
+def is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL ended this transaction to break a deadlock."""
+    return getattr(exc.orig, "sqlstate", None) == "40P01"
 
 
 def is_conflict(exc: sa.exc.DBAPIError) -> bool:
     """A PostgreSQL deadlock or unique violation: another writer took the same key meanwhile."""
-    return getattr(exc.orig, "sqlstate", None) in ("40P01", "23505")
+    return is_deadlock(exc) or getattr(exc.orig, "sqlstate", None) == "23505"
 
 
 #: Patients an import must create or change before PostgreSQL's statistics are refreshed after it.

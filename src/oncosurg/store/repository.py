@@ -63,7 +63,7 @@ from oncosurg.schema import COLUMNS, DEFAULT_CENTRE, DEFAULT_POSTOP_WINDOW_DAYS,
 from oncosurg.store import audit, audit_state
 from oncosurg.store import tables as t
 from oncosurg.store.audit_state import snapshot
-from oncosurg.store.engine import StoreBusy, is_conflict, refresh_statistics, write_transaction
+from oncosurg.store.engine import StoreBusy, is_conflict, lock_audit_head, refresh_statistics, write_transaction
 from oncosurg.store.episode_tables import PARENT_REFS
 from oncosurg.store.episodes import DeferredUpdates, apply_update, insert_records, stored_ids
 from oncosurg.store.episodes import read_records as read_patient_records
@@ -316,7 +316,7 @@ def import_records(
                 if plan.issues or not (plan.creates or plan.updates):
                     return result
             if late and plan.updates:  # with --update --allow-new, a patient registered meanwhile became an update
-                conn.exec_driver_sql("SELECT id FROM audit_head WHERE id = 1 FOR UPDATE")
+                lock_audit_head(conn)
             _write_plan(conn, plan, result, options=options, actor=actor, source=source, sha256=sha256, rows=rows,
                         create_note=create_note, update_note=update_note, created=created)
     except sa.exc.DBAPIError as exc:

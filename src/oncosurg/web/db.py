@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
-from oncosurg.store.engine import BUSY_TIMEOUT_MS, StoreBusy, begin_immediate, open_store
+from oncosurg.store.engine import BUSY_TIMEOUT_MS, StoreBusy, begin_immediate, is_deadlock, open_store
 from oncosurg.web.errors import Busy
 
 
@@ -96,7 +96,7 @@ class WebStore:
         except StoreBusy as exc:
             raise Busy(f"the registry is busy with a large import; nothing was saved, try again ({exc})") from exc
         except sa.exc.OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "40P01":
+            if not is_deadlock(exc):
                 raise
             raise Busy("another writer took the same record at the same time (PostgreSQL ended this write to "
                        "break the deadlock); nothing was saved, try again") from exc
