@@ -9,14 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from oncosurg.protocol.engine import run_protocol
 from oncosurg.protocol.model import load_protocol
 from oncosurg.reference import CENTRE
+from oncosurg.store import tables as t
 from oncosurg.web.services.dashboard import restrict
 from oncosurg.web.services.roster import Roster
-from oncosurg.web.services.worklist import WorklistIndex
+from oncosurg.web.services.users import load_user
+from oncosurg.web.services.worklist import WorklistIndex, worklist
 from web_helpers import CENTRE_A, CENTRE_B, Api, add_user, fixed_today, make_app, verify_chain
 
 TODAY = dt.date(2024, 6, 3)
@@ -33,6 +36,10 @@ def app(store_url: str) -> Iterator[FastAPI]:
         index = app.state.worklist_index
         if index.rebuilds:
             assert index.work(conn, TODAY) == WorklistIndex().work(conn, TODAY)
+            for user in (load_user(conn, user_id=uid) for uid in conn.execute(sa.select(t.app_user.c.id)).scalars()):
+                rules = {"user": user, "today": TODAY, "review_cycles": 4, "review_weeks": 8,
+                         "followup_overdue_months": 6}  # kept section by section = derived now
+                assert worklist(conn, **rules, index=index) == worklist(conn, **rules)
         assert app.state.roster.patients(conn) == Roster().patients(conn)
     app.state.store.dispose()
 
@@ -121,6 +128,56 @@ def test_overdue_follow_up(app: FastAPI) -> None:
     assert body["followup_overdue"][0]["months_since"] == 7.1
     dm.save(old, "follow_up", last_contact_date="2024-06-01")
     assert dm.get("/worklist.json").json()["followup_overdue_total"] == 0
+
+
+def test_the_worklist_kept_patient_by_patient_equals_one_derived_from_scratch(app: FastAPI) -> None:
+    """The index keeps each patient's worklist entries and the sections' order, changing only the
+    patients an edit named; after every edit the worklist equals one derived from every patient now."""
+    import random
+
+    dm = Api(app, "dm")
+    rng = random.Random(11)
+
+    def day(weeks: int) -> str:
+        return str(TODAY - dt.timedelta(weeks=weeks))
+
+    starts = [rng.randint(2, 70) for _ in range(14)]
+    pks = [dm.register(patient_id=f"W-{i:02d}", centre=rng.choice((CENTRE_A, CENTRE_B, CENTRE)),
+                       cetuximab_start=day(start), cetuximab_cycles=str(rng.randint(0, 8)),
+                       last_contact_date=day(rng.randint(0, start))) for i, start in enumerate(starts)]
+    start_of = dict(zip(pks, starts, strict=True))
+    index = app.state.worklist_index
+
+    def agrees() -> None:
+        served = dm.get("/worklist.json").json()
+        with app.state.store.read() as conn:
+            user = load_user(conn, user_id=dm.user["id"])
+            fresh = worklist(conn, user=user, today=TODAY, review_cycles=4, review_weeks=8, followup_overdue_months=6,
+                             limit=100)
+        assert served == fresh
+
+    agrees()
+    for _ in range(24):
+        pk, action = rng.choice(pks), rng.randrange(5)
+        if action == 0:
+            response = dm.save(pk, "cetuximab", cetuximab_cycles=str(rng.randint(0, 12)))
+        elif action == 1:
+            decision = rng.choice(("unresectable_continue", "potentially_resectable", "resectable",
+                                   "unresectable_stop"))
+            response = dm.post(f"/patients/{pk}/reviews", {"review_date": day(rng.randint(0, start_of[pk])),
+                                                           "decision": decision})
+        elif action == 2:
+            response = dm.save(pk, "follow_up", last_contact_date=day(rng.randint(0, start_of[pk])))
+        elif action == 3:
+            response = dm.add(pk, "response_assessment", assessment_date=day(rng.randint(0, start_of[pk])),
+                              category=rng.choice(("PR", "SD")), line_number="3")
+        else:
+            version = dm.patient(pk)["version"]
+            response = dm.post(f"/patients/{pk}/delete", {"version": str(version), "reason": "test"})
+            pks.remove(pk)
+        assert response.status_code in (200, 201), response.text
+        agrees()
+    assert index.rebuilds == 1 and index.updates >= 20, "each edit re-derived only its patient"
 
 
 def test_worklist_respects_centre_grants(app: FastAPI) -> None:

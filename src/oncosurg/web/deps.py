@@ -62,11 +62,11 @@ def lookup_session(store: WebStore, settings: Settings, token: str) -> tuple[use
     to be moved on (:func:`touch`, at most once a minute)."""
     now = settings.now()
     with store.read() as conn:
-        row = users.session_row(conn, token=token, now=now, idle_minutes=settings.session_idle_minutes)
-        if row is None or row["pending"]:
-            return None, False
-        user = users.load_user(conn, user_id=int(row["user_id"]))
-    return user, user is not None and users.needs_touch(row, now)
+        found = users.live_session(conn, token=token, now=now, idle_minutes=settings.session_idle_minutes)
+    if found is None or found[1] is None:
+        return None, False
+    row, user = found
+    return user, users.needs_touch(row, now)
 
 
 def touch(store: WebStore, settings: Settings, token: str) -> None:

@@ -12,6 +12,7 @@ living patient's last contact is older than ``followup_overdue_months``.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
@@ -87,17 +88,76 @@ class Work:
     follow: tuple[Any, ...] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The worklist's settings for one day."""
+
+    today: dt.date
+    review_cycles: int
+    review_weeks: int
+    review_horizon_weeks: int
+    followup_overdue_months: int
+
+
+SECTIONS = ("review_due", "awaiting_surgery", "status_unknown", "followup_overdue")
+#: One patient's place in a section: (sort key, pk, centre, item); (sort key, pk) is unique.
+Entry = tuple[tuple[Any, ...], int, str, dict[str, Any]]
+
+
 class WorklistIndex(AuditFollower[Work]):
     """Every patient's :class:`Work` for one date (the current line depends on it), kept current from
     the audit trail like the patient list's roster: a worklist request reads only what changed since
-    the last one (the registry-wide queries cost 26 ms per request at 10,000 patients)."""
+    the last one (the registry-wide queries cost 26 ms per request at 10,000 patients).
+
+    Each patient's worklist entries (:func:`_entries`) and the sections' order are kept too, updated
+    for the patients that changed: a request then only picks the reader's centres and the first rows
+    (classifying 10,000 patients per request cost 16 ms)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._some: dict[dt.date, tuple[sa.Select, ...]] = {}
+        self._rules: Rules | None = None
+        self._dirty: set[int] | None = None  # patients changed since the sections were derived (None: all)
+        self._entries: dict[int, list[tuple[str, Entry]]] = {}
+        self._sections: dict[str, list[Entry]] = {name: [] for name in SECTIONS}
 
     def work(self, conn: sa.Connection, today: dt.date) -> dict[int, Work]:
         return self.current(conn, today)
+
+    def sections(self, conn: sa.Connection, rules: Rules) -> dict[str, list[Entry]]:
+        """Each section's entries of every patient, in display order, current as of ``conn``'s
+        snapshot or newer.  Do not modify them."""
+        self.current(conn, rules.today)
+        with self._lock:
+            if rules != self._rules or self._dirty is None:
+                self._entries = {pk: _entries(work, rules) for pk, work in self._values.items()}
+                grouped: dict[str, list[Entry]] = {name: [] for name in SECTIONS}
+                for entries in self._entries.values():
+                    for name, entry in entries:
+                        grouped[name].append(entry)
+                self._sections = {name: sorted(rows, key=_order) for name, rows in grouped.items()}
+            elif self._dirty:
+                entries_of, sections = dict(self._entries), {}  # new containers: requests keep the ones they got
+                for pk in self._dirty:
+                    work = self._values.get(pk)
+                    for name, entry in entries_of.pop(pk, []):
+                        rows = sections.setdefault(name, list(self._sections[name]))
+                        del rows[bisect.bisect_left(rows, _order(entry), key=_order)]
+                    fresh = [] if work is None else _entries(work, rules)
+                    for name, entry in fresh:
+                        bisect.insort(sections.setdefault(name, list(self._sections[name])), entry, key=_order)
+                    if fresh:
+                        entries_of[pk] = fresh
+                self._entries, self._sections = entries_of, self._sections | sections
+            self._rules, self._dirty = rules, set()
+            return self._sections
+
+    def _changed_all(self) -> None:
+        self._dirty = None
+
+    def _changed_some(self, before: dict[int, Work | None]) -> None:
+        if self._dirty is not None:
+            self._dirty.update(before)
 
     def load(self, conn: sa.Connection, pks: list[int] | None, key: Any) -> dict[int, Work]:
         today: dt.date = key
@@ -146,71 +206,87 @@ def _statements(today: dt.date, pks: sa.BindParameter | None) -> tuple[sa.Select
             sa.select(base.c.pk, base.c.patient_id, base.c.centre, base.c.last_contact_date, base.c.dead))
 
 
+def _order(entry: Entry) -> tuple[Any, ...]:
+    return entry[0], entry[1]
+
+
+def _entries(work: Work, rules: Rules) -> list[tuple[str, Entry]]:
+    """The worklist sections one patient is in (at most one review section, and follow-up), with the
+    entry shown there."""
+    out: list[tuple[str, Entry]] = []
+    today, p = rules.today, work.line
+    if p is not None:
+        found = _review_entry(work, p, rules)
+        if found is not None:
+            out.append(found)
+    if work.follow is not None:
+        pk, patient_id, centre, last, dead = work.follow
+        cutoff = today - dt.timedelta(days=round(rules.followup_overdue_months * DAYS_PER_MONTH))
+        if not dead and last is not None and last < cutoff:
+            out.append(("followup_overdue", ((last, patient_id, centre), pk, centre, {
+                "pk": pk, "patient_id": patient_id, "centre": centre, "last_contact_date": audit.text(last),
+                "months_since": round((today - last).days / DAYS_PER_MONTH, 1)})))
+    return out
+
+
+def _review_entry(work: Work, p: dict[str, Any], rules: Rules) -> tuple[str, Entry] | None:
+    """Where the patient on a current line stands for MDT review: due, awaiting surgery, status
+    unknown, or nowhere (``None``)."""
+    today, place = rules.today, (p["centre"], p["patient_id"])
+    of_line = _of_line(work.reviews, p, "review_date")
+    review = of_line[-1] if of_line else None
+    if review and review["decision"] == "unresectable_stop":
+        return None
+    news = last_news(p["last_contact_date"], review["review_date"] if review else None)
+    if status_unknown(news, today=today, horizon_weeks=rules.review_horizon_weeks):
+        weeks = (today - news).days // 7 if news else 0
+        why = f"no stop date and no news since {news} ({weeks} weeks): record the stop date, a contact or a review"
+        return "status_unknown", ((-weeks, *place), p["pk"], p["centre"],
+                                  _item(p, review, [why]) | {"weeks": weeks, "last_news": audit.text(news)})
+    if review and review["decision"] == "resectable":
+        return "awaiting_surgery", (place, p["pk"], p["centre"], _item(
+            p, review, [f"declared resectable on {review['review_date']}; no surgery recorded"]))
+    anchor_date = review["review_date"] if review else p["line_start"]
+    anchor_cycles = (review["cycles_at_review"] or 0) if review else 0
+    since = "the last review" if review else f"the start of line {p['line_number']}"
+    reasons = []
+    cycles = p["cycles"]
+    if cycles is not None and cycles - anchor_cycles >= rules.review_cycles:
+        reasons.append(f"{cycles - anchor_cycles} cycle(s) since {since}")
+    weeks = (today - anchor_date).days // 7
+    if weeks >= rules.review_weeks:
+        reasons.append(f"{weeks} week(s) since {since}")
+    assessed = _of_line(work.responses, p, "assessment_date")
+    fresh = [r for r in assessed if review is None or r["assessment_date"] > anchor_date]
+    if fresh:
+        r = fresh[-1]
+        reasons.append(f"{r['category']} on {r['assessment_date']} not yet reviewed")
+    elif review is None and p["best_response"] in RESPONDED and not assessed:
+        reasons.append(f"best response {p['best_response']} not yet reviewed")
+    if not reasons:
+        return None
+    return "review_due", ((-weeks, *place), p["pk"], p["centre"], _item(p, review, reasons) | {"weeks": weeks})
+
+
 def worklist(conn: sa.Connection, *, user: User, today: dt.date, review_cycles: int, review_weeks: int,
              followup_overdue_months: int, review_horizon_weeks: int = REVIEW_HORIZON_WEEKS,
              limit: int = 500, index: WorklistIndex | None = None) -> dict[str, Any]:
     """The worklist of the user's centres; ``index`` is the server's :class:`WorklistIndex` (without
-    one every patient is read for this call)."""
-    work = (index or WorklistIndex()).work(conn, today)
-
-    def sees(centre: str) -> bool:
-        return user.all_centres or centre in user.centres
-
-    candidates = sorted((w.line for w in work.values() if w.line is not None and sees(w.line["centre"])),
-                        key=lambda p: (p["centre"], p["patient_id"]))
-    due, awaiting, unknown = [], [], []
-    for p in candidates:
-        of_line = _of_line(work[p["pk"]].reviews, p, "review_date")
-        review = of_line[-1] if of_line else None
-        if review and review["decision"] == "unresectable_stop":
-            continue
-        news = last_news(p["last_contact_date"], review["review_date"] if review else None)
-        if status_unknown(news, today=today, horizon_weeks=review_horizon_weeks):
-            weeks = (today - news).days // 7 if news else 0
-            why = f"no stop date and no news since {news} ({weeks} weeks): record the stop date, a contact or a review"
-            unknown.append(_item(p, review, [why]) | {"weeks": weeks, "last_news": audit.text(news)})
-            continue
-        if review and review["decision"] == "resectable":
-            awaiting.append(_item(p, review, [f"declared resectable on {review['review_date']}; no surgery recorded"]))
-            continue
-        anchor_date = review["review_date"] if review else p["line_start"]
-        anchor_cycles = (review["cycles_at_review"] or 0) if review else 0
-        since = "the last review" if review else f"the start of line {p['line_number']}"
-        reasons = []
-        cycles = p["cycles"]
-        if cycles is not None and cycles - anchor_cycles >= review_cycles:
-            reasons.append(f"{cycles - anchor_cycles} cycle(s) since {since}")
-        weeks = (today - anchor_date).days // 7
-        if weeks >= review_weeks:
-            reasons.append(f"{weeks} week(s) since {since}")
-        assessed = _of_line(work[p["pk"]].responses, p, "assessment_date")
-        fresh = [r for r in assessed if review is None or r["assessment_date"] > anchor_date]
-        if fresh:
-            r = fresh[-1]
-            reasons.append(f"{r['category']} on {r['assessment_date']} not yet reviewed")
-        elif review is None and p["best_response"] in RESPONDED and not assessed:
-            reasons.append(f"best response {p['best_response']} not yet reviewed")
-        if reasons:
-            due.append(_item(p, review, reasons) | {"weeks": weeks})
-    due.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
-    unknown.sort(key=lambda d: (-d["weeks"], d["centre"], d["patient_id"]))
-    cutoff = today - dt.timedelta(days=round(followup_overdue_months * DAYS_PER_MONTH))
-    rows = sorted((w.follow for w in work.values() if w.follow is not None and not w.follow[4]
-                   and w.follow[3] is not None and w.follow[3] < cutoff and sees(w.follow[2])),
-                  key=lambda f: (f[3], f[1]))
-    overdue_total = len(rows)
-    overdue = [{"pk": pk, "patient_id": patient_id, "centre": centre, "last_contact_date": audit.text(last),
-                "months_since": round((today - last).days / DAYS_PER_MONTH, 1)}
-               for pk, patient_id, centre, last, _ in rows[:limit]]
-    return {
+    one every patient is read for this call).  Review sections: longest waiting first (weeks), then
+    centre and patient id; follow-up: oldest last contact first."""
+    rules = Rules(today, review_cycles, review_weeks, review_horizon_weeks, followup_overdue_months)
+    sections = (index or WorklistIndex()).sections(conn, rules)
+    out: dict[str, Any] = {
         "today": today.isoformat(),
         "settings": {"review_cycles": review_cycles, "review_weeks": review_weeks,
                      "review_horizon_weeks": review_horizon_weeks, "followup_overdue_months": followup_overdue_months},
-        "review_due": due[:limit], "review_due_total": len(due),
-        "awaiting_surgery": awaiting[:limit], "awaiting_surgery_total": len(awaiting),
-        "status_unknown": unknown[:limit], "status_unknown_total": len(unknown),
-        "followup_overdue": overdue, "followup_overdue_total": int(overdue_total),
     }
+    for name in SECTIONS:
+        rows = sections[name]
+        if not user.all_centres:
+            rows = [row for row in rows if row[2] in user.centres]
+        out[name], out[f"{name}_total"] = [row[3] for row in rows[:limit]], len(rows)
+    return out
 
 
 def _follow_up(pks: sa.BindParameter | None = None) -> sa.Subquery:
