@@ -140,18 +140,14 @@ def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[i
     order (the caller reads one patient)."""
     if not pks:
         return {}
-    p = tables[Table.PATIENT]
+    patients, episodes = _read_statements(tables, centre)
     out: dict[int, PatientRecord] = {}
-    query = (sa.select(p, centre.c.name.label("centre_name")).join(centre, centre.c.id == p.c.centre_id)
-             .where(p.c.id.in_(pks)))
-    for row in conn.execute(query).mappings():
+    for row in conn.execute(patients, {"pks": list(pks)}).mappings():
         out[row["id"]] = PatientRecord(row["centre_name"], {f.name: row[f.name] for f in PATIENT.fields})
     keys: dict[Table, dict[int, Any]] = {}
     for spec in EPISODE_TABLES:
-        table = tables[spec.table]
         ref = PARENT_REFS.get(spec.table)
-        rows = conn.execute(sa.select(table).where(table.c.patient_pk.in_(pks))
-                            .order_by(table.c.patient_pk, table.c.id)).mappings().all()
+        rows = conn.execute(episodes[spec.table], {"pks": list(pks)}).mappings().all()
         if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
             keys[spec.table] = {r["id"]: r[spec.own_key] for r in rows}
         pairs = []
@@ -171,6 +167,27 @@ def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[i
             if spec.table in record.episodes:
                 record.episodes[spec.table].sort(key=lambda row, s=spec: tuple(row[k] for k in s.key))
     return out
+
+
+_STATEMENTS: dict[tuple[int, int], tuple[Tables, sa.Table, sa.Select, dict[Table, sa.Select]]] = {}
+
+
+def _read_statements(tables: Tables, centre: sa.Table) -> tuple[sa.Select, dict[Table, sa.Select]]:
+    """:func:`_read`'s statements (patients, then each episode table), ids bound at run time: built
+    once per set of tables (building them cost a third of reading one patient)."""
+    key = (id(tables), id(centre))
+    found = _STATEMENTS.get(key)
+    if found is None or found[0] is not tables or found[1] is not centre:
+        pks = sa.bindparam("pks", expanding=True)
+        p = tables[Table.PATIENT]
+        patients = (sa.select(p, centre.c.name.label("centre_name")).join(centre, centre.c.id == p.c.centre_id)
+                    .where(p.c.id.in_(pks)))
+        episodes = {spec.table: sa.select(tables[spec.table]).where(tables[spec.table].c.patient_pk.in_(pks))
+                    .order_by(tables[spec.table].c.patient_pk, tables[spec.table].c.id) for spec in EPISODE_TABLES}
+        if len(_STATEMENTS) > 32:  # staging tables of past imports
+            _STATEMENTS.clear()
+        found = _STATEMENTS[key] = (tables, centre, patients, episodes)
+    return found[2], found[3]
 
 
 def _ordered(spec: EpisodeTable, values: Mapping[str, Any]) -> dict[str, Any]:

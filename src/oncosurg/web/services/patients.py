@@ -69,12 +69,18 @@ class Context:
 
 # ------------------------------------------------------------------------------------------ reading
 
+#: Statements of every page view, built once (parameters bound at run time).
+_HEAD = (sa.select(t.patient.c.id, t.patient.c.patient_id, t.patient.c.version, t.centre.c.name.label("centre"),
+                   t.patient.c.import_batch_id)
+         .join(t.centre, t.centre.c.id == t.patient.c.centre_id).where(t.patient.c.id == sa.bindparam("pk")))
+_CREATED = (sa.select(t.audit_log.c.patient_pk, sa.func.max(t.audit_log.c.at))
+            .where(t.audit_log.c.patient_pk.in_(sa.bindparam("pks", expanding=True)), t.audit_log.c.action == "create",
+                   t.audit_log.c.entity == "patient").group_by(t.audit_log.c.patient_pk))
+
+
 def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
     """pk, patient_id, centre and version of a patient the user may see (else :class:`NotFound`)."""
-    row = conn.execute(sa.select(t.patient.c.id, t.patient.c.patient_id, t.patient.c.version,
-                                 t.centre.c.name.label("centre"), t.patient.c.import_batch_id)
-                       .join(t.centre, t.centre.c.id == t.patient.c.centre_id)
-                       .where(t.patient.c.id == pk)).mappings().first()
+    row = conn.execute(_HEAD, {"pk": pk}).mappings().first()
     if row is None or not user.sees(row["centre"]):
         raise NotFound(f"patient {pk} not found in your centres")
     return dict(row)
@@ -121,13 +127,11 @@ def created_many(conn: sa.Connection, batches: Mapping[int, int | None], *, chun
                  ) -> dict[int, dt.datetime | None]:
     """:func:`created_at` of many patients (pk → import batch id).  The latest ``create`` row counts:
     before migration 0003 a pk could be inherited from a deleted patient created earlier."""
-    a, b = t.audit_log, t.import_batch
+    b = t.import_batch
     pks = sorted(batches)
     out: dict[int, dt.datetime | None] = dict.fromkeys(pks)
     for i in range(0, len(pks), chunk):
-        rows = conn.execute(sa.select(a.c.patient_pk, sa.func.max(a.c.at)).where(
-            a.c.patient_pk.in_(pks[i:i + chunk]), a.c.action == "create", a.c.entity == "patient")
-            .group_by(a.c.patient_pk))
+        rows = conn.execute(_CREATED, {"pks": pks[i:i + chunk]})
         for pk, at in rows:
             out[pk] = dt.datetime.fromisoformat(at.rstrip("Z")) if at else None
     wanted = sorted({bid for pk, bid in batches.items() if out[pk] is None and bid is not None})
