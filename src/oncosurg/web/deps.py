@@ -40,11 +40,13 @@ TEMPLATES.env.globals["field"] = field_html.field  # a form field (was a macro: 
 TEMPLATES.env.filters["estimate"] = format_estimate
 
 
-def get_store(request: Request) -> WebStore:
+# The dependencies that neither read nor write are coroutines: FastAPI runs a plain function
+# dependency in a worker thread, a hop per dependency per request.
+async def get_store(request: Request) -> WebStore:
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -120,7 +122,7 @@ def sign_in_client(request: Request, username: str) -> throttle.Client:
     return throttle.Client(client_address(request), device)
 
 
-def current_user(user: Annotated[users.User | None, Depends(optional_user)]) -> users.User:
+async def current_user(user: Annotated[users.User | None, Depends(optional_user)]) -> users.User:
     if user is None:
         raise NotSignedIn("sign in first")
     return user
@@ -129,19 +131,19 @@ def current_user(user: Annotated[users.User | None, Depends(optional_user)]) -> 
 CurrentUser = Annotated[users.User, Depends(current_user)]
 
 
-def writer(user: CurrentUser) -> users.User:
+async def writer(user: CurrentUser) -> users.User:
     if not user.can_write:
         raise Forbidden(f"role '{user.role}' is read-only")
     return user
 
 
-def auditor(user: CurrentUser) -> users.User:
+async def auditor(user: CurrentUser) -> users.User:
     if not user.can_audit:
         raise Forbidden("only admins and auditors read the audit trail")
     return user
 
 
-def admin(user: CurrentUser) -> users.User:
+async def admin(user: CurrentUser) -> users.User:
     if not user.is_admin:
         raise Forbidden("only admins manage accounts")
     return user
