@@ -163,6 +163,7 @@ class _Entry:
     started: float = float("-inf")  # time.monotonic() of the last computation's start
     pending: bool = False  # a background refresh is scheduled or running
     lock: threading.Lock = field(default_factory=threading.Lock)  # one computation per key at a time
+    compiled: Any = None  # the protocol compiled for these centres (compiled and rewritten once)
 
 
 class Dashboard:
@@ -327,7 +328,9 @@ class Dashboard:
             now_fp = (*fingerprint(conn), self.today().isoformat())  # read first: a change meanwhile refreshes again
             pathway = None if self.pathway is None else self.pathway(conn, centres)
             conn.rollback()
-            with materialized(conn, compile_protocol(effective)) as cp:
+            if entry.compiled is None:
+                entry.compiled = compile_protocol(effective)
+            with materialized(conn, entry.compiled) as cp:
                 results = evaluate(conn, cp, effective, provenance={"data": "live registry"})
                 curves = self._curves(conn, cp, effective)
         if centres is not None:
