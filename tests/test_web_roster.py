@@ -126,3 +126,18 @@ def test_the_roster_equals_the_sql_filters_on_a_reference_registry(app: FastAPI)
             page += 1
         assert set(got) == wanted and len(got) == len(wanted), stage
         assert got == sorted(got), "ordered by patient id within the centre"
+
+
+def test_a_started_server_builds_the_list_and_worklist_indexes_before_the_first_request(app: FastAPI) -> None:
+    """``oncosurg serve`` warms both indexes in the background: the first list and worklist requests
+    read only what changed since, instead of projecting the registry while the others wait."""
+    from oncosurg.web.app import warm_indexes
+
+    dm = Api(app, "dm")
+    dm.register(patient_id="P-1")
+    warm_indexes(app).join(timeout=60)
+    roster, index = app.state.roster, app.state.worklist_index
+    assert (roster.rebuilds, index.rebuilds) == (1, 1)
+    dm.register(patient_id="P-2")
+    assert _ids(dm) == ["P-1", "P-2"] and dm.get("/worklist.json").status_code == 200
+    assert (roster.rebuilds, index.rebuilds) == (1, 1) and roster.updates == 1 and index.updates == 1
