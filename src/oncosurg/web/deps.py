@@ -37,6 +37,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates"))
 TEMPLATES.env.auto_reload = False  # templates ship with the package: no stat() of each one per page
 TEMPLATES.env.globals["version"] = __version__
 TEMPLATES.env.globals["field"] = field_html.field  # a form field (was a macro: most of a patient page's rendering)
+TEMPLATES.env.globals["fields"] = field_html.fields  # the fields of a form
 TEMPLATES.env.filters["estimate"] = format_estimate
 
 

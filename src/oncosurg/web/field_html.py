@@ -10,7 +10,8 @@ escaped as Jinja's autoescape does (``None`` as ``None``, a missing key as nothi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -22,6 +23,28 @@ def _text(row: Mapping[str, Any], key: str) -> str:
     """``{{ row.key }}``: escaped; a missing key renders empty, ``None`` as ``None`` (as in Jinja)."""
     value = row.get(key, _MISSING)
     return "" if value is _MISSING else str(escape(value))
+
+
+def _options(choices: Iterable[Any], value: Any) -> str:
+    out = []
+    for choice in choices:
+        shown = str(escape(choice))
+        selected = " selected" if value is not _MISSING and value == choice else ""
+        out += ["<option value=\"", shown, "\"", selected, ">", shown, "</option>"]
+    return "".join(out)
+
+
+_cached_options = functools.lru_cache(maxsize=4096)(_options)
+
+
+def _choices(choices: Iterable[Any], value: Any) -> str:
+    """A select's options, the chosen one marked; the same few enums are drawn on every page."""
+    if isinstance(choices, tuple):
+        try:
+            return _cached_options(choices, value)
+        except TypeError:  # an unhashable value
+            pass
+    return _options(choices, value)
 
 
 def field(row: Mapping[str, Any], readonly: bool = False) -> Markup:
@@ -42,11 +65,7 @@ def field(row: Mapping[str, Any], readonly: bool = False) -> Markup:
         if widget == "select":
             out += ["\n    <select id=\"", fid, "\" name=\"", name, "\"", autofocus, ">\n      <option value=\"\"",
                     "" if value is not _MISSING and value else " selected", ">—</option>\n      "]
-            for choice in row.get("choices") or ():
-                shown = str(escape(choice))
-                selected = " selected" if value is not _MISSING and value == choice else ""
-                out += ["<option value=\"", shown, "\"", selected, ">", shown, "</option>"]
-            out.append("\n    </select>\n  ")
+            out += [_choices(row.get("choices") or (), value), "\n    </select>\n  "]
         elif widget == "textarea":
             out += ["\n    <textarea id=\"", fid, "\" name=\"", name, "\" rows=\"2\"", autofocus, ">", text,
                     "</textarea>\n  "]
@@ -66,3 +85,9 @@ def field(row: Mapping[str, Any], readonly: bool = False) -> Markup:
                 " <code>" + _text(e, "code") + "</code>" if e.get("code") else "", "</p>"]
     out.append("\n</div>")
     return Markup("".join(out))
+
+
+def fields(rows: Iterable[Mapping[str, Any]] | None, readonly: bool = False) -> Markup:
+    """``{% for row in rows %}{{ field(row) }}{% endfor %}`` in one call (a template loop costs a
+    context per row): the fields of one form."""
+    return Markup("".join([field(row, readonly) for row in rows or ()]))
