@@ -69,3 +69,49 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_an_idle_connection_is_kept_longer_than_uvicorns_five_seconds(tmp_path: Path) -> None:
+    """A client's next request on a connection idle for 6 s is answered (uvicorn closed it after 5 s:
+    a request sent as it closed got no answer)."""
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    make_app(url).state.store.dispose()
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", "from oncosurg.cli import main; main()", "serve", "--db", url,
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd=tmp_path)
+    try:
+        assert _first_answer(f"http://127.0.0.1:{port}/login.json", timeout=90) is not None
+        request = f"GET /login.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for _ in range(2):
+                sock.sendall(request)
+                answer = _read_response(sock)
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+                time.sleep(6)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _read_response(sock: object) -> bytes:
+    """One HTTP/1.1 response with a Content-Length (``b""`` when the server closed the connection)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)  # type: ignore[attr-defined]
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)  # type: ignore[attr-defined]
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -13,6 +13,12 @@ from oncosurg.cli import UserError, cli, db_option
 
 #: How long a ``serve --workers N`` worker may take to answer uvicorn's health check (seconds).
 WORKER_STARTUP_SECONDS = 120
+#: How long an idle keep-alive connection stays open (seconds).  uvicorn's default, 5 s, is shorter
+#: than the idle timeouts of browsers and reverse proxies (nginx keeps upstream connections 60 s): a
+#: client sending its next request just as the server closed the connection got no answer at all
+#: ("server disconnected"; seen by the web benchmark's clients after the 5 s it takes 30 of them to
+#: sign in).  A connection should be closed by the client or proxy, not under its feet.
+KEEP_ALIVE_SECONDS = 75
 
 
 def _store(db: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
@@ -82,9 +88,12 @@ def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["oncosurg.web.access"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     options = {"host": host, "port": port, "log_level": "info", "proxy_headers": False, "server_header": False,
-               "access_log": False, "log_config": log_config}
+               "access_log": False, "log_config": log_config, "timeout_keep_alive": KEEP_ALIVE_SECONDS}
     if workers == 1:
+        from oncosurg.web.app import warm_indexes
+
         app.state.dashboard.warm(app.state.store.engine)
+        warm_indexes(app)
         uvicorn.run(app, **options)
         return
     import inspect
