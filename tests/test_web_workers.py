@@ -43,11 +43,7 @@ def test_two_workers_start_without_being_killed(tmp_path: Path) -> None:
         assert len(re.findall(r"Started server process", text)) == 2, text[-3000:]
         assert server.poll() is None
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
         log.close()
 
 
@@ -92,11 +88,15 @@ def test_an_idle_connection_is_kept_longer_than_uvicorns_five_seconds(tmp_path: 
                 assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
                 time.sleep(6)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def _read_response(sock: object) -> bytes:
