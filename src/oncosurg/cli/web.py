@@ -90,10 +90,9 @@ def serve_cmd(db: str | None, host: str, port: int, protocol: str | None, secure
     options = {"host": host, "port": port, "log_level": "info", "proxy_headers": False, "server_header": False,
                "access_log": False, "log_config": log_config, "timeout_keep_alive": KEEP_ALIVE_SECONDS}
     if workers == 1:
-        from oncosurg.web.app import warm_indexes
+        from oncosurg.web.app import warm
 
-        app.state.dashboard.warm(app.state.store.engine)
-        warm_indexes(app)
+        warm(app)
         uvicorn.run(app, **options)
         return
     import inspect

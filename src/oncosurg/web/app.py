@@ -87,9 +87,14 @@ def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and ``oncosurg serve --workers N``: settings from the environment;
     the dashboard starts computing in the background."""
     app = create_app(Settings.from_env())
+    warm(app)
+    return app
+
+
+def warm(app: FastAPI) -> None:
+    """What a served app computes in the background at start: the dashboard and the indexes."""
     app.state.dashboard.warm(app.state.store.engine)
     warm_indexes(app)
-    return app
 
 
 def warm_indexes(app: FastAPI) -> threading.Thread:

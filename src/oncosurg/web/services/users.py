@@ -319,8 +319,7 @@ def session_row(conn: sa.Connection, *, token: str, now: dt.datetime | None = No
 def _session_and_user() -> sa.Select:
     s, u = t.web_session, t.app_user
     granted = sa.exists().where(t.user_centre.c.user_id == s.c.user_id).label("has_centres")
-    return (sa.select(s, u.c.username, u.c.role, u.c.all_centres, u.c.totp_secret,
-                      granted)
+    return (sa.select(s, u.c.username, u.c.role, u.c.all_centres, u.c.totp_secret, granted)
             .join(u, sa.and_(u.c.id == s.c.user_id, u.c.active.is_(True)))
             .where(s.c.token_hash == sa.bindparam("token_hash"), s.c.expires_at > sa.bindparam("now"),
                    sa.func.coalesce(s.c.last_seen_at, s.c.created_at) > sa.bindparam("idle_since")))
@@ -353,10 +352,8 @@ def live_session(conn: sa.Connection, *, token: str, now: dt.datetime, idle_minu
 def session_user(conn: sa.Connection, *, token: str, now: dt.datetime | None = None, idle_minutes: int = 30
                  ) -> User | None:
     """The user of a live, complete session (``None`` when expired, idle too long or pending)."""
-    row = session_row(conn, token=token, now=now, idle_minutes=idle_minutes)
-    if row is None or row["pending"]:
-        return None
-    return load_user(conn, user_id=int(row["user_id"]))  # type: ignore[arg-type]
+    found = live_session(conn, token=token, now=now or utcnow(), idle_minutes=idle_minutes)
+    return None if found is None else found[1]
 
 
 def needs_touch(row: dict[str, object], now: dt.datetime) -> bool:
