@@ -343,10 +343,18 @@ def audit_access_cmd(db: str | None, out: str, username: str, centre: str, patie
     """Write the access trail (who read which patient, who exported what; oldest first) as CSV."""
     import datetime as dt
 
-    from oncosurg.web.services.access import export_csv
+    import sqlalchemy as sa
+
+    from oncosurg.web.errors import Busy
+    from oncosurg.web.services.access import export_csv, flush
 
     store = _store(db)
     try:
+        try:
+            flush(store)  # rows a running server journalled and has not moved yet
+        except (OSError, sa.exc.SQLAlchemyError, Busy) as exc:
+            click.echo(f"warning: the access journal beside the registry could not be merged ({exc}); "
+                       "rows recorded in the last second may be missing", err=True)
         with store.read() as conn:
             handle = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
             try:

@@ -39,6 +39,7 @@ def access_page(request: Request, user: Auditor, store: StoreDep, username: Text
                 page: PageNo = 1) -> Any:
     filters = _filters(user, username=username, centre=centre, patient_id=patient_id, action=action, since=since,
                        until=until)
+    access.flush(store)  # rows still in the journal first
     with store.read() as conn:
         rows, total = access.entries(conn, limit=PAGE, offset=(page - 1) * PAGE, **filters)
     shown = {"username": username, "centre": centre, "patient_id": patient_id, "action": action,
@@ -57,6 +58,7 @@ def access_csv(request: Request, user: Auditor, store: StoreDep, settings: Setti
     record_access(request, user, [{"action": "export", "resource": "access", "fmt": "csv", "centre": centre or None,
                                    "detail": "; ".join(f"{k}={v}" for k, v in filters.items()
                                                        if v and k != "centres")}])
+    access.flush(store)  # this export's row too
 
     def chunks() -> Any:
         with store.read() as conn:

@@ -2,9 +2,11 @@
 format (HIPAA §164.312(b) audit controls; GDPR art. 30/32).  Auditors query it on ``/access`` (with
 its JSON twin and CSV export) and with ``oncosurg audit access``.
 
-A read is recorded before the page is sent, and the request waits until its row is committed; rows
-of concurrent requests share one transaction (group commit, :class:`AccessRecorder`), so a busy
-server writes one transaction per batch rather than one per page.
+A read is recorded before the page is sent.  On SQLite its row is appended to a journal beside the
+registry and moved into the table within about half a second (:mod:`oncosurg.web.access_journal`),
+so a page view never waits for the registry's write lock; queries of the trail merge the journal
+first (:func:`flush`).  On PostgreSQL the request waits until its row is committed, and rows of
+concurrent requests share one transaction (group commit, :class:`AccessRecorder`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import csv
 import datetime as dt
 import io
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -20,8 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
+from oncosurg.web.access_journal import AccessJournal, journal_path
 from oncosurg.web.db import WebStore
 from oncosurg.web.services.users import User
+
+log = logging.getLogger("oncosurg.web.access")
 
 FIELDS: tuple[str, ...] = ("id", "at", "username", "user_id", "action", "resource", "format", "centre",
                            "patient_id", "patient_pk", "patients", "client", "detail")
@@ -53,12 +59,29 @@ class _Batch:
         self.error: BaseException | None = None
 
 
+def journal_of(store: WebStore) -> AccessJournal | None:
+    """The store's access journal (SQLite files), one per store."""
+    journal = getattr(store, "access_journal", False)
+    if journal is False:
+        path = journal_path(store)
+        journal = store.access_journal = AccessJournal(path) if path else None  # type: ignore[attr-defined]
+    return journal
+
+
+def flush(store: WebStore) -> int:
+    """Merge the journalled rows into the table (before the trail is read); returns how many."""
+    journal = journal_of(store)
+    return journal.merge(store) if journal is not None else 0
+
+
 class AccessRecorder:
-    """Group commit: each caller adds its rows and returns once they are committed; one caller at a
-    time writes every row waiting, in one transaction."""
+    """Records rows before returning: appended to the journal (SQLite), or by group commit (each
+    caller adds its rows and returns once they are committed; one caller at a time writes every row
+    waiting, in one transaction)."""
 
     def __init__(self, store: WebStore) -> None:
         self.store = store
+        self.journal = journal_of(store)
         self._cond = threading.Condition()
         self._open = _Batch()
         self._writing = False
@@ -66,6 +89,13 @@ class AccessRecorder:
     def record(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
+        if self.journal is not None:
+            try:
+                self.journal.append(rows, self.store)
+                return
+            except OSError as exc:  # the table then, as on PostgreSQL
+                log.warning("access trail: journal %s not writable (%s); writing to the table",
+                            self.journal.path, exc)
         with self._cond:
             mine = self._open
             mine.rows.extend(rows)
