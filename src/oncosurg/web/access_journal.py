@@ -56,6 +56,8 @@ log = logging.getLogger("oncosurg.web.access")
 COLUMNS: tuple[str, ...] = ("at", "user_id", "username", "action", "resource", "format", "patient_pk",
                             "patient_id", "centre", "patients", "client", "detail")
 _counter = itertools.count()
+#: never through a symbolic link planted in the registry's directory
+_NOFOLLOW = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 def journal_path(store: Any) -> str | None:
@@ -104,7 +106,7 @@ class AccessJournal:
         """Append ``rows`` (one ``write``); raises ``OSError`` if the journal cannot be written."""
         data = "".join(_line(r) for r in rows).encode("utf-8")
         while True:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH)
                 try:
@@ -162,7 +164,7 @@ class AccessJournal:
     def _claim(self) -> None:
         """Rename a non-empty journal to a claimed file (appenders then open a new journal)."""
         try:
-            fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(self.path, os.O_RDWR | _NOFOLLOW)
         except FileNotFoundError:
             return
         try:
