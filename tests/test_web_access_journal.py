@@ -182,3 +182,76 @@ def test_reading_the_trail_from_the_cli_creates_no_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["audit", "access", "--db", f"sqlite:///{tmp_path / 'registry.db'}"])
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.slow
+def test_two_server_processes_record_every_read_once(tmp_path: Path) -> None:
+    """``oncosurg serve --workers 2``: reads answered by both processes are all in the trail when an
+    auditor asks, and nothing is left in journal files once the server has stopped."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from test_web_workers import _first_answer, _free_port, _stop
+    from web_helpers import PASSWORD
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    app = make_app(url)
+    add_user(app, "dm", "data_manager", CENTRE_A)
+    add_user(app, "aud", "auditor", all_centres=True)
+    pk = Api(app, "dm").register(patient_id="PB-1")
+    app.state.store.dispose()
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", "from oncosurg.cli import main; main()", "serve", "--db", url,
+                               "--port", str(port), "--workers", "2"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+
+    def signed_in(username: str) -> httpx.Client:
+        client = httpx.Client(base_url=base, timeout=60, headers={"accept": "application/json"})
+        token = client.get("/login.json").json()["csrf_token"]
+        client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token}
+                    ).raise_for_status()
+        return client
+
+    try:
+        assert _first_answer(f"{base}/login.json", timeout=90) is not None
+        errors: list[int] = []
+
+        def read() -> None:
+            client = signed_in("dm")
+            try:
+                for _ in range(25):
+                    status = client.get(f"/patients/{pk}.json").status_code
+                    if status != 200:
+                        errors.append(status)
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        auditor = signed_in("aud")
+        try:
+            assert auditor.get("/access.json", params={"username": "dm"}).json()["total"] == 100
+            for _ in range(10):
+                assert auditor.get(f"/patients/{pk}.json").status_code == 200  # journalled as the server stops
+        finally:
+            auditor.close()
+    finally:
+        _stop(server)
+    assert server.returncode is not None
+    assert not glob.glob(str(tmp_path / "registry.db-access-journal*")) or \
+        os.path.getsize(tmp_path / "registry.db-access-journal") == 0
+    check = make_app(url)
+    try:
+        with check.state.store.engine.connect() as conn:
+            reads = conn.execute(sa.select(t.access_trail.c.username, sa.func.count())
+                                 .where(t.access_trail.c.action == "read").group_by(t.access_trail.c.username)).all()
+        assert dict(reads) == {"dm": 100, "aud": 10}
+    finally:
+        check.state.store.dispose()
