@@ -13,7 +13,7 @@ import functools
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -31,6 +31,9 @@ from oncosurg.web.errors import Forbidden, Invalid, NotSignedIn
 from oncosurg.web.services import throttle, users
 from oncosurg.web.services.patients import Context
 from oncosurg.web.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 T = TypeVar("T")
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -106,15 +109,25 @@ def client_address(request: Request) -> str:
     return security.client_address(request.scope, trusted=request.app.state.trusted, header=settings.client_ip_header)
 
 
-def record_access(request: Request, user: users.User, rows: list[dict[str, Any]]) -> None:
-    """Record reads or exports in the access trail (blocking until committed: call from a thread).
+def record_access(request: Request, user: users.User, rows: list[dict[str, Any]], *,
+                  conn: sa.Connection | None = None) -> None:
+    """Record reads or exports in the access trail (blocking until recorded: call from a thread).
 
     Each row gives ``action``, ``resource``, ``fmt`` and optionally ``centre``, ``patient_pk``,
-    ``patient_id``, ``patients``, ``detail`` (:func:`oncosurg.web.services.access.row`)."""
+    ``patient_id``, ``patients``, ``detail`` (:func:`oncosurg.web.services.access.row`).  ``conn``:
+    the read transaction the rows may share (PostgreSQL; see
+    :meth:`oncosurg.web.services.access.AccessRecorder.record`)."""
     from oncosurg.web.services import access
 
     now, client = request.app.state.settings.now(), client_address(request)
-    request.app.state.access.record([access.row(user, client=client, now=now, **r) for r in rows])
+    request.app.state.access.record([access.row(user, client=client, now=now, **r) for r in rows], conn=conn)
+
+
+def records_in_reader(request: Request) -> bool:
+    """Whether a read's access row can be recorded by the reading thread itself (SQLite journal, or
+    the read's own PostgreSQL transaction) rather than waiting for the write lock in the writers' pool."""
+    recorder = request.app.state.access
+    return recorder.journal is not None or recorder.store.dialect == "postgresql"
 
 
 def sign_in_client(request: Request, username: str) -> throttle.Client:

@@ -21,6 +21,7 @@ from oncosurg.web.deps import (
     make_context,
     read_threaded,
     record_access,
+    records_in_reader,
     render,
     see_other,
     threaded,
@@ -130,13 +131,24 @@ async def register(request: Request, user: Writer, store: StoreDep, settings: Se
 
 
 def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: int, *, target: str | None = None,
-                  error: WebError | None = None, submitted: dict[str, str] | None = None, status: int = 200
-                  ) -> Response:
+                  error: WebError | None = None, submitted: dict[str, str] | None = None, status: int = 200,
+                  record: bool = False) -> Response:
     """The patient page: the timeline of every episode, each episode's edit and delete forms, an add
-    form per episode type; after a refused write, the form of ``target`` again with its errors."""
+    form per episode type; after a refused write, the form of ``target`` again with its errors.
+    ``record``: the read enters the access trail once the page is rendered, in the read's transaction
+    (:func:`oncosurg.web.deps.records_in_reader`)."""
     with store.read() as conn:
         data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                      horizon_weeks=settings.review_horizon_weeks)
+        response = _patient_page(request, settings, data, target=target, error=error, submitted=submitted,
+                                 status=status)
+        if record:
+            _read(request, user, data, "html", conn=conn)
+    return response
+
+
+def _patient_page(request: Request, settings: Any, data: dict[str, Any], *, target: str | None,
+                  error: WebError | None, submitted: dict[str, str] | None, status: int) -> Response:
     errors = error.errors if isinstance(error, Invalid) else []
     # after a conflict the form shows the current values (the banner shows what the user typed)
     view = episode_view(data, target=target, errors=errors,
@@ -220,29 +232,38 @@ def _locked(data: dict[str, Any], settings: Any) -> bool:
     return patients.is_locked(parsed, today=settings.today(), lock_days=settings.lock_days)
 
 
-def _read(request: Request, user: Any, head: dict[str, Any], fmt: str) -> None:
+def _read(request: Request, user: Any, head: dict[str, Any], fmt: str, *, conn: Any = None) -> None:
     """Record the read in the access trail (who, when, which patient, which format) before it is sent."""
     record_access(request, user, [{"action": "read", "resource": "patient", "fmt": fmt, "centre": head["centre"],
-                                   "patient_pk": head["pk"], "patient_id": head["patient_id"], "patients": 1}])
+                                   "patient_pk": head["pk"], "patient_id": head["patient_id"], "patients": 1}],
+                  conn=conn)
 
 
 @router.get("/patients/{pk}.json", response_model=Patient, summary="A patient's whole pathway")
 async def patient_json(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
+    inline = records_in_reader(request)
+
     def read() -> dict[str, Any]:
         with store.read() as conn:
-            return patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
+            data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                          horizon_weeks=settings.review_horizon_weeks)
+            if inline:
+                _read(request, user, data, "json", conn=conn)
+            return data
 
     data = await read_threaded(read)
-    await threaded(_read, request, user, data, "json")  # recorded before it is sent
+    if not inline:
+        await threaded(_read, request, user, data, "json")  # recorded before it is sent
     return data | {"locked": _locked(data, settings)}
 
 
 @router.get("/patients/{pk}", include_in_schema=False)
 async def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep
                        ) -> Response:
-    response = await read_threaded(_patient_view, request, user, store, settings, pk)  # NotFound if not theirs
-    await threaded(_read, request, user, response.context["data"], "html")  # recorded before it is sent
+    inline = records_in_reader(request)  # NotFound if not theirs
+    response = await read_threaded(_patient_view, request, user, store, settings, pk, record=inline)
+    if not inline:
+        await threaded(_read, request, user, response.context["data"], "html")  # recorded before it is sent
     return response
 
 

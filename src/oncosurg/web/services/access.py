@@ -5,8 +5,9 @@ its JSON twin and CSV export) and with ``oncosurg audit access``.
 A read is recorded before the page is sent.  On SQLite its row is appended to a journal beside the
 registry and moved into the table within about half a second (:mod:`oncosurg.web.access_journal`),
 so a page view never waits for the registry's write lock; queries of the trail merge the journal
-first (:func:`flush`).  On PostgreSQL the request waits until its row is committed, and rows of
-concurrent requests share one transaction (group commit, :class:`AccessRecorder`).
+first (:func:`flush`).  On PostgreSQL the request waits until its row is committed: a patient
+page's row in the transaction that read the patient, other rows of concurrent requests in one
+shared transaction (group commit, :class:`AccessRecorder`).
 """
 
 from __future__ import annotations
@@ -86,8 +87,14 @@ class AccessRecorder:
         self._open = _Batch()
         self._writing = False
 
-    def record(self, rows: Sequence[dict[str, Any]]) -> None:
+    def record(self, rows: Sequence[dict[str, Any]], *, conn: sa.Connection | None = None) -> None:
+        """Record ``rows``.  ``conn``: the request's PostgreSQL read transaction, which then carries
+        them and commits (one transaction and one connection fewer per page view)."""
         if not rows:
+            return
+        if conn is not None and self.journal is None and self.store.dialect == "postgresql":
+            conn.execute(sa.insert(t.access_trail), list(rows))
+            conn.commit()
             return
         if self.journal is not None:
             try:
