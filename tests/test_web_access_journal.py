@@ -161,9 +161,15 @@ def test_a_broken_line_is_reported_and_the_others_kept(app: FastAPI, tmp_path: P
     journal.append([_row(1)], store)
     with open(journal.path, "a", encoding="utf-8") as handle:
         handle.write('{"at": "not a time"\n')
+        handle.write('{"at": "2030-01-07T08:00:00", "username": null, "action": "read", "resource": "patient", '
+                     '"format": "json"}\n')  # would fail the insert (NOT NULL) and hold every row back
+        handle.write('[1, 2]\n')
     journal.append([_row(2)], store)
     assert journal.merge(store) == 2
     assert "line 2 is not a journal row" in caplog.text
+    assert "line 3 is not a journal row" in caplog.text
+    assert "line 4 is not a journal row" in caplog.text
+    assert not glob.glob(journal.path + "*") or os.path.getsize(journal.path) == 0
 
 
 def test_without_a_writable_journal_rows_go_straight_to_the_table(app: FastAPI, tmp_path: Path) -> None:

@@ -76,12 +76,28 @@ def _line(row: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
+#: text columns: length, and whether a value is required (a row breaking these is skipped, not
+#: left to fail the merge's insert and hold every later row back)
+_TEXT: dict[str, tuple[int, bool]] = {"username": (64, True), "action": (16, True), "resource": (32, True),
+                                      "format": (8, True), "patient_id": (64, False), "centre": (120, False),
+                                      "client": (64, False), "detail": (300, False)}
+_INTEGERS = ("user_id", "patient_pk", "patients")
+
+
 def _row(line: str) -> dict[str, Any] | None:
+    """The row a journal line carries; ``None`` if it is not one."""
     try:
         body = json.loads(line)
         row = {k: body.get(k) for k in COLUMNS}
         row["at"] = dt.datetime.fromisoformat(body["at"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    for name, (length, required) in _TEXT.items():
+        value = row[name]
+        if (value is None and required) or (value is not None and (not isinstance(value, str)
+                                                                    or len(value) > length)):
+            return None
+    if any(row[k] is not None and (type(row[k]) is not int or abs(row[k]) >= 2**31) for k in _INTEGERS):
         return None
     return row
 
