@@ -4,7 +4,7 @@
 A page view must be recorded before the page is sent.  Written straight into SQLite, its row waited
 for the registry's one write lock, held by whoever was saving: in the web benchmark (10,000 patients,
 30 clients, two workers) a page view's row waited up to 0.57 s (p95 126 ms) behind edits, and the
-patient page's p95 was 160 ms above the list's.  Here the row is appended to
+patient page's p95 was 110 to 210 ms above the list's.  Here the row is appended to
 ``<database>-access-journal`` (one ``write`` to a file opened with ``O_APPEND``, mode 600) and the
 page is sent; the rows reach the table within about half a second, moved by the server process that
 appended them (:meth:`AccessJournal.merge`, one write transaction for every row waiting), and

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - not POSIX: SQLite's busy handler alone
 
 from oncosurg.store import tables as t
 from oncosurg.store.engine import BUSY_TIMEOUT_MS, StoreBusy, begin_immediate, is_deadlock, open_store
+from oncosurg.web.access_journal import AccessJournal, journal_path
 from oncosurg.web.errors import Busy
 
 
@@ -107,6 +108,9 @@ class WebStore:
         else:
             self.writer = self.engine
             self.turn = None
+        path = journal_path(self)
+        #: where page views' access rows wait for the table (SQLite files; :mod:`oncosurg.web.access_journal`)
+        self.access_journal = AccessJournal(path) if path else None
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

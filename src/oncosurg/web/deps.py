@@ -126,8 +126,7 @@ def record_access(request: Request, user: users.User, rows: list[dict[str, Any]]
 def records_in_reader(request: Request) -> bool:
     """Whether a read's access row can be recorded by the reading thread itself (SQLite journal, or
     the read's own PostgreSQL transaction) rather than waiting for the write lock in the writers' pool."""
-    recorder = request.app.state.access
-    return recorder.journal is not None or recorder.store.dialect == "postgresql"
+    return request.app.state.access.in_reader
 
 
 def sign_in_client(request: Request, username: str) -> throttle.Client:

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
-from oncosurg.web.access_journal import AccessJournal, journal_path
+from oncosurg.web.access_journal import AccessJournal
 from oncosurg.web.db import WebStore
 from oncosurg.web.services.users import User
 
@@ -61,12 +61,8 @@ class _Batch:
 
 
 def journal_of(store: WebStore) -> AccessJournal | None:
-    """The store's access journal (SQLite files), one per store."""
-    journal = getattr(store, "access_journal", False)
-    if journal is False:
-        path = journal_path(store)
-        journal = store.access_journal = AccessJournal(path) if path else None  # type: ignore[attr-defined]
-    return journal
+    """The store's access journal (SQLite files), or ``None``."""
+    return store.access_journal
 
 
 def flush(store: WebStore) -> int:
@@ -87,12 +83,18 @@ class AccessRecorder:
         self._open = _Batch()
         self._writing = False
 
+    @property
+    def in_reader(self) -> bool:
+        """Whether a reading thread records its rows itself (appended to the journal, or carried by
+        its PostgreSQL read transaction) rather than waiting for the write lock."""
+        return self.journal is not None or self.store.dialect == "postgresql"
+
     def record(self, rows: Sequence[dict[str, Any]], *, conn: sa.Connection | None = None) -> None:
         """Record ``rows``.  ``conn``: the request's PostgreSQL read transaction, which then carries
         them and commits (one transaction and one connection fewer per page view)."""
         if not rows:
             return
-        if conn is not None and self.journal is None and self.store.dialect == "postgresql":
+        if conn is not None and self.journal is None and self.in_reader:
             conn.execute(sa.insert(t.access_trail), list(rows))
             conn.commit()
             return
