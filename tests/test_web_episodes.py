@@ -230,3 +230,37 @@ def test_the_timeline_lists_every_dated_episode_in_order(app: FastAPI) -> None:
     for table, ids in _ids(patient).items():
         for episode_id in ids:
             assert f'id="ep-{table}-{episode_id}"' in html
+
+
+def _select(html: str, field_id: str) -> tuple[list[str], list[str]]:
+    """The option values of the select ``field_id`` and the selected ones."""
+    import re
+
+    body = html.split(f'<select id="{field_id}"', 1)[1].split("</select>", 1)[0]
+    options = re.findall(r'<option value="([^"]*)"( selected)?>', body)
+    return [v for v, _ in options if v], [v for v, s in options if s]
+
+
+def test_add_forms_drawn_once_still_follow_each_patient_and_a_refused_form(app: FastAPI) -> None:
+    """The add forms are drawn once per form, line numbers and default (a cache): each patient's page
+    still offers that patient's lines, the current one chosen, and a refused add shows its values and
+    errors without them leaking into the next page drawn."""
+    dm = Api(app, "dm")
+    two, one = dm.register(patient_id="PB-LINES2"), dm.register(patient_id="PB-LINES1")
+    assert dm.add(two, "therapy_line", **CASES["therapy_line"][0]).status_code == 200
+    html = {"accept": "text/html"}
+    lines = sorted(dm.patient(two)["lines"])
+    for _ in range(2):  # the second time from the cache
+        for pk, expected in ((two, lines), (one, sorted(dm.patient(one)["lines"]))):
+            page = dm.get(f"/patients/{pk}", headers=html).text
+            for form in ("mdt_review", "response_assessment"):
+                choices, chosen = _select(page, f"add-{form}-0-line_number")
+                assert choices == [str(n) for n in expected] and chosen == [str(expected[-1])], (pk, form)
+    assert len(lines) == 2
+    refused = dm.post(f"/patients/{one}/episodes/mdt_review", {
+        "review_date": "2024-01-20", "decision": "resectable", "line_number": "9", "notes": "typed by hand"},
+        headers=html)
+    assert refused.status_code == 422
+    assert "typed by hand" in refused.text and 'class="field has-error"' in refused.text
+    again = dm.get(f"/patients/{one}", headers=html).text
+    assert "typed by hand" not in again and "has-error" not in again

@@ -67,7 +67,9 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
 
     from oncosurg.web.routes import access, account, audit, auth, data, overview, patients, users
 
-    for module in (auth, account, patients, overview, data, audit, access, users):
+    # most requests first: a request is matched against each route in turn (no two routers' paths
+    # overlap, except ``/patients/{pk}/audit``, which ``patients`` only answers for other methods)
+    for module in (patients, overview, auth, account, data, audit, access, users):
         app.include_router(module.router)
     _error_handlers(app)
     return app

@@ -8,9 +8,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from markupsafe import Markup
 
 from oncosurg.pathway.model import Table
 from oncosurg.schema import Field
+from oncosurg.web import field_html
 from oncosurg.web.deps import (
     CsrfDep,
     CurrentUser,
@@ -179,6 +181,24 @@ def _rows(fields: Sequence[Field], values: dict[str, Any], errors: list[dict[str
     return rows
 
 
+#: The add forms' rows and HTML, which depend only on the form, the patient's line numbers and the
+#: defaults (the current line): ~40 of the ~75 fields of a patient page, drawn once instead of per page.
+_BLANK: dict[tuple[Any, ...], tuple[list[dict[str, Any]], Markup]] = {}
+
+
+def _blank_form(fields: Sequence[Field], defaults: dict[str, Any], name: str, prefix: str, lines: tuple[int, ...]
+                ) -> tuple[list[dict[str, Any]], Markup]:
+    """An add form without values or errors: its rows and HTML (shared; neither is changed later)."""
+    key = (name, prefix, lines, tuple(sorted(defaults.items())))
+    found = _BLANK.get(key)
+    if found is None:
+        rows = _rows(fields, defaults, [], prefix=prefix, lines=lines)
+        if len(_BLANK) > 1024:  # prefixes carry procedure numbers: stay bounded
+            _BLANK.clear()
+        found = _BLANK[key] = (rows, field_html.fields(rows))
+    return found
+
+
 def episode_view(data: dict[str, Any], *, target: str | None, errors: list[dict[str, Any]],
                  submitted: dict[str, str]) -> dict[str, Any]:
     """Template context of the episode forms (see :func:`_patient_view`)."""
@@ -188,6 +208,9 @@ def episode_view(data: dict[str, Any], *, target: str | None, errors: list[dict[
 
     def form(fields: Sequence[Field], values: dict[str, Any], name: str, prefix: str) -> dict[str, Any]:
         mine = target == name
+        if not mine and name.startswith("add:"):  # the same on every patient's page: drawn once
+            rows, html = _blank_form(fields, values, name, prefix, tuple(lines))
+            return {"rows": rows, "html": html, "general": [], "reason_errors": [], "open": False}
         mine_errors = errors if mine else []
         rows = _rows(fields, {**values, **submitted} if mine else values, mine_errors, prefix=prefix, lines=lines)
         names = {f.name for f in fields}

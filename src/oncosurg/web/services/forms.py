@@ -176,29 +176,45 @@ def check_dates_within(record: Mapping[str, Any], column: str, value: dt.date | 
     return out
 
 
+#: Per field, what a form row holds whatever the value (widget, choices, label, help…), by ``id`` of the
+#: field (kept in the entry, so an id is never reused): a patient page draws ~75 fields, and building
+#: these parts again for each (``describe_type`` above all) was a tenth of the page's rendering.
+_STATIC: dict[int, tuple[Field, dict[str, Any], dict[str, Any]]] = {}
+
+
+def _static_row(f: Field) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row's keys before the value and after it (the order rows always had)."""
+    found = _STATIC.get(id(f))
+    if found is not None and found[0] is f:
+        return found[1], found[2]
+    if f.kind is Kind.BOOL:
+        widget, choices = "select", ("yes", "no")
+    elif f.kind is Kind.ENUM:
+        widget, choices = "select", f.choices
+    elif f.kind is Kind.DATE:
+        widget, choices = "date", ()
+    elif f.kind in (Kind.INTEGER, Kind.NUMBER):
+        widget, choices = "number", ()
+    elif f.kind is Kind.TEXT and f.max_length > 200:
+        widget, choices = "textarea", ()
+    else:
+        widget, choices = "text", ()
+    head = {"name": f.name, "label": f.name.replace("_", " "), "widget": widget, "choices": choices}
+    tail = {"required": f.required == "yes", "help": f.describe_type() + (f" ({f.unit})" if f.unit else ""),
+            "description": f.description, "step": "1" if f.kind is Kind.INTEGER else "any"}
+    if len(_STATIC) > 4096:  # fields built at run time (none today): stay bounded
+        _STATIC.clear()
+    _STATIC[id(f)] = (f, head, tail)
+    return head, tail
+
+
 def form_rows(fields: Sequence[Field], values: Mapping[str, Any], errors: Sequence[Mapping[str, Any]]
               ) -> list[dict[str, Any]]:
     """What a template needs to draw each field: name, label, input kind, choices, value, its errors."""
     rows = []
     for f in fields:
-        if f.kind is Kind.BOOL:
-            widget, choices = "select", ("yes", "no")
-        elif f.kind is Kind.ENUM:
-            widget, choices = "select", f.choices
-        elif f.kind is Kind.DATE:
-            widget, choices = "date", ()
-        elif f.kind in (Kind.INTEGER, Kind.NUMBER):
-            widget, choices = "number", ()
-        elif f.kind is Kind.TEXT and f.max_length > 200:
-            widget, choices = "textarea", ()
-        else:
-            widget, choices = "text", ()
+        head, tail = _static_row(f)
         value = values.get(f.name)
-        rows.append({
-            "name": f.name, "label": f.name.replace("_", " "), "widget": widget, "choices": choices,
-            "value": value if isinstance(value, str) else (text(value) or ""),
-            "required": f.required == "yes", "help": f.describe_type() + (f" ({f.unit})" if f.unit else ""),
-            "description": f.description, "step": "1" if f.kind is Kind.INTEGER else "any",
-            "errors": [e for e in errors if e.get("column") == f.name],
-        })
+        rows.append({**head, "value": value if isinstance(value, str) else (text(value) or ""), **tail,
+                     "errors": [e for e in errors if e.get("column") == f.name] if errors else []})
     return rows
