@@ -12,6 +12,8 @@ file does not list is kept, and a value cleared by an empty cell is listed in
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,10 +122,15 @@ class StoredPatient:
 
 
 def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int) -> StoredPatient | None:
-    """Patient ``pk`` with its episodes' ids and versions, from one query per table (a page that
-    shows and edits one patient); ``None`` when there is no such patient."""
+    """Patient ``pk`` with its episodes' ids and versions (a page that shows and edits one patient);
+    ``None`` when there is no such patient.  SQLite and PostgreSQL read every episode table in one
+    statement (:func:`_one_patient_statement`), other databases with one query per table."""
     rows: dict[Table, list[dict[str, Any]]] = {}
-    records = _read(conn, tables, centre, [pk], rows)
+    one = _one_patient_statement(tables, conn.dialect.name) if conn.dialect.name in _JSON_ARRAYS else None
+    if one is not None:
+        records = _read_one(conn, tables, centre, pk, rows, one)
+    else:
+        records = _read(conn, tables, centre, [pk], rows)
     if pk not in records:
         return None
     record = records[pk]
@@ -146,27 +153,111 @@ def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[i
         out[row["id"]] = PatientRecord(row["centre_name"], {f.name: row[f.name] for f in PATIENT.fields})
     keys: dict[Table, dict[int, Any]] = {}
     for spec in EPISODE_TABLES:
-        ref = PARENT_REFS.get(spec.table)
-        rows = conn.execute(episodes[spec.table], {"pks": list(pks)}).mappings().all()
-        if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
-            keys[spec.table] = {r["id"]: r[spec.own_key] for r in rows}
-        pairs = []
-        for r in rows:
-            values = {k: v for k, v in r.items() if k not in _INTERNAL}
-            if ref is not None:
-                column, parent, key = ref
-                values[key] = None if r[column] is None else keys[parent][r[column]]
-            values = _ordered(spec, values)
-            out[r["patient_pk"]].episodes.setdefault(spec.table, []).append(values)
-            pairs.append((values, r))
-        if keep is not None:
-            pairs.sort(key=lambda pair, s=spec: tuple(pair[0][k] for k in s.key))
-            keep[spec.table] = [dict(r) for _, r in pairs]
+        _take(spec, conn.execute(episodes[spec.table], {"pks": list(pks)}).mappings().all(), out, keys, keep)
+    _sort(out)
+    return out
+
+
+def _take(spec: EpisodeTable, rows: Sequence[Mapping[str, Any]], out: dict[int, PatientRecord],
+          keys: dict[Table, dict[int, Any]], keep: dict[Table, list[dict[str, Any]]] | None) -> None:
+    """Add one table's stored ``rows`` (ordered by patient, then id) to the records ``out``: the
+    parents' file keys in place of their ids (``keys``: the parents' rows, read first)."""
+    ref = PARENT_REFS.get(spec.table)
+    if spec.table in (Table.THERAPY_LINE, Table.LIVER_PROCEDURE):
+        keys[spec.table] = {r["id"]: r[spec.own_key] for r in rows}
+    pairs = []
+    for r in rows:
+        values = {k: v for k, v in r.items() if k not in _INTERNAL}
+        if ref is not None:
+            column, parent, key = ref
+            values[key] = None if r[column] is None else keys[parent][r[column]]
+        values = _ordered(spec, values)
+        out[r["patient_pk"]].episodes.setdefault(spec.table, []).append(values)
+        pairs.append((values, r))
+    if keep is not None:
+        pairs.sort(key=lambda pair, s=spec: tuple(pair[0][k] for k in s.key))
+        keep[spec.table] = [dict(r) for _, r in pairs]
+
+
+def _sort(out: dict[int, PatientRecord]) -> None:
     for record in out.values():
         for spec in EPISODE_TABLES:
             if spec.table in record.episodes:
                 record.episodes[spec.table].sort(key=lambda row, s=spec: tuple(row[k] for k in s.key))
+
+
+#: Per dialect, the aggregate that makes a table's rows one JSON array in a single statement.
+_JSON_ARRAYS = {"sqlite": ("json_group_array", "json_object"), "postgresql": ("json_agg", "json_build_object")}
+
+
+def _read_one(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int,
+              keep: dict[Table, list[dict[str, Any]]],
+              one: tuple[sa.Select, list[list[tuple[str, Any]]]]) -> dict[int, PatientRecord]:
+    """:func:`_read` of one patient in two statements instead of one per table: on PostgreSQL each
+    statement is a round trip to the server, and the patient page reads a patient on every view.
+    The rows come back as JSON and get the types SQLAlchemy gives them (dates, booleans, floats)."""
+    patients, _ = _read_statements(tables, centre)
+    out: dict[int, PatientRecord] = {}
+    for row in conn.execute(patients, {"pks": [pk]}).mappings():
+        out[row["id"]] = PatientRecord(row["centre_name"], {f.name: row[f.name] for f in PATIENT.fields})
+    if not out:
+        return out
+    statement, converters = one
+    arrays = conn.execute(statement, {"pk": pk}).one()
+    keys: dict[Table, dict[int, Any]] = {}
+    for spec, found, convert in zip(EPISODE_TABLES, arrays, converters, strict=True):
+        rows = json.loads(found) if isinstance(found, (str, bytes)) else (found or [])
+        for r in rows:
+            for name, to_type in convert:
+                if r[name] is not None:
+                    r[name] = to_type(r[name])
+        rows.sort(key=lambda r: r["id"])
+        _take(spec, rows, out, keys, keep)
+    _sort(out)
     return out
+
+
+_ONE: dict[tuple[int, str], tuple[Tables, Any]] = {}
+
+
+def _one_patient_statement(tables: Tables, dialect: str) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
+    """``SELECT (rows of table 1 as a JSON array), (table 2), …`` for one patient (``pk`` bound), and
+    per table the columns whose JSON value needs converting (name, function); ``None`` if a column has
+    a type it cannot convert.  Built once per set of tables and dialect."""
+    found = _ONE.get((id(tables), dialect))
+    if found is not None and found[0] is tables:
+        return found[1]
+    built = _build_one(tables, dialect)
+    if len(_ONE) > 32:  # staging tables of past imports
+        _ONE.clear()
+    _ONE[(id(tables), dialect)] = (tables, built)
+    return built
+
+
+def _build_one(tables: Tables, dialect: str) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
+    group, obj = _JSON_ARRAYS[dialect]
+    columns, converters = [], []
+    for spec in EPISODE_TABLES:
+        table = tables[spec.table]
+        pairs: list[Any] = []
+        convert: list[tuple[str, Any]] = []
+        for c in table.c:
+            value: Any = c
+            if isinstance(c.type, sa.Date):
+                convert.append((c.name, dt.date.fromisoformat))
+            elif isinstance(c.type, sa.Boolean):
+                convert.append((c.name, bool))
+            elif isinstance(c.type, sa.Float):
+                convert.append((c.name, float))
+                if dialect == "sqlite":  # SQLite's JSON keeps 15 digits; 17 give back the stored double
+                    value = sa.case((c.is_(None), None), else_=sa.func.printf("%!.17g", c))
+            elif not isinstance(c.type, (sa.Integer, sa.String)):
+                return None  # a type this reader does not convert: one query per table
+            pairs += [sa.literal_column(f"'{c.name}'"), value]
+        converters.append(convert)
+        columns.append(sa.select(getattr(sa.func, group)(getattr(sa.func, obj)(*pairs)))
+                       .where(table.c.patient_pk == sa.bindparam("pk")).scalar_subquery().label(spec.table.value))
+    return sa.select(*columns), converters
 
 
 _STATEMENTS: dict[tuple[int, int], tuple[Tables, sa.Table, sa.Select, dict[Table, sa.Select]]] = {}
