@@ -128,8 +128,8 @@ def test_a_page_reads_one_snapshot_while_an_edit_commits(app: FastAPI) -> None:
 def test_writers_waiting_for_the_write_lock_do_not_take_the_readers_threads(store_url: str) -> None:
     """Issue 10 item 9: pages are read and rendered by a small pool of threads (``threads``), and
     writes wait for the write lock in a pool of their own.  With 2 reading threads and 6 edits
-    queued behind a 3 s write (an import's write phase), the list, the worklist and the dashboard
-    still answer at once, and every edit is saved after the write."""
+    queued behind a long write (an import's write phase, held until the reads are done), the list,
+    the worklist and the dashboard still answer, and every edit is saved after the write."""
     import time
 
     app = make_app(store_url, threads=2)
@@ -165,7 +165,10 @@ def test_writers_waiting_for_the_write_lock_do_not_take_the_readers_threads(stor
             for path in ("/patients.json", "/worklist.json", "/dashboard.json", "/patients.json?stage=alive"):
                 started = time.perf_counter()
                 assert client.get(path).status_code == 200
-                assert time.perf_counter() - started < 1.0, f"{path} waited behind the queued writers"
+                # a read queued behind the writers would wait for the release (~9 s later: the write
+                # holds the lock up to 10 s, until these reads are done); 4 s leaves room for a loaded
+                # machine (1.8 s seen under the full suite on PostgreSQL) without hiding a queued read
+                assert time.perf_counter() - started < 4.0, f"{path} waited behind the queued writers"
             assert not statuses, "the edits wait for the write lock"
         finally:
             release.set()
