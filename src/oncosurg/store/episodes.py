@@ -119,18 +119,22 @@ class StoredPatient:
     record: PatientRecord
     ids: dict[Table, dict[tuple[Any, ...], tuple[int, int]]]
     rows: dict[Table, list[dict[str, Any]]]
+    #: the patient's stored row (``id``, ``version``, ``import_batch_id``…) and its ``centre_name``
+    head: dict[str, Any]
 
 
 def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int) -> StoredPatient | None:
     """Patient ``pk`` with its episodes' ids and versions (a page that shows and edits one patient);
     ``None`` when there is no such patient.  SQLite and PostgreSQL read every episode table in one
-    statement (:func:`_one_patient_statement`), other databases with one query per table."""
+    statement (:func:`_one_patient_statement`: the patient's row too, so one statement is one
+    consistent read without a transaction), other databases with one query per table."""
     rows: dict[Table, list[dict[str, Any]]] = {}
-    one = _one_patient_statement(tables, conn.dialect.name) if conn.dialect.name in _JSON_ARRAYS else None
+    heads: dict[int, dict[str, Any]] = {}
+    one = _one_patient_statement(tables, centre, conn.dialect.name) if conn.dialect.name in _JSON_ARRAYS else None
     if one is not None:
-        records = _read_one(conn, tables, centre, pk, rows, one)
+        records = _read_one(conn, pk, rows, heads, one)
     else:
-        records = _read(conn, tables, centre, [pk], rows)
+        records = _read(conn, tables, centre, [pk], rows, heads)
     if pk not in records:
         return None
     record = records[pk]
@@ -138,11 +142,12 @@ def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int) 
     for spec in EPISODE_TABLES:
         for values, raw in zip(record.rows(spec.table), rows.get(spec.table, []), strict=True):
             ids[spec.table][tuple(values[k] for k in spec.key)] = (raw["id"], raw["version"])
-    return StoredPatient(pk, record, ids, rows)
+    return StoredPatient(pk, record, ids, rows, heads[pk])
 
 
 def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[int],
-          keep: dict[Table, list[dict[str, Any]]] | None) -> dict[int, PatientRecord]:
+          keep: dict[Table, list[dict[str, Any]]] | None,
+          heads: dict[int, dict[str, Any]] | None = None) -> dict[int, PatientRecord]:
     """:func:`read_records`; with ``keep``, also the stored rows of each table in the records' row
     order (the caller reads one patient)."""
     if not pks:
@@ -151,6 +156,8 @@ def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[i
     out: dict[int, PatientRecord] = {}
     for row in conn.execute(patients, {"pks": list(pks)}).mappings():
         out[row["id"]] = PatientRecord(row["centre_name"], {f.name: row[f.name] for f in PATIENT.fields})
+        if heads is not None:
+            heads[row["id"]] = dict(row)
     keys: dict[Table, dict[int, Any]] = {}
     for spec in EPISODE_TABLES:
         _take(spec, conn.execute(episodes[spec.table], {"pks": list(pks)}).mappings().all(), out, keys, keep)
@@ -190,72 +197,96 @@ def _sort(out: dict[int, PatientRecord]) -> None:
 _JSON_ARRAYS = {"sqlite": ("json_group_array", "json_object"), "postgresql": ("json_agg", "json_build_object")}
 
 
-def _read_one(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int,
-              keep: dict[Table, list[dict[str, Any]]],
-              one: tuple[sa.Select, list[list[tuple[str, Any]]]]) -> dict[int, PatientRecord]:
-    """:func:`_read` of one patient in two statements instead of one per table: on PostgreSQL each
+def _read_one(conn: sa.Connection, pk: int, keep: dict[Table, list[dict[str, Any]]],
+              heads: dict[int, dict[str, Any]], one: tuple[sa.Select, list[list[tuple[str, Any]]]]
+              ) -> dict[int, PatientRecord]:
+    """:func:`_read` of one patient in one statement instead of one per table: on PostgreSQL each
     statement is a round trip to the server, and the patient page reads a patient on every view.
     The rows come back as JSON and get the types SQLAlchemy gives them (dates, booleans, floats)."""
-    patients, _ = _read_statements(tables, centre)
-    out: dict[int, PatientRecord] = {}
-    for row in conn.execute(patients, {"pks": [pk]}).mappings():
-        out[row["id"]] = PatientRecord(row["centre_name"], {f.name: row[f.name] for f in PATIENT.fields})
-    if not out:
-        return out
     statement, converters = one
     arrays = conn.execute(statement, {"pk": pk}).one()
+    found = _rows_of(arrays[0], converters[0])
+    if not found:
+        return {}
+    head = heads[pk] = found[0]
+    out = {pk: PatientRecord(head["centre_name"], {f.name: head[f.name] for f in PATIENT.fields})}
     keys: dict[Table, dict[int, Any]] = {}
-    for spec, found, convert in zip(EPISODE_TABLES, arrays, converters, strict=True):
-        rows = json.loads(found) if isinstance(found, (str, bytes)) else (found or [])
-        for r in rows:
-            for name, to_type in convert:
-                if r[name] is not None:
-                    r[name] = to_type(r[name])
+    for spec, array, convert in zip(EPISODE_TABLES, arrays[1:], converters[1:], strict=True):
+        rows = _rows_of(array, convert)
         rows.sort(key=lambda r: r["id"])
         _take(spec, rows, out, keys, keep)
     _sort(out)
     return out
 
 
-_ONE: dict[tuple[int, str], tuple[Tables, Any]] = {}
+def _rows_of(array: Any, convert: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    rows = json.loads(array) if isinstance(array, (str, bytes)) else (array or [])
+    for r in rows:
+        for name, to_type in convert:
+            if r[name] is not None:
+                r[name] = to_type(r[name])
+    return rows
 
 
-def _one_patient_statement(tables: Tables, dialect: str) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
-    """``SELECT (rows of table 1 as a JSON array), (table 2), …`` for one patient (``pk`` bound), and
-    per table the columns whose JSON value needs converting (name, function); ``None`` if a column has
-    a type it cannot convert.  Built once per set of tables and dialect."""
-    found = _ONE.get((id(tables), dialect))
-    if found is not None and found[0] is tables:
-        return found[1]
-    built = _build_one(tables, dialect)
+_ONE: dict[tuple[int, int, str], tuple[Tables, sa.Table, Any]] = {}
+
+
+def _one_patient_statement(tables: Tables, centre: sa.Table, dialect: str
+                           ) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
+    """``SELECT (the patient's row and centre as a JSON array), (the rows of episode table 1 as a
+    JSON array), …`` for one patient (``pk`` bound), and per array the columns whose JSON value needs
+    converting (name, function); ``None`` if a column has a type it cannot convert.  Built once per
+    set of tables and dialect."""
+    key = (id(tables), id(centre), dialect)
+    found = _ONE.get(key)
+    if found is not None and found[0] is tables and found[1] is centre:
+        return found[2]
+    built = _build_one(tables, centre, dialect)
     if len(_ONE) > 32:  # staging tables of past imports
         _ONE.clear()
-    _ONE[(id(tables), dialect)] = (tables, built)
+    _ONE[key] = (tables, centre, built)
     return built
 
 
-def _build_one(tables: Tables, dialect: str) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
+def _json_pairs(columns: Any, dialect: str) -> tuple[list[Any], list[tuple[str, Any]]] | None:
+    """``json_object``'s arguments (name, value, …) for ``columns`` ((name, column) pairs) and the
+    conversions of their values."""
+    pairs: list[Any] = []
+    convert: list[tuple[str, Any]] = []
+    for name, c in columns:
+        value: Any = c
+        if isinstance(c.type, sa.Date):
+            convert.append((name, dt.date.fromisoformat))
+        elif isinstance(c.type, sa.Boolean):
+            convert.append((name, bool))
+        elif isinstance(c.type, sa.Float):
+            convert.append((name, float))
+            if dialect == "sqlite":  # SQLite's JSON keeps 15 digits; 17 give back the stored double
+                value = sa.case((c.is_(None), None), else_=sa.func.printf("%!.17g", c))
+        elif not isinstance(c.type, (sa.Integer, sa.String)):
+            return None  # a type this reader does not convert: one query per table
+        pairs += [sa.literal_column(f"'{name}'"), value]
+    return pairs, convert
+
+
+def _build_one(tables: Tables, centre: sa.Table, dialect: str
+               ) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
     group, obj = _JSON_ARRAYS[dialect]
-    columns, converters = [], []
+    p = tables[Table.PATIENT]
+    head = _json_pairs([*((c.name, c) for c in p.c), ("centre_name", centre.c.name)], dialect)
+    if head is None:
+        return None
+    columns = [sa.select(getattr(sa.func, group)(getattr(sa.func, obj)(*head[0])))
+               .select_from(p.join(centre, centre.c.id == p.c.centre_id))
+               .where(p.c.id == sa.bindparam("pk")).scalar_subquery().label("patient")]
+    converters = [head[1]]
     for spec in EPISODE_TABLES:
         table = tables[spec.table]
-        pairs: list[Any] = []
-        convert: list[tuple[str, Any]] = []
-        for c in table.c:
-            value: Any = c
-            if isinstance(c.type, sa.Date):
-                convert.append((c.name, dt.date.fromisoformat))
-            elif isinstance(c.type, sa.Boolean):
-                convert.append((c.name, bool))
-            elif isinstance(c.type, sa.Float):
-                convert.append((c.name, float))
-                if dialect == "sqlite":  # SQLite's JSON keeps 15 digits; 17 give back the stored double
-                    value = sa.case((c.is_(None), None), else_=sa.func.printf("%!.17g", c))
-            elif not isinstance(c.type, (sa.Integer, sa.String)):
-                return None  # a type this reader does not convert: one query per table
-            pairs += [sa.literal_column(f"'{c.name}'"), value]
-        converters.append(convert)
-        columns.append(sa.select(getattr(sa.func, group)(getattr(sa.func, obj)(*pairs)))
+        found = _json_pairs([(c.name, c) for c in table.c], dialect)
+        if found is None:
+            return None
+        converters.append(found[1])
+        columns.append(sa.select(getattr(sa.func, group)(getattr(sa.func, obj)(*found[0])))
                        .where(table.c.patient_pk == sa.bindparam("pk")).scalar_subquery().label(spec.table.value))
     return sa.select(*columns), converters
 

@@ -132,7 +132,8 @@ class WebStore:
     def read_one(self) -> Iterator[sa.Connection]:
         """A read of one statement (or of statements that need no common snapshot), outside any
         transaction: on PostgreSQL in autocommit, which saves the ``BEGIN`` and ``ROLLBACK`` round
-        trips of :meth:`read` (every request's session lookup: 3 round trips → 1)."""
+        trips of :meth:`read` (every request's session lookup: 3 round trips → 1; a patient page,
+        whose patient is one statement, and its access row: 8 → 4)."""
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -115,7 +115,7 @@ def record_access(request: Request, user: users.User, rows: list[dict[str, Any]]
 
     Each row gives ``action``, ``resource``, ``fmt`` and optionally ``centre``, ``patient_pk``,
     ``patient_id``, ``patients``, ``detail`` (:func:`oncosurg.web.services.access.row`).  ``conn``:
-    the read transaction the rows may share (PostgreSQL; see
+    the read connection that may insert the rows (PostgreSQL; see
     :meth:`oncosurg.web.services.access.AccessRecorder.record`)."""
     from oncosurg.web.services import access
 

@@ -137,9 +137,9 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
                   record: bool = False) -> Response:
     """The patient page: the timeline of every episode, each episode's edit and delete forms, an add
     form per episode type; after a refused write, the form of ``target`` again with its errors.
-    ``record``: the read enters the access trail once the page is rendered, in the read's transaction
+    ``record``: the read enters the access trail once the page is rendered, by the reading thread
     (:func:`oncosurg.web.deps.records_in_reader`)."""
-    with store.read() as conn:
+    with store.read_one() as conn:  # the patient is one statement: no transaction to begin and end
         data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                      horizon_weeks=settings.review_horizon_weeks)
         response = _patient_page(request, settings, data, target=target, error=error, submitted=submitted,
@@ -267,7 +267,7 @@ async def patient_json(request: Request, pk: PK, user: CurrentUser, store: Store
     inline = records_in_reader(request)
 
     def read() -> dict[str, Any]:
-        with store.read() as conn:
+        with store.read_one() as conn:
             data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                          horizon_weeks=settings.review_horizon_weeks)
             if inline:

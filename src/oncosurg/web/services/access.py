@@ -85,13 +85,13 @@ class AccessRecorder:
 
     @property
     def in_reader(self) -> bool:
-        """Whether a reading thread records its rows itself (appended to the journal, or carried by
-        its PostgreSQL read transaction) rather than waiting for the write lock."""
+        """Whether a reading thread records its rows itself (appended to the journal, or inserted by
+        its PostgreSQL connection) rather than waiting for the write lock."""
         return self.journal is not None or self.store.dialect == "postgresql"
 
     def record(self, rows: Sequence[dict[str, Any]], *, conn: sa.Connection | None = None) -> None:
-        """Record ``rows``.  ``conn``: the request's PostgreSQL read transaction, which then carries
-        them and commits (one transaction and one connection fewer per page view)."""
+        """Record ``rows``.  ``conn``: the request's PostgreSQL read connection (in a transaction or in
+        autocommit), which then inserts them and commits (one connection fewer per page view)."""
         if not rows:
             return
         if conn is not None and self.journal is None and self.in_reader:

@@ -245,10 +245,12 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
     from oncosurg.web.services import episodes, pathway
 
-    head = patient_head(conn, user=user, pk=pk)
-    stored = read_stored(conn, t.EPISODES, t.centre, pk)  # every episode once: the page derives the rest
-    if stored is None:
+    # the patient and every episode in one statement (one consistent read): the page derives the rest
+    stored = read_stored(conn, t.EPISODES, t.centre, pk)
+    if stored is None or not user.sees(stored.head["centre_name"]):
         raise NotFound(f"patient {pk} not found in your centres")
+    head = {"pk": pk, "patient_id": stored.head["patient_id"], "centre": stored.head["centre_name"],
+            "version": stored.head["version"], "import_batch_id": stored.head["import_batch_id"]}
     record, regimen = _flat_and_regimen(stored)
     worst_first = sorted(stored.rows.get(Table.COMPLICATION, []),
                          key=lambda c: (c["grade_rank"] is None, -(c["grade_rank"] or 0), c["id"]))
