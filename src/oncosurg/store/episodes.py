@@ -228,7 +228,19 @@ def _rows_of(array: Any, convert: list[tuple[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
-_ONE: dict[tuple[int, int, str], tuple[Tables, sa.Table, Any]] = {}
+#: Statements built once per set of tables (and dialect): by ``(builder, id(tables), id(centre),
+#: dialect)``, the tables kept in the entry so an id is never taken for another set.
+_BUILT: dict[tuple[Any, ...], tuple[Tables, sa.Table, Any]] = {}
+
+
+def _built(build: Any, tables: Tables, centre: sa.Table, *args: Any) -> Any:
+    key = (build, id(tables), id(centre), *args)
+    found = _BUILT.get(key)
+    if found is None or found[0] is not tables or found[1] is not centre:
+        if len(_BUILT) > 64:  # staging tables of past imports
+            _BUILT.clear()
+        found = _BUILT[key] = (tables, centre, build(tables, centre, *args))
+    return found[2]
 
 
 def _one_patient_statement(tables: Tables, centre: sa.Table, dialect: str
@@ -237,15 +249,7 @@ def _one_patient_statement(tables: Tables, centre: sa.Table, dialect: str
     JSON array), …`` for one patient (``pk`` bound), and per array the columns whose JSON value needs
     converting (name, function); ``None`` if a column has a type it cannot convert.  Built once per
     set of tables and dialect."""
-    key = (id(tables), id(centre), dialect)
-    found = _ONE.get(key)
-    if found is not None and found[0] is tables and found[1] is centre:
-        return found[2]
-    built = _build_one(tables, centre, dialect)
-    if len(_ONE) > 32:  # staging tables of past imports
-        _ONE.clear()
-    _ONE[key] = (tables, centre, built)
-    return built
+    return _built(_build_one, tables, centre, dialect)
 
 
 def _json_pairs(columns: Any, dialect: str) -> tuple[list[Any], list[tuple[str, Any]]] | None:
@@ -291,25 +295,20 @@ def _build_one(tables: Tables, centre: sa.Table, dialect: str
     return sa.select(*columns), converters
 
 
-_STATEMENTS: dict[tuple[int, int], tuple[Tables, sa.Table, sa.Select, dict[Table, sa.Select]]] = {}
-
-
 def _read_statements(tables: Tables, centre: sa.Table) -> tuple[sa.Select, dict[Table, sa.Select]]:
     """:func:`_read`'s statements (patients, then each episode table), ids bound at run time: built
     once per set of tables (building them cost a third of reading one patient)."""
-    key = (id(tables), id(centre))
-    found = _STATEMENTS.get(key)
-    if found is None or found[0] is not tables or found[1] is not centre:
-        pks = sa.bindparam("pks", expanding=True)
-        p = tables[Table.PATIENT]
-        patients = (sa.select(p, centre.c.name.label("centre_name")).join(centre, centre.c.id == p.c.centre_id)
-                    .where(p.c.id.in_(pks)))
-        episodes = {spec.table: sa.select(tables[spec.table]).where(tables[spec.table].c.patient_pk.in_(pks))
-                    .order_by(tables[spec.table].c.patient_pk, tables[spec.table].c.id) for spec in EPISODE_TABLES}
-        if len(_STATEMENTS) > 32:  # staging tables of past imports
-            _STATEMENTS.clear()
-        found = _STATEMENTS[key] = (tables, centre, patients, episodes)
-    return found[2], found[3]
+    return _built(_build_read, tables, centre)
+
+
+def _build_read(tables: Tables, centre: sa.Table) -> tuple[sa.Select, dict[Table, sa.Select]]:
+    pks = sa.bindparam("pks", expanding=True)
+    p = tables[Table.PATIENT]
+    patients = (sa.select(p, centre.c.name.label("centre_name")).join(centre, centre.c.id == p.c.centre_id)
+                .where(p.c.id.in_(pks)))
+    episodes = {spec.table: sa.select(tables[spec.table]).where(tables[spec.table].c.patient_pk.in_(pks))
+                .order_by(tables[spec.table].c.patient_pk, tables[spec.table].c.id) for spec in EPISODE_TABLES}
+    return patients, episodes
 
 
 def _ordered(spec: EpisodeTable, values: Mapping[str, Any]) -> dict[str, Any]:

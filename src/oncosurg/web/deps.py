@@ -125,7 +125,7 @@ def record_access(request: Request, user: users.User, rows: list[dict[str, Any]]
 
 def records_in_reader(request: Request) -> bool:
     """Whether a read's access row can be recorded by the reading thread itself (SQLite journal, or
-    the read's own PostgreSQL transaction) rather than waiting for the write lock in the writers' pool."""
+    the read's own PostgreSQL connection) rather than waiting for the write lock in the writers' pool."""
     return request.app.state.access.in_reader
 
 
