@@ -180,9 +180,10 @@ def test_one_patient_reads_equal_the_registry_select(tmp_path) -> None:  # type:
 
 def test_the_patient_page_reads_each_table_once_and_equals_the_per_part_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """``read_patient`` derives the flat record, the regimen, the complications, reviews, responses
-    and every episode's id and version from one read of the patient and its episodes (2 statements;
-    12 with a query per table, 42 before that), and they
-    equal what the per-part queries read, on a random multi-episode registry."""
+    and every episode's id and version, and its creation time, from one statement (12 with a query
+    per table, 42 before that), and they equal what the per-part queries read, on a random
+    multi-episode registry: its creation time the latest ``create`` row of its trail, else its
+    import batch's time."""
     import sqlalchemy as sa
 
     from oncosurg.reference import random_registry
@@ -191,22 +192,35 @@ def test_the_patient_page_reads_each_table_once_and_equals_the_per_part_reads(tm
     from oncosurg.store.episodes import episode_ids
     from oncosurg.store.repository import import_patients, read_record
     from oncosurg.web.services import pathway
-    from oncosurg.web.services.patients import read_patient, read_regimen
+    from oncosurg.web.services.patients import created_at, read_patient, read_regimen
     from oncosurg.web.services.users import User
 
     engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
     records = random_registry(200, 11)
     assert not import_patients(engine, records, source="random", sha256="0" * 64, rows=len(records)).issues
     user = User(id=1, username="t", role="admin", all_centres=True, centres=frozenset())
+    with engine.begin() as conn:  # some patients created through the web: their trail's create rows count
+        for pk, at in [(3, "2098-05-01T10:00:00.123456Z"), (3, "2098-05-02T09:00:00Z"), (7, "2099-01-01T00:00:00Z")]:
+            conn.execute(sa.insert(t.audit_log).values(at=at, username="t", action="create", entity="patient",
+                                                       patient_pk=pk, prev_hash="0" * 64, hash=f"{pk}{at}"))
+        conn.execute(sa.insert(t.audit_log).values(at="2099-06-01T00:00:00Z", username="t", action="create",
+                                                   entity="complication", patient_pk=7, prev_hash="0", hash="c"))
+        conn.execute(sa.delete(t.audit_log).where(t.audit_log.c.patient_pk == 5))  # no trail: its batch's time
+        imported = conn.execute(sa.select(t.import_batch.c.imported_at)).scalar()
     statements: list[str] = []
     sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     with engine.connect() as conn:
         pks = [r[0] for r in conn.execute(sa.select(t.patient.c.id))]
         seen = {"complications": 0, "reviews": 0, "responses": 0}
+        created = set()
         for pk in pks:
             statements.clear()
             page = read_patient(conn, user=user, pk=pk, today=D(2024, 6, 3))
-            assert len(statements) <= 2, statements
+            assert len(statements) == 1, statements
+            batch = conn.execute(sa.select(t.patient.c.import_batch_id).where(t.patient.c.id == pk)).scalar()
+            expected = created_at(conn, pk=pk, import_batch_id=batch)
+            assert expected is not None and page["created_at"] == expected.isoformat() + "Z"
+            created.add(page["created_at"])
             assert page["record"] == read_record(conn, pk)
             assert page["regimen"] == read_regimen(conn, pk)
             assert page["complications"] == pathway.complications(conn, pk=pk)
@@ -219,6 +233,8 @@ def test_the_patient_page_reads_each_table_once_and_equals_the_per_part_reads(tm
                     assert ids[Table(table)][tuple(item["key"])] == (item["id"], item["version"])
                 assert len(listed) == len(ids[Table(table)])
     assert min(seen.values()) > 20, seen
+    assert {"2098-05-02T09:00:00Z", "2099-01-01T00:00:00Z", imported.replace(tzinfo=None).isoformat() + "Z"
+            } <= created, (created, imported)
     engine.dispose()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,8 @@ from oncosurg.store.bulk import insert_rows, reserve_ids
 from oncosurg.store.episode_tables import PARENT_REFS
 
 Tables = Mapping[Table, sa.Table]
+#: more facts read with a patient: ``(name, scalar subquery with the patient's id bound as pk)``
+Also = tuple[tuple[str, Any], ...]
 _INTERNAL = ("id", "patient_pk", "version", "grade_rank", "procedure_pk", "therapy_line_pk", "centre_id")
 
 
@@ -121,20 +123,31 @@ class StoredPatient:
     rows: dict[Table, list[dict[str, Any]]]
     #: the patient's stored row (``id``, ``version``, ``import_batch_id``…) and its ``centre_name``
     head: dict[str, Any]
+    #: the values of the caller's ``also`` subqueries, by name
+    also: dict[str, Any] = field(default_factory=dict)
 
 
-def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int) -> StoredPatient | None:
+def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int, *, also: Also = ()
+                ) -> StoredPatient | None:
     """Patient ``pk`` with its episodes' ids and versions (a page that shows and edits one patient);
     ``None`` when there is no such patient.  SQLite and PostgreSQL read every episode table in one
-    statement (:func:`_one_patient_statement`: the patient's row too, so one statement is one
-    consistent read without a transaction), other databases with one query per table."""
+    statement (:func:`_build_one`: the patient's row too, so one statement is one
+    consistent read without a transaction), other databases with one query per table.
+
+    ``also``: more facts about the patient read with it, as ``(name, scalar subquery)`` pairs with
+    the patient's id bound as ``pk`` (a module constant: statements are built once per ``also``);
+    their values are :attr:`StoredPatient.also`."""
     rows: dict[Table, list[dict[str, Any]]] = {}
     heads: dict[int, dict[str, Any]] = {}
-    one = _one_patient_statement(tables, centre, conn.dialect.name) if conn.dialect.name in _JSON_ARRAYS else None
+    extra: dict[str, Any] = {}
+    one = (_built(_build_one, (tables, centre, also), conn.dialect.name) if conn.dialect.name in _JSON_ARRAYS
+           else None)
     if one is not None:
-        records = _read_one(conn, pk, rows, heads, one)
+        records = _read_one(conn, pk, rows, heads, one, extra)
     else:
         records = _read(conn, tables, centre, [pk], rows, heads)
+        if also and pk in records:
+            extra = dict(conn.execute(sa.select(*(q.label(name) for name, q in also)), {"pk": pk}).one()._mapping)
     if pk not in records:
         return None
     record = records[pk]
@@ -142,7 +155,7 @@ def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int) 
     for spec in EPISODE_TABLES:
         for values, raw in zip(record.rows(spec.table), rows.get(spec.table, []), strict=True):
             ids[spec.table][tuple(values[k] for k in spec.key)] = (raw["id"], raw["version"])
-    return StoredPatient(pk, record, ids, rows, heads[pk])
+    return StoredPatient(pk, record, ids, rows, heads[pk], extra)
 
 
 def _read(conn: sa.Connection, tables: Tables, centre: sa.Table, pks: Sequence[int],
@@ -198,13 +211,17 @@ _JSON_ARRAYS = {"sqlite": ("json_group_array", "json_object"), "postgresql": ("j
 
 
 def _read_one(conn: sa.Connection, pk: int, keep: dict[Table, list[dict[str, Any]]],
-              heads: dict[int, dict[str, Any]], one: tuple[sa.Select, list[list[tuple[str, Any]]]]
-              ) -> dict[int, PatientRecord]:
+              heads: dict[int, dict[str, Any]], one: tuple[sa.Select, list[list[tuple[str, Any]]]],
+              also: dict[str, Any]) -> dict[int, PatientRecord]:
     """:func:`_read` of one patient in one statement instead of one per table: on PostgreSQL each
     statement is a round trip to the server, and the patient page reads a patient on every view.
-    The rows come back as JSON and get the types SQLAlchemy gives them (dates, booleans, floats)."""
+    The rows come back as JSON and get the types SQLAlchemy gives them (dates, booleans, floats);
+    the ``also`` columns (after the arrays) with their own types, into ``also``."""
     statement, converters = one
     arrays = conn.execute(statement, {"pk": pk}).one()
+    width = len(converters)
+    also.update(zip(arrays._fields[width:], arrays[width:], strict=True))
+    arrays = arrays[:width]
     found = _rows_of(arrays[0], converters[0])
     if not found:
         return {}
@@ -228,28 +245,20 @@ def _rows_of(array: Any, convert: list[tuple[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
-#: Statements built once per set of tables (and dialect): by ``(builder, id(tables), id(centre),
-#: dialect)``, the tables kept in the entry so an id is never taken for another set.
-_BUILT: dict[tuple[Any, ...], tuple[Tables, sa.Table, Any]] = {}
+#: Statements built once per set of tables (and ``also``, and dialect): by ``(builder, id(tables),
+#: id(centre), id(also), dialect)``, the objects kept in the entry so an id is never taken for another.
+_BUILT: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 
 
-def _built(build: Any, tables: Tables, centre: sa.Table, *args: Any) -> Any:
-    key = (build, id(tables), id(centre), *args)
+def _built(build: Any, objects: tuple[Any, ...], *values: str) -> Any:
+    """``build(*objects, *values)``, built once per ``objects`` (by identity) and ``values``."""
+    key = (build, *map(id, objects), *values)
     found = _BUILT.get(key)
-    if found is None or found[0] is not tables or found[1] is not centre:
+    if found is None or any(a is not b for a, b in zip(found[0], objects, strict=True)):
         if len(_BUILT) > 64:  # staging tables of past imports
             _BUILT.clear()
-        found = _BUILT[key] = (tables, centre, build(tables, centre, *args))
-    return found[2]
-
-
-def _one_patient_statement(tables: Tables, centre: sa.Table, dialect: str
-                           ) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
-    """``SELECT (the patient's row and centre as a JSON array), (the rows of episode table 1 as a
-    JSON array), …`` for one patient (``pk`` bound), and per array the columns whose JSON value needs
-    converting (name, function); ``None`` if a column has a type it cannot convert.  Built once per
-    set of tables and dialect."""
-    return _built(_build_one, tables, centre, dialect)
+        found = _BUILT[key] = (objects, build(*objects, *values))
+    return found[1]
 
 
 def _json_pairs(columns: Any, dialect: str) -> tuple[list[Any], list[tuple[str, Any]]] | None:
@@ -273,8 +282,11 @@ def _json_pairs(columns: Any, dialect: str) -> tuple[list[Any], list[tuple[str, 
     return pairs, convert
 
 
-def _build_one(tables: Tables, centre: sa.Table, dialect: str
+def _build_one(tables: Tables, centre: sa.Table, also: Also, dialect: str
                ) -> tuple[sa.Select, list[list[tuple[str, Any]]]] | None:
+    """``SELECT (the patient's row and centre as a JSON array), (the rows of episode table 1 as a
+    JSON array), …, also…`` for one patient (``pk`` bound), and per array the columns whose JSON
+    value needs converting (name, function); ``None`` if a column has a type it cannot convert."""
     group, obj = _JSON_ARRAYS[dialect]
     p = tables[Table.PATIENT]
     head = _json_pairs([*((c.name, c) for c in p.c), ("centre_name", centre.c.name)], dialect)
@@ -292,13 +304,13 @@ def _build_one(tables: Tables, centre: sa.Table, dialect: str
         converters.append(found[1])
         columns.append(sa.select(getattr(sa.func, group)(getattr(sa.func, obj)(*found[0])))
                        .where(table.c.patient_pk == sa.bindparam("pk")).scalar_subquery().label(spec.table.value))
-    return sa.select(*columns), converters
+    return sa.select(*columns, *(q.label(name) for name, q in also)), converters
 
 
 def _read_statements(tables: Tables, centre: sa.Table) -> tuple[sa.Select, dict[Table, sa.Select]]:
     """:func:`_read`'s statements (patients, then each episode table), ids bound at run time: built
     once per set of tables (building them cost a third of reading one patient)."""
-    return _built(_build_read, tables, centre)
+    return _built(_build_read, (tables, centre))
 
 
 def _build_read(tables: Tables, centre: sa.Table) -> tuple[sa.Select, dict[Table, sa.Select]]:

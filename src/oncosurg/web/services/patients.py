@@ -76,6 +76,15 @@ _HEAD = (sa.select(t.patient.c.id, t.patient.c.patient_id, t.patient.c.version, 
 _CREATED = (sa.select(t.audit_log.c.patient_pk, sa.func.max(t.audit_log.c.at))
             .where(t.audit_log.c.patient_pk.in_(sa.bindparam("pks", expanding=True)), t.audit_log.c.action == "create",
                    t.audit_log.c.entity == "patient").group_by(t.audit_log.c.patient_pk))
+#: :func:`created_at` read with the patient (:func:`read_patient`): its latest ``create`` row, its batch's time
+_CREATED_ALSO = (
+    ("created_logged", sa.select(sa.func.max(t.audit_log.c.at))
+     .where(t.audit_log.c.patient_pk == sa.bindparam("pk"), t.audit_log.c.action == "create",
+            t.audit_log.c.entity == "patient").scalar_subquery()),
+    ("created_imported", sa.select(t.import_batch.c.imported_at)
+     .join(t.patient, t.patient.c.import_batch_id == t.import_batch.c.id)
+     .where(t.patient.c.id == sa.bindparam("pk")).scalar_subquery()),
+)
 
 
 def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
@@ -246,7 +255,7 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     from oncosurg.web.services import episodes, pathway
 
     # the patient and every episode in one statement (one consistent read): the page derives the rest
-    stored = read_stored(conn, t.EPISODES, t.centre, pk)
+    stored = read_stored(conn, t.EPISODES, t.centre, pk, also=_CREATED_ALSO)
     if stored is None or not user.sees(stored.head["centre_name"]):
         raise NotFound(f"patient {pk} not found in your centres")
     head = {"pk": pk, "patient_id": stored.head["patient_id"], "centre": stored.head["centre_name"],
@@ -260,7 +269,9 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     responses = [{k: a[k] for k in ("id", "assessment_date", "category", "baseline_sum_mm", "current_sum_mm",
                                     "nadir_sum_mm", "new_lesions")}
                  for a in sorted(stored.rows.get(Table.RESPONSE_ASSESSMENT, []), key=_by_date("assessment_date"))]
-    created = created_at(conn, pk=pk, import_batch_id=head["import_batch_id"])
+    logged, imported = stored.also["created_logged"], stored.also["created_imported"]
+    created = (dt.datetime.fromisoformat(logged.rstrip("Z")) if logged
+               else imported.replace(tzinfo=None) if isinstance(imported, dt.datetime) else None)
     return {
         "pk": pk, "patient_id": head["patient_id"], "centre": head["centre"], "version": head["version"],
         "created_at": created.isoformat() + "Z" if created else None,
