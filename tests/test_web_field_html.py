@@ -65,3 +65,33 @@ def _rows() -> list[dict[str, Any]]:
 def test_the_field_function_draws_what_the_macro_drew(readonly: bool) -> None:
     for row in _rows():
         assert str(field(row, readonly=readonly)) == REFERENCE.render(row=row, readonly=readonly), row
+
+
+def test_templates_read_dict_keys_first_and_resolve_every_name_as_jinja_does() -> None:
+    """The templates' environment reads ``d.name`` from a dict's keys without trying an attribute
+    first (an exception per lookup), and resolves every name as stock Jinja does: a dict's methods
+    (``d.items()``, ``d.values`` even with a key ``values``), missing keys (undefined, so ``default``
+    applies), objects' attributes, and objects that are both."""
+    import jinja2
+
+    from oncosurg.web.deps import TEMPLATES
+
+    class Both(dict):  # a dict subclass with an attribute: still attribute first
+        label = "attribute"
+
+    class Row:
+        name = "object"
+
+        def __getitem__(self, key: str) -> str:
+            return f"item {key}"
+
+    source = ("{{ d.a }}|{{ d.values is callable }}|{{ d.missing | default('none') }}|{{ d.items() | list }}|"
+              "{{ d['values'] }}|{{ o.name }}|{{ o.other }}|{{ b.label }}|{{ b.get('label') }}|{{ d.keys() | list }}|"
+              "{{ d.nested.x }}|{{ d.__class__.__name__ }}|{{ (d.missing is defined) }}")
+    values = {"d": {"a": 1, "values": "a key named values", "nested": {"x": "<b>"}}, "o": Row(),
+              "b": Both(label="key")}
+    ours = TEMPLATES.env.from_string(source).render(values)
+    stock = jinja2.Environment(autoescape=True).from_string(source).render(values)
+    assert ours == stock
+    assert ours.startswith("1|True|none|") and "item other" in ours and "attribute|key" in ours and "&lt;b&gt;" in ours
+    assert type(TEMPLATES.env).getattr is not jinja2.Environment.getattr

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
+import jinja2
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -36,7 +37,29 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 T = TypeVar("T")
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+#: the names a dict answers as attributes (``items``, ``values``…): a template's ``d.values`` stays the method
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.Environment):
+    """Jinja's environment, but a template's ``d.name`` reads a dict's key first.
+
+    Jinja tries ``getattr(d, "name")`` first, which on a dict (most of a page's values are dicts)
+    raises an ``AttributeError`` before the key is read: 8 % of the server's CPU under load (py-spy,
+    web benchmark on PostgreSQL).  The result is the same: a dict has no other attributes than
+    :data:`_DICT_ATTRIBUTES`, which still resolve as Jinja resolves them."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
+TEMPLATES = Jinja2Templates(env=_Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                                             autoescape=jinja2.select_autoescape()))
 TEMPLATES.env.auto_reload = False  # templates ship with the package: no stat() of each one per page
 TEMPLATES.env.globals["version"] = __version__
 TEMPLATES.env.globals["field"] = field_html.field  # a form field (was a macro: most of a patient page's rendering)
