@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -141,3 +142,47 @@ def test_a_started_server_builds_the_list_and_worklist_indexes_before_the_first_
     dm.register(patient_id="P-2")
     assert _ids(dm) == ["P-1", "P-2"] and dm.get("/worklist.json").status_code == 200
     assert (roster.rebuilds, index.rebuilds) == (1, 1) and roster.updates == 1 and index.updates == 1
+
+
+def test_the_list_and_worklist_read_outside_a_transaction_and_refresh_in_a_snapshot(app: FastAPI) -> None:
+    """The list and the worklist read their index's marks (and the centres) outside any transaction:
+    no ``BEGIN``/``ROLLBACK`` round trips on PostgreSQL.  A refresh, whose marks and changed rows must
+    come from one snapshot, opens its own read transaction, only when the registry moved."""
+    store = app.state.store
+    dm = Api(app, "dm")
+    pk = dm.register(patient_id="P-1", cetuximab_start="2024-01-08")
+    opened: list[str] = []
+
+    def counted(name: str) -> Any:
+        def open_snapshot() -> Any:
+            opened.append(name)
+            return store.read()
+        return open_snapshot
+
+    app.state.roster._snapshot = counted("roster")
+    app.state.worklist_index._snapshot = counted("worklist")
+    statements: list[tuple[str, bool]] = []
+
+    def in_transaction(conn: sa.Connection) -> bool:
+        dbapi = conn.connection.dbapi_connection
+        return not dbapi.autocommit if store.dialect == "postgresql" else dbapi.in_transaction
+
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda conn, _c, statement, *_: statements.append((statement, in_transaction(conn))))
+    for path, name in [("/patients.json", "roster"), ("/worklist.json", "worklist")]:
+        for round_ in range(3):
+            statements.clear()
+            before = len(opened)
+            assert dm.get(path).status_code == 200
+            begins = [s for s, _ in statements if s.strip().upper().startswith("BEGIN")]  # SQLite's snapshot
+            outside = [s for s, inside in statements if not inside and s not in begins]
+            assert len(outside) <= 3, outside  # the session, the marks, the centres
+            if round_ == 1:  # nothing changed since: no snapshot, every statement outside a transaction
+                assert opened[before:] == [] and not begins and len(outside) == len(statements), statements
+            else:  # first use, or after an edit: one snapshot, the index read inside it
+                assert opened[before:] == [name] and len(statements) > len(outside), statements
+            if round_ == 1:
+                assert dm.save(pk, "follow_up", last_contact_date=f"2024-05-0{6 if path == '/patients.json' else 7}"
+                               ).status_code == 200
+    assert dm.get("/patients.json").json()["patients"][0]["last_contact_date"] == "2024-05-07"
+    _agrees(app)

@@ -57,8 +57,9 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
                                                   review_weeks=settings.review_weeks))
     app.state.trusted = trusted
     app.state.access = AccessRecorder(store)
-    app.state.roster = Roster()
-    app.state.worklist_index = WorklistIndex()
+    # the list and the worklist read outside a transaction; the indexes refresh in a snapshot of their own
+    app.state.roster = Roster(snapshot=store.read)
+    app.state.worklist_index = WorklistIndex(snapshot=store.read)
     # outermost last: the access log sees every response, headers are added to the guard's refusals too
     app.add_middleware(RequestGuard, state=app.state)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.secure_cookies)

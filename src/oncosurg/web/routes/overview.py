@@ -19,7 +19,7 @@ WORKLIST_ROWS = 100
 @router.get("/worklist.json", response_model=Worklist, summary="MDT reviews due and overdue follow-up")
 @router.get("/worklist", include_in_schema=False)
 def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
-    with store.read() as conn:
+    with store.read_one() as conn:  # the index's marks (it refreshes in a snapshot of its own)
         data = build_worklist(conn, user=user, today=settings.today(), review_cycles=settings.review_cycles,
                               review_weeks=settings.review_weeks, review_horizon_weeks=settings.review_horizon_weeks,
                               followup_overdue_months=settings.followup_overdue_months, limit=WORKLIST_ROWS,

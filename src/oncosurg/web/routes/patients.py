@@ -69,7 +69,7 @@ _ALL_STAGE_FIELDS = tuple({f.name: f for card in STAGE_FORMS.values() for f in c
 @router.get("/patients", include_in_schema=False)
 def patient_list(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep, q: Text = "",
                  stage: Text = "", centre: Text = "", page: PageNo = 1) -> Any:
-    with store.read() as conn:
+    with store.read_one() as conn:  # the roster's marks, the centres: no common snapshot needed
         data = patients.list_patients(conn, user=user, q=q, stage=stage, centre=centre, page=page,
                                       page_size=settings.page_size, today=settings.today(),
                                       horizon_weeks=settings.review_horizon_weeks, roster=request.app.state.roster)

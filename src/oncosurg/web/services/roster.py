@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -85,9 +86,15 @@ class AuditFollower(Generic[V]):
     request has shown it, kept so from the audit trail (thread-safe).  Subclasses say how to
     :meth:`load` the values of every patient or of some, and may react to a change (:meth:`_changed_some`).
 
-    ``key`` names what else the values depend on (a date): another key loads everything again."""
+    ``key`` names what else the values depend on (a date): another key loads everything again.
 
-    def __init__(self) -> None:
+    ``snapshot`` (the web store's :meth:`~oncosurg.web.db.WebStore.read`) opens a read transaction:
+    given one, a request may pass a connection outside any transaction (each statement its own
+    snapshot, no ``BEGIN``/``ROLLBACK`` round trips on PostgreSQL), since the marks alone are read
+    on it; a refresh, whose marks and changed rows must come from one snapshot, reads in its own."""
+
+    def __init__(self, snapshot: Callable[[], AbstractContextManager[sa.Connection]] | None = None) -> None:
+        self._snapshot = snapshot
         self._lock = threading.Lock()
         self._values: dict[int, V] = {}
         self._marks: tuple[Any, ...] | None = None
@@ -105,7 +112,11 @@ class AuditFollower(Generic[V]):
         marks = _marks(conn)
         with self._lock:
             if key != self._key or (marks != self._marks and not self._newer(marks)):
-                self._refresh(conn, marks, key)
+                if self._snapshot is None:
+                    self._refresh(conn, marks, key)
+                else:
+                    with self._snapshot() as snap:
+                        self._refresh(snap, _marks(snap), key)
             return self._values
 
     def _newer(self, marks: tuple[Any, ...]) -> bool:
@@ -144,8 +155,8 @@ class AuditFollower(Generic[V]):
 class Roster(AuditFollower[Facts]):
     """The list facts of every patient, and their order (centre, then patient id)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, snapshot: Callable[[], AbstractContextManager[sa.Connection]] | None = None) -> None:
+        super().__init__(snapshot)
         self._ordered: list[Facts] = []
         self._position: dict[int, int] = {}  # pk → index in _ordered
         self._some: sa.Select | None = None  # the facts of some patients (ids bound at run time)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,8 @@ class WorklistIndex(AuditFollower[Work]):
     for the patients that changed: a request then only picks the reader's centres and the first rows
     (classifying 10,000 patients per request cost 16 ms)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, snapshot: Callable[[], AbstractContextManager[sa.Connection]] | None = None) -> None:
+        super().__init__(snapshot)
         self._some: dict[dt.date, tuple[sa.Select, ...]] = {}
         self._rules: Rules | None = None
         self._dirty: set[int] | None = None  # patients changed since the sections were derived (None: all)
