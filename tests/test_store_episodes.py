@@ -305,3 +305,31 @@ def test_postgresql_sessions_run_without_jit_unless_the_url_asks(postgres_server
     with own.connect() as conn:
         assert conn.exec_driver_sql("SHOW jit").scalar() == "on"
     own.dispose()
+
+
+def test_an_edits_state_row_reads_its_patient_in_one_statement_and_equals_the_registry_wide_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An edit's ``state`` row (written while the write holds the audit chain) reads its patient in one
+    statement (12 with a query per table), and equals the state read with the whole registry."""
+    import sqlalchemy as sa
+
+    from oncosurg.reference import random_registry
+    from oncosurg.store import audit_state
+    from oncosurg.store.engine import open_store
+    from oncosurg.store.repository import import_patients
+
+    engine = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    records = random_registry(80, 5)
+    assert not import_patients(engine, records, source="random", sha256="0" * 64, rows=len(records)).issues
+    statements: list[str] = []
+    with engine.connect() as conn:
+        whole = audit_state.table_states(conn)
+        sa.event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        for pk in whole:
+            statements.clear()
+            assert audit_state.table_states(conn, [pk, pk]) == {pk: whole[pk]}
+            assert len(statements) == 1, statements
+        some = sorted(whole)[: audit_state.FEW]
+        assert audit_state.table_states(conn, [*some, 10_000]) == {pk: whole[pk] for pk in some}
+        more = sorted(whole)[: audit_state.FEW + 1]
+        assert audit_state.table_states(conn, more) == {pk: whole[pk] for pk in more}
+    engine.dispose()

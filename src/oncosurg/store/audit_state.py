@@ -113,11 +113,26 @@ def state_entry(pk: int, *, centre: str, patient_id: str, version: int, state: s
 
 # ----------------------------------------------------------------------------------- the tables
 
+#: up to this many patients, :func:`table_states` reads each in one statement
+FEW = 8
+
+
 def table_states(conn: sa.Connection, pks: Iterable[int] | None = None, *, batch: int = 2000
                  ) -> dict[int, dict[str, Any]]:
-    """``pk → {"centre", "patient_id", "version", "state"}`` for every patient in the tables (or ``pks``)."""
-    from oncosurg.store.episodes import read_records
+    """``pk → {"centre", "patient_id", "version", "state"}`` for every patient in the tables (or ``pks``).
 
+    A few patients (an edit's state row, written while the write holds the audit chain) are read one
+    statement each (:func:`~oncosurg.store.episodes.read_stored`) rather than a query per table."""
+    from oncosurg.store.episodes import read_records, read_stored
+
+    if pks is not None and len(few := sorted(set(pks))) <= FEW:
+        out = {}
+        for pk in few:
+            stored = read_stored(conn, t.EPISODES, t.centre, pk)
+            if stored is not None:
+                out[pk] = {"centre": stored.record.centre, "patient_id": stored.record.patient_id,
+                           "version": stored.head["version"], "state": state_of(stored.record)}
+        return out
     query = sa.select(t.patient.c.id, t.patient.c.version).order_by(t.patient.c.id)
     if pks is not None:
         query = query.where(t.patient.c.id.in_(sorted(set(pks))))
