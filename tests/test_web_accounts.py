@@ -245,6 +245,50 @@ def test_idle_timeout_besides_the_absolute_one(store_url: str, clock: Clock) -> 
     app.state.store.dispose()
 
 
+def test_pages_that_look_their_session_up_on_the_reading_thread_keep_every_session_rule(store_url: str,
+                                                                                        clock: Clock) -> None:
+    """The patient page, its JSON twin and the list look the session up on the thread and connection
+    that read the page (one connection per request, two before): the same rules hold there: the idle
+    timeout moves on, the absolute end, an ended session, no cookie, a made-up one, a browser sent
+    to sign in."""
+    import sqlalchemy as sa
+
+    app = make_app(store_url, now=clock, session_hours=2)
+    add_user(app, "alice", "data_manager", CENTRE_A)
+    alice = Api(app, "alice")
+    pk = alice.register(patient_id="P-1")
+    paths = [f"/patients/{pk}.json", f"/patients/{pk}", "/patients.json", "/patients"]
+    checkouts: list[int] = []
+    sa.event.listen(app.state.store.engine, "checkout", lambda *args: checkouts.append(1))
+    for _ in range(4):  # active every 25 minutes: the idle timeout moves on (each path in turn)
+        clock.advance(minutes=25)
+        for path in paths:
+            assert alice.get(path).status_code == 200, path
+        for path in paths:  # again (the idle timeout moved on, the list's index is current): one connection
+            checkouts.clear()
+            assert alice.get(path).status_code == 200, path
+            assert len(checkouts) == 1, (path, len(checkouts))
+    assert alice.get("/patients.json").json()["total"] == 1
+    clock.advance(minutes=25)  # past the absolute end
+    for path in paths:
+        assert alice.get(path).status_code == 401, path
+    browser = TestClient(app, cookies=dict(alice.client.cookies), follow_redirects=False)
+    assert browser.get(f"/patients/{pk}", headers={"accept": "text/html"}).headers["location"].startswith("/login")
+    idle = Api(app, "alice")
+    clock.advance(minutes=31)
+    for path in paths:
+        assert idle.get(path).status_code == 401, path
+    for cookies in ({}, {SESSION_COOKIE: "made-up"}, {SESSION_COOKIE: "x" * 500}):
+        for path in paths:
+            answer = TestClient(app, cookies=cookies).get(path, headers={"accept": "application/json"})
+            assert answer.status_code == 401 and answer.json()["error"], (path, cookies)
+    ended = Api(app, "alice")
+    assert ended.get(paths[0]).status_code == 200
+    assert ended.post("/account/sessions/end", {"session": "others"}).status_code == 200
+    assert ended.get(paths[2]).status_code == 200 and alice.get(paths[2]).status_code == 401
+    app.state.store.dispose()
+
+
 def test_sessions_are_listed_and_ended(app: FastAPI) -> None:
     alice_id = add_user(app, "alice", "data_manager", CENTRE_A)
     laptop = Api(app, "alice", client=("192.0.2.10", 1))

@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import weakref
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -86,12 +87,14 @@ def session_token(request: Request) -> str | None:
     return token if token and len(token) <= 128 else None
 
 
-def lookup_session(store: WebStore, settings: Settings, token: str) -> tuple[users.User | None, bool]:
+def lookup_session(store: WebStore, settings: Settings, token: str, *, conn: sa.Connection | None = None
+                   ) -> tuple[users.User | None, bool]:
     """The user of a live session (absolute and idle timeouts), and whether its idle timeout is due
-    to be moved on (:func:`touch`, at most once a minute)."""
+    to be moved on (:func:`touch`, at most once a minute); on ``conn`` if given."""
     now = settings.now()
-    with store.read_one() as conn:  # the session and its user in one statement (centres in a second)
-        found = users.live_session(conn, token=token, now=now, idle_minutes=settings.session_idle_minutes)
+    # the session and its user in one statement (centres in a second)
+    with nullcontext(conn) if conn is not None else store.read_one() as c:
+        found = users.live_session(c, token=token, now=now, idle_minutes=settings.session_idle_minutes)
     if found is None or found[1] is None:
         return None, False
     row, user = found
@@ -120,6 +123,37 @@ def optional_user(request: Request, store: StoreDep) -> users.User | None:
     token = session_token(request)
     user = lookup_user(store, request.app.state.settings, token) if token else None
     request.state.user = user
+    return user
+
+
+async def session_cookie(request: Request) -> str:
+    """The session token of a request that must be signed in, for the handlers that look the session
+    up themselves, on their reading thread (:func:`reading_user`); refused at once without one."""
+    token = session_token(request)
+    if token is None:
+        raise NotSignedIn("sign in first")
+    return token
+
+
+SessionCookie = Annotated[str, Depends(session_cookie)]
+
+
+def reading_user(request: Request, store: WebStore, conn: sa.Connection) -> users.User:
+    """The signed-in user of a request whose handler depends on :data:`SessionCookie` rather than
+    :data:`CurrentUser`, looked up by the reading thread on its own connection: the most frequent
+    pages (a patient, its JSON twin, the list) take one thread and one connection instead of two of
+    each (:data:`CurrentUser`'s lookup is a thread of its own).  :class:`NotSignedIn` if the session
+    ended; the idle timeout moves on as with :func:`lookup_user`."""
+    found = getattr(request.state, "user", None)
+    if found is not None:
+        return found
+    settings, token = request.app.state.settings, session_token(request)
+    user, due = lookup_session(store, settings, token, conn=conn) if token else (None, False)
+    request.state.user = user
+    if user is None:
+        raise NotSignedIn("sign in first")
+    if due and token:
+        touch(store, settings, token)
     return user
 
 

@@ -15,13 +15,14 @@ from oncosurg.schema import Field
 from oncosurg.web import field_html
 from oncosurg.web.deps import (
     CsrfDep,
-    CurrentUser,
+    SessionCookie,
     SettingsDep,
     StoreDep,
     Writer,
     form_data,
     make_context,
     read_threaded,
+    reading_user,
     record_access,
     records_in_reader,
     render,
@@ -67,9 +68,10 @@ _ALL_STAGE_FIELDS = tuple({f.name: f for card in STAGE_FORMS.values() for f in c
 
 @router.get("/patients.json", response_model=PatientList, summary="Patients of your centres")
 @router.get("/patients", include_in_schema=False)
-def patient_list(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep, q: Text = "",
+def patient_list(request: Request, _: SessionCookie, store: StoreDep, settings: SettingsDep, q: Text = "",
                  stage: Text = "", centre: Text = "", page: PageNo = 1) -> Any:
-    with store.read_one() as conn:  # the roster's marks, the centres: no common snapshot needed
+    with store.read_one() as conn:  # the session, the roster's marks, the centres: no common snapshot needed
+        user = reading_user(request, store, conn)
         data = patients.list_patients(conn, user=user, q=q, stage=stage, centre=centre, page=page,
                                       page_size=settings.page_size, today=settings.today(),
                                       horizon_weeks=settings.review_horizon_weeks, roster=request.app.state.roster)
@@ -137,9 +139,11 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
                   record: bool = False) -> Response:
     """The patient page: the timeline of every episode, each episode's edit and delete forms, an add
     form per episode type; after a refused write, the form of ``target`` again with its errors.
+    ``user`` ``None``: the session is looked up here (:func:`oncosurg.web.deps.reading_user`).
     ``record``: the read enters the access trail once the page is rendered, by the reading thread
     (:func:`oncosurg.web.deps.records_in_reader`)."""
     with store.read_one() as conn:  # the patient is one statement: no transaction to begin and end
+        user = user or reading_user(request, store, conn)
         data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                      horizon_weeks=settings.review_horizon_weeks)
         response = _patient_page(request, settings, data, target=target, error=error, submitted=submitted,
@@ -263,11 +267,12 @@ def _read(request: Request, user: Any, head: dict[str, Any], fmt: str, *, conn: 
 
 
 @router.get("/patients/{pk}.json", response_model=Patient, summary="A patient's whole pathway")
-async def patient_json(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
+async def patient_json(request: Request, pk: PK, _: SessionCookie, store: StoreDep, settings: SettingsDep) -> Any:
     inline = records_in_reader(request)
 
     def read() -> dict[str, Any]:
         with store.read_one() as conn:
+            user = reading_user(request, store, conn)
             data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
                                          horizon_weeks=settings.review_horizon_weeks)
             if inline:
@@ -276,17 +281,17 @@ async def patient_json(request: Request, pk: PK, user: CurrentUser, store: Store
 
     data = await read_threaded(read)
     if not inline:
-        await threaded(_read, request, user, data, "json")  # recorded before it is sent
+        await threaded(_read, request, request.state.user, data, "json")  # recorded before it is sent
     return data | {"locked": _locked(data, settings)}
 
 
 @router.get("/patients/{pk}", include_in_schema=False)
-async def patient_page(request: Request, pk: PK, user: CurrentUser, store: StoreDep, settings: SettingsDep
+async def patient_page(request: Request, pk: PK, _: SessionCookie, store: StoreDep, settings: SettingsDep
                        ) -> Response:
     inline = records_in_reader(request)  # NotFound if not theirs
-    response = await read_threaded(_patient_view, request, user, store, settings, pk, record=inline)
-    if not inline:
-        await threaded(_read, request, user, response.context["data"], "html")  # recorded before it is sent
+    response = await read_threaded(_patient_view, request, None, store, settings, pk, record=inline)
+    if not inline:  # recorded before it is sent
+        await threaded(_read, request, request.state.user, response.context["data"], "html")
     return response
 
 
