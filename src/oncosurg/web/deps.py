@@ -141,8 +141,9 @@ SessionCookie = Annotated[str, Depends(session_cookie)]
 def reading_user(request: Request, store: WebStore, conn: sa.Connection) -> users.User:
     """The signed-in user of a request whose handler depends on :data:`SessionCookie` rather than
     :data:`CurrentUser`, looked up by the reading thread on its own connection: the most frequent
-    pages (a patient, its JSON twin, the list) take one thread and one connection instead of two of
-    each (:data:`CurrentUser`'s lookup is a thread of its own).  :class:`NotSignedIn` if the session
+    pages (a patient, its JSON twin, the list, the worklist, the dashboard) take one trip through the
+    readers' pool instead of two (:data:`CurrentUser`'s lookup is a trip of its own, so under load a
+    request waited twice in the pool's queue), and mostly one connection.  :class:`NotSignedIn` if the session
     ended; the idle timeout moves on as with :func:`lookup_user`."""
     found = getattr(request.state, "user", None)
     if found is not None:

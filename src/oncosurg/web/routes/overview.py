@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from oncosurg.web.deps import CurrentUser, SettingsDep, StoreDep, page
+from oncosurg.web.deps import SessionCookie, SettingsDep, StoreDep, page, reading_user
 from oncosurg.web.models import Dashboard, Worklist
 from oncosurg.web.routes import Text
 from oncosurg.web.services.worklist import worklist as build_worklist
@@ -18,8 +18,9 @@ WORKLIST_ROWS = 100
 
 @router.get("/worklist.json", response_model=Worklist, summary="MDT reviews due and overdue follow-up")
 @router.get("/worklist", include_in_schema=False)
-def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep) -> Any:
-    with store.read_one() as conn:  # the index's marks (it refreshes in a snapshot of its own)
+def worklist(request: Request, _: SessionCookie, store: StoreDep, settings: SettingsDep) -> Any:
+    with store.read_one() as conn:  # the session, the index's marks (it refreshes in a snapshot of its own)
+        user = reading_user(request, store, conn)
         data = build_worklist(conn, user=user, today=settings.today(), review_cycles=settings.review_cycles,
                               review_weeks=settings.review_weeks, review_horizon_weeks=settings.review_horizon_weeks,
                               followup_overdue_months=settings.followup_overdue_months, limit=WORKLIST_ROWS,
@@ -29,6 +30,8 @@ def worklist(request: Request, user: CurrentUser, store: StoreDep, settings: Set
 
 @router.get("/dashboard.json", response_model=Dashboard, summary="The protocol's endpoints and Kaplan-Meier curves")
 @router.get("/dashboard", include_in_schema=False)
-def dashboard(request: Request, user: CurrentUser, store: StoreDep, centre: Text = "") -> Any:
+def dashboard(request: Request, _: SessionCookie, store: StoreDep, centre: Text = "") -> Any:
+    with store.read_one() as conn:
+        user = reading_user(request, store, conn)
     data = request.app.state.dashboard.compute(store.engine, user=user, centre=centre)  # refuses foreign centres
     return page(request, "dashboard.html", data)
