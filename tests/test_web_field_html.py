@@ -95,3 +95,40 @@ def test_templates_read_dict_keys_first_and_resolve_every_name_as_jinja_does() -
     assert ours == stock
     assert ours.startswith("1|True|none|") and "item other" in ours and "attribute|key" in ours and "&lt;b&gt;" in ours
     assert type(TEMPLATES.env).getattr is not jinja2.Environment.getattr
+
+
+def test_templates_escape_every_kind_of_value_as_stock_jinja() -> None:
+    """``{{ … }}`` in the app's templates is escaped to text without a Markup object per value: the
+    output equals stock Jinja's, for text with every special character, Markup, numbers, ``None``,
+    objects with ``__html__``, undefined names, macros, blocks set and called, filters, ``safe`` and
+    ``autoescape`` switched off and on again; every template of the app compiles to it."""
+    import jinja2
+    from markupsafe import Markup
+
+    from oncosurg.web.deps import TEMPLATES
+
+    class Html:
+        def __html__(self) -> str:
+            return "<i>html</i>"
+
+    class Plain:
+        def __str__(self) -> str:
+            return "a<b & 'c' \"d\""
+
+    source = """{% macro m(x) %}<b>{{ x }}</b>{{ caller() if caller else '' }}{% endmacro -%}
+{{ s }}|{{ mk }}|{{ n }}|{{ f }}|{{ none }}|{{ h }}|{{ p }}|{{ missing }}|{{ s ~ mk }}|{{ [s, mk] | join(', ') }}
+{{ m(s) }}|{% call m(mk) %}{{ s }}{% endcall %}|{% set block %}{{ s }}<u>{% endset %}{{ block }}|{{ block | length }}
+{{ s | safe }}|{{ s | e }}|{{ s | upper }}|{{ '%s=%d' | format(s, n) }}|{{ d.key }}|{{ d['k2'] }}|{{ s if n else mk }}
+{% autoescape false %}{{ s }}|{{ mk }}{% autoescape true %}{{ s }}{% endautoescape %}{% endautoescape %}
+{% for c in s %}{{ c }}{% endfor %}|{{ s | replace('&', mk) }}|{{ s | truncate(5) }}|{{ (s ~ '') | striptags }}"""
+    values = {"s": "<script>'x' & \"y\"</script>", "mk": Markup("<em>safe</em>"), "n": 3, "f": 0.1 + 0.2,
+              "none": None, "h": Html(), "p": Plain(), "d": {"key": "<k>", "k2": Markup("&amp;")}}
+    ours = TEMPLATES.env.from_string(source).render(values)
+    stock = jinja2.Environment(autoescape=True).from_string(source).render(values)
+    assert ours == stock
+    assert "&lt;script&gt;&#39;x&#39; &amp; &#34;y&#34;&lt;/script&gt;" in ours and "<em>safe</em>" in ours
+    assert "<i>html</i>" in ours and "a&lt;b &amp; &#39;c&#39; &#34;d&#34;" in ours
+    for name in TEMPLATES.env.list_templates(extensions=["html"]):
+        compiled = TEMPLATES.env.compile(TEMPLATES.env.loader.get_source(TEMPLATES.env, name)[0], raw=True)
+        assert " escape(" not in compiled and "(escape(" not in compiled, name
+    assert "environment.escape_output(" in TEMPLATES.env.compile(source, raw=True)
