@@ -127,3 +127,42 @@ def test_access_log_lines_name_the_user(app: FastAPI, caplog: pytest.LogCaptureF
     lines = [r.getMessage() for r in caplog.records if r.name == "oncosurg.web.access"]
     assert any(f' - dm "GET /patients/{pk}.json HTTP/1.1" 200 ' in line for line in lines), lines
     assert any(' - - "GET /me.json HTTP/1.1" 401 ' in line for line in lines), lines
+
+
+def test_a_patient_read_is_recorded_by_the_patients_own_statement(app: FastAPI) -> None:
+    """On PostgreSQL the statement that reads the patient inserts the read's access row too (a
+    data-modifying ``WITH``), only for a patient of the reader's centres: no statement of its own per
+    page view (SQLite appends to its journal).  The rows are those of a separate insert, for a user
+    with centre grants and one with all centres; another centre's patient and a missing one record
+    nothing."""
+    import sqlalchemy as sa
+
+    store = app.state.store
+    dm = Api(app, "dm")
+    pk = dm.register(patient_id="PB-1")
+    theirs = Api(app, "dmb").register(centre=CENTRE_B, patient_id="BJ-1")
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda _c, _k, statement, *_: statements.append(statement))
+    inv, aud = Api(app, "inv", client=("192.0.2.44", 1)), Api(app, "aud", client=("192.0.2.45", 1))
+    for api in (inv, aud):
+        for path in (f"/patients/{pk}.json", f"/patients/{pk}"):
+            statements.clear()
+            assert api.get(path, headers={"accept": "text/html" if path.endswith(str(pk)) else "application/json"}
+                           ).status_code == 200
+            inserts = [s for s in statements if "INSERT INTO access_trail" in s]
+            if store.dialect == "postgresql":
+                assert len(inserts) == 1 and "json_agg" in inserts[0], statements
+            else:
+                assert not inserts
+            assert not any(s.lstrip().upper().startswith(("INSERT", "BEGIN", "COMMIT")) for s in statements)
+    assert inv.get(f"/patients/{theirs}.json").status_code == 404
+    assert inv.get(f"/patients/{theirs}", headers={"accept": "text/html"}).status_code == 404
+    assert inv.get("/patients/999999.json").status_code == 404
+    rows = aud.get("/access.json", params={"action": "read"}).json()["entries"]
+    reads = sorted((r["username"], r["resource"], r["format"], r["patient_pk"], r["patient_id"], r["centre"],
+                    r["patients"], r["client"], r["detail"]) for r in rows if r["resource"] == "patient")
+    assert reads == sorted([(user, "patient", fmt, pk, "PB-1", CENTRE_A, 1, client, None)
+                            for user, client in (("inv", "192.0.2.44"), ("aud", "192.0.2.45"))
+                            for fmt in ("json", "html")]), reads
+    users = {r["username"]: r["user_id"] for r in rows}
+    assert users["inv"] == inv.user["id"] and users["aud"] == aud.user["id"]
