@@ -127,8 +127,8 @@ class StoredPatient:
     also: dict[str, Any] = field(default_factory=dict)
 
 
-def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int, *, also: Also = (),
-                params: Mapping[str, Any] | None = None) -> StoredPatient | None:
+def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int, *, also: Also = ()
+                ) -> StoredPatient | None:
     """Patient ``pk`` with its episodes' ids and versions (a page that shows and edits one patient);
     ``None`` when there is no such patient.  SQLite and PostgreSQL read every episode table in one
     statement (:func:`_build_one`: the patient's row too, so one statement is one
@@ -136,19 +136,18 @@ def read_stored(conn: sa.Connection, tables: Tables, centre: sa.Table, pk: int, 
 
     ``also``: more facts about the patient read with it, as ``(name, scalar subquery)`` pairs with
     the patient's id bound as ``pk`` (a module constant: statements are built once per ``also``);
-    their values are :attr:`StoredPatient.also`; ``params``: their other parameters."""
+    their values are :attr:`StoredPatient.also`."""
     rows: dict[Table, list[dict[str, Any]]] = {}
     heads: dict[int, dict[str, Any]] = {}
     extra: dict[str, Any] = {}
     one = (_built(_build_one, (tables, centre, also), conn.dialect.name) if conn.dialect.name in _JSON_ARRAYS
            else None)
     if one is not None:
-        records = _read_one(conn, {**(params or {}), "pk": pk}, rows, heads, one, extra)
+        records = _read_one(conn, pk, rows, heads, one, extra)
     else:
         records = _read(conn, tables, centre, [pk], rows, heads)
         if also and pk in records:
-            extra = dict(conn.execute(sa.select(*(q.label(name) for name, q in also)),
-                                      {**(params or {}), "pk": pk}).one()._mapping)
+            extra = dict(conn.execute(sa.select(*(q.label(name) for name, q in also)), {"pk": pk}).one()._mapping)
     if pk not in records:
         return None
     record = records[pk]
@@ -211,7 +210,7 @@ def _sort(out: dict[int, PatientRecord]) -> None:
 _JSON_ARRAYS = {"sqlite": ("json_group_array", "json_object"), "postgresql": ("json_agg", "json_build_object")}
 
 
-def _read_one(conn: sa.Connection, params: dict[str, Any], keep: dict[Table, list[dict[str, Any]]],
+def _read_one(conn: sa.Connection, pk: int, keep: dict[Table, list[dict[str, Any]]],
               heads: dict[int, dict[str, Any]], one: tuple[sa.Select, list[list[tuple[str, Any]]]],
               also: dict[str, Any]) -> dict[int, PatientRecord]:
     """:func:`_read` of one patient in one statement instead of one per table: on PostgreSQL each
@@ -219,8 +218,7 @@ def _read_one(conn: sa.Connection, params: dict[str, Any], keep: dict[Table, lis
     The rows come back as JSON and get the types SQLAlchemy gives them (dates, booleans, floats);
     the ``also`` columns (after the arrays) with their own types, into ``also``."""
     statement, converters = one
-    pk = params["pk"]
-    arrays = conn.execute(statement, params).one()
+    arrays = conn.execute(statement, {"pk": pk}).one()
     width = len(converters)
     also.update(zip(arrays._fields[width:], arrays[width:], strict=True))
     arrays = arrays[:width]

@@ -187,13 +187,6 @@ def client_address(request: Request) -> str:
     return security.client_address(request.scope, trusted=request.app.state.trusted, header=settings.client_ip_header)
 
 
-def access_row(request: Request, user: users.User, **fields: Any) -> dict[str, Any]:
-    """One access-trail row of this request (who, when, from where; ``fields`` as in :func:`record_access`)."""
-    from oncosurg.web.services import access
-
-    return access.row(user, client=client_address(request), now=request.app.state.settings.now(), **fields)
-
-
 def record_access(request: Request, user: users.User, rows: list[dict[str, Any]], *,
                   conn: sa.Connection | None = None) -> None:
     """Record reads or exports in the access trail (blocking until recorded: call from a thread).

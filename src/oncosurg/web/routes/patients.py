@@ -19,7 +19,6 @@ from oncosurg.web.deps import (
     SettingsDep,
     StoreDep,
     Writer,
-    access_row,
     form_data,
     make_context,
     read_threaded,
@@ -145,24 +144,13 @@ def _patient_view(request: Request, user: Any, store: Any, settings: Any, pk: in
     (:func:`oncosurg.web.deps.records_in_reader`)."""
     with store.read_one() as conn:  # the patient is one statement: no transaction to begin and end
         user = user or reading_user(request, store, conn)
-        data, unrecorded = _read_patient(request, conn, user, pk, "html" if record else None)
+        data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
+                                     horizon_weeks=settings.review_horizon_weeks)
         response = _patient_page(request, settings, data, target=target, error=error, submitted=submitted,
                                  status=status)
-        if unrecorded:
+        if record:
             _read(request, user, data, "html", conn=conn)
     return response
-
-
-def _read_patient(request: Request, conn: Any, user: Any, pk: int, fmt: str | None) -> tuple[dict[str, Any], bool]:
-    """The patient (:func:`patients.read_patient`), and whether its read (format ``fmt``; ``None``: not
-    to be recorded) is still to be recorded: on PostgreSQL the patient's statement records it itself."""
-    settings = request.app.state.settings
-    row = None
-    if fmt is not None and request.app.state.store.access_journal is None and conn.dialect.name == "postgresql":
-        row = access_row(request, user, action="read", resource="patient", fmt=fmt, patients=1)
-    data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
-                                 horizon_weeks=settings.review_horizon_weeks, recording=row)
-    return data, fmt is not None and not data.pop("recorded", False)
 
 
 def _patient_page(request: Request, settings: Any, data: dict[str, Any], *, target: str | None,
@@ -285,8 +273,9 @@ async def patient_json(request: Request, pk: PK, _: SessionCookie, store: StoreD
     def read() -> dict[str, Any]:
         with store.read_one() as conn:
             user = reading_user(request, store, conn)
-            data, unrecorded = _read_patient(request, conn, user, pk, "json" if inline else None)
-            if unrecorded:
+            data = patients.read_patient(conn, user=user, pk=pk, today=settings.today(),
+                                         horizon_weeks=settings.review_horizon_weeks)
+            if inline:
                 _read(request, user, data, "json", conn=conn)
             return data
 

@@ -18,7 +18,7 @@ import datetime as dt
 import io
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -137,35 +137,6 @@ def row(user: User, *, action: str, resource: str, fmt: str, client: str | None,
     return {"at": now, "user_id": user.id, "username": user.username, "action": action, "resource": resource,
             "format": fmt, "centre": centre, "patient_pk": patient_pk, "patient_id": patient_id,
             "patients": patients, "client": (client or "")[:64] or None, "detail": (detail or "")[:300] or None}
-
-
-def _read_recorded() -> sa.ScalarSelect[Any]:
-    """``(SELECT count(*) FROM recorded)`` where ``recorded`` inserts a patient read's access row
-    (parameters :func:`read_params`; the patient's id bound as ``pk``) if the patient exists in one
-    of the reader's centres (:meth:`User.sees`): PostgreSQL's data-modifying ``WITH``, so that the
-    patient page's statement records its own read (:func:`oncosurg.web.services.patients.read_patient`)."""
-    a, p, c = t.access_trail, t.patient, t.centre
-    given = {name: sa.bindparam(f"access_{name}", type_=a.c[name].type)
-             for name in ("at", "user_id", "username", "action", "resource", "format", "patients", "client", "detail")}
-    chosen = (sa.select(*given.values(), p.c.id, p.c.patient_id, c.c.name)
-              .select_from(p.join(c, c.c.id == p.c.centre_id))
-              .where(p.c.id == sa.bindparam("pk"),
-                     sa.or_(sa.bindparam("access_all_centres", type_=sa.Boolean),
-                            c.c.name.in_(sa.bindparam("access_centres", expanding=True)))))
-    recorded = (sa.insert(a).from_select([*given, "patient_pk", "patient_id", "centre"], chosen)
-                .returning(a.c.id).cte("recorded"))
-    return sa.select(sa.func.count()).select_from(recorded).scalar_subquery()
-
-
-#: :func:`_read_recorded`, built once
-READ_RECORDED = _read_recorded()
-
-
-def read_params(row: Mapping[str, Any], user: User) -> dict[str, Any]:
-    """:data:`READ_RECORDED`'s parameters: the access row (:func:`row`, its patient and centre read
-    by the statement) and the reader's centres."""
-    return {**{f"access_{k}": v for k, v in row.items() if k not in ("patient_pk", "patient_id", "centre")},
-            "access_all_centres": user.all_centres, "access_centres": sorted(user.centres)}
 
 
 def patient_counts(conn: sa.Connection, centres: Iterable[str]) -> dict[str, int]:

@@ -9,7 +9,6 @@ changed meanwhile), and appends one audit row per changed field.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,13 +85,6 @@ _CREATED_ALSO = (
      .join(t.patient, t.patient.c.import_batch_id == t.import_batch.c.id)
      .where(t.patient.c.id == sa.bindparam("pk")).scalar_subquery()),
 )
-
-
-
-@functools.cache
-def _created_and_recorded(recorded: Any) -> tuple[tuple[str, Any], ...]:
-    """:data:`_CREATED_ALSO` and the access row's insertion (one ``also`` set, built once)."""
-    return (*_CREATED_ALSO, ("recorded", recorded))
 
 
 def patient_head(conn: sa.Connection, *, user: User, pk: int) -> dict[str, Any]:
@@ -258,21 +250,12 @@ def _by_date(column: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
 
 
 def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | None = None,
-                 horizon_weeks: int = REVIEW_HORIZON_WEEKS, recording: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
-    """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments).
-
-    ``recording`` (PostgreSQL): the read's access row (:func:`oncosurg.web.services.access.row`), inserted
-    by the same statement if the patient is the user's to see; ``"recorded"`` in the result says
-    whether it was."""
-    from oncosurg.web.services import access, episodes, pathway
+                 horizon_weeks: int = REVIEW_HORIZON_WEEKS) -> dict[str, Any]:
+    """The whole pathway of one patient (registry record, regimen, complications, reviews, assessments)."""
+    from oncosurg.web.services import episodes, pathway
 
     # the patient and every episode in one statement (one consistent read): the page derives the rest
-    if recording is None:
-        stored = read_stored(conn, t.EPISODES, t.centre, pk, also=_CREATED_ALSO)
-    else:
-        stored = read_stored(conn, t.EPISODES, t.centre, pk, also=_created_and_recorded(access.READ_RECORDED),
-                             params=access.read_params(recording, user))
+    stored = read_stored(conn, t.EPISODES, t.centre, pk, also=_CREATED_ALSO)
     if stored is None or not user.sees(stored.head["centre_name"]):
         raise NotFound(f"patient {pk} not found in your centres")
     head = {"pk": pk, "patient_id": stored.head["patient_id"], "centre": stored.head["centre_name"],
@@ -292,7 +275,6 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     return {
         "pk": pk, "patient_id": head["patient_id"], "centre": head["centre"], "version": head["version"],
         "created_at": created.isoformat() + "Z" if created else None,
-        **({} if recording is None else {"recorded": bool(stored.also["recorded"])}),
         "record": record, "regimen": regimen, "complications": complications,
         "cci": pathway.comprehensive_complication_index([c["grade"] for c in complications]),
         "reviews": reviews, "responses": responses,
