@@ -279,10 +279,12 @@ def test_pages_that_look_their_session_up_on_the_reading_thread_keep_every_sessi
     clock.advance(minutes=31)
     for path in paths:
         assert idle.get(path).status_code == 401, path
-    for cookies in ({}, {SESSION_COOKIE: "made-up"}, {SESSION_COOKIE: "x" * 500}):
-        for path in paths:
+    malformed = ["/patients/abc.json", "/patients/abc", "/patients.json?page=x", "/dashboard.json?centre=" + "x" * 300]
+    for cookies in ({}, {SESSION_COOKIE: "made-up"}, {SESSION_COOKIE: "x" * 500}, dict(idle.client.cookies)):
+        for path in paths + malformed:  # not signed in: 401 before any parameter is judged
             answer = TestClient(app, cookies=cookies).get(path, headers={"accept": "application/json"})
-            assert answer.status_code == 401 and answer.json()["error"], (path, cookies)
+            assert answer.status_code == 401 and answer.json()["error"], (path, cookies, answer.status_code)
+    assert all(Api(app, "alice").get(path).status_code == 422 for path in malformed)
     ended = Api(app, "alice")
     assert ended.get(paths[0]).status_code == 200
     assert ended.post("/account/sessions/end", {"session": "others"}).status_code == 200

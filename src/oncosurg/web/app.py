@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oncosurg import __version__
 from oncosurg.web.db import WebStore
-from oncosurg.web.deps import render, wants_json
+from oncosurg.web.deps import optional_user, read_threaded, render, session_cookie, wants_json
 from oncosurg.web.errors import NotSignedIn, WebError, error_body
 from oncosurg.web.middleware import AccessLog, RequestGuard
 from oncosurg.web.models import ErrorBody
@@ -140,6 +140,13 @@ def _respond(request: Request, message: str, errors: list, status: int,
     return response
 
 
+def _looks_its_session_up(request: Request) -> bool:
+    """Whether the request's route looks its session up itself (:data:`oncosurg.web.deps.SessionCookie`),
+    which happens after its parameters are validated."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    return dependant is not None and any(d.call is session_cookie for d in dependant.dependencies)
+
+
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WebError)
     async def web_error(request: Request, exc: WebError) -> Response:
@@ -156,6 +163,10 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        # a route that reads its session after its parameters: someone not signed in learns nothing more
+        if (_looks_its_session_up(request) and not hasattr(request.state, "user")
+                and await read_threaded(optional_user, request, request.app.state.store) is None):
+            return await web_error(request, NotSignedIn("sign in first"))
         errors = [{"column": ".".join(str(p) for p in e.get("loc", ())[1:]) or None, "message": e.get("msg", ""),
                    "location": e.get("loc", ("",))[0]} for e in exc.errors()]
         return _respond(request, "the request has invalid parameters", errors, 422)
