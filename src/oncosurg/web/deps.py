@@ -129,21 +129,27 @@ def touch(store: WebStore, settings: Settings, token: str) -> None:
         users.touch_session(conn, token=token, now=settings.now())
 
 
-def lookup_user(store: WebStore, settings: Settings, token: str) -> users.User | None:
+def lookup_user(store: WebStore, settings: Settings, token: str, *, conn: sa.Connection | None = None
+                ) -> users.User | None:
     """:func:`lookup_session`, moving the idle timeout on when due."""
-    user, due = lookup_session(store, settings, token)
+    user, due = lookup_session(store, settings, token, conn=conn)
     if due:
         touch(store, settings, token)
     return user
 
 
-def optional_user(request: Request, store: StoreDep) -> users.User | None:
+def _request_user(request: Request, store: WebStore, conn: sa.Connection | None = None) -> users.User | None:
+    """The request's signed-in user (``None`` if none), looked up once per request (on ``conn`` if given)."""
     if hasattr(request.state, "user"):
         return request.state.user
     token = session_token(request)
-    user = lookup_user(store, request.app.state.settings, token) if token else None
+    user = lookup_user(store, request.app.state.settings, token, conn=conn) if token else None
     request.state.user = user
     return user
+
+
+def optional_user(request: Request, store: StoreDep) -> users.User | None:
+    return _request_user(request, store)
 
 
 async def session_cookie(request: Request) -> str:
@@ -163,18 +169,11 @@ def reading_user(request: Request, store: WebStore, conn: sa.Connection) -> user
     :data:`CurrentUser`, looked up by the reading thread on its own connection: the most frequent
     pages (a patient, its JSON twin, the list, the worklist, the dashboard) take one trip through the
     readers' pool instead of two (:data:`CurrentUser`'s lookup is a trip of its own, so under load a
-    request waited twice in the pool's queue), and mostly one connection.  :class:`NotSignedIn` if the session
-    ended; the idle timeout moves on as with :func:`lookup_user`."""
-    found = getattr(request.state, "user", None)
-    if found is not None:
-        return found
-    settings, token = request.app.state.settings, session_token(request)
-    user, due = lookup_session(store, settings, token, conn=conn) if token else (None, False)
-    request.state.user = user
+    request waited twice in the pool's queue), and mostly one connection.  :class:`NotSignedIn` if the
+    session ended; the idle timeout moves on as with :func:`lookup_user`."""
+    user = _request_user(request, store, conn)
     if user is None:
         raise NotSignedIn("sign in first")
-    if due and token:
-        touch(store, settings, token)
     return user
 
 

@@ -142,14 +142,21 @@ def created_many(conn: sa.Connection, batches: Mapping[int, int | None], *, chun
     for i in range(0, len(pks), chunk):
         rows = conn.execute(_CREATED, {"pks": pks[i:i + chunk]})
         for pk, at in rows:
-            out[pk] = dt.datetime.fromisoformat(at.rstrip("Z")) if at else None
+            out[pk] = _creation(at, None)
     wanted = sorted({bid for pk, bid in batches.items() if out[pk] is None and bid is not None})
     if wanted:
         imported = dict(conn.execute(sa.select(b.c.id, b.c.imported_at).where(b.c.id.in_(wanted))).all())
         for pk, bid in batches.items():
-            if out[pk] is None and isinstance(imported.get(bid), dt.datetime):
-                out[pk] = imported[bid].replace(tzinfo=None)
+            if out[pk] is None:
+                out[pk] = _creation(None, imported.get(bid))
     return out
+
+
+def _creation(logged: str | None, imported: Any) -> dt.datetime | None:
+    """A record's creation time (naive UTC): its latest ``create`` row's time, else its batch's."""
+    if logged:
+        return dt.datetime.fromisoformat(logged.rstrip("Z"))
+    return imported.replace(tzinfo=None) if isinstance(imported, dt.datetime) else None
 
 
 def is_locked(created: dt.datetime | None, *, today: dt.date, lock_days: int) -> bool:
@@ -269,9 +276,7 @@ def read_patient(conn: sa.Connection, *, user: User, pk: int, today: dt.date | N
     responses = [{k: a[k] for k in ("id", "assessment_date", "category", "baseline_sum_mm", "current_sum_mm",
                                     "nadir_sum_mm", "new_lesions")}
                  for a in sorted(stored.rows.get(Table.RESPONSE_ASSESSMENT, []), key=_by_date("assessment_date"))]
-    logged, imported = stored.also["created_logged"], stored.also["created_imported"]
-    created = (dt.datetime.fromisoformat(logged.rstrip("Z")) if logged
-               else imported.replace(tzinfo=None) if isinstance(imported, dt.datetime) else None)
+    created = _creation(stored.also["created_logged"], stored.also["created_imported"])
     return {
         "pk": pk, "patient_id": head["patient_id"], "centre": head["centre"], "version": head["version"],
         "created_at": created.isoformat() + "Z" if created else None,

@@ -34,6 +34,8 @@ from oncosurg.store import tables as t
 from oncosurg.store.repository import registry_select
 
 V = TypeVar("V")
+#: opens a read transaction (:meth:`oncosurg.web.db.WebStore.read`)
+Snapshot = Callable[[], AbstractContextManager[sa.Connection]]
 
 #: Above this many changed patients the roster projects the whole registry again (one query).
 FULL_REBUILD_ABOVE = 2000
@@ -93,7 +95,7 @@ class AuditFollower(Generic[V]):
     snapshot, no ``BEGIN``/``ROLLBACK`` round trips on PostgreSQL), since the marks alone are read
     on it; a refresh, whose marks and changed rows must come from one snapshot, reads in its own."""
 
-    def __init__(self, snapshot: Callable[[], AbstractContextManager[sa.Connection]] | None = None) -> None:
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
         self._snapshot = snapshot
         self._lock = threading.Lock()
         self._values: dict[int, V] = {}
@@ -155,7 +157,7 @@ class AuditFollower(Generic[V]):
 class Roster(AuditFollower[Facts]):
     """The list facts of every patient, and their order (centre, then patient id)."""
 
-    def __init__(self, snapshot: Callable[[], AbstractContextManager[sa.Connection]] | None = None) -> None:
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
         super().__init__(snapshot)
         self._ordered: list[Facts] = []
         self._position: dict[int, int] = {}  # pk → index in _ordered
@@ -211,4 +213,4 @@ def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...])
     return {pk for pk, _ in rows if pk is not None}
 
 
-__all__ = ["FACT_COLUMNS", "AuditFollower", "Facts", "Roster", "facts_select"]
+__all__ = ["FACT_COLUMNS", "AuditFollower", "Facts", "Roster", "Snapshot", "facts_select"]

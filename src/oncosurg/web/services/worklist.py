@@ -15,8 +15,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ import sqlalchemy.orm
 from oncosurg.schema import DAYS_PER_MONTH
 from oncosurg.store import audit
 from oncosurg.store import tables as t
-from oncosurg.web.services.roster import AuditFollower
+from oncosurg.web.services.roster import AuditFollower, Snapshot
 from oncosurg.web.services.users import User
 
 RESPONDED = ("PR", "CR")
@@ -114,7 +113,7 @@ class WorklistIndex(AuditFollower[Work]):
     for the patients that changed: a request then only picks the reader's centres and the first rows
     (classifying 10,000 patients per request cost 16 ms)."""
 
-    def __init__(self, snapshot: Callable[[], AbstractContextManager[sa.Connection]] | None = None) -> None:
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
         super().__init__(snapshot)
         self._some: dict[dt.date, tuple[sa.Select, ...]] = {}
         self._rules: Rules | None = None
