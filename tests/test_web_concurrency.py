@@ -177,3 +177,45 @@ def test_writers_waiting_for_the_write_lock_do_not_take_the_readers_threads(stor
                 thread.join(30)
     assert statuses == [200] * 6
     store.dispose()
+
+
+def test_an_audit_verification_never_takes_the_readers_threads(store_url: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An audit verification (seconds on a long trail) runs in the writers' pool, not in the pool that
+    reads and renders pages: while one is under way, with a single reading thread, pages still
+    answer at once (before, they waited for the verification)."""
+    import time
+
+    from oncosurg.store import audit
+
+    app = make_app(store_url, threads=1)
+    add_user(app, "ann", "data_manager", CENTRE_A)
+    add_user(app, "aud", "auditor", CENTRE_A)
+    pk = Api(app, "ann").register(patient_id="V-1")
+    started, release = threading.Event(), threading.Event()
+    real = audit.verify
+
+    def slow_verify(conn: Any, **kwargs: Any) -> Any:
+        started.set()
+        release.wait(10)
+        return real(conn, **kwargs)
+
+    monkeypatch.setattr(audit, "verify", slow_verify)
+    with LiveServer(app, lifespan="on") as live:
+        auditor, _ = http_session(live.url, "aud")
+        reader, _ = http_session(live.url, "ann")
+        answers: list[Any] = []
+        verifying = threading.Thread(target=lambda: answers.append(auditor.get("/audit/verify.json")))
+        verifying.start()
+        try:
+            assert started.wait(10)
+            for path in (f"/patients/{pk}.json", "/patients.json", "/worklist.json"):
+                began = time.perf_counter()
+                assert reader.get(path).status_code == 200
+                assert time.perf_counter() - began < 4.0, f"{path} waited for the verification"
+            assert not answers, "the verification is still under way"
+        finally:
+            release.set()
+            verifying.join(30)
+    assert answers[0].status_code == 200 and answers[0].json()["ok"]
+    app.state.store.dispose()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from oncosurg.store import audit
-from oncosurg.web.deps import Auditor, CurrentUser, StoreDep, record_access
+from oncosurg.web.deps import Auditor, CurrentUser, StoreDep, record_access, threaded
 from oncosurg.web.deps import page as respond
 from oncosurg.web.errors import Forbidden
 from oncosurg.web.models import AuditPage, Verification
@@ -35,9 +35,13 @@ def audit_page(request: Request, user: Auditor, store: StoreDep, page: PageNo = 
 
 @router.get("/audit/verify.json", response_model=Verification, summary="Recompute the hash chain")
 @router.get("/audit/verify", include_in_schema=False)
-def verify(request: Request, user: Auditor, store: StoreDep) -> Any:
-    with store.read() as conn:
-        result = audit.verify(conn)
+async def verify(request: Request, user: Auditor, store: StoreDep) -> Any:
+    def work() -> audit.Verification:
+        with store.read() as conn:
+            return audit.verify(conn)
+
+    # seconds on a long trail: in the writers' pool, not on the thread that reads this process's pages
+    result = await threaded(work)
     return respond(request, "verify.html", result.to_dict())
 
 
