@@ -31,7 +31,8 @@ def worklist(request: Request, _: SessionCookie, store: StoreDep, settings: Sett
 @router.get("/dashboard.json", response_model=Dashboard, summary="The protocol's endpoints and Kaplan-Meier curves")
 @router.get("/dashboard", include_in_schema=False)
 def dashboard(request: Request, _: SessionCookie, store: StoreDep, centre: Text = "") -> Any:
-    with store.read_one() as conn:
+    with store.read_one() as conn:  # the session, the centres and the registry's fingerprint
         user = reading_user(request, store, conn)
-    data = request.app.state.dashboard.compute(store.engine, user=user, centre=centre)  # refuses foreign centres
+        # refuses foreign centres; a computation, when needed, has a connection of its own
+        data = request.app.state.dashboard.compute(store.engine, user=user, centre=centre, conn=conn)
     return page(request, "dashboard.html", data)
