@@ -17,8 +17,8 @@ from oncosurg.protocol.engine import run_protocol
 from oncosurg.protocol.model import load_protocol
 from oncosurg.reference import CENTRE
 from oncosurg.store import tables as t
-from oncosurg.web.services.dashboard import centres_and_fingerprint, fingerprint, restrict
-from oncosurg.web.services.roster import Roster
+from oncosurg.web.services.dashboard import restrict
+from oncosurg.web.services.roster import Roster, centres_and_marks, marks
 from oncosurg.web.services.users import load_user, visible_centres
 from oncosurg.web.services.worklist import WorklistIndex, worklist
 from web_helpers import CENTRE_A, CENTRE_B, Api, add_user, fixed_today, make_app, verify_chain
@@ -301,11 +301,11 @@ def test_dashboard_for_a_restricted_user_counts_only_their_centres(app: FastAPI,
     assert mine["results"]["endpoints"]["evaluated"]["n"] == 151
 
 
-def test_the_centres_and_the_fingerprint_are_read_in_one_statement(app: FastAPI) -> None:
-    """A dashboard request reads the user's centres and the registry's fingerprint on its own
-    connection in one statement (three round trips on two connections before): the same centres and
-    fingerprint as the two reads, for an all-centre user and a restricted one, on a registry without
-    centres and as patients, centres and edits arrive."""
+def test_the_centres_and_the_registry_marks_are_read_in_one_statement(app: FastAPI) -> None:
+    """The list and the dashboard read the user's centres and the registry's marks (the dashboard's
+    fingerprint) in one statement (the dashboard: three round trips on two connections before): the
+    same centres and marks as the two reads, for an all-centre user and a restricted one, on a
+    registry without centres and as patients, centres and edits arrive."""
     add_user(app, "all", "investigator", all_centres=True)
     dm = Api(app, "dm")
 
@@ -322,13 +322,13 @@ def test_the_centres_and_the_fingerprint_are_read_in_one_statement(app: FastAPI)
             for user in users:
                 statements.clear()
                 sa.event.listen(conn, "before_cursor_execute", count)
-                got = centres_and_fingerprint(conn, user=user)
+                got = centres_and_marks(conn, user=user)
                 sa.event.remove(conn, "before_cursor_execute", count)
-                assert got == (visible_centres(conn, user=user), fingerprint(conn)), user.username
+                assert got == (visible_centres(conn, user=user), marks(conn)), user.username
                 if user.all_centres:
                     assert got[0] == sorted(names)
                     assert len(statements) == (1 if names else 2), statements
-            return fingerprint(conn)
+            return marks(conn)
 
     empty = check()
     pk = dm.register(patient_id="FP-1", centre=CENTRE_B)
@@ -340,8 +340,8 @@ def test_the_centres_and_the_fingerprint_are_read_in_one_statement(app: FastAPI)
         anyone = dataclasses.replace(load_user(conn, user_id=1), all_centres=True)
     bare = sa.create_engine("sqlite://")
     t.metadata.create_all(bare)
-    with bare.connect() as conn:  # no centre yet: the fingerprint alone
-        assert centres_and_fingerprint(conn, user=anyone) == ([], fingerprint(conn))
+    with bare.connect() as conn:  # no centre yet: the marks alone
+        assert centres_and_marks(conn, user=anyone) == ([], marks(conn))
 
 
 def test_restrict_quotes_centre_names() -> None:

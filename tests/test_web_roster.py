@@ -176,7 +176,7 @@ def test_the_list_and_worklist_read_outside_a_transaction_and_refresh_in_a_snaps
             assert dm.get(path).status_code == 200
             begins = [s for s, _ in statements if s.strip().upper().startswith("BEGIN")]  # SQLite's snapshot
             outside = [s for s, inside in statements if not inside and s not in begins]
-            assert len(outside) <= 3, outside  # the session, the marks, the centres
+            assert len(outside) <= 3, outside  # the session, the user's grants, the marks
             if round_ == 1:  # nothing changed since: no snapshot, every statement outside a transaction
                 assert opened[before:] == [] and not begins and len(outside) == len(statements), statements
             else:  # first use, or after an edit: one snapshot, the index read inside it
@@ -185,4 +185,14 @@ def test_the_list_and_worklist_read_outside_a_transaction_and_refresh_in_a_snaps
                 assert dm.save(pk, "follow_up", last_contact_date=f"2024-05-0{6 if path == '/patients.json' else 7}"
                                ).status_code == 200
     assert dm.get("/patients.json").json()["patients"][0]["last_contact_date"] == "2024-05-07"
+    add_user(app, "all", "investigator", all_centres=True)  # every centre: read with the marks
+    everyone = Api(app, "all")
+    everyone.get("/patients.json")
+    statements.clear()
+    listed = everyone.get("/patients.json").json()
+    read = list(statements)
+    centre_reads = [text for text, _ in read if "FROM centre" in text]
+    assert len(read) <= 3 and len(centre_reads) == 1 and "audit_head" in centre_reads[0], read
+    with store.read() as conn:
+        assert listed["centres"] == sorted(conn.execute(sa.select(t.centre.c.name)).scalars())
     _agrees(app)

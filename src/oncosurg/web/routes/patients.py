@@ -48,6 +48,7 @@ from oncosurg.web.services.forms import (
     STAGE_FORMS,
     form_rows,
 )
+from oncosurg.web.services.roster import centres_and_marks
 from oncosurg.web.services.users import visible_centres
 
 router = APIRouter(tags=["patients"])
@@ -70,12 +71,14 @@ _ALL_STAGE_FIELDS = tuple({f.name: f for card in STAGE_FORMS.values() for f in c
 @router.get("/patients", include_in_schema=False)
 def patient_list(request: Request, _: SessionCookie, store: StoreDep, settings: SettingsDep, q: Text = "",
                  stage: Text = "", centre: Text = "", page: PageNo = 1) -> Any:
-    with store.read_one() as conn:  # the session, the roster's marks, the centres: no common snapshot needed
+    with store.read_one() as conn:  # the session; the centres with the roster's marks (one statement)
         user = reading_user(request, store, conn)
+        centres, seen = centres_and_marks(conn, user=user)
         data = patients.list_patients(conn, user=user, q=q, stage=stage, centre=centre, page=page,
                                       page_size=settings.page_size, today=settings.today(),
-                                      horizon_weeks=settings.review_horizon_weeks, roster=request.app.state.roster)
-        data |= {"centres": visible_centres(conn, user=user), "stages": patients.STAGE_FILTERS}
+                                      horizon_weeks=settings.review_horizon_weeks, roster=request.app.state.roster,
+                                      seen=seen)
+        data |= {"centres": centres, "stages": patients.STAGE_FILTERS}
     return respond(request, "patients.html", data)
 
 

@@ -9,8 +9,9 @@ MDT reviews: the ``pathway`` callable), computed with them and served from the s
 busy registry that query cost 80 % of a dashboard request when it ran per request).
 
 Results are kept per (protocol, centres) with the fingerprint of the registry they were computed
-from (patient count, last id, last audit row, last import batch: a web edit, a CSV upload and a
-command-line import, ``--update`` too, all change it) and the date.  When the registry has changed, the last
+from (its :func:`~oncosurg.web.services.roster.marks`: last audit row, last patient id, last import
+batch: a web edit, a CSV upload and a command-line import, ``--update`` too, all change it) and the
+date.  When the registry has changed, the last
 result is served at once, with its time (``computed_at``) and ``stale: true``, and one recomputation
 is started in the background, at most once per ``refresh_seconds`` per centre set: under a stream
 of edits the protocol runs twice a minute, not once per request (``refresh_seconds = 0`` recomputes
@@ -48,10 +49,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from oncosurg.protocol.model import Inclusion, Protocol, ProtocolError, load_protocol
-from oncosurg.store import tables as t
 from oncosurg.web.errors import Forbidden
+from oncosurg.web.services.roster import centres_and_marks, marks
 from oncosurg.web.services.svg import km_svg
-from oncosurg.web.services.users import User, visible_centres
+from oncosurg.web.services.users import User
 
 _CURVE_KINDS = ("km_median", "followup_median")
 
@@ -64,30 +65,6 @@ def restrict(protocol: Protocol, centres: list[str]) -> Protocol:
     """``protocol`` limited to ``centres``: the centre step comes first, before the index and the accrual window."""
     step = Inclusion(f"Patients of {', '.join(centres)}", f"centre in ({', '.join(_quote(c) for c in centres)})")
     return dataclasses.replace(protocol, scope=(step, *protocol.scope))
-
-
-def _marks() -> tuple[sa.ScalarSelect[Any], ...]:
-    return (sa.select(sa.func.max(t.patient.c.id)).scalar_subquery(),
-            sa.select(t.audit_head.c.last_id).where(t.audit_head.c.id == 1).scalar_subquery(),
-            sa.select(sa.func.max(t.import_batch.c.id)).scalar_subquery())
-
-
-def fingerprint(conn: sa.Connection) -> tuple[Any, ...]:
-    """Changes whenever the registry does: new patients move the last id, web writes (deletions too)
-    move the audit head, imports add a batch.  One query."""
-    return tuple(conn.execute(sa.select(*_marks())).one())
-
-
-def centres_and_fingerprint(conn: sa.Connection, *, user: User) -> tuple[list[str], tuple[Any, ...]]:
-    """The centres ``user`` may see (:func:`~oncosurg.web.services.users.visible_centres`) and the
-    registry's :func:`fingerprint`: one statement, so one snapshot and, on PostgreSQL, one round trip
-    (two before, on a connection of its own: a dashboard request was three round trips, now two)."""
-    if not user.all_centres:
-        return visible_centres(conn, user=user), fingerprint(conn)
-    rows = conn.execute(sa.select(t.centre.c.name, *_marks()).order_by(t.centre.c.name)).all()
-    if not rows:  # no centre yet: the fingerprint alone
-        return [], fingerprint(conn)
-    return [row[0] for row in rows], tuple(rows[0][1:])
 
 
 log = logging.getLogger("oncosurg.web.dashboard")
@@ -223,7 +200,7 @@ class Dashboard:
         with contextlib.ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(engine.connect())
-            allowed, fp = centres_and_fingerprint(conn, user=user)
+            allowed, fp = centres_and_marks(conn, user=user)
             if centre and centre not in allowed:
                 raise Forbidden(f"centre '{centre}' is not granted to you")
             now_fp = (*fp, self.today().isoformat())
@@ -248,7 +225,7 @@ class Dashboard:
         def run() -> None:
             try:
                 with engine.connect() as conn:
-                    now_fp = (*fingerprint(conn), self.today().isoformat())
+                    now_fp = (*marks(conn), self.today().isoformat())
                 self._serve(engine, (protocol.id, None), now_fp, protocol, None)
             except Exception:  # a failed warm-up only means the first request computes
                 log.exception("dashboard warm-up failed")
@@ -318,7 +295,7 @@ class Dashboard:
             return
         with self.shared.turn(key):
             with engine.connect() as conn:
-                now_fp = (*fingerprint(conn), self.today().isoformat())
+                now_fp = (*marks(conn), self.today().isoformat())
             found = self.shared.load(key)
             if found is not None:
                 result, fp, started = found
@@ -345,7 +322,7 @@ class Dashboard:
         entry.started = time.monotonic()
         effective = restrict(protocol, centres) if centres is not None else protocol
         with engine.connect() as conn:
-            now_fp = (*fingerprint(conn), self.today().isoformat())  # read first: a change meanwhile refreshes again
+            now_fp = (*marks(conn), self.today().isoformat())  # read first: a change meanwhile refreshes again
             pathway = None if self.pathway is None else self.pathway(conn, centres)
             conn.rollback()
             if entry.compiled is None:

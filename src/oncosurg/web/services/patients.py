@@ -186,17 +186,19 @@ def stage_label(record: Mapping[str, Any], regimen: Mapping[str, Any], *, last_r
 
 def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = "", centre: str = "",
                   page: int = 1, page_size: int = 50, today: dt.date | None = None,
-                  horizon_weeks: int = REVIEW_HORIZON_WEEKS, roster: Roster | None = None) -> dict[str, Any]:
+                  horizon_weeks: int = REVIEW_HORIZON_WEEKS, roster: Roster | None = None,
+                  seen: tuple[Any, ...] | None = None) -> dict[str, Any]:
     """One page of the user's patients, filtered by search text, pathway stage and centre, ordered
     by centre then patient id.  ``roster`` is the server's index of every patient's list facts
-    (:mod:`oncosurg.web.services.roster`); without one the registry is projected for this call."""
+    (:mod:`oncosurg.web.services.roster`; ``seen``: the registry's marks as just read on ``conn``);
+    without one the registry is projected for this call."""
     today = today or dt.date.today()
     page = max(1, page)
     if centre and not user.sees(centre):
         raise Forbidden(f"centre '{centre}' is not granted to you")
     keep = _stage_filter(stage, today=today, horizon_weeks=horizon_weeks)
     needle = q.strip().lower()[:64]
-    chosen = (roster or Roster()).patients(conn)
+    chosen = (roster or Roster()).patients(conn, seen=seen)
     if not (user.all_centres and not centre and not needle and not stage):
         chosen = [f for f in chosen if (user.all_centres or f.centre in user.centres)
                   and (not centre or f.centre == centre) and (not needle or needle in f.patient_id.lower())

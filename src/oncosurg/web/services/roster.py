@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from oncosurg.store import tables as t
 from oncosurg.store.repository import registry_select
+from oncosurg.web.services.users import User, visible_centres
 
 V = TypeVar("V")
 #: opens a read transaction (:meth:`oncosurg.web.db.WebStore.read`)
@@ -75,12 +76,28 @@ def facts_select(patients: Sequence[int] | sa.BindParameter | None = None) -> sa
             .select_from(base.outerjoin(line, line.c.id == base.c.rescue_line_pk)))
 
 
-def _marks(conn: sa.Connection) -> tuple[Any, ...]:
-    """(last audit id, last patient id, last import batch id): what moves when the registry does."""
-    return tuple(conn.execute(sa.select(
-        sa.select(t.audit_head.c.last_id).where(t.audit_head.c.id == 1).scalar_subquery(),
-        sa.select(sa.func.max(t.patient.c.id)).scalar_subquery(),
-        sa.select(sa.func.max(t.import_batch.c.id)).scalar_subquery())).one())
+def _mark_columns() -> tuple[sa.ScalarSelect[Any], ...]:
+    return (sa.select(t.audit_head.c.last_id).where(t.audit_head.c.id == 1).scalar_subquery(),
+            sa.select(sa.func.max(t.patient.c.id)).scalar_subquery(),
+            sa.select(sa.func.max(t.import_batch.c.id)).scalar_subquery())
+
+
+def marks(conn: sa.Connection) -> tuple[Any, ...]:
+    """(last audit id, last patient id, last import batch id): what moves when the registry does (a
+    web write, deletions too, moves the audit head; a new patient the last id; an import adds a batch)."""
+    return tuple(conn.execute(sa.select(*_mark_columns())).one())
+
+
+def centres_and_marks(conn: sa.Connection, *, user: User) -> tuple[list[str], tuple[Any, ...]]:
+    """The centres ``user`` may see (:func:`~oncosurg.web.services.users.visible_centres`) and the
+    registry's :func:`marks` in one statement: one snapshot and, on PostgreSQL, one round trip (the
+    list and the dashboard read both; two round trips before)."""
+    if not user.all_centres:
+        return visible_centres(conn, user=user), marks(conn)
+    rows = conn.execute(sa.select(t.centre.c.name, *_mark_columns()).order_by(t.centre.c.name)).all()
+    if not rows:  # no centre yet: the marks alone
+        return [], marks(conn)
+    return [row[0] for row in rows], tuple(rows[0][1:])
 
 
 class AuditFollower(Generic[V]):
@@ -109,26 +126,27 @@ class AuditFollower(Generic[V]):
         a value is absent."""
         raise NotImplementedError
 
-    def current(self, conn: sa.Connection, key: Any = None) -> dict[int, V]:
-        """``pk → value`` as of ``conn``'s snapshot or newer.  Do not modify it."""
-        marks = _marks(conn)
+    def current(self, conn: sa.Connection, key: Any = None, *, seen: tuple[Any, ...] | None = None) -> dict[int, V]:
+        """``pk → value`` as of ``conn``'s snapshot or newer.  Do not modify it.  ``seen``: the
+        registry's :func:`marks` as the caller has just read them on ``conn`` (else read here)."""
+        now = marks(conn) if seen is None else seen
         with self._lock:
-            if key != self._key or (marks != self._marks and not self._newer(marks)):
+            if key != self._key or (now != self._marks and not self._newer(now)):
                 if self._snapshot is None:
-                    self._refresh(conn, marks, key)
+                    self._refresh(conn, now, key)
                 else:
                     with self._snapshot() as snap:
-                        self._refresh(snap, _marks(snap), key)
+                        self._refresh(snap, marks(snap), key)
             return self._values
 
-    def _newer(self, marks: tuple[Any, ...]) -> bool:
-        """The values already reflect a later snapshot than ``marks`` (another request's)."""
+    def _newer(self, now: tuple[Any, ...]) -> bool:
+        """The values already reflect a later snapshot than ``now`` (another request's)."""
         if self._marks is None:
             return False
-        return all((m or 0) <= (s or 0) for m, s in zip(marks, self._marks, strict=True))
+        return all((m or 0) <= (s or 0) for m, s in zip(now, self._marks, strict=True))
 
-    def _refresh(self, conn: sa.Connection, marks: tuple[Any, ...], key: Any) -> None:
-        changed = None if self._marks is None or key != self._key else _changed(conn, self._marks, marks)
+    def _refresh(self, conn: sa.Connection, now: tuple[Any, ...], key: Any) -> None:
+        changed = None if self._marks is None or key != self._key else _changed(conn, self._marks, now)
         if changed is None or len(changed) > FULL_REBUILD_ABOVE:
             self._values = self.load(conn, None, key)
             self._changed_all()
@@ -145,7 +163,7 @@ class AuditFollower(Generic[V]):
             self._values = values
             self._changed_some(before)
             self.updates += 1
-        self._marks, self._key = marks, key
+        self._marks, self._key = now, key
 
     def _changed_all(self) -> None:
         """Called after every patient's value was loaded again."""
@@ -163,10 +181,10 @@ class Roster(AuditFollower[Facts]):
         self._position: dict[int, int] = {}  # pk → index in _ordered
         self._some: sa.Select | None = None  # the facts of some patients (ids bound at run time)
 
-    def patients(self, conn: sa.Connection) -> list[Facts]:
+    def patients(self, conn: sa.Connection, *, seen: tuple[Any, ...] | None = None) -> list[Facts]:
         """Every patient's facts ordered by centre then patient id, current as of ``conn``'s snapshot
-        (or newer).  Do not modify the list."""
-        self.current(conn)
+        (or newer; ``seen``: see :meth:`AuditFollower.current`).  Do not modify the list."""
+        self.current(conn, seen=seen)
         return self._ordered
 
     def load(self, conn: sa.Connection, pks: list[int] | None, key: Any = None) -> dict[int, Facts]:
@@ -213,4 +231,5 @@ def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...])
     return {pk for pk, _ in rows if pk is not None}
 
 
-__all__ = ["FACT_COLUMNS", "AuditFollower", "Facts", "Roster", "Snapshot", "facts_select"]
+__all__ = ["FACT_COLUMNS", "AuditFollower", "Facts", "Roster", "Snapshot", "centres_and_marks", "facts_select",
+           "marks"]
