@@ -314,3 +314,42 @@ def test_session_cookie_alone_never_names_a_session(app: FastAPI) -> None:
     sid = alice.get("/account.json").json()["sessions"][0]["id"]
     stolen = TestClient(app, cookies={SESSION_COOKIE: sid})
     assert stolen.get("/me.json").status_code == 401
+
+
+def test_a_session_and_its_users_grants_are_read_in_one_statement(app: FastAPI, clock: Clock) -> None:
+    """Every request looks its session up: the session, its user and the user's centre grants are one
+    statement (a centre-limited user's grants were a second: a round trip of every request on
+    PostgreSQL).  The user is the one :func:`load_user` reads, whatever the grants; the session of a
+    deactivated account, or one idle too long, still gives no user."""
+    from oncosurg.web.services.users import live_session, load_user
+
+    settings, store = app.state.settings, app.state.store
+    add_user(app, "one", "data_manager", CENTRE_A)
+    add_user(app, "two", "investigator", CENTRE_A, CENTRE_B)
+    add_user(app, "every", "auditor", all_centres=True)
+    signed = {name: Api(app, name) for name in ("one", "two", "every")}
+
+    def looked_up(api: Api) -> tuple[object, int]:
+        token = api.client.cookies[SESSION_COOKIE]
+        statements: list[str] = []
+        with store.read_one() as conn:
+            def count(*args: object) -> None:
+                statements.append(str(args[2]))
+
+            sa.event.listen(conn, "before_cursor_execute", count)
+            found = live_session(conn, token=token, now=settings.now(), idle_minutes=settings.session_idle_minutes)
+            sa.event.remove(conn, "before_cursor_execute", count)
+        return (None if found is None else found[1]), len(statements)
+
+    for name, api in signed.items():
+        user, statements = looked_up(api)
+        with store.read_one() as conn:
+            assert user == load_user(conn, user_id=user.id) and user.username == name, name
+        assert statements == 1, name
+    assert looked_up(signed["two"])[0].centres == {CENTRE_A, CENTRE_B}
+    assert looked_up(signed["every"])[0].all_centres and looked_up(signed["one"])[0].centres == {CENTRE_A}
+    two = looked_up(signed["two"])[0].id
+    assert Api(app, "root").post(f"/users/{two}/deactivate").status_code == 204
+    assert looked_up(signed["two"]) == (None, 1)
+    clock.advance(minutes=31)  # idle too long
+    assert looked_up(signed["one"]) == (None, 1)
