@@ -34,5 +34,5 @@ def dashboard(request: Request, _: SessionCookie, store: StoreDep, centre: Text 
     with store.read_one() as conn:  # the session, the centres and the registry's fingerprint
         user = reading_user(request, store, conn)
         # refuses foreign centres; a computation, when needed, has a connection of its own
-        data = request.app.state.dashboard.compute(store.engine, user=user, centre=centre, conn=conn)
+        data = request.app.state.dashboard.compute(store.engine, conn, user=user, centre=centre)
     return page(request, "dashboard.html", data)

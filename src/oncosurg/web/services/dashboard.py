@@ -11,12 +11,12 @@ busy registry that query cost 80 % of a dashboard request when it ran per reques
 Results are kept per (protocol, centres) with the fingerprint of the registry they were computed
 from (its :func:`~oncosurg.web.services.roster.marks`: last audit row, last patient id, last import
 batch: a web edit, a CSV upload and a command-line import, ``--update`` too, all change it) and the
-date.  When the registry has changed, the last
-result is served at once, with its time (``computed_at``) and ``stale: true``, and one recomputation
-is started in the background, at most once per ``refresh_seconds`` per centre set: under a stream
-of edits the protocol runs twice a minute, not once per request (``refresh_seconds = 0`` recomputes
-before answering, one request at a time per centre set).  Only the very first request for a centre
-set waits for its computation; :meth:`Dashboard.warm` starts the all-centre one with the server.
+date. When the registry has changed, the last result is served at once, with its time
+(``computed_at``) and ``stale: true``, and one recomputation is started in the background, at most
+once per ``refresh_seconds`` per centre set: under a stream of edits the protocol runs twice a
+minute, not once per request (``refresh_seconds = 0`` recomputes before answering, one request at a
+time per centre set). Only the very first request for a centre set waits for its computation;
+:meth:`Dashboard.warm` starts the all-centre one with the server.
 
 The server's worker processes share their results (:class:`SharedResults`: a file per key in a
 private directory, one computation at a time per key under a file lock, each file signed with the
@@ -191,19 +191,15 @@ class Dashboard:
                 self._protocol = None
         return self._protocol
 
-    def compute(self, engine: sa.Engine, *, user: User, centre: str = "", conn: sa.Connection | None = None
-                ) -> dict[str, Any]:
-        """The dashboard of ``user``'s centres (or of ``centre``, one of them).  ``conn``: the request's
-        connection, which then reads the centres and the registry's fingerprint (else one of ``engine``'s);
-        a computation, when one is needed, has a connection of its own."""
+    def compute(self, engine: sa.Engine, conn: sa.Connection, *, user: User, centre: str = "") -> dict[str, Any]:
+        """The dashboard of ``user``'s centres (or of ``centre``, one of them).  ``conn``, the request's
+        connection, reads the centres and the registry's fingerprint; a computation, when one is
+        needed, has a connection of ``engine``'s."""
         protocol = self.protocol
-        with contextlib.ExitStack() as stack:
-            if conn is None:
-                conn = stack.enter_context(engine.connect())
-            allowed, fp = centres_and_marks(conn, user=user)
-            if centre and centre not in allowed:
-                raise Forbidden(f"centre '{centre}' is not granted to you")
-            now_fp = (*fp, self.today().isoformat())
+        allowed, fp = centres_and_marks(conn, user=user)
+        if centre and centre not in allowed:
+            raise Forbidden(f"centre '{centre}' is not granted to you")
+        now_fp = (*fp, self.today().isoformat())
         centres = [centre] if centre else allowed
         restricted = bool(centre) or not user.all_centres
         base = {"centres": centres, "all_centres": not restricted, "available_centres": allowed,

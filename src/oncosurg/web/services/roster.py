@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from oncosurg.store import tables as t
 from oncosurg.store.repository import registry_select
-from oncosurg.web.services.users import User, visible_centres
+from oncosurg.web.services.users import ALL_CENTRES, User, visible_centres
 
 V = TypeVar("V")
 #: opens a read transaction (:meth:`oncosurg.web.db.WebStore.read`)
@@ -94,7 +94,7 @@ def centres_and_marks(conn: sa.Connection, *, user: User) -> tuple[list[str], tu
     list and the dashboard read both; two round trips before)."""
     if not user.all_centres:
         return visible_centres(conn, user=user), marks(conn)
-    rows = conn.execute(sa.select(t.centre.c.name, *_mark_columns()).order_by(t.centre.c.name)).all()
+    rows = conn.execute(ALL_CENTRES.add_columns(*_mark_columns())).all()
     if not rows:  # no centre yet: the marks alone
         return [], marks(conn)
     return [row[0] for row in rows], tuple(rows[0][1:])

@@ -77,10 +77,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+#: every centre's name, sorted (a user of every centre sees them all)
+ALL_CENTRES = sa.select(t.centre.c.name).order_by(t.centre.c.name)
+
+
 def visible_centres(conn: sa.Connection, *, user: User) -> list[str]:
     """Names of the centres the user may see, sorted."""
     if user.all_centres:
-        return list(conn.execute(sa.select(t.centre.c.name).order_by(t.centre.c.name)).scalars())
+        return list(conn.execute(ALL_CENTRES).scalars())
     return sorted(user.centres)
 
 
