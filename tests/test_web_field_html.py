@@ -4,6 +4,7 @@ character for character, for every widget, read-only values, errors, missing key
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -132,3 +133,115 @@ def test_templates_escape_every_kind_of_value_as_stock_jinja() -> None:
         compiled = TEMPLATES.env.compile(TEMPLATES.env.loader.get_source(TEMPLATES.env, name)[0], raw=True)
         assert " escape(" not in compiled and "(escape(" not in compiled, name
     assert "environment.escape_output(" in TEMPLATES.env.compile(source, raw=True)
+
+
+#: ``_form.html``'s macros and ``patient.html``'s episode-form macros before they became functions
+#: (session 26), verbatim; ``fields`` is the function proven equal to the field macro above.
+FORM_MACROS = """{% macro summary(message, items) -%}
+{% if message %}<div class="error general summary" role="alert" id="error-summary"><p>{{ message }}</p>
+{% if items %}<ul>{% for e in items %}<li>{% if e.href %}<a href="{{ e.href }}">{% endif %}{% if e.column %}<strong>{{ e.column }}</strong>: {% endif %}{{ e.message }}{% if e.href %}</a>{% endif %}</li>{% endfor %}</ul>{% endif %}</div>{% endif %}
+{%- endmacro %}
+
+{% macro general(errors) -%}
+{% for e in errors %}<p class="error general" data-field="{{ e.column }}" data-code="{{ e.code }}">{% if e.column %}<strong>{{ e.column }}</strong>: {% endif %}{{ e.message }}{% if e.hint %} — {{ e.hint }}{% endif %}{% if e.code %} <code>{{ e.code }}</code>{% endif %}</p>{% endfor %}
+{%- endmacro %}
+
+{% macro reason(locked, errors) -%}
+<div class="field reason{% if errors %} has-error{% endif %}">
+  <label>reason{% if locked %} <abbr title="required: the record is older than the lock period">*</abbr>{% endif %}</label>
+  <input type="text" name="reason" maxlength="1000" placeholder="{% if locked %}required: why does this change?{% else %}optional{% endif %}">
+  {% for e in errors %}<p class="error" data-field="reason" data-code="{{ e.code }}">{{ e.message }}</p>{% endfor %}
+</div>
+{%- endmacro %}
+{% set general_errors = general %}
+{% macro edit_forms(item, table, noun, can_write) -%}
+{% if can_write %}
+<form method="post" action="/patients/{{ pk }}/episodes/{{ table }}/{{ item.id }}" class="episode edit">
+  <input type="hidden" name="csrf_token" value="{{ csrf }}">
+  <input type="hidden" name="version" value="{{ item.version }}">
+  <input type="hidden" name="patient_version" value="{{ version }}">
+  {{ general_errors(item.form.general) }}
+  <div class="grid">{{ fields(item.form.rows) }}</div>
+  {{ reason(locked, item.form.reason_errors) }}
+  <button type="submit">Save {{ noun }}</button>
+</form>
+<form method="post" action="/patients/{{ pk }}/episodes/{{ table }}/{{ item.id }}/delete" class="episode delete">
+  <input type="hidden" name="csrf_token" value="{{ csrf }}">
+  <input type="hidden" name="version" value="{{ item.version }}">
+  <input type="hidden" name="patient_version" value="{{ version }}">
+  {% if locked %}<input type="text" name="reason" maxlength="1000" placeholder="reason" required aria-label="reason">{% endif %}
+  <button type="submit" class="small" data-confirm="Delete this {{ noun }}{% if table == 'liver_procedure' %} with its complications and pathology{% endif %}?">Delete {{ noun }}</button>
+</form>
+{% else %}
+<div class="grid">{{ fields(item.form.rows, readonly=True) }}</div>
+{% endif %}
+{%- endmacro %}
+
+{% macro add_form(form, table, noun, hidden={}) -%}
+<details class="add-episode"{% if form.open %} open{% endif %}><summary>Add {{ noun }}</summary>
+<form method="post" action="/patients/{{ pk }}/episodes/{{ table }}" class="add episode" id="add-{{ table }}{% for k, v in hidden.items() %}-{{ v }}{% endfor %}">
+  <input type="hidden" name="csrf_token" value="{{ csrf }}">
+  {% for k, v in hidden.items() %}<input type="hidden" name="{{ k }}" value="{{ v }}">{% endfor %}
+  {{ general_errors(form.general) }}
+  <div class="grid">{{ form.html or fields(form.rows) }}</div>
+  {% if table in ('complication', 'pathology') %}{{ reason(locked, form.reason_errors) }}{% endif %}
+  <button type="submit">Add {{ noun }}</button>
+</form>
+</details>
+{%- endmacro %}"""
+
+FORM_ERRORS: list[list[dict[str, Any]]] = [
+    *ERRORS,
+    [{"column": "start_date", "code": "V101", "message": "after <today>", "hint": "check & fix", "href": "#f-x"},
+     {"column": None, "message": "no column", "href": None}, {"href": "#a\"b", "message": "linked"}],
+]
+
+
+def _stock(macro: str, *args: Any, **page: Any) -> str:
+    """``macro`` of :data:`FORM_MACROS` called with ``args``, the page's variables being ``page``."""
+    return str(getattr(_form_macros().make_module(vars=page), macro)(*args))
+
+
+@functools.cache
+def _form_macros() -> jinja2.Template:
+    from oncosurg.web.field_html import fields
+
+    env = jinja2.Environment(autoescape=True)
+    env.globals["fields"] = fields
+    return env.from_string(FORM_MACROS)
+
+
+def test_the_form_functions_draw_what_the_macros_drew() -> None:
+    """Error summary, general errors, the reason field and the episode forms (edit and delete,
+    read-only, add with and without hidden fields, a pre-drawn blank form) as the verbatim macros
+    drew them: errors with and without column, hint, code and link, locked or not, escaped values."""
+    from markupsafe import Markup
+
+    from oncosurg.web.field_html import add_form, edit_forms, error_summary, fields, general_errors, reason_field
+
+    rows = [r for r in _rows() if r.get("name")][:40:7]
+    for errors in FORM_ERRORS:
+        for message in ("", None, "Not saved: <2> problems", 0):
+            assert str(error_summary(message, errors)) == _stock("summary", message, errors)
+        assert str(general_errors(errors)) == _stock("general", errors)
+        for locked in (True, False, None):
+            assert str(reason_field(locked, errors)) == _stock("reason", locked, errors)
+    page = {"pk": 12, "csrf": "tok<&>", "version": 7}
+    for errors, locked, can_write in itertools.product(FORM_ERRORS, (True, False), (True, False)):
+        form = {"rows": rows, "general": errors, "reason_errors": errors[:1], "open": bool(errors)}
+        for table, noun in (("liver_procedure", "procedure"), ("complication", "complication"),
+                            ("mdt_review", "MDT <review>"), ("pathology", "pathology report")):
+            item = {"id": 31, "version": 2, "form": form, "anchor": "x"}
+            ours = edit_forms(item, table, noun, can_write, locked=locked, **page)
+            assert str(ours) == _stock("edit_forms", item, table, noun, can_write, locked=locked,
+                                       **page), (table, locked, can_write)
+            for hidden in ({}, {"procedure_no": 2}, {"a<b": "c&d", "procedure_no": 3}):
+                for blank in (None, Markup("<div>drawn once</div>")):
+                    add = form | ({"html": blank} if blank is not None else {})
+                    ours = add_form(add, table, noun, hidden, locked=locked, pk=page["pk"], csrf=page["csrf"])
+                    assert str(ours) == _stock("add_form", add, table, noun, hidden, locked=locked,
+                                               **page), (table, hidden, blank)
+    assert "has-error" in str(reason_field(True, FORM_ERRORS[1])) and "&lt;today&gt;" in str(error_summary("m", FORM_ERRORS[3]))
+    assert 'placeholder="reason" required' in str(edit_forms({"id": 1, "form": {}}, "contact", "contact", True,
+                                                           pk=1, csrf="c", version=1, locked=True))
+    assert fields(None) == ""

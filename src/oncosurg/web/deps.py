@@ -85,6 +85,8 @@ TEMPLATES.env.auto_reload = False  # templates ship with the package: no stat() 
 TEMPLATES.env.globals["version"] = __version__
 TEMPLATES.env.globals["field"] = field_html.field  # a form field (was a macro: most of a patient page's rendering)
 TEMPLATES.env.globals["fields"] = field_html.fields  # the fields of a form
+for _name in ("error_summary", "general_errors", "reason_field", "edit_forms", "add_form"):  # were macros too
+    TEMPLATES.env.globals[_name] = getattr(field_html, _name)
 TEMPLATES.env.filters["estimate"] = format_estimate
 
 

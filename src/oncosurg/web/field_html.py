@@ -1,11 +1,14 @@
-"""One form field as HTML: the label, the input for its kind (select, date, number, text, textarea)
-or its read-only value, the type's help and the field's errors.
+"""Forms as HTML: one field (the label, the input for its kind — select, date, number, text, textarea —
+or its read-only value, the type's help and the field's errors), a form's general errors and error
+summary, the reason field, and a patient page's episode forms (edit and delete, add).
 
-This was the Jinja macro ``field`` of ``_form.html``.  A patient page draws a few hundred fields (every
-episode's form), and each macro call builds a new template context: the calls took three quarters of
-the page's rendering (py-spy, web benchmark).  The function writes the same HTML, character for
-character (a test renders bench patients' pages with both and compares them), with every value
-escaped as Jinja's autoescape does (``None`` as ``None``, a missing key as nothing).
+These were Jinja macros (``_form.html``'s, and ``edit_forms``/``add_form`` of ``patient.html``).  A
+patient page draws a few hundred fields and a few dozen forms, and each macro call builds a new
+template context: the field macro took three quarters of the page's rendering (py-spy, web
+benchmark), the form macros most of what remained (cProfile: 9,417 macro calls for 200 pages).  The
+functions write the same HTML, character for character (tests render the verbatim macros with stock
+Jinja and compare), with every value escaped as Jinja's autoescape does (``None`` as ``None``, a
+missing key as nothing).
 """
 
 from __future__ import annotations
@@ -110,3 +113,92 @@ def fields(rows: Iterable[Mapping[str, Any]] | None, readonly: bool = False) -> 
     """``{% for row in rows %}{{ field(row) }}{% endfor %}`` in one call (a template loop costs a
     context per row): the fields of one form."""
     return Markup("".join([field(row, readonly) for row in rows or ()]))
+
+
+def _column_and_message(e: Mapping[str, Any]) -> list[str]:
+    return ["<strong>" + _text(e, "column") + "</strong>: " if e.get("column") else "", _text(e, "message")]
+
+
+def error_summary(message: Any, items: Iterable[Mapping[str, Any]] | None) -> Markup:
+    """The summary at the top of a refused form: ``message``, then each error linked to its field."""
+    if not message:
+        return Markup("")
+    out = ["<div class=\"error general summary\" role=\"alert\" id=\"error-summary\"><p>", escape_text(message),
+           "</p>\n"]
+    if items:
+        out.append("<ul>")
+        for e in items:
+            href = e.get("href")
+            out += ["<li>", "<a href=\"" + _text(e, "href") + "\">" if href else "", *_column_and_message(e),
+                    "</a>" if href else "", "</li>"]
+        out.append("</ul>")
+    out.append("</div>")
+    return Markup("".join(out))
+
+
+def general_errors(errors: Iterable[Mapping[str, Any]] | None) -> Markup:
+    """A form's errors that belong to no field of it (their column, message, hint and code)."""
+    out: list[str] = []
+    for e in errors or ():
+        out += ["<p class=\"error general\" data-field=\"", _text(e, "column"), "\" data-code=\"", _text(e, "code"),
+                "\">", *_column_and_message(e), " — " + _text(e, "hint") if e.get("hint") else "",
+                " <code>" + _text(e, "code") + "</code>" if e.get("code") else "", "</p>"]
+    return Markup("".join(out))
+
+
+def reason_field(locked: Any, errors: Iterable[Mapping[str, Any]] | None) -> Markup:
+    """The reason of a change: required (``locked``) once the record is older than the lock period."""
+    out = ["<div class=\"field reason", " has-error" if errors else "", "\">\n  <label>reason",
+           " <abbr title=\"required: the record is older than the lock period\">*</abbr>" if locked else "",
+           "</label>\n  <input type=\"text\" name=\"reason\" maxlength=\"1000\" placeholder=\"",
+           "required: why does this change?" if locked else "optional", "\">\n  "]
+    for e in errors or ():
+        out += ["<p class=\"error\" data-field=\"reason\" data-code=\"", _text(e, "code"), "\">", _text(e, "message"),
+                "</p>"]
+    out.append("\n</div>")
+    return Markup("".join(out))
+
+
+def _hidden(name: str, value: str) -> str:
+    return "<input type=\"hidden\" name=\"" + name + "\" value=\"" + value + "\">"
+
+
+def edit_forms(item: Mapping[str, Any], table: Any, noun: Any, can_write: Any, *, pk: Any, csrf: Any, version: Any,
+               locked: Any) -> Markup:
+    """An episode's edit and delete forms on patient ``pk``'s page (``item``: an episode of
+    :func:`oncosurg.web.routes.patients.episode_view`, with its ``form``), or its values read-only."""
+    form = item.get("form") or {}
+    if not can_write:
+        return Markup("".join(["\n<div class=\"grid\">", fields(form.get("rows"), readonly=True), "</div>\n"]))
+    action = "/patients/" + escape_text(pk) + "/episodes/" + escape_text(table) + "/" + _text(item, "id")
+    top = "\n  " + _hidden("csrf_token", escape_text(csrf)) + "\n  " + _hidden("version", _text(item, "version")) + \
+        "\n  " + _hidden("patient_version", escape_text(version)) + "\n  "
+    shown = escape_text(noun)
+    return Markup("".join([
+        "\n<form method=\"post\" action=\"", action, "\" class=\"episode edit\">", top,
+        general_errors(form.get("general")), "\n  <div class=\"grid\">", fields(form.get("rows")), "</div>\n  ",
+        reason_field(locked, form.get("reason_errors")), "\n  <button type=\"submit\">Save ", shown,
+        "</button>\n</form>\n<form method=\"post\" action=\"", action, "/delete\" class=\"episode delete\">", top,
+        "<input type=\"text\" name=\"reason\" maxlength=\"1000\" placeholder=\"reason\" required aria-label=\"reason\">"
+        if locked else "", "\n  <button type=\"submit\" class=\"small\" data-confirm=\"Delete this ", shown,
+        " with its complications and pathology" if table == "liver_procedure" else "", "?\">Delete ", shown,
+        "</button>\n</form>\n"]))
+
+
+def add_form(form: Mapping[str, Any], table: Any, noun: Any, hidden: Mapping[str, Any] | None = None, *, pk: Any,
+             csrf: Any, locked: Any) -> Markup:
+    """The folded form adding a ``table`` episode to patient ``pk`` (``hidden``: more fields it posts,
+    e.g. the procedure of a complication)."""
+    hidden = hidden or {}
+    shown = escape_text(noun)
+    html = form.get("html")
+    return Markup("".join([
+        "<details class=\"add-episode\"", " open" if form.get("open") else "", "><summary>Add ", shown,
+        "</summary>\n<form method=\"post\" action=\"/patients/", escape_text(pk), "/episodes/", escape_text(table),
+        "\" class=\"add episode\" id=\"add-", escape_text(table), *["-" + escape_text(v) for v in hidden.values()],
+        "\">\n  ", _hidden("csrf_token", escape_text(csrf)), "\n  ",
+        *[_hidden(escape_text(k), escape_text(v)) for k, v in hidden.items()], "\n  ",
+        general_errors(form.get("general")), "\n  <div class=\"grid\">",
+        escape_text(html) if html else fields(form.get("rows")), "</div>\n  ",
+        reason_field(locked, form.get("reason_errors")) if table in ("complication", "pathology") else "",
+        "\n  <button type=\"submit\">Add ", shown, "</button>\n</form>\n</details>"]))
