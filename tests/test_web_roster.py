@@ -144,10 +144,11 @@ def test_a_started_server_builds_the_list_and_worklist_indexes_before_the_first_
     assert (roster.rebuilds, index.rebuilds) == (1, 1) and roster.updates == 1 and index.updates == 1
 
 
-def test_the_list_and_worklist_read_outside_a_transaction_and_refresh_in_a_snapshot(app: FastAPI) -> None:
+def test_the_list_and_worklist_read_outside_a_transaction_and_read_the_marks_once(app: FastAPI) -> None:
     """The list and the worklist read their index's marks (and the centres) outside any transaction:
-    no ``BEGIN``/``ROLLBACK`` round trips on PostgreSQL.  A refresh, whose marks and changed rows must
-    come from one snapshot, opens its own read transaction, only when the registry moved."""
+    no ``BEGIN``/``ROLLBACK`` round trips on PostgreSQL.  When the registry moved, the roster reads
+    the changed rows and facts on the request's connection too (one statement each); the worklist's
+    index, four statements, opens a read transaction of its own.  Neither reads the marks again."""
     store = app.state.store
     dm = Api(app, "dm")
     pk = dm.register(patient_id="P-1", cetuximab_start="2024-01-08")
@@ -159,7 +160,7 @@ def test_the_list_and_worklist_read_outside_a_transaction_and_refresh_in_a_snaps
             return store.read()
         return open_snapshot
 
-    app.state.roster._snapshot = counted("roster")
+    assert app.state.roster._snapshot is None
     app.state.worklist_index._snapshot = counted("worklist")
     statements: list[tuple[str, bool]] = []
 
@@ -176,11 +177,19 @@ def test_the_list_and_worklist_read_outside_a_transaction_and_refresh_in_a_snaps
             assert dm.get(path).status_code == 200
             begins = [s for s, _ in statements if s.strip().upper().startswith("BEGIN")]  # SQLite's snapshot
             outside = [s for s, inside in statements if not inside and s not in begins]
-            assert len(outside) <= 3, outside  # the session, the user's grants, the marks
-            if round_ == 1:  # nothing changed since: no snapshot, every statement outside a transaction
+            marks_read = [s for s, _ in statements if "audit_head" in s]
+            changed_read = [s for s, _ in statements if "FROM audit_log" in s]
+            assert len(marks_read) == 1, statements  # the request's marks serve its refresh
+            if round_ == 1:  # nothing changed since: no refresh, every statement outside a transaction
+                assert opened[before:] == [] and not begins and len(outside) == len(statements) <= 3, statements
+                assert not changed_read, statements
+            elif name == "roster":  # first use, or after an edit: the facts read on the request's connection
                 assert opened[before:] == [] and not begins and len(outside) == len(statements), statements
-            else:  # first use, or after an edit: one snapshot, the index read inside it
+                assert len(statements) <= 3 + (round_ == 2), statements  # + the changed rows after an edit
+                assert len(changed_read) == (round_ == 2), statements
+            else:  # the worklist's index read inside one snapshot
                 assert opened[before:] == [name] and len(statements) > len(outside), statements
+                assert len(outside) <= 3 + (round_ == 2), outside
             if round_ == 1:
                 assert dm.save(pk, "follow_up", last_contact_date=f"2024-05-0{6 if path == '/patients.json' else 7}"
                                ).status_code == 200

@@ -57,8 +57,9 @@ def create_app(settings: Settings | None = None, *, create: bool = True) -> Fast
                                                   review_weeks=settings.review_weeks))
     app.state.trusted = trusted
     app.state.access = AccessRecorder(store)
-    # the list and the worklist read outside a transaction; the indexes refresh in a snapshot of their own
-    app.state.roster = Roster(snapshot=store.read)
+    # the list and the worklist read outside a transaction; the worklist's index (four statements)
+    # refreshes in a snapshot of its own, the roster's (one) on the request's connection
+    app.state.roster = Roster()
     app.state.worklist_index = WorklistIndex(snapshot=store.read)
     # outermost last: the access log sees every response, headers are added to the guard's refusals too
     app.add_middleware(RequestGuard, state=app.state)
