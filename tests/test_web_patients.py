@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -79,6 +80,53 @@ def test_unchanged_save_does_not_bump_the_version(dm: Api) -> None:
     pk = dm.register()
     response = dm.save(pk, "follow_up", last_contact_date="2024-02-05")
     assert response.status_code == 200 and response.json()["version"] == 1
+
+
+def test_a_json_edit_answers_the_version_its_own_write_made(app: FastAPI, dm: Api) -> None:
+    """The version a JSON edit answers is its write's (from the write, or read in its transaction):
+    no read transaction of its own after it (3 round trips on PostgreSQL), and a writer committing
+    between the end of the edit and its answer does not lend the edit its version (the client's next
+    edit must then be refused, not overwrite that change)."""
+    from contextlib import contextmanager
+
+    from oncosurg.web.deps import make_context
+    from oncosurg.web.services import patients, users
+
+    pk = dm.register()
+    store = app.state.store
+    other_id = add_user(app, "dm3", "data_manager", CENTRE_A)
+    real_write, real_read = store.write, store.read
+    reads: list[int] = []
+    between: list[int] = []
+
+    @contextmanager
+    def write_then_another_writer() -> Iterator[Any]:
+        with real_write() as conn:
+            yield conn
+        if not between:  # once: another user's change commits right after the edit
+            between.append(1)
+            with real_write() as conn:
+                other = users.load_user(conn, user_id=other_id)
+                assert other is not None
+                patients.save_stage(conn, ctx=make_context(other, app.state.settings), pk=pk, stage="follow_up",
+                                    form={"last_contact_date": "2024-04-01"}, version=2)
+
+    def counted_read() -> Any:
+        reads.append(1)
+        return real_read()
+
+    store.write, store.read = write_then_another_writer, counted_read
+    try:
+        answer = dm.add(pk, "mdt_review", review_date="2024-03-01", decision="potentially_resectable")
+    finally:
+        store.write, store.read = real_write, real_read
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == 2 and between and not reads  # its own version; the other made 3
+    assert dm.patient(pk)["version"] == 3
+    again = dm.save(pk, "cetuximab", version=answer.json()["version"], cetuximab_cycles="7")
+    assert again.status_code == 409 and "dm3" in again.json()["error"]
+    saved = dm.save(pk, "cetuximab", version=3, cetuximab_cycles="7")
+    assert saved.status_code == 200 and saved.json()["version"] == dm.patient(pk)["version"] == 4, saved.text
 
 
 def test_stale_edit_is_refused_with_what_changed(app: FastAPI, dm: Api) -> None:

@@ -303,14 +303,19 @@ async def _edit(request: Request, pk: int, user: Any, store: Any, settings: Any,
     """Run one write; a browser gets the page again (with errors beside the fields) or a redirect."""
     form = await form_data(request)
     ctx = make_context(user, settings)
-
-    def work() -> Any:
-        with store.write() as conn:
-            return call(conn, ctx, form)
-
     html = "text/html" in request.headers.get("accept", "") and not wants_json(request)
+
+    def work() -> tuple[Any, int | None]:
+        with store.write() as conn:
+            result = call(conn, ctx, form)
+            if html or result == "deleted" or (isinstance(result, dict) and "version" in result):
+                return result, None
+            # the version this write made, read before it commits: no read transaction of its own
+            # (3 round trips on PostgreSQL), and never a later writer's version
+            return result, patients.patient_head(conn, user=user, pk=pk)["version"]
+
     try:
-        result = await threaded(work)
+        result, version = await threaded(work)
     except (Invalid, Conflict) as exc:
         if not html:
             raise
@@ -322,8 +327,6 @@ async def _edit(request: Request, pk: int, user: Any, store: Any, settings: Any,
         return see_other(f"/patients/{pk}#{anchor}" if result != "deleted" else "/patients")
     if result == "deleted":
         return {"ok": True, "pk": pk}
-    with store.read() as conn:
-        version = patients.patient_head(conn, user=user, pk=pk)["version"]
     return {"ok": True, "pk": pk, "version": version, **(result if isinstance(result, dict) else {"id": result})}
 
 
