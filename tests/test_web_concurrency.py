@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,8 +131,6 @@ def test_writers_waiting_for_the_write_lock_do_not_take_the_readers_threads(stor
     writes wait for the write lock in a pool of their own.  With 2 reading threads and 6 edits
     queued behind a long write (an import's write phase, held until the reads are done), the list,
     the worklist and the dashboard still answer, and every edit is saved after the write."""
-    import time
-
     app = make_app(store_url, threads=2)
     add_user(app, "ann", "data_manager", CENTRE_A)
     pks = [Api(app, "ann").register(patient_id=f"P-{i}") for i in range(6)]
@@ -216,8 +215,6 @@ def test_an_audit_verification_never_takes_the_readers_threads(store_url: str,
 def _answer_at_once(client: Any, *paths: str) -> None:
     """Each page answers 200 within 4 s: room for a loaded machine (1.8 s seen under the full suite on
     PostgreSQL) without hiding a read that waited for a lock or a long job (about 10 s)."""
-    import time
-
     for path in paths:
         started = time.perf_counter()
         assert client.get(path).status_code == 200, path
