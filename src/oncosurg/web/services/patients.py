@@ -33,7 +33,7 @@ from oncosurg.web.services.forms import (
     validate_registry,
     web_error,
 )
-from oncosurg.web.services.roster import Facts, Roster
+from oncosurg.web.services.roster import Roster
 from oncosurg.web.services.users import User, ensure_centre
 from oncosurg.web.services.worklist import REVIEW_HORIZON_WEEKS, last_news, status_unknown
 
@@ -196,13 +196,15 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
     page = max(1, page)
     if centre and not user.sees(centre):
         raise Forbidden(f"centre '{centre}' is not granted to you")
-    keep = _stage_filter(stage, today=today, horizon_weeks=horizon_weeks)
+    if stage and stage not in STAGE_FILTERS:
+        raise Invalid(f"unknown stage filter '{stage}'", errors=[{
+            "column": "stage", "value": stage, "message": "unknown stage filter",
+            "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
     needle = q.strip().lower()[:64]
-    chosen = (roster or Roster()).patients(conn, seen=seen)
-    if not (user.all_centres and not centre and not needle and not stage):
-        chosen = [f for f in chosen if (user.all_centres or f.centre in user.centres)
-                  and (not centre or f.centre == centre) and (not needle or needle in f.patient_id.lower())
-                  and keep(f)]
+    view = (roster or Roster()).view(conn, seen=seen)
+    chosen = view.select(centres=None if user.all_centres else user.centres, centre=centre, needle=needle,
+                         stage=stage, today=today, horizon_weeks=horizon_weeks)
+    facts = [view.ordered[i] for i in chosen[(page - 1) * page_size:page * page_size]]
     patients = [{
         "pk": f.pk, "patient_id": f.patient_id, "centre": f.centre, "referral": f.referral,
         "cetuximab_start": audit.text(f.cetuximab_start), "surgery_date": audit.text(f.surgery_date),
@@ -211,38 +213,10 @@ def list_patients(conn: sa.Connection, *, user: User, q: str = "", stage: str = 
                               "surgery_type": f.surgery_type, "last_contact_date": f.last_contact_date},
                              {"stop_date": f.stop_date}, last_review=f.last_review, today=today,
                              horizon_weeks=horizon_weeks),
-    } for f in chosen[(page - 1) * page_size:page * page_size]]
+    } for f in facts]
     total = len(chosen)
     return {"patients": patients, "total": total, "page": page, "page_size": page_size,
             "pages": max(1, -(-total // page_size)), "filters": {"q": q, "stage": stage, "centre": centre}}
-
-
-def _stage_filter(stage: str, *, today: dt.date, horizon_weeks: int) -> Callable[[Facts], bool]:
-    """The test of a :data:`STAGE_FILTERS` name (``""``: every patient)."""
-    if not stage:
-        return lambda f: True
-
-    def line_open(f: Facts) -> bool:
-        return f.surgery_date is None and f.death_date is None and f.stop_date is None
-
-    def news_within(f: Facts) -> bool:
-        return not status_unknown(last_news(f.last_contact_date, f.last_review), today=today,
-                                  horizon_weeks=horizon_weeks)
-
-    tests: dict[str, Callable[[Facts], bool]] = {
-        "on_cetuximab": lambda f: line_open(f) and news_within(f),
-        "status_unknown": lambda f: line_open(f) and not news_within(f),
-        "operated": lambda f: f.surgery_date is not None,
-        "resected": lambda f: f.surgery_type == "hepatectomy",
-        "progressed": lambda f: f.progression_date is not None,
-        "deceased": lambda f: f.death_date is not None,
-        "alive": lambda f: f.death_date is None,
-    }
-    if stage not in tests:
-        raise Invalid(f"unknown stage filter '{stage}'", errors=[{
-            "column": "stage", "value": stage, "message": "unknown stage filter",
-            "hint": "use one of " + ", ".join(STAGE_FILTERS)}])
-    return tests[stage]
 
 
 def _flat_and_regimen(stored: StoredPatient) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -21,13 +21,16 @@ the worklist's index (:class:`oncosurg.web.services.worklist.WorklistIndex`) use
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import sqlalchemy as sa
 
 from oncosurg.store import tables as t
@@ -176,22 +179,120 @@ class AuditFollower(Generic[V]):
         """Called after the patients of ``before`` (their earlier values) were loaded again."""
 
 
+class RosterView:
+    """One state of the roster: every patient's facts in list order (centre, then patient id) and, in
+    the same order, columns of what the list filters on, so that a filter is a few array operations
+    instead of a Python test per patient (10,000 patients: a stage filter 0.7-2.5 ms → ~0.05 ms).
+    Never changed once built: a refresh builds a new one (:meth:`replaced`), so a request keeps a
+    consistent state while others refresh."""
+
+    __slots__ = ("_ids", "_starts", "centre_code", "centres", "dead", "line_open", "news", "operated", "ordered",
+                 "position", "progressed", "resected")
+
+    def __init__(self, ordered: list[Facts]) -> None:
+        self.ordered = ordered
+        self.position = {f.pk: i for i, f in enumerate(ordered)}
+        self.centres = sorted({f.centre for f in ordered})
+        code = {c: i for i, c in enumerate(self.centres)}
+        self.centre_code = np.array([code[f.centre] for f in ordered], dtype=np.int32)
+        columns = list(zip(*(_columns(f) for f in ordered), strict=True)) or [()] * 6
+        self.operated, self.resected, self.progressed, self.dead, self.line_open = (
+            np.array(c, dtype=bool) for c in columns[:5])
+        self.news = np.array(columns[5], dtype=np.int32)
+        #: the lower-cased patient ids joined by NUL, and where each starts (:meth:`_search`)
+        ids = [f.patient_id.lower() for f in ordered]
+        self._ids = "\0".join(ids)
+        self._starts = list(itertools.accumulate((len(i) + 1 for i in ids[:-1]), initial=0)) if ids else []
+
+    def replaced(self, changes: dict[int, Facts]) -> RosterView:
+        """A new view with ``changes`` (pk → facts, each in the place it holds: same centre and id)."""
+        new = object.__new__(RosterView)
+        new.ordered = list(self.ordered)
+        new.position, new.centres, new.centre_code = self.position, self.centres, self.centre_code
+        new._ids, new._starts = self._ids, self._starts
+        arrays = [a.copy() for a in (self.operated, self.resected, self.progressed, self.dead, self.line_open,
+                                     self.news)]
+        for pk, facts in changes.items():
+            i = self.position[pk]
+            new.ordered[i] = facts
+            for array, value in zip(arrays, _columns(facts), strict=True):
+                array[i] = value
+        (new.operated, new.resected, new.progressed, new.dead, new.line_open, new.news) = arrays
+        return new
+
+    def select(self, *, centres: frozenset[str] | None = None, centre: str = "", needle: str = "",
+               stage: str = "", today: dt.date, horizon_weeks: int) -> Sequence[int]:
+        """Positions (in list order) of the patients of ``centres`` (``None``: every centre), of
+        ``centre``, whose lower-cased id contains ``needle`` and who are at pathway ``stage``
+        (:data:`STAGES`; ``""``: any)."""
+        n = len(self.ordered)
+        if not (centres is not None or centre or needle or stage):
+            return range(n)
+        positions = self._search(needle) if needle else None
+        mask = np.ones(n, dtype=bool) if positions is None else np.zeros(n, dtype=bool)
+        if positions is not None:
+            mask[positions] = True
+        if centres is not None:
+            mask &= np.isin(self.centre_code, [i for i, c in enumerate(self.centres) if c in centres])
+        if centre:
+            mask &= self.centre_code == (self.centres.index(centre) if centre in self.centres else -1)
+        if stage:
+            news_within = self.news >= today.toordinal() - 7 * horizon_weeks
+            mask &= {"on_cetuximab": lambda: self.line_open & news_within,
+                     "status_unknown": lambda: self.line_open & ~news_within,
+                     "operated": lambda: self.operated, "resected": lambda: self.resected,
+                     "progressed": lambda: self.progressed, "deceased": lambda: self.dead,
+                     "alive": lambda: ~self.dead}[stage]()
+        return np.flatnonzero(mask)
+
+    def _search(self, needle: str) -> list[int]:
+        """Positions whose lower-cased id contains ``needle``: ``str.find`` over the joined ids, one
+        step per patient found (a match cannot span two ids: the separator is not in the needle)."""
+        if "\0" in needle:
+            return [i for i, f in enumerate(self.ordered) if needle in f.patient_id.lower()]
+        ids, starts, found = self._ids, self._starts, []
+        at = ids.find(needle)
+        while at != -1:
+            i = bisect.bisect_right(starts, at) - 1
+            found.append(i)
+            if i + 1 >= len(starts):
+                break
+            at = ids.find(needle, starts[i + 1])
+        return found
+
+
+#: the pathway stages the list filters on (:meth:`RosterView.select`)
+STAGES: tuple[str, ...] = ("on_cetuximab", "status_unknown", "operated", "resected", "progressed", "deceased",
+                           "alive")
+
+
+def _columns(f: Facts) -> tuple[bool, bool, bool, bool, bool, int]:
+    """operated, resected, progressed, dead, rescue line open, ordinal of the latest news (0: none)."""
+    news = [d for d in (f.last_contact_date, f.last_review) if d is not None]
+    return (f.surgery_date is not None, f.surgery_type == "hepatectomy", f.progression_date is not None,
+            f.death_date is not None, f.surgery_date is None and f.death_date is None and f.stop_date is None,
+            max(news).toordinal() if news else 0)
+
+
 class Roster(AuditFollower[Facts]):
-    """The list facts of every patient, and their order (centre, then patient id).  The facts are one
-    statement (:func:`facts_select`): a refresh needs no ``snapshot``, the request's connection reads
-    them (on PostgreSQL 2 round trips after a change, not 5)."""
+    """The list facts of every patient, and their order (centre, then patient id), as a
+    :class:`RosterView`.  The facts are one statement (:func:`facts_select`): a refresh needs no
+    ``snapshot``, the request's connection reads them (on PostgreSQL 2 round trips after a change, not 5)."""
 
     def __init__(self, snapshot: Snapshot | None = None) -> None:
         super().__init__(snapshot)
-        self._ordered: list[Facts] = []
-        self._position: dict[int, int] = {}  # pk → index in _ordered
+        self._view = RosterView([])
         self._some: sa.Select | None = None  # the facts of some patients (ids bound at run time)
+
+    def view(self, conn: sa.Connection, *, seen: tuple[Any, ...] | None = None) -> RosterView:
+        """The roster current as of ``conn``'s snapshot or newer (``seen``: see :meth:`AuditFollower.current`)."""
+        self.current(conn, seen=seen)
+        return self._view
 
     def patients(self, conn: sa.Connection, *, seen: tuple[Any, ...] | None = None) -> list[Facts]:
         """Every patient's facts ordered by centre then patient id, current as of ``conn``'s snapshot
         (or newer; ``seen``: see :meth:`AuditFollower.current`).  Do not modify the list."""
-        self.current(conn, seen=seen)
-        return self._ordered
+        return self.view(conn, seen=seen).ordered
 
     def load(self, conn: sa.Connection, pks: list[int] | None, key: Any = None) -> dict[int, Facts]:
         if pks is None:
@@ -207,20 +308,20 @@ class Roster(AuditFollower[Facts]):
         self._sort()
 
     def _changed_some(self, before: dict[int, Facts | None]) -> None:
-        moved = False  # a patient added, deleted, renamed or moved to another centre: sort again
+        changes: dict[int, Facts] = {}
         for pk, old in before.items():
             new = self._values.get(pk)
+            if old is None and new is None:
+                continue
             if old is None or new is None or old.order != new.order:
-                moved = moved or old is not None or new is not None
-            else:  # same place in the order: replace it there (a reader sees the old or the new facts)
-                self._ordered[self._position[pk]] = new
-        if moved:
-            self._sort()
+                self._sort()  # a patient added, deleted, renamed or moved to another centre: sort again
+                return
+            changes[pk] = new  # same place in the order
+        if changes:
+            self._view = self._view.replaced(changes)
 
     def _sort(self) -> None:
-        # a new list, not sorted in place: requests iterate the one they were given
-        self._ordered = sorted(self._values.values(), key=lambda f: f.order)
-        self._position = {f.pk: i for i, f in enumerate(self._ordered)}
+        self._view = RosterView(sorted(self._values.values(), key=lambda f: f.order))
 
 
 def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...]) -> set[int] | None:
@@ -237,5 +338,5 @@ def _changed(conn: sa.Connection, before: tuple[Any, ...], now: tuple[Any, ...])
     return {pk for pk, _ in rows if pk is not None}
 
 
-__all__ = ["FACT_COLUMNS", "AuditFollower", "Facts", "Roster", "Snapshot", "centres_and_marks", "facts_select",
-           "marks"]
+__all__ = ["FACT_COLUMNS", "STAGES", "AuditFollower", "Facts", "Roster", "RosterView", "Snapshot", "centres_and_marks",
+           "facts_select", "marks"]
