@@ -129,6 +129,43 @@ def test_a_json_edit_answers_the_version_its_own_write_made(app: FastAPI, dm: Ap
     assert saved.status_code == 200 and saved.json()["version"] == dm.patient(pk)["version"] == 4, saved.text
 
 
+def test_a_write_reads_the_chain_head_once_and_a_review_reads_the_patient_in_one_statement(app: FastAPI, dm: Api
+                                                                                           ) -> None:
+    """Statements a write runs while it holds the writers' lock: the chain's head is read once (the
+    lock's read serves the first audit row), and on PostgreSQL an MDT review or a response assessment
+    reads the patient with one statement, not one per episode table (SQLite reads a patient per table:
+    its ``json_object`` takes too few arguments for the patient row); the chain still verifies."""
+    import sqlalchemy as sa
+
+    pk = dm.register()
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    writer = app.state.store.writer
+    sa.event.listen(writer, "before_cursor_execute", seen)
+    try:
+        for write in (lambda: dm.save(pk, "cetuximab", cetuximab_cycles="7"),
+                      lambda: dm.post(f"/patients/{pk}/reviews", {"review_date": "2024-02-01",
+                                                                  "decision": "potentially_resectable"}),
+                      lambda: dm.post(f"/patients/{pk}/responses", {"assessment_date": "2024-02-02",
+                                                                    "category": "PR"})):
+            statements.clear()
+            answer = write()
+            assert answer.status_code == 200, answer.text
+            heads = [s for s in statements if re.search(r"\bFROM audit_head\b", s)]
+            assert len(heads) == 1, heads
+            one_table = [s for s in statements if re.match(
+                r"SELECT \w+\.id, \w+\.patient_pk\b.* FROM "
+                r"(contact|disease_event|pathology|complication|liver_procedure)"
+                r"\b", s)]
+            assert not one_table or app.state.store.dialect == "sqlite", one_table
+    finally:
+        sa.event.remove(writer, "before_cursor_execute", seen)
+    assert verify_chain(app).ok
+
+
 def test_stale_edit_is_refused_with_what_changed(app: FastAPI, dm: Api) -> None:
     pk = dm.register()
     other = Api(app, "dm2")

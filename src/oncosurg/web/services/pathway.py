@@ -39,7 +39,7 @@ from oncosurg.web.services.patients import (
     _require_writer,
     bump_version,
     read_registry_record,
-    rescue_line_pk,
+    registry_record_and_line,
     stale,
 )
 
@@ -121,7 +121,7 @@ def _begin(conn: sa.Connection, ctx: Context, pk: int, version: int | None) -> d
 
 def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str, str]) -> int:
     head = _begin(conn, ctx, pk, None)
-    record = read_registry_record(conn, pk)
+    record, line = registry_record_and_line(conn, pk)
     values, errors = parse_fields(REVIEW_FIELDS, form, today=ctx.today)
     # an MDT review may follow the last contact (it discusses imaging, not a visit)
     errors += check_dates_within(record, "review_date", values.get("review_date"), until_contact=False)
@@ -132,7 +132,7 @@ def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str,
     version = bump_version(conn, head=head, version=None)
     rid = int(conn.execute(sa.insert(t.mdt_review).values(
         patient_pk=pk, review_no=_next_no(conn, t.mdt_review.c.review_no, t.mdt_review.c.patient_pk == pk),
-        therapy_line_pk=rescue_line_pk(conn, pk), **values)).inserted_primary_key[0])
+        therapy_line_pk=line, **values)).inserted_primary_key[0])
     changes = [(k, None, v) for k, v in values.items() if v is not None]
     audit.append(conn, actor=ctx.actor, entries=_entries(head, version, "create", "mdt_review", rid, changes, None))
     return rid
@@ -140,7 +140,7 @@ def add_review(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str,
 
 def add_response(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[str, str]) -> int:
     head = _begin(conn, ctx, pk, None)
-    record = read_registry_record(conn, pk)
+    record, line = registry_record_and_line(conn, pk)
     values, errors = parse_fields(RESPONSE_FIELDS, form, today=ctx.today)
     date = values.get("assessment_date")
     errors += check_dates_within(record, "assessment_date", date)
@@ -170,7 +170,7 @@ def add_response(conn: sa.Connection, *, ctx: Context, pk: int, form: Mapping[st
     a = t.response_assessment
     aid = int(conn.execute(sa.insert(a).values(
         patient_pk=pk, assessment_no=_next_no(conn, a.c.assessment_no, a.c.patient_pk == pk),
-        therapy_line_pk=rescue_line_pk(conn, pk), **values)).inserted_primary_key[0])
+        therapy_line_pk=line, **values)).inserted_primary_key[0])
     changes = [(k, None, v) for k, v in values.items() if v is not None]
     audit.append(conn, actor=ctx.actor,
                  entries=_entries(head, version, "create", "response_assessment", aid, changes, None))

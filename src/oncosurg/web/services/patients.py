@@ -22,7 +22,7 @@ from oncosurg.schema import CLAVIEN_DINDO, COLUMNS, FIELD_BY_NAME, FIELDS, Stage
 from oncosurg.store import audit
 from oncosurg.store import tables as t
 from oncosurg.store.episodes import StoredPatient, insert_records, read_stored
-from oncosurg.store.repository import read_record, row_json, write_stages
+from oncosurg.store.repository import row_json, write_stages
 from oncosurg.web.errors import Conflict, Forbidden, Invalid, NotFound
 from oncosurg.web.services.forms import (
     REGIMEN_FIELDS,
@@ -107,8 +107,21 @@ def history_filter(conn: sa.Connection, *, head: Mapping[str, Any]) -> dict[str,
 
 
 def read_registry_record(conn: sa.Connection, pk: int) -> dict[str, Any]:
-    """The registry columns of one patient (:func:`oncosurg.store.repository.read_record`)."""
-    return read_record(conn, pk)
+    """The registry columns of one patient (those of :func:`oncosurg.store.repository.read_record`)."""
+    return registry_record_and_line(conn, pk)[0]
+
+
+def registry_record_and_line(conn: sa.Connection, pk: int) -> tuple[dict[str, Any], int | None]:
+    """The registry columns of one patient and the id of its rescue line (:func:`rescue_line_pk`),
+    read with :func:`~oncosurg.store.episodes.read_stored`: one statement on SQLite and PostgreSQL
+    (:func:`~oncosurg.store.repository.read_record` reads each episode table: 10 statements, held
+    inside the write lock by an MDT review or a response assessment).  ``LookupError`` when no
+    patient has id ``pk``."""
+    stored = read_stored(conn, t.EPISODES, t.centre, pk)
+    if stored is None:
+        raise LookupError(f"no patient with id {pk}")
+    line = rescue_line(stored.rows.get(Table.THERAPY_LINE, []))
+    return _flat_and_regimen(stored)[0], None if line is None else int(line["id"])
 
 
 def rescue_line_pk(conn: sa.Connection, pk: int) -> int | None:
