@@ -71,6 +71,10 @@ def flush(store: WebStore) -> int:
     return journal.merge(store) if journal is not None else 0
 
 
+#: built once (its cache key is then computed once, not per page view)
+_INSERT = sa.insert(t.access_trail)
+
+
 class AccessRecorder:
     """Records rows before returning: appended to the journal (SQLite), or by group commit (each
     caller adds its rows and returns once they are committed; one caller at a time writes every row
@@ -95,7 +99,7 @@ class AccessRecorder:
         if not rows:
             return
         if conn is not None and self.journal is None and self.in_reader:
-            conn.execute(sa.insert(t.access_trail), list(rows))
+            conn.execute(_INSERT, list(rows))
             conn.commit()
             return
         if self.journal is not None:
@@ -120,7 +124,7 @@ class AccessRecorder:
                 return
         try:
             with side_write(self.store) as conn:
-                conn.execute(sa.insert(t.access_trail), batch.rows)
+                conn.execute(_INSERT, batch.rows)
         except BaseException as exc:
             batch.error = exc
         with self._cond:
