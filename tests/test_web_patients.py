@@ -132,7 +132,8 @@ def test_a_json_edit_answers_the_version_its_own_write_made(app: FastAPI, dm: Ap
 def test_a_write_reads_the_chain_head_once_and_a_review_reads_the_patient_in_one_statement(app: FastAPI, dm: Api
                                                                                            ) -> None:
     """Statements a write runs while it holds the writers' lock: the chain's head is read once (the
-    lock's read serves the first audit row), and on PostgreSQL an MDT review or a response assessment
+    lock's read serves the first audit row), a stage edit reads the record's creation time with the
+    patient, and on PostgreSQL an MDT review or a response assessment
     reads the patient with one statement, not one per episode table (SQLite reads a patient per table:
     its ``json_object`` takes too few arguments for the patient row); the chain still verifies."""
     import sqlalchemy as sa
@@ -161,6 +162,8 @@ def test_a_write_reads_the_chain_head_once_and_a_review_reads_the_patient_in_one
                 r"(contact|disease_event|pathology|complication|liver_procedure)"
                 r"\b", s)]
             assert not one_table or app.state.store.dialect == "sqlite", one_table
+            # the record's creation (for the lock period) is read with the patient, not on its own
+            assert not [s for s in statements if s.startswith("SELECT audit_log.patient_pk, max(audit_log.at)")]
     finally:
         sa.event.remove(writer, "before_cursor_execute", seen)
     assert verify_chain(app).ok

@@ -318,9 +318,15 @@ def stale(conn: sa.Connection, *, head: Mapping[str, Any], version: int, submitt
     return error
 
 
-def _reason(ctx: Context, conn: sa.Connection, head: Mapping[str, Any], reason: str) -> str | None:
+def _reason(ctx: Context, conn: sa.Connection, head: Mapping[str, Any], reason: str,
+            stored: StoredPatient | None = None) -> str | None:
+    """The change's reason, required of a record older than the lock period.  ``stored``: the patient
+    as read with ``also=_CREATED_ALSO`` in this transaction (its creation time then needs no statement)."""
     reason = (reason or "").strip()[:1000]
-    created = created_at(conn, pk=head["id"], import_batch_id=head["import_batch_id"])
+    if stored is not None and "created_logged" in stored.also:
+        created = _creation(stored.also["created_logged"], stored.also["created_imported"])
+    else:
+        created = created_at(conn, pk=head["id"], import_batch_id=head["import_batch_id"])
     if is_locked(created, today=ctx.today, lock_days=ctx.lock_days) and not reason:
         raise Invalid("a reason is required to change this record", errors=[web_error(
             "W505", "reason", None,
@@ -357,7 +363,8 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
     head = _locked_head(conn, user=ctx.user, pk=pk)
     if head["version"] != version:
         raise stale(conn, head=head, version=version, submitted=dict(form))
-    stored = read_stored(conn, t.EPISODES, t.centre, pk)  # read once: the form's values and the plan's base
+    # read once: the form's values, the plan's base and the record's creation (the lock period)
+    stored = read_stored(conn, t.EPISODES, t.centre, pk, also=_CREATED_ALSO)
     assert stored is not None  # the row is locked
     current, regimen = _flat_and_regimen(stored)
     record, errors = validate_registry(current, form, card.registry_fields, today=ctx.today,
@@ -375,7 +382,7 @@ def save_stage(conn: sa.Connection, *, ctx: Context, pk: int, stage: str, form: 
                 if regimen.get(c) != new_regimen.get(c)]
     if not changes:
         return {"version": version, "changes": []}
-    why = _reason(ctx, conn, head, reason)
+    why = _reason(ctx, conn, head, reason, stored)
     new_version = bump_version(conn, head=head, version=version, submitted=dict(form))
     plan = write_stages(conn, pk, record, source="surgery card", stored=stored.record)
     if plan.refusals:
