@@ -11,9 +11,10 @@ Every change to a patient writes audit rows under its pk: web edits and deletion
 command-line imports (``create``/``update`` rows).  A change that moves the registry without such
 rows (a new patient or import batch with no audit row: registries written before the audit trail
 carried patient ids), or an audit row without a patient other than an account's, makes the roster
-project everything again.  Filtering, ordering (centre, then patient id) and paging happen in
-Python; the facts are those of :func:`oncosurg.store.repository.registry_select`, the same SQL for
-the whole registry and for a few patients.
+project everything again.  Ordering (centre, then patient id), filtering (array operations over
+a :class:`RosterView`'s columns) and paging happen in Python; the facts are those of
+:func:`oncosurg.store.repository.registry_select`, the same SQL for the whole registry and for a few
+patients.
 
 The mechanism itself is :class:`AuditFollower` (per-patient values kept current from the trail);
 the worklist's index (:class:`oncosurg.web.services.worklist.WorklistIndex`) uses it too.
