@@ -9,7 +9,8 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oncosurg.web.services.roster import STAGES, Facts, RosterView
+from oncosurg.web.services.patients import STAGE_FILTERS
+from oncosurg.web.services.roster import Facts, RosterView
 from oncosurg.web.services.worklist import last_news, status_unknown
 
 TODAY = dt.date(2024, 6, 3)
@@ -70,7 +71,7 @@ def test_the_view_selects_what_the_per_patient_tests_select(data: st.DataObject,
         centre = data.draw(st.sampled_from(("", *CENTRES, "Elsewhere")))
         needle = data.draw(st.one_of(st.just(""), st.text(ID_CHARS, max_size=3).map(str.lower),
                                      st.sampled_from([f.patient_id.lower()[1:3] for f in ordered] or [""])))
-        stage = data.draw(st.sampled_from(("", *STAGES)))
+        stage = data.draw(st.sampled_from(("", *STAGE_FILTERS)))
         horizon = data.draw(st.integers(0, 4))
         got = view.select(centres=centres, centre=centre, needle=needle, stage=stage, today=TODAY,
                           horizon_weeks=horizon)

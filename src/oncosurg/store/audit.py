@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from oncosurg.store import tables as t
 from oncosurg.store.bulk import insert_rows
+from oncosurg.store.engine import held_audit_head
 
 GENESIS = "0" * 64
 HASHED_FIELDS: tuple[str, ...] = (
@@ -73,25 +74,6 @@ def row_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical(row)).encode("utf-8")).hexdigest()
 
 
-#: ``conn.info`` key of the head as :func:`lock_head` read it: (transaction, last id, last hash)
-_HELD = "oncosurg.audit_head"
-
-
-def lock_head(conn: sa.Connection) -> None:
-    """Lock the chain's head row until this transaction ends (``FOR UPDATE``: the writers' lock on
-    PostgreSQL) and keep what it read, so that the transaction's first :func:`append` needs no
-    second read of it (one round trip fewer per web write).  :func:`forget_head` when the
-    transaction ends, appended or not."""
-    head = conn.execute(sa.select(t.audit_head.c.last_id, t.audit_head.c.last_hash)
-                        .where(t.audit_head.c.id == 1).with_for_update()).one()
-    conn.info[_HELD] = (conn.get_transaction(), head.last_id, head.last_hash)
-
-
-def forget_head(conn: sa.Connection) -> None:
-    """Drop what :func:`lock_head` kept (the connection returns to the pool)."""
-    conn.info.pop(_HELD, None)
-
-
 def append(conn: sa.Connection, *, actor: Actor, entries: Sequence[dict[str, Any]], states: bool = True) -> int:
     """Append ``entries`` (dicts with action, entity, and optionally entity_id, patient_pk, centre,
     patient_id, field, old_value, new_value, reason, version) to the chain; returns the count.
@@ -107,9 +89,9 @@ def append(conn: sa.Connection, *, actor: Actor, entries: Sequence[dict[str, Any
         from oncosurg.store.audit_state import state_entries
 
         entries = [*entries, *state_entries(conn, entries)]
-    held = conn.info.pop(_HELD, None)
-    if held is not None and held[0] is conn.get_transaction():  # read under the lock this transaction holds
-        last_id, prev = held[1] or 0, held[2]
+    held = held_audit_head(conn)  # read under the writers' lock this transaction holds
+    if held is not None:
+        last_id, prev = held[0] or 0, held[1]
     else:
         head = conn.execute(sa.select(t.audit_head.c.last_id, t.audit_head.c.last_hash)
                             .where(t.audit_head.c.id == 1).with_for_update()).one()

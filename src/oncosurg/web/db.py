@@ -31,8 +31,15 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: SQLite's busy handler alone
     fcntl = None  # type: ignore[assignment]
 
-from oncosurg.store import audit
-from oncosurg.store.engine import BUSY_TIMEOUT_MS, StoreBusy, begin_immediate, is_deadlock, open_store
+from oncosurg.store.engine import (
+    BUSY_TIMEOUT_MS,
+    StoreBusy,
+    begin_immediate,
+    forget_audit_head,
+    is_deadlock,
+    lock_audit_head,
+    open_store,
+)
 from oncosurg.web.access_journal import AccessJournal, journal_path
 from oncosurg.web.errors import Busy
 
@@ -157,11 +164,11 @@ class WebStore:
                     yield conn
             else:
                 with self.writer.begin() as conn:
-                    audit.lock_head(conn)
+                    lock_audit_head(conn)
                     try:
                         yield conn
                     finally:
-                        audit.forget_head(conn)
+                        forget_audit_head(conn)
         except StoreBusy as exc:
             raise Busy(f"the registry is busy with a large import; nothing was saved, try again ({exc})") from exc
         except sa.exc.OperationalError as exc:
